@@ -1,0 +1,32 @@
+# The two commands of the README's quick start:
+#   make demo   set up (idempotent), build, and run `fedchain demo`
+#   make test   set up (idempotent), then run every check CI runs
+# .ci/run calls `make test`, so CI and a newcomer run exactly the same thing.
+
+CARGO ?= cargo
+
+.PHONY: setup build demo test lint check-deps clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked -p fedchain-cli
+
+demo: build
+	./target/release/fedchain demo
+
+test: setup lint check-deps
+	$(CARGO) test --workspace --locked
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked --quiet
+
+# Architecture invariants that the compiler does not check (see ARCHITECTURE.md).
+check-deps: setup
+	@scripts/check-deps.sh
+
+clean:
+	$(CARGO) clean
