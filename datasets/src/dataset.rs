@@ -1,0 +1,169 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the target column means, and so how a model is trained and scored on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Two classes; the target is 0 or 1.
+    Binary,
+    /// `classes` classes; the target is an integer in `0..classes`.
+    Multiclass {
+        /// Number of classes (at least 2).
+        classes: usize,
+    },
+    /// A real-valued target.
+    Regression,
+}
+
+impl TaskKind {
+    /// Number of model outputs this task needs: 1 for binary (a logit) and regression, `classes`
+    /// for multiclass.
+    pub fn outputs(&self) -> usize {
+        match self {
+            TaskKind::Binary | TaskKind::Regression => 1,
+            TaskKind::Multiclass { classes } => *classes,
+        }
+    }
+
+    /// Number of distinct labels, or `None` for regression.
+    pub fn classes(&self) -> Option<usize> {
+        match self {
+            TaskKind::Binary => Some(2),
+            TaskKind::Multiclass { classes } => Some(*classes),
+            TaskKind::Regression => None,
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskKind::Binary => write!(f, "binary classification"),
+            TaskKind::Multiclass { classes } => write!(f, "{classes}-class classification"),
+            TaskKind::Regression => write!(f, "regression"),
+        }
+    }
+}
+
+/// How to read a CSV file: which columns are features, which is the target, and the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Feature columns, in the order the model sees them. `None` means every column except the
+    /// target, in file order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+    /// The target column.
+    pub target: String,
+    /// The task the target defines.
+    pub task: TaskKind,
+}
+
+/// A dense, validated table: `len()` rows of `n_features()` finite `f32` features and one finite
+/// target each, valid for `task` (0/1 for binary, an integer in range for multiclass).
+///
+/// Built only by the loader (or by [`Dataset::subset`] of a valid dataset), so these invariants hold
+/// for every value of this type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub(crate) name: String,
+    pub(crate) feature_names: Vec<String>,
+    pub(crate) target_name: String,
+    pub(crate) task: TaskKind,
+    /// Row-major, `len * n_features` values.
+    pub(crate) features: Vec<f32>,
+    pub(crate) targets: Vec<f32>,
+}
+
+impl Dataset {
+    /// A short name for messages: the built-in name or the file it came from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Feature column names, in model input order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// The target column name.
+    pub fn target_name(&self) -> &str {
+        &self.target_name
+    }
+
+    /// The task.
+    pub fn task(&self) -> TaskKind {
+        self.task
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// True when there are no rows (never for a loaded dataset; possible for a subset).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Number of features per row.
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+
+    /// All features, row-major (`len() * n_features()` values).
+    pub fn features(&self) -> &[f32] {
+        &self.features
+    }
+
+    /// All targets, one per row.
+    pub fn targets(&self) -> &[f32] {
+        &self.targets
+    }
+
+    /// The features of row `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let d = self.n_features();
+        &self.features[i * d..(i + 1) * d]
+    }
+
+    /// A new dataset holding the given rows, in the given order.
+    ///
+    /// # Panics
+    /// If an index is out of range (indices come from this crate's own split and partition
+    /// functions, so that would be a bug, not bad input).
+    pub fn subset(&self, rows: &[usize]) -> Dataset {
+        let d = self.n_features();
+        let mut features = Vec::with_capacity(rows.len() * d);
+        let mut targets = Vec::with_capacity(rows.len());
+        for &i in rows {
+            features.extend_from_slice(self.row(i));
+            targets.push(self.targets[i]);
+        }
+        Dataset {
+            name: self.name.clone(),
+            feature_names: self.feature_names.clone(),
+            target_name: self.target_name.clone(),
+            task: self.task,
+            features,
+            targets,
+        }
+    }
+
+    /// The schema that reads back a CSV written by [`Dataset::write_csv`].
+    pub fn schema(&self) -> Schema {
+        Schema {
+            features: Some(self.feature_names.clone()),
+            target: self.target_name.clone(),
+            task: self.task,
+        }
+    }
+
+    /// Class label of row `i` (`None` for regression).
+    pub fn label(&self, i: usize) -> Option<usize> {
+        self.task.classes().map(|_| self.targets[i] as usize)
+    }
+}

@@ -1,0 +1,280 @@
+//! Per-feature standardization with statistics fitted on training rows only.
+
+use crate::dataset::{Dataset, TaskKind};
+use crate::error::{DataError, Result};
+use serde::{Deserialize, Serialize};
+
+/// Columns whose spread is below this are treated as constant: they map to 0 instead of being
+/// divided by (nearly) zero.
+const MIN_STD: f64 = 1e-12;
+
+/// Mean and standard deviation of a regression target, used to train on a unit-scale target and
+/// report predictions in the original units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetScale {
+    /// Mean of the training targets.
+    pub mean: f32,
+    /// Population standard deviation of the training targets (1.0 if they are constant).
+    pub std: f32,
+}
+
+/// A fitted `(x - mean) / std` transform per feature (and for a regression target).
+///
+/// Fit it on the training rows only, then apply the same value to test rows or send it (as JSON)
+/// to another party, so that no statistics leak from evaluation data into training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standardizer {
+    /// The features the statistics belong to, in order; [`Standardizer::apply`] checks them.
+    pub feature_names: Vec<String>,
+    /// Per-feature means.
+    pub means: Vec<f32>,
+    /// Per-feature population standard deviations (1.0 for constant columns).
+    pub stds: Vec<f32>,
+    /// Target scaling, present only for regression tasks.
+    pub target: Option<TargetScale>,
+}
+
+impl Standardizer {
+    /// Fits means and population standard deviations on `train` (accumulated in `f64`).
+    ///
+    /// An empty dataset gives means 0 and stds 1, i.e. the identity.
+    pub fn fit(train: &Dataset) -> Standardizer {
+        let d = train.n_features();
+        let mut means = Vec::with_capacity(d);
+        let mut stds = Vec::with_capacity(d);
+        for j in 0..d {
+            let (mean, std) = mean_std((0..train.len()).map(|i| train.row(i)[j]));
+            means.push(mean);
+            stds.push(std);
+        }
+        let target = (train.task() == TaskKind::Regression).then(|| {
+            let (mean, std) = mean_std(train.targets().iter().copied());
+            TargetScale { mean, std }
+        });
+        Standardizer {
+            feature_names: train.feature_names().to_vec(),
+            means,
+            stds,
+            target,
+        }
+    }
+
+    /// Returns a standardized copy of `ds`: every feature becomes `(x - mean) / std`, and for a
+    /// regression task the target too.
+    ///
+    /// Errors with [`DataError::InvalidArgument`] if `ds` has different feature names (or order)
+    /// than the training data, or a task that does not match (target scaling present but the task
+    /// is not regression, or the reverse).
+    pub fn apply(&self, ds: &Dataset) -> Result<Dataset> {
+        self.check_shape()?;
+        if ds.feature_names() != self.feature_names.as_slice() {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: features [{}] do not match the standardizer's [{}]",
+                ds.name(),
+                ds.feature_names().join(", "),
+                self.feature_names.join(", ")
+            )));
+        }
+        if self.target.is_some() != (ds.task() == TaskKind::Regression) {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: the standardizer was fitted on a {} task, but the dataset is {}",
+                ds.name(),
+                if self.target.is_some() {
+                    "regression"
+                } else {
+                    "classification"
+                },
+                ds.task()
+            )));
+        }
+        let mut out = ds.clone();
+        let d = self.means.len();
+        for (k, x) in out.features.iter_mut().enumerate() {
+            *x = scale(*x, self.means[k % d], self.stds[k % d]);
+        }
+        if let Some(t) = self.target {
+            for y in &mut out.targets {
+                *y = scale(*y, t.mean, t.std);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Maps a standardized regression target (e.g. a model prediction) back to original units.
+    /// The identity when there is no target scaling.
+    pub fn unscale_target(&self, y: f32) -> f32 {
+        match self.target {
+            Some(t) => (y as f64 * t.std as f64 + t.mean as f64) as f32,
+            None => y,
+        }
+    }
+
+    /// Pretty JSON of the statistics.
+    pub fn to_json(&self) -> String {
+        // Only strings, finite floats and options: serialization cannot fail.
+        serde_json::to_string_pretty(self).expect("a Standardizer always serializes to JSON")
+    }
+
+    /// Reads statistics written by [`Standardizer::to_json`], checking that they are usable
+    /// (matching lengths, finite means, positive finite stds).
+    pub fn from_json(json: &str) -> Result<Self> {
+        let s: Standardizer = serde_json::from_str(json)
+            .map_err(|e| DataError::InvalidArgument(format!("invalid standardizer JSON: {e}")))?;
+        s.check_shape()?;
+        Ok(s)
+    }
+
+    fn check_shape(&self) -> Result<()> {
+        let d = self.feature_names.len();
+        if self.means.len() != d || self.stds.len() != d {
+            return Err(DataError::InvalidArgument(format!(
+                "standardizer has {d} feature names but {} means and {} stds",
+                self.means.len(),
+                self.stds.len()
+            )));
+        }
+        let target = self.target.map(|t| (t.mean, t.std));
+        let features = self.means.iter().copied().zip(self.stds.iter().copied());
+        if !features
+            .chain(target)
+            .all(|(m, s)| m.is_finite() && s.is_finite() && s > 0.0)
+        {
+            return Err(DataError::InvalidArgument(
+                "standardizer has a non-finite mean or a std that is not positive and finite"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Population mean and std of the values, in `f64`; a (near-)constant column gets std 1.
+fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
+    let (n, sum) = values
+        .clone()
+        .fold((0usize, 0.0f64), |(n, s), v| (n + 1, s + v as f64));
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let mean = sum / n as f64;
+    // Two passes rather than sum-of-squares, which loses precision when |mean| >> std.
+    let var = values.map(|v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    let std = var.sqrt();
+    (mean as f32, if std < MIN_STD { 1.0 } else { std as f32 })
+}
+
+fn scale(x: f32, mean: f32, std: f32) -> f32 {
+    ((x as f64 - mean as f64) / std as f64) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_csv, train_test_split, Builtin, Schema};
+
+    fn column(ds: &Dataset, j: usize) -> Vec<f64> {
+        (0..ds.len()).map(|i| ds.row(i)[j] as f64).collect()
+    }
+
+    fn mean_and_std(v: &[f64]) -> (f64, f64) {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+        (m, var.sqrt())
+    }
+
+    #[test]
+    fn train_columns_get_mean_zero_std_one() {
+        let ds = Builtin::BreastCancer.load().unwrap();
+        let (train, _) = train_test_split(&ds, 0.2, 5).unwrap();
+        let s = Standardizer::fit(&train);
+        assert!(s.target.is_none());
+        let scaled = s.apply(&train).unwrap();
+        for j in 0..scaled.n_features() {
+            let (m, sd) = mean_and_std(&column(&scaled, j));
+            assert!(m.abs() < 1e-5, "column {j} mean {m}");
+            assert!((sd - 1.0).abs() < 1e-4, "column {j} std {sd}");
+        }
+        // Labels are left alone for classification.
+        assert_eq!(scaled.targets(), train.targets());
+    }
+
+    #[test]
+    fn constant_column_maps_to_zero() {
+        let schema = Schema {
+            features: None,
+            target: "y".into(),
+            task: TaskKind::Binary,
+        };
+        let ds = parse_csv(&b"a,b,y\n0.1,1,0\n0.1,2,1\n0.1,3,0\n"[..], "t", &schema).unwrap();
+        let s = Standardizer::fit(&ds);
+        assert_eq!(s.stds[0], 1.0);
+        let scaled = s.apply(&ds).unwrap();
+        assert_eq!(column(&scaled, 0), [0.0, 0.0, 0.0]);
+        assert!(scaled.features().iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn train_statistics_are_applied_to_test_unchanged() {
+        let ds = Builtin::Diabetes.load().unwrap();
+        let (train, test) = train_test_split(&ds, 0.25, 9).unwrap();
+        let s = Standardizer::fit(&train);
+        let scaled = s.apply(&test).unwrap();
+        for i in 0..test.len() {
+            for j in 0..test.n_features() {
+                let expected = (test.row(i)[j] - s.means[j]) / s.stds[j];
+                assert!((scaled.row(i)[j] - expected).abs() < 1e-5);
+            }
+        }
+        // Test statistics differ from train, so the test set is not exactly standardized.
+        let (m, _) = mean_and_std(&column(&scaled, 0));
+        assert!(m.abs() > 1e-4, "test mean {m} should not be exactly 0");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let ds = Builtin::Diabetes.load().unwrap();
+        let s = Standardizer::fit(&ds);
+        let back = Standardizer::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert!(Standardizer::from_json("{").is_err());
+        let mut broken = s.clone();
+        broken.stds.pop();
+        assert!(Standardizer::from_json(&broken.to_json()).is_err());
+        let mut zero = s;
+        zero.stds[0] = 0.0;
+        assert!(Standardizer::from_json(&zero.to_json()).is_err());
+    }
+
+    #[test]
+    fn regression_target_is_scaled_and_unscaled() {
+        let ds = Builtin::Diabetes.load().unwrap();
+        let s = Standardizer::fit(&ds);
+        let t = s.target.expect("regression gets target scaling");
+        assert!(t.mean > 100.0 && t.std > 10.0, "{t:?}");
+        let scaled = s.apply(&ds).unwrap();
+        let ys: Vec<f64> = scaled.targets().iter().map(|&y| y as f64).collect();
+        let (m, sd) = mean_and_std(&ys);
+        assert!(m.abs() < 1e-5 && (sd - 1.0).abs() < 1e-4);
+        for (&z, &y) in scaled.targets().iter().zip(ds.targets()) {
+            assert!((s.unscale_target(z) - y).abs() < 1e-3, "{z} -> {y}");
+        }
+    }
+
+    #[test]
+    fn unscale_is_identity_without_target() {
+        let s = Standardizer::fit(&Builtin::Digits.load().unwrap());
+        assert_eq!(s.unscale_target(0.75), 0.75);
+    }
+
+    #[test]
+    fn mismatched_features_or_task_are_rejected() {
+        let cancer = Standardizer::fit(&Builtin::BreastCancer.load().unwrap());
+        let err = cancer.apply(&Builtin::Digits.load().unwrap()).unwrap_err();
+        assert!(matches!(err, DataError::InvalidArgument(_)));
+        assert!(err.to_string().contains("do not match"), "{err}");
+        let diabetes = Builtin::Diabetes.load().unwrap();
+        let mut s = Standardizer::fit(&diabetes);
+        s.target = None;
+        assert!(s.apply(&diabetes).is_err());
+    }
+}
