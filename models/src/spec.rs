@@ -1,0 +1,287 @@
+use crate::error::{ModelError, Result};
+use fedchain_datasets::TaskKind;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+/// A model's architecture: its name plus every hyperparameter that fixes its parameter layout.
+///
+/// A job carries one of these, so every party builds the same network. The canonical JSON form
+/// ([`ModelSpec::canonical_json`]) and its digest identify the architecture on the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// A single linear layer: logistic regression for binary tasks, softmax (multinomial logistic)
+    /// regression for multiclass, linear regression for regression.
+    LogisticRegression {
+        /// Input features.
+        inputs: usize,
+        /// Outputs (1 for binary and regression, the class count for multiclass).
+        outputs: usize,
+    },
+    /// A multilayer perceptron with ReLU activations.
+    Mlp {
+        /// Input features.
+        inputs: usize,
+        /// Width of each hidden layer, input side first.
+        hidden: Vec<usize>,
+        /// Outputs.
+        outputs: usize,
+        /// Dropout probability after each hidden layer during training (0 disables it).
+        #[serde(default)]
+        dropout: f64,
+    },
+    /// A small convolutional network for single-channel images (the 8x8 digits): two 3x3
+    /// convolutions with ReLU, 2x2 max pooling, one hidden dense layer, then the output layer.
+    Cnn {
+        /// Image height in pixels.
+        height: usize,
+        /// Image width in pixels.
+        width: usize,
+        /// Channels of the first and second convolution.
+        channels: [usize; 2],
+        /// Width of the dense hidden layer.
+        hidden: usize,
+        /// Outputs.
+        outputs: usize,
+        /// Dropout probability before the output layer during training (0 disables it).
+        #[serde(default)]
+        dropout: f64,
+    },
+}
+
+/// The model families, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// [`ModelSpec::LogisticRegression`].
+    Logreg,
+    /// [`ModelSpec::Mlp`].
+    Mlp,
+    /// [`ModelSpec::Cnn`].
+    Cnn,
+}
+
+impl ModelKind {
+    /// Every kind, for help texts.
+    pub const ALL: [ModelKind; 3] = [ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn];
+
+    /// The command-line name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Logreg => "logreg",
+            ModelKind::Mlp => "mlp",
+            ModelKind::Cnn => "cnn",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "logreg" | "logistic-regression" | "linear" => Ok(ModelKind::Logreg),
+            "mlp" => Ok(ModelKind::Mlp),
+            "cnn" => Ok(ModelKind::Cnn),
+            _ => Err(ModelError::InvalidSpec(format!(
+                "unknown model '{s}'; choose one of: logreg, mlp, cnn"
+            ))),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The default architecture of `kind` for a dataset with `inputs` features and the given task.
+    ///
+    /// These defaults are what `fedchain train` and the demo use; they are sized for the bundled
+    /// clinical datasets (tens of features, hundreds to a few thousand rows).
+    pub fn preset(kind: ModelKind, inputs: usize, task: TaskKind) -> Result<ModelSpec> {
+        let outputs = task.outputs();
+        let spec = match kind {
+            ModelKind::Logreg => ModelSpec::LogisticRegression { inputs, outputs },
+            ModelKind::Mlp => ModelSpec::Mlp {
+                inputs,
+                hidden: vec![32, 16],
+                outputs,
+                dropout: 0.0,
+            },
+            ModelKind::Cnn => {
+                let side = (inputs as f64).sqrt().round() as usize;
+                if side * side != inputs || side < 2 {
+                    return Err(ModelError::InvalidSpec(format!(
+                        "the cnn model needs square single-channel images (height x width features, \
+                         like the 8x8 digits' 64), but the dataset has {inputs} features; \
+                         use --model mlp or --model logreg"
+                    )));
+                }
+                ModelSpec::Cnn {
+                    height: side,
+                    width: side,
+                    channels: [16, 32],
+                    hidden: 64,
+                    outputs,
+                    dropout: 0.0,
+                }
+            }
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The family of this spec.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            ModelSpec::LogisticRegression { .. } => ModelKind::Logreg,
+            ModelSpec::Mlp { .. } => ModelKind::Mlp,
+            ModelSpec::Cnn { .. } => ModelKind::Cnn,
+        }
+    }
+
+    /// Number of input features.
+    pub fn inputs(&self) -> usize {
+        match self {
+            ModelSpec::LogisticRegression { inputs, .. } | ModelSpec::Mlp { inputs, .. } => *inputs,
+            ModelSpec::Cnn { height, width, .. } => height * width,
+        }
+    }
+
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        match self {
+            ModelSpec::LogisticRegression { outputs, .. }
+            | ModelSpec::Mlp { outputs, .. }
+            | ModelSpec::Cnn { outputs, .. } => *outputs,
+        }
+    }
+
+    /// Checks that every size is positive and every probability in range, so that building the
+    /// network cannot fail halfway.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(ModelError::InvalidSpec(msg));
+        let check_dropout = |p: f64| {
+            if (0.0..1.0).contains(&p) {
+                Ok(())
+            } else {
+                bad(format!("dropout must be in [0, 1), got {p}"))
+            }
+        };
+        if self.inputs() == 0 || self.outputs() == 0 {
+            return bad(format!(
+                "{} needs at least one input and one output (got {} inputs, {} outputs)",
+                self.kind(),
+                self.inputs(),
+                self.outputs()
+            ));
+        }
+        match self {
+            ModelSpec::LogisticRegression { .. } => Ok(()),
+            ModelSpec::Mlp {
+                hidden, dropout, ..
+            } => {
+                if hidden.contains(&0) {
+                    return bad(format!(
+                        "mlp hidden layer widths must be positive, got {hidden:?}"
+                    ));
+                }
+                check_dropout(*dropout)
+            }
+            ModelSpec::Cnn {
+                height,
+                width,
+                channels,
+                hidden,
+                dropout,
+                ..
+            } => {
+                if *height < 2 || *width < 2 || height % 2 != 0 || width % 2 != 0 {
+                    return bad(format!(
+                        "cnn images must be at least 2x2 with even sides (2x2 pooling), got {height}x{width}"
+                    ));
+                }
+                if channels.contains(&0) || *hidden == 0 {
+                    return bad("cnn channel counts and hidden width must be positive".into());
+                }
+                check_dropout(*dropout)
+            }
+        }
+    }
+
+    /// Checks that this model fits a dataset with `inputs` features and the given task.
+    pub fn check_fits(&self, inputs: usize, task: TaskKind) -> Result<()> {
+        if self.inputs() != inputs || self.outputs() != task.outputs() {
+            return Err(ModelError::InvalidSpec(format!(
+                "{} expects {} inputs and {} outputs, but the data has {} features and its task \
+                 ({task}) needs {} outputs",
+                self.kind(),
+                self.inputs(),
+                self.outputs(),
+                inputs,
+                task.outputs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The canonical JSON text of this spec: serde's output with the fields in declaration order
+    /// and no whitespace. It is what gets hashed and stored, so it must not change for a given
+    /// spec; `tests` pin it.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a ModelSpec always serializes")
+    }
+
+    /// Parses a spec from JSON (as written by [`ModelSpec::canonical_json`] or by hand) and
+    /// validates it.
+    pub fn from_json(json: &str) -> Result<ModelSpec> {
+        let spec: ModelSpec = serde_json::from_str(json)
+            .map_err(|e| ModelError::InvalidSpec(format!("model spec JSON: {e}")))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// SHA-256 of the canonical JSON.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.canonical_json().as_bytes()).into()
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSpec::LogisticRegression { inputs, outputs } => {
+                write!(f, "logreg {inputs} -> {outputs}")
+            }
+            ModelSpec::Mlp {
+                inputs,
+                hidden,
+                outputs,
+                ..
+            } => {
+                write!(f, "mlp {inputs}")?;
+                for h in hidden {
+                    write!(f, " -> {h}")?;
+                }
+                write!(f, " -> {outputs}")
+            }
+            ModelSpec::Cnn {
+                height,
+                width,
+                channels,
+                hidden,
+                outputs,
+                ..
+            } => write!(
+                f,
+                "cnn {height}x{width} -> conv{} -> conv{} -> pool -> {hidden} -> {outputs}",
+                channels[0], channels[1]
+            ),
+        }
+    }
+}
