@@ -1,0 +1,54 @@
+//! `fedchain model info`: what a model file holds, verified.
+
+use anyhow::Result;
+use clap::Subcommand;
+use fedchain_models::{layout, ModelFile};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Show a model file's architecture, parameter layout and digest (after verifying it).
+    Info {
+        /// The .safetensors file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::Info { file, json } => {
+            let m = ModelFile::load(&file)?;
+            let tensors = layout(m.spec());
+            if json {
+                let out = json!({
+                    "file": file,
+                    "spec": m.spec(),
+                    "parameters": m.params().len(),
+                    "digest": m.digest().to_hex(),
+                    "tensors": tensors,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            println!("file:       {}", file.display());
+            println!("model:      {}", m.spec());
+            println!("spec:       {}", m.spec().canonical_json());
+            println!("parameters: {}", m.params().len());
+            println!("digest:     sha256:{} (verified)", m.digest());
+            println!("tensors (flat order):");
+            for t in tensors {
+                println!(
+                    "  {:<16} {:<16} offset {}",
+                    t.name,
+                    format!("{:?}", t.shape),
+                    t.offset
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `fedchain train`: centralized training on one machine, the reference for federated runs.
+
+use crate::dataset_args::DatasetArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use fedchain_datasets::{train_test_split, Dataset, Standardizer};
+use fedchain_models::{
+    describe_device, evaluate, metrics, num_parameters, pick_device, train, DeviceChoice, Metrics,
+    Model, ModelKind, ModelSpec, Optimizer, TrainConfig,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DatasetArgs,
+    /// Model family: logreg, mlp or cnn (cnn needs square images such as the 8x8 digits).
+    #[arg(long, default_value = "mlp")]
+    pub model: ModelKind,
+    #[command(flatten)]
+    pub hyper: HyperArgs,
+    /// Where to save the trained model (safetensors, with its spec and digest); the feature scaling
+    /// goes beside it as FILE.standardizer.json.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of text (no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Training hyperparameters; unset ones take the model family's defaults.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HyperArgs {
+    /// Passes over the training rows.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Adam step size.
+    #[arg(long = "lr")]
+    pub learning_rate: Option<f64>,
+    /// Rows per optimizer step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Seed for the split, the initial parameters and the batch order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fraction of rows held out for testing (stratified by class).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Defaults per model family, tuned on the bundled datasets (see ARCHITECTURE.md).
+fn default_config(kind: ModelKind) -> TrainConfig {
+    let (epochs, learning_rate) = match kind {
+        ModelKind::Logreg => (60, 1e-2),
+        ModelKind::Mlp => (30, 1e-3),
+        ModelKind::Cnn => (20, 2e-3),
+    };
+    TrainConfig {
+        epochs,
+        batch_size: 32,
+        learning_rate,
+        weight_decay: 0.0,
+        optimizer: Optimizer::Adam,
+        seed: 0,
+    }
+}
+
+/// The result of one training run, as printed with --json.
+#[derive(Debug, Serialize)]
+pub struct TrainOutcome {
+    pub dataset: String,
+    pub task: String,
+    pub rows: usize,
+    pub features: usize,
+    pub train_rows: usize,
+    pub test_rows: usize,
+    pub model: ModelSpec,
+    pub parameters: usize,
+    pub config: TrainConfig,
+    pub device: String,
+    pub final_train_loss: f64,
+    pub test: Metrics,
+    pub baseline: Metrics,
+    pub model_digest: String,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<PathBuf>,
+}
+
+/// Loads, splits, standardizes, trains and evaluates; `progress` shows a bar on stderr.
+pub fn run_training(
+    data: &Dataset,
+    kind: ModelKind,
+    hyper: &HyperArgs,
+    out: Option<&Path>,
+    progress: bool,
+    label: &str,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let device = pick_device(hyper.device)?;
+    let (train_raw, test_raw) = train_test_split(data, hyper.test_fraction, hyper.seed)?;
+    let scaler = Standardizer::fit(&train_raw);
+    let train_set = scaler.apply(&train_raw)?;
+    let test_set = scaler.apply(&test_raw)?;
+
+    let spec = ModelSpec::preset(kind, data.n_features(), data.task())?;
+    let mut config = default_config(kind);
+    config.seed = hyper.seed;
+    config.epochs = hyper.epochs.unwrap_or(config.epochs);
+    config.learning_rate = hyper.learning_rate.unwrap_or(config.learning_rate);
+    config.batch_size = hyper.batch_size.unwrap_or(config.batch_size);
+    config.validate()?;
+
+    let mut model = Model::new(&spec, device, hyper.seed)?;
+    let bar = if progress {
+        let bar = ProgressBar::new(config.epochs as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30.cyan/blue}] epoch {pos}/{len} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let reports = train(&mut model, &train_set, &config, |r| {
+        bar.set_message(format!("loss {:.4}", r.loss));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+
+    let test = evaluate(&model, &test_set, Some(&scaler))?;
+    let baseline = metrics::baseline(data.task(), train_raw.targets(), test_raw.targets());
+    let digest = model.digest()?;
+    let saved = match out {
+        Some(path) => {
+            model.save(path)?;
+            let stats = standardizer_path(path);
+            std::fs::write(&stats, scaler.to_json())
+                .with_context(|| format!("writing {}", stats.display()))?;
+            Some(path.to_path_buf())
+        }
+        None => None,
+    };
+    Ok(TrainOutcome {
+        dataset: data.name().to_string(),
+        task: data.task().to_string(),
+        rows: data.len(),
+        features: data.n_features(),
+        train_rows: train_set.len(),
+        test_rows: test_set.len(),
+        parameters: num_parameters(&spec),
+        model: spec,
+        config,
+        device: describe_device(device),
+        final_train_loss: reports.last().map(|r| r.loss).unwrap_or(f64::NAN),
+        test,
+        baseline,
+        model_digest: digest.to_hex(),
+        seconds: started.elapsed().as_secs_f64(),
+        saved,
+    })
+}
+
+/// `model.safetensors` -> `model.standardizer.json`.
+pub fn standardizer_path(model: &Path) -> PathBuf {
+    model.with_extension("standardizer.json")
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let data = args.data.load()?;
+    if !args.json {
+        println!(
+            "dataset: {} ({} rows x {} features, {})",
+            data.name(),
+            data.len(),
+            data.n_features(),
+            data.task()
+        );
+        // Say which device is used before the long part, so a GPU host sees it at once.
+        println!(
+            "device:  {}",
+            describe_device(pick_device(args.hyper.device)?)
+        );
+    }
+    let o = run_training(
+        &data,
+        args.model,
+        &args.hyper,
+        args.out.as_deref(),
+        !args.json,
+        "training",
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&o)?);
+        return Ok(());
+    }
+    println!(
+        "split:   {} train / {} test rows (seed {}); features standardized on training rows only",
+        o.train_rows, o.test_rows, o.config.seed
+    );
+    println!("model:   {} ({} parameters)", o.model, o.parameters);
+    println!(
+        "trained: {} epochs, batch {}, Adam lr {}; final training loss {:.4}",
+        o.config.epochs, o.config.batch_size, o.config.learning_rate, o.final_train_loss
+    );
+    println!("test:    {}", o.test);
+    println!(
+        "trivial baseline ({}): {}",
+        if o.test.accuracy.is_some() {
+            "majority class"
+        } else {
+            "predict the mean"
+        },
+        o.baseline
+    );
+    println!("digest:  sha256:{}", o.model_digest);
+    if let Some(path) = &o.saved {
+        println!(
+            "saved:   {} (+ {})",
+            path.display(),
+            standardizer_path(path).display()
+        );
+    }
+    println!("time:    {:.1} s", o.seconds);
+    Ok(())
+}

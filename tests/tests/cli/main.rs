@@ -1,0 +1,7 @@
+//! End-to-end tests of the `fedchain` binary: real processes, real files, real libtorch training.
+//! One test binary (as ripgrep does), one module per concern.
+
+mod data;
+mod link;
+mod train;
+mod util;
