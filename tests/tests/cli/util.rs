@@ -13,8 +13,8 @@ pub fn fedchain_bin() -> PathBuf {
     let bin = profile_dir.join("fedchain");
     assert!(
         bin.exists(),
-        "{} does not exist; run the end-to-end tests with `cargo test --workspace` (or build \
-         fedchain-cli first) so the binary is built",
+        "{} does not exist; run the end-to-end tests with `cargo test --workspace`, which builds \
+         it first (or `cargo build -p fedchain-cli` before `cargo test -p fedchain-tests`)",
         bin.display()
     );
     bin
