@@ -3,6 +3,7 @@
 //! Thin adapters over the library crates: argument parsing, progress bars and output formats live
 //! here; every computation lives in a library. Only this binary uses `anyhow`.
 
+mod bench;
 mod data;
 mod dataset_args;
 mod demo;
@@ -32,6 +33,9 @@ enum Command {
     Model(model::ModelCommand),
     /// Run the demo: today the centralized baseline on the three bundled clinical datasets.
     Demo(demo::DemoArgs),
+    /// Measure performance on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

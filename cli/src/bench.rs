@@ -1,0 +1,110 @@
+//! `fedchain bench`: one-shot performance figures on this machine.
+
+use anyhow::Result;
+use clap::Subcommand;
+use fedchain_crypto::bench::{run as run_crypto, BenchConfig};
+use indicatif::ProgressBar;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Encryption, aggregation and threshold decryption costs (2048-bit keys by default).
+    Crypto {
+        /// Gradient values to encrypt end to end.
+        #[arg(long, default_value_t = 100_000)]
+        values: usize,
+        /// Parties holding key shares (threshold: a majority).
+        #[arg(long, default_value_t = 3)]
+        parties: usize,
+        /// Modulus size in bits (2048 default, 3072 supported).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Ciphertexts to partially decrypt, verify and combine (about 30 ms each per core).
+        #[arg(long, default_value_t = 64)]
+        decrypt: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Crypto {
+            values,
+            parties,
+            bits,
+            decrypt,
+            json,
+        } => {
+            anyhow::ensure!(values > 0, "--values must be at least 1");
+            let config = BenchConfig {
+                modulus_bits: bits,
+                values,
+                parties,
+                decrypt_ciphertexts: decrypt,
+                ..BenchConfig::default()
+            };
+            let spinner = if json {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new_spinner()
+            };
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::from_os_rng();
+            let r = run_crypto(&config, &mut rng, |step| {
+                spinner.set_message(format!("measuring {step}"))
+            })?;
+            spinner.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "fedchain bench crypto: {}-bit N, {} parties (threshold {}), {} values, {} threads",
+                bits, parties, r.threshold, values, r.threads
+            );
+            println!(
+                "  key ceremony (all cores)        {:>10.0} ms",
+                r.key_ceremony_ms_wall
+            );
+            println!(
+                "  DJN table build (all cores)     {:>10.0} ms  ({:.0} MiB)",
+                r.table_build_ms_wall, r.table_mib
+            );
+            println!(
+                "  packing                          {} bits/slot, {} values per ciphertext, {} ciphertexts",
+                r.slot_bits, r.slots_per_ciphertext, r.ciphertexts
+            );
+            println!("  per core:");
+            println!(
+                "  encrypt, naive (kzen, 1 value)  {:>10.1} us/value",
+                r.naive_encrypt_us_per_value
+            );
+            println!(
+                "  encrypt, quantize+pack+DJN      {:>10.2} us/value  ({:.0}x faster)",
+                r.packed_encrypt_us_per_value, r.encrypt_speedup
+            );
+            println!(
+                "  homomorphic addition            {:>10.2} us/ciphertext",
+                r.add_us_per_ciphertext
+            );
+            println!(
+                "  partial decryption + proof      {:>10.0} us/ciphertext (batched over {})",
+                r.partial_decrypt_us_per_ciphertext, r.config.decrypt_ciphertexts
+            );
+            println!(
+                "  proof verification              {:>10.0} us/ciphertext",
+                r.verify_us_per_ciphertext
+            );
+            println!(
+                "  combine {} shares                {:>10.0} us/ciphertext",
+                r.threshold, r.combine_us_per_ciphertext
+            );
+            println!(
+                "  bytes on the wire               {:>10.1} naive, {:.2} packed per value",
+                r.naive_bytes_per_value, r.packed_bytes_per_value
+            );
+            Ok(())
+        }
+    }
+}
