@@ -7,6 +7,7 @@ mod bench;
 mod data;
 mod dataset_args;
 mod demo;
+mod keys;
 mod model;
 mod train;
 
@@ -33,6 +34,9 @@ enum Command {
     Model(model::ModelCommand),
     /// Run the demo: today the centralized baseline on the three bundled clinical datasets.
     Demo(demo::DemoArgs),
+    /// Threshold encryption keys: the dealer ceremony and share checks.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -45,14 +49,22 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Keys(cmd) => keys::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            // Library errors often repeat their source in their own message; print a cause only
+            // when it adds something.
+            let mut shown = e.to_string();
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                shown = text;
             }
             ExitCode::FAILURE
         }

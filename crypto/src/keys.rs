@@ -298,6 +298,86 @@ impl PublicKey {
     }
 }
 
+/// Writes bytes to a new file (never overwriting), with `mode` on Unix, synced to disk.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let io = |source| CryptoError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| CryptoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl PublicKey {
+    /// Writes the key to a new file (world-readable: it is public). Refuses to overwrite.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_new(path, &self.to_bytes(), 0o644)
+    }
+
+    /// Reads and validates a public key file.
+    pub fn load(path: &Path) -> Result<PublicKey> {
+        PublicKey::from_bytes(&read(path)?)
+    }
+}
+
+/// File name of the public key in a ceremony folder.
+pub const PUBLIC_KEY_FILE: &str = "public.key";
+
+/// File name of party `index`'s share in a ceremony folder.
+pub fn share_file_name(index: usize) -> String {
+    format!("share-{index}.key")
+}
+
+/// Writes a ceremony's output into `dir` (created if missing): [`PUBLIC_KEY_FILE`] and one
+/// owner-only share file per party. Refuses to overwrite existing key files. Returns the paths
+/// written, public key first.
+pub fn write_ceremony(
+    dir: &Path,
+    pk: &PublicKey,
+    shares: &[KeyShare],
+) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|source| CryptoError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let paths: Vec<_> = std::iter::once(dir.join(PUBLIC_KEY_FILE))
+        .chain(shares.iter().map(|s| dir.join(share_file_name(s.index))))
+        .collect();
+    // Check them all first, so a refusal never leaves half a ceremony behind.
+    if let Some(existing) = paths.iter().find(|p| p.exists()) {
+        return Err(CryptoError::Io {
+            path: existing.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a key file is already there; choose an empty folder",
+            ),
+        });
+    }
+    pk.save(&paths[0])?;
+    for (s, path) in shares.iter().zip(&paths[1..]) {
+        s.save(path)?;
+    }
+    Ok(paths)
+}
+
 impl KeyShare {
     /// 1-based index of this share (the hospital's party number).
     pub fn index(&self) -> usize {
@@ -357,32 +437,14 @@ impl KeyShare {
         })
     }
 
-    /// Writes the share to a new file readable and writable by its owner only (mode 0600), so the
-    /// secret is never briefly world-readable. Refuses to overwrite an existing file.
+    /// Writes the share to a new file readable and writable by its owner only (mode 0600, set at
+    /// creation so the secret is never briefly world-readable). Refuses to overwrite.
     pub fn save(&self, path: &Path) -> Result<()> {
-        use std::io::Write;
-        let io = |source| CryptoError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(path).map_err(io)?;
-        f.write_all(&self.to_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)
+        write_new(path, &self.to_bytes(), 0o600)
     }
 
-    /// Reads a share file.
+    /// Reads a share file (check it with [`KeyShare::verify`] before use).
     pub fn load(path: &Path) -> Result<KeyShare> {
-        let bytes = std::fs::read(path).map_err(|source| CryptoError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        KeyShare::from_bytes(&bytes)
+        KeyShare::from_bytes(&read(path)?)
     }
 }

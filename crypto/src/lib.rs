@@ -12,6 +12,8 @@
 //! partially and proves it did so correctly with one batched proof per vector ([`threshold`]), and
 //! any t valid shares recover the plaintexts, while invalid shares are detected and named.
 //!
+//! [`update::UpdateCodec`] strings these together for one job, and [`mod@bench`] measures them.
+//!
 //! Every value that crosses a trust boundary has a canonical, versioned, fixed-length big-endian
 //! encoding ([`encoding`]) so the ledger can hash it, and is validated on the way in.
 //!

@@ -68,8 +68,9 @@ pub fn safe_prime<R: RngCore + CryptoRng>(bits: usize, rng: &mut R) -> Result<Bi
             }
             let sp64 = u64::from(sp);
             let r = small_mod(&q, sp);
-            let inv2 = sp64.div_ceil(2); // (sp + 1) / 2 = 2^-1 mod sp
-                                       // q + 2k = 0 (mod sp): q itself has the factor sp.
+            // (sp + 1) / 2 is the inverse of 2 modulo sp.
+            let inv2 = sp64.div_ceil(2);
+            // q + 2k = 0 (mod sp): q itself has the factor sp.
             let k0 = (sp64 - r) % sp64 * inv2 % sp64;
             // q + 2k = (sp - 1)/2 (mod sp): then p = 2(q + 2k) + 1 = 0 (mod sp).
             let k1 = ((sp64 - 1) / 2 + sp64 - r) % sp64 * inv2 % sp64;
