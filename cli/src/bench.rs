@@ -25,6 +25,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ledger costs: recording a round (records + fsync'd signed checkpoint) and offline
+    /// verification, in a temporary folder.
+    Ledger {
+        /// Hospitals per round.
+        #[arg(long, default_value_t = 10)]
+        hospitals: usize,
+        /// Rounds to record.
+        #[arg(long, default_value_t = 300)]
+        rounds: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -104,6 +117,35 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 "  bytes on the wire               {:>10.1} naive, {:.2} packed per value",
                 r.naive_bytes_per_value, r.packed_bytes_per_value
             );
+            Ok(())
+        }
+        BenchCommand::Ledger {
+            hospitals,
+            rounds,
+            json,
+        } => {
+            anyhow::ensure!(
+                hospitals > 0 && rounds > 0,
+                "--hospitals and --rounds must be at least 1"
+            );
+            let dir = tempfile::tempdir()?;
+            let r = fedchain_ledger::bench::run(dir.path(), hospitals, rounds)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "fedchain bench ledger: {} hospitals, {} rounds, {} records per round",
+                    r.hospitals, r.rounds, r.records_per_round
+                );
+                println!(
+                    "  append a round + fsync'd signed checkpoint  {:.2} ms mean, {:.2} ms max",
+                    r.round_append_checkpoint_ms_mean, r.round_append_checkpoint_ms_max
+                );
+                println!(
+                    "  offline verification                        {:.0} records/s ({} records)",
+                    r.verify_records_per_second, r.verified_records
+                );
+            }
             Ok(())
         }
     }

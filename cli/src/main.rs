@@ -3,6 +3,7 @@
 //! Thin adapters over the library crates: argument parsing, progress bars and output formats live
 //! here; every computation lives in a library. Only this binary uses `anyhow`.
 
+mod audit;
 mod bench;
 mod data;
 mod dataset_args;
@@ -34,6 +35,9 @@ enum Command {
     Model(model::ModelCommand),
     /// Run the demo: today the centralized baseline on the three bundled clinical datasets.
     Demo(demo::DemoArgs),
+    /// Audit a ledger without trusting the coordinator.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Threshold encryption keys: the dealer ceremony and share checks.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -44,16 +48,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Data(cmd) => data::run(cmd),
-        Command::Train(args) => train::run(args),
-        Command::Model(cmd) => model::run(cmd),
-        Command::Demo(args) => demo::run(args),
-        Command::Keys(cmd) => keys::run(cmd),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Data(cmd) => done(data::run(cmd)),
+        Command::Train(args) => done(train::run(args)),
+        Command::Model(cmd) => done(model::run(cmd)),
+        Command::Demo(args) => done(demo::run(args)),
+        // A failed audit is a verdict, not an error: exit 1 after printing the report.
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::Keys(cmd) => done(keys::run(cmd)),
+        Command::Bench(cmd) => done(bench::run(cmd)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             // Library errors often repeat their source in their own message; print a cause only

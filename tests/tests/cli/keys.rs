@@ -135,7 +135,7 @@ fn bad_ceremony_parameters_are_clear_errors() {
             "--threshold",
             "2",
             "--bits",
-            "1000",
+            "1001",
             "--out",
             o,
         ]),

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `fedchain` binary: real processes, real files, real libtorch training.
 //! One test binary (as ripgrep does), one module per concern.
 
+mod audit;
 mod data;
 mod keys;
 mod link;

@@ -1,0 +1,307 @@
+//! The ledger on disk: records, checkpoints and blobs in one `sled` database.
+//!
+//! Layout (sled trees):
+//! - `meta`: `origin` -> the log's origin line.
+//! - `records`: big-endian u64 index -> canonical record bytes (the Merkle leaves, in order).
+//! - `checkpoints`: big-endian u64 tree size -> signed checkpoint note (with cosignatures).
+//! - `blobs`: SHA-256 -> bytes (content-addressed; may be pruned, the digests stay in records).
+//!
+//! Writes go through [`Store::append`] / [`Store::append_all`] only, which assign the next index and
+//! enforce the credit invariants before anything is written. A batch of records is one atomic sled
+//! batch. [`Store::checkpoint`] flushes (fsync) before it signs, and again before it returns, so a
+//! signed checkpoint never covers records that a crash could lose. On open the store checks that
+//! the records are contiguous and decode, and rebuilds the Merkle frontier and credit balances.
+
+use crate::credits::Credits;
+use crate::error::{LedgerError, Result};
+use crate::merkle::{self, Frontier};
+use crate::note::{self, Checkpoint, NoteSigner};
+use crate::record::{Actor, Body, Outcome, Record};
+use crate::{sha256, Hash};
+use std::path::Path;
+
+/// Name of the sled database folder inside a ledger folder.
+pub const DB_DIR: &str = "db";
+
+/// An open ledger.
+pub struct Store {
+    db: sled::Db,
+    records: sled::Tree,
+    checkpoints: sled::Tree,
+    blobs: sled::Tree,
+    origin: String,
+    /// Leaf hashes of every record, for proofs (32 bytes per record).
+    leaves: Vec<Hash>,
+    frontier: Frontier,
+    credits: Credits,
+}
+
+/// One record to append: everything but its index.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who.
+    pub actor: Actor,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// What.
+    pub body: Body,
+}
+
+pub(crate) fn index_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+impl Store {
+    /// Opens (or creates) the ledger in folder `dir` for log `origin`. Reopening with another
+    /// origin is an error: one folder holds one log.
+    pub fn open(dir: &Path, origin: &str) -> Result<Store> {
+        if origin.is_empty() || origin.contains('\n') {
+            return Err(LedgerError::InvalidArgument(
+                "the log origin must be one non-empty line".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let db = sled::open(dir.join(DB_DIR))?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("origin")? {
+            Some(existing) if existing.as_ref() != origin.as_bytes() => {
+                return Err(LedgerError::InvalidArgument(format!(
+                    "{} holds the log '{}', not '{origin}'",
+                    dir.display(),
+                    String::from_utf8_lossy(&existing)
+                )))
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("origin", origin.as_bytes())?;
+                db.flush()?;
+            }
+        }
+        let records = db.open_tree("records")?;
+        let mut store = Store {
+            checkpoints: db.open_tree("checkpoints")?,
+            blobs: db.open_tree("blobs")?,
+            db,
+            records,
+            origin: origin.to_string(),
+            leaves: Vec::new(),
+            frontier: Frontier::new(),
+            credits: Credits::new(),
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    /// Rebuilds the in-memory state from the records, checking contiguity and decoding.
+    fn load(&mut self) -> Result<()> {
+        for (expected, item) in self.records.iter().enumerate() {
+            let (key, bytes) = item?;
+            let index =
+                u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                    LedgerError::Corrupt(format!("record key of {} bytes", key.len()))
+                })?);
+            if index != expected as u64 {
+                return Err(LedgerError::Corrupt(format!(
+                    "record {expected} is missing (next stored record is {index})"
+                )));
+            }
+            let record = Record::decode(&bytes)
+                .map_err(|e| LedgerError::Corrupt(format!("record {index}: {e}")))?;
+            if record.event != index {
+                return Err(LedgerError::Corrupt(format!(
+                    "record {index} carries event id {}",
+                    record.event
+                )));
+            }
+            if let Body::CreditsMoved { movement } = &record.body {
+                self.credits
+                    .apply(movement)
+                    .map_err(|e| LedgerError::Corrupt(format!("record {index}: {e}")))?;
+            }
+            let leaf = merkle::leaf_hash(&bytes);
+            self.leaves.push(leaf);
+            self.frontier.push(leaf);
+        }
+        Ok(())
+    }
+
+    /// The log's origin line.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// True when no record was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// Current credit balances (every `CreditsMoved` record applied).
+    pub fn credits(&self) -> &Credits {
+        &self.credits
+    }
+
+    /// Root of the Merkle tree over all records.
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
+    }
+
+    /// Appends one record. See [`Store::append_all`].
+    pub fn append(&mut self, entry: Entry) -> Result<Record> {
+        Ok(self.append_all(vec![entry])?.remove(0))
+    }
+
+    /// Appends records atomically (all or none), assigning consecutive event ids. Credit movements
+    /// are applied to a copy of the balances first; if any would break an invariant (negative
+    /// balance, double reward, ...) nothing is written. Not flushed: call [`Store::checkpoint`] (or
+    /// [`Store::flush`]) to make them durable.
+    pub fn append_all(&mut self, entries: Vec<Entry>) -> Result<Vec<Record>> {
+        let mut credits = self.credits.clone();
+        let mut batch = sled::Batch::default();
+        let mut out = Vec::with_capacity(entries.len());
+        let mut leaves = Vec::with_capacity(entries.len());
+        for (k, e) in entries.into_iter().enumerate() {
+            let index = self.len() + k as u64;
+            if let Body::CreditsMoved { movement } = &e.body {
+                credits.apply(movement)?;
+            }
+            let record = Record::new(index, e.time_ms, e.actor, e.outcome, e.body);
+            let bytes = record.encode()?;
+            leaves.push(merkle::leaf_hash(&bytes));
+            batch.insert(&index_key(index), bytes);
+            out.push(record);
+        }
+        self.records.apply_batch(batch)?;
+        self.credits = credits;
+        for leaf in leaves {
+            self.leaves.push(leaf);
+            self.frontier.push(leaf);
+        }
+        Ok(out)
+    }
+
+    /// The record at `index`, with its stored bytes.
+    pub fn record(&self, index: u64) -> Result<(Record, Vec<u8>)> {
+        let bytes = self
+            .records
+            .get(index_key(index))?
+            .ok_or_else(|| LedgerError::InvalidArgument(format!("no record {index}")))?;
+        Ok((Record::decode(&bytes)?, bytes.to_vec()))
+    }
+
+    /// Stores a blob and returns its digest (idempotent).
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash> {
+        let digest = sha256(bytes);
+        self.blobs.insert(digest, bytes)?;
+        Ok(digest)
+    }
+
+    /// A blob by digest, checked against it; `None` if absent (never stored, or pruned).
+    pub fn blob(&self, digest: &Hash) -> Result<Option<Vec<u8>>> {
+        match self.blobs.get(digest)? {
+            None => Ok(None),
+            Some(b) if &sha256(&b) == digest => Ok(Some(b.to_vec())),
+            Some(_) => Err(LedgerError::Corrupt(format!(
+                "blob {} does not hash to its name",
+                hex::encode(digest)
+            ))),
+        }
+    }
+
+    /// Removes a blob (retention); records keep its digest.
+    pub fn prune_blob(&self, digest: &Hash) -> Result<bool> {
+        Ok(self.blobs.remove(digest)?.is_some())
+    }
+
+    /// Makes everything written so far durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Flushes, then signs a checkpoint of the whole log with `signer`, stores it, flushes again
+    /// and returns the signed note. Hospitals add their cosignatures with
+    /// [`Store::add_cosignatures`].
+    pub fn checkpoint(&mut self, signer: &NoteSigner) -> Result<String> {
+        self.flush()?;
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: self.len(),
+            root: self.root(),
+            extensions: Vec::new(),
+        };
+        let signed = note::sign(&cp.to_text(), &[signer])?;
+        self.checkpoints
+            .insert(index_key(cp.size), signed.as_bytes())?;
+        self.flush()?;
+        Ok(signed)
+    }
+
+    /// Replaces the stored note of a checkpoint with `note`, which must be the same checkpoint text
+    /// carrying at least the signatures already stored (cosignatures only ever accumulate).
+    pub fn add_cosignatures(&self, note_text: &str) -> Result<()> {
+        let new = note::parse(note_text)?;
+        let cp = Checkpoint::from_text(&new.text)?;
+        let key = index_key(cp.size);
+        let old = self.checkpoints.get(key)?.ok_or_else(|| {
+            LedgerError::InvalidArgument(format!("no checkpoint of size {} was issued", cp.size))
+        })?;
+        let old = note::parse(&String::from_utf8_lossy(&old))?;
+        if old.text != new.text {
+            return Err(LedgerError::Inconsistent(format!(
+                "cosigned note for size {} has different checkpoint text",
+                cp.size
+            )));
+        }
+        if !old.signatures.iter().all(|s| new.signatures.contains(s)) {
+            return Err(LedgerError::InvalidArgument(
+                "cosigned note drops signatures already recorded".into(),
+            ));
+        }
+        self.checkpoints.insert(key, note_text.as_bytes())?;
+        self.flush()
+    }
+
+    /// Every stored checkpoint note, by tree size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
+        self.checkpoints
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let size =
+                    u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                        LedgerError::Corrupt("checkpoint key is not 8 bytes".into())
+                    })?);
+                Ok((size, String::from_utf8_lossy(&v).into_owned()))
+            })
+            .collect()
+    }
+
+    /// Proof that record `index` is in the tree of size `size`.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
+        merkle::inclusion_proof(&self.leaves, index, size)
+    }
+
+    /// Proof that the tree of size `old` is a prefix of the tree of size `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
+        merkle::consistency_proof(&self.leaves, old, new)
+    }
+
+    /// Root of the tree of the first `size` records.
+    pub fn root_at(&self, size: u64) -> Result<Hash> {
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s <= self.leaves.len())
+            .ok_or_else(|| LedgerError::InvalidArgument(format!("no tree of size {size}")))?;
+        Ok(merkle::root(&self.leaves[..size]))
+    }
+}

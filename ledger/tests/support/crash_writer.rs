@@ -1,0 +1,52 @@
+//! Appends records and checkpoints to the ledger in `argv[1]` forever, printing
+//! `checkpoint SIZE` after each checkpoint is durable. The crash test kills it with SIGKILL.
+
+use fedchain_ledger::credits::{Account, Movement};
+use fedchain_ledger::note::NoteSigner;
+use fedchain_ledger::record::{Actor, Body, Outcome, Role};
+use fedchain_ledger::store::{Entry, Store};
+use std::io::Write;
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("usage: crash-writer DIR");
+    let mut store = Store::open(std::path::Path::new(&dir), "fedchain.crash/log").expect("open");
+    let signer = NoteSigner::new("fedchain.crash", [9u8; 32]).expect("signer");
+    let actor = Actor {
+        id: "coordinator".into(),
+        role: Role::Coordinator,
+    };
+    let mut stdout = std::io::stdout();
+    let mut batch = store.len();
+    loop {
+        let n = 1 + (batch % 7) as usize;
+        let mut entries: Vec<Entry> = (0..n)
+            .map(|k| Entry {
+                time_ms: batch,
+                actor: actor.clone(),
+                outcome: Outcome::Success,
+                body: Body::CreditsMoved {
+                    movement: Movement::Mint {
+                        to: Account::Hospital(format!("hospital-{k}")),
+                        amount: 1 + batch,
+                    },
+                },
+            })
+            .collect();
+        entries.push(Entry {
+            time_ms: batch,
+            actor: actor.clone(),
+            outcome: Outcome::MinorFailure,
+            body: Body::RequestRejected {
+                request: format!("submit/{batch}"),
+                reason: "crash test filler".into(),
+            },
+        });
+        store.append_all(entries).expect("append");
+        if batch % 3 == 0 {
+            store.checkpoint(&signer).expect("checkpoint");
+            writeln!(stdout, "checkpoint {}", store.len()).expect("stdout");
+            stdout.flush().expect("stdout");
+        }
+        batch += 1;
+    }
+}
