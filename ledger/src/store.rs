@@ -222,6 +222,48 @@ impl Store {
         Ok(self.blobs.remove(digest)?.is_some())
     }
 
+    /// Applies a blob retention policy: keeps the blobs of job-level records (specs) and of the
+    /// last `keep_rounds` rounds of every job, and prunes the blobs of older rounds (ciphertext
+    /// vectors, aggregates, shares, intermediate models). Records, and so the digests, stay
+    /// forever. `None` keeps everything. Returns the number of blobs pruned.
+    pub fn apply_retention(&self, keep_rounds: Option<u64>) -> Result<usize> {
+        let Some(keep) = keep_rounds else {
+            return Ok(0);
+        };
+        // (job, round) of every blob reference, and the latest round of every job.
+        let mut latest: std::collections::HashMap<u64, u64> = Default::default();
+        let mut refs: Vec<(u64, u64, Hash)> = Vec::new();
+        for i in 0..self.len() {
+            let (record, _) = self.record(i)?;
+            let round = match &record.body {
+                Body::UpdateSubmitted { job, round, .. }
+                | Body::RoundClosed { job, round, .. }
+                | Body::DecryptionShare { job, round, .. }
+                | Body::RoundFinalized { job, round, .. } => Some((*job, *round)),
+                _ => None,
+            };
+            if let Some((job, round)) = round {
+                let l = latest.entry(job).or_insert(0);
+                *l = (*l).max(round);
+                refs.extend(record.body.blob_refs().into_iter().map(|d| (job, round, d)));
+            }
+        }
+        // A blob can be referenced by several rounds (identical content): keep it if any
+        // reference is recent.
+        let recent: std::collections::HashSet<Hash> = refs
+            .iter()
+            .filter(|(job, round, _)| round + keep > latest[job])
+            .map(|(_, _, d)| *d)
+            .collect();
+        let mut pruned = 0;
+        for (_, _, digest) in refs {
+            if !recent.contains(&digest) && self.prune_blob(&digest)? {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Makes everything written so far durable (fsync).
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

@@ -395,3 +395,27 @@ fn forged_submission_signatures_are_found() {
     let r = check(dir.path());
     assert_fails(&r, "signature does not verify");
 }
+
+/// Retention prunes the blobs of old rounds only; the records (and so the digests) stay, and the
+/// ledger still verifies.
+#[test]
+fn retention_prunes_old_round_blobs_and_keeps_the_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = build(dir.path());
+    let store = Store::open(dir.path(), ORIGIN).unwrap();
+    let records_before = store.len();
+    assert_eq!(store.apply_retention(None).unwrap(), 0);
+    // Keep the last round: round 1's three ciphertext blobs go, the spec and round 2 stay.
+    assert_eq!(store.apply_retention(Some(1)).unwrap(), 3);
+    assert!(store.blob(&blobs[0]).unwrap().is_some(), "job spec kept");
+    for d in &blobs[1..4] {
+        assert!(store.blob(d).unwrap().is_none(), "round 1 pruned");
+    }
+    for d in &blobs[4..7] {
+        assert!(store.blob(d).unwrap().is_some(), "round 2 kept");
+    }
+    assert_eq!(store.len(), records_before);
+    drop(store);
+    let r = check(dir.path());
+    assert!(r.ok(), "{:?}", r.findings);
+}
