@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use fedchain_ledger::note::{self, Checkpoint};
 use fedchain_ledger::verify::{verify, Trust};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,10 +21,27 @@ pub enum AuditCommand {
         /// Without it, signatures are not checked (the report says so).
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
+        /// A checkpoint a hospital cosigned and kept (its witness state file, or any signed
+        /// checkpoint note); repeatable. The ledger must still reproduce it: this is what catches
+        /// an operator who deletes recent checkpoints and rewrites what followed. Needs --trust.
+        #[arg(long, value_name = "FILE", requires = "trust")]
+        anchor: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Reads a checkpoint from a witness state file or a signed note.
+fn read_anchor(path: &std::path::Path) -> Result<Checkpoint> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let body = match note::parse(&text) {
+        Ok(signed) => signed.text,
+        Err(_) => text,
+    };
+    Checkpoint::from_text(&body)
+        .with_context(|| format!("{} does not hold a checkpoint", path.display()))
 }
 
 pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
@@ -31,13 +49,20 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
         AuditCommand::Verify {
             ledger,
             trust,
+            anchor,
             json,
         } => {
             let trust = match &trust {
-                Some(path) => Some(Trust::parse(
-                    &std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                )?),
+                Some(path) => {
+                    let mut t = Trust::parse(
+                        &std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )?;
+                    for a in &anchor {
+                        t.anchors.push(read_anchor(a)?);
+                    }
+                    Some(t)
+                }
                 None => None,
             };
             let report = verify(&ledger, trust.as_ref())

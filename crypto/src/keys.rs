@@ -256,7 +256,7 @@ impl PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey> {
         let mut r = Reader::new("public key", MAGIC_PUBLIC_KEY, bytes)?;
         let nlen = r.u16()?;
-        if nlen * 8 < MIN_MODULUS_BITS / 2 {
+        if nlen * 8 < MIN_MODULUS_BITS {
             return Err(r.err(format!("modulus of {nlen} bytes is too small")));
         }
         let n = r.fixed(nlen)?;

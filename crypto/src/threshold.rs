@@ -378,9 +378,12 @@ fn lagrange(pk: &PublicKey, parties: &[usize], i: usize) -> BigInt {
     num / den
 }
 
-/// Combines shares that the caller has already checked with [`verify_share`] (for example one by
-/// one as they arrived, recording each verdict). Passing unverified shares yields garbage or an
-/// error, never a silently wrong but plausible result: the `1 + kN` form is checked.
+/// Combines shares that the caller has already checked with [`verify_share`] on this same vector
+/// and context (for example one by one as they arrived, recording each verdict).
+///
+/// Only ever pass verified shares: an unverified share can shift the result by an amount its
+/// sender chooses (multiplying a value by `(1 + N)^x` keeps the `1 + kN` form that is checked
+/// here), so a wrong but plausible plaintext would come out. [`combine`] verifies for you.
 pub fn combine_verified(
     pk: &PublicKey,
     count: usize,

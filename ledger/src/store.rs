@@ -15,7 +15,7 @@
 use crate::credits::Credits;
 use crate::error::{LedgerError, Result};
 use crate::merkle::{self, Frontier};
-use crate::note::{self, Checkpoint, NoteSigner};
+use crate::note::{self, Checkpoint, NoteSigner, NoteVerifier};
 use crate::record::{Actor, Body, Outcome, Record};
 use crate::{sha256, Hash};
 use std::path::Path;
@@ -49,6 +49,31 @@ pub struct Entry {
     pub body: Body,
 }
 
+/// Opens the sled database at `path`.
+///
+/// sled releases its file lock asynchronously: after the last handle of a database is dropped,
+/// its flusher thread can hold the lock for a moment, and an immediate reopen (a verifier run
+/// right after the coordinator stops, a restart) fails with "could not acquire lock". That error
+/// alone is retried, for up to about two seconds; a lock held by a live process is then reported.
+pub fn open_db(path: &Path) -> Result<sled::Db> {
+    let mut attempt = 0;
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                attempt += 1;
+                if attempt >= 40 {
+                    return Err(LedgerError::InvalidArgument(format!(
+                        "{} is in use by another process (is the coordinator running?): {e}",
+                        path.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 pub(crate) fn index_key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
@@ -66,7 +91,7 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let db = sled::open(dir.join(DB_DIR))?;
+        let db = open_db(&dir.join(DB_DIR))?;
         let meta = db.open_tree("meta")?;
         match meta.get("origin")? {
             Some(existing) if existing.as_ref() != origin.as_bytes() => {
@@ -126,6 +151,25 @@ impl Store {
             let leaf = merkle::leaf_hash(&bytes);
             self.leaves.push(leaf);
             self.frontier.push(leaf);
+        }
+        // The newest checkpoint must still describe a prefix of the records: if a crash (or a
+        // disk that lied about fsync) lost records it covers, appending now would fork the log
+        // away from what hospitals cosigned. Refuse, and say so.
+        if let Some(item) = self.checkpoints.iter().next_back() {
+            let (_, note_bytes) = item?;
+            let signed = note::parse(&String::from_utf8_lossy(&note_bytes))
+                .map_err(|e| LedgerError::Corrupt(format!("latest checkpoint: {e}")))?;
+            let cp = Checkpoint::from_text(&signed.text)
+                .map_err(|e| LedgerError::Corrupt(format!("latest checkpoint: {e}")))?;
+            if cp.size > self.len() || self.root_at(cp.size)? != cp.root {
+                return Err(LedgerError::Corrupt(format!(
+                    "the latest checkpoint covers {} records with root {}, but the {} stored \
+                     records do not reproduce it; records a checkpoint covered were lost or changed",
+                    cp.size,
+                    hex::encode(cp.root),
+                    self.len()
+                )));
+            }
         }
         Ok(())
     }
@@ -252,7 +296,7 @@ impl Store {
         // reference is recent.
         let recent: std::collections::HashSet<Hash> = refs
             .iter()
-            .filter(|(job, round, _)| round + keep > latest[job])
+            .filter(|(job, round, _)| latest[job] - round < keep)
             .map(|(_, _, d)| *d)
             .collect();
         let mut pruned = 0;
@@ -281,6 +325,14 @@ impl Store {
             root: self.root(),
             extensions: Vec::new(),
         };
+        // Re-issuing the checkpoint of an unchanged log (a retry, a restart) must not drop the
+        // cosignatures already collected: return the stored note when it is the same checkpoint.
+        if let Some(existing) = self.checkpoints.get(index_key(cp.size))? {
+            let existing = String::from_utf8_lossy(&existing).into_owned();
+            if note::parse(&existing).is_ok_and(|n| n.text == cp.to_text()) {
+                return Ok(existing);
+            }
+        }
         let signed = note::sign(&cp.to_text(), &[signer])?;
         self.checkpoints
             .insert(index_key(cp.size), signed.as_bytes())?;
@@ -289,9 +341,24 @@ impl Store {
     }
 
     /// Replaces the stored note of a checkpoint with `note`, which must be the same checkpoint text
-    /// carrying at least the signatures already stored (cosignatures only ever accumulate).
-    pub fn add_cosignatures(&self, note_text: &str) -> Result<()> {
+    /// carrying at least the signatures already stored (cosignatures only ever accumulate), every
+    /// signature line from one of the `known` keys (the log and the hospitals) and valid. A line
+    /// that is unknown or does not verify is refused: stored once, it could never be removed and
+    /// would make every auditor reject the checkpoint.
+    pub fn add_cosignatures(&self, note_text: &str, known: &[NoteVerifier]) -> Result<()> {
         let new = note::parse(note_text)?;
+        if let Some(sig) = new.signatures.iter().find(|sig| {
+            !known
+                .iter()
+                .any(|k| k.name() == sig.name && k.key_id() == sig.key_id)
+        }) {
+            return Err(LedgerError::Note(format!(
+                "signature by unknown key '{}'; only the log and the consortium's hospitals sign checkpoints",
+                sig.name
+            )));
+        }
+        // Every line is from a known key; open() rejects the note if any of them fails.
+        note::open(note_text, known)?;
         let cp = Checkpoint::from_text(&new.text)?;
         let key = index_key(cp.size);
         let old = self.checkpoints.get(key)?.ok_or_else(|| {

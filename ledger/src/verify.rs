@@ -5,8 +5,10 @@
 //! record encodings and event ids, contiguity, hospital signatures on submissions, the Merkle root
 //! of every checkpoint (which also makes successive checkpoints consistent), checkpoint signatures
 //! by the log key and cosignature quorums, blob digests, and the credit invariants (replaying every
-//! movement). Records after the last checkpoint are reported as not yet checkpointed (not a
-//! failure: they are the round in progress).
+//! movement). Records after the last checkpoint are counted but are not a failure: they are the
+//! round in progress, and nothing has vouched for them yet. What stops an operator from deleting
+//! its latest checkpoints and rewriting what followed is an outside anchor: the checkpoints
+//! hospitals cosigned and keep ([`Trust::anchors`]), which must still be in the ledger.
 
 use crate::credits::Credits;
 use crate::error::{LedgerError, Result};
@@ -15,19 +17,28 @@ use crate::note::{self, Checkpoint, NoteVerifier};
 use crate::record::{Body, Record};
 use crate::store::DB_DIR;
 use crate::{sha256, Hash};
+
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The keys an auditor trusts: the log's key and the witnesses (hospitals) with their quorum.
+///
+/// A witness key is also that hospital's identity key: the key it signs submissions with. So the
+/// verifier checks every `hospital_enrolled` record against it, and an operator cannot enrol a
+/// key of its own under a hospital's name.
 #[derive(Debug, Clone)]
 pub struct Trust {
     /// Verifier of the coordinator's checkpoint signatures.
     pub log: NoteVerifier,
-    /// Verifiers of the hospitals' cosignatures.
+    /// Verifiers of the hospitals' cosignatures (named after the hospitals).
     pub witnesses: Vec<NoteVerifier>,
     /// Cosignatures required on every checkpoint.
     pub quorum: usize,
+    /// Checkpoints that hospitals cosigned and keep (their witness state): the ledger must still
+    /// contain them. Without such an outside anchor, an operator could delete its latest
+    /// checkpoints and rewrite the records after the oldest one it kept.
+    pub anchors: Vec<Checkpoint>,
 }
 
 impl Trust {
@@ -71,6 +82,7 @@ impl Trust {
             log,
             witnesses,
             quorum,
+            anchors: Vec::new(),
         })
     }
 }
@@ -135,7 +147,7 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
             dir.display()
         )));
     }
-    let db = sled::open(&db_path)?;
+    let db = crate::store::open_db(&db_path)?;
     let mut f = Findings(Vec::new());
 
     // Records: contiguous, canonical, event ids, signatures, credits.
@@ -143,7 +155,6 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
     let mut leaves: Vec<Hash> = Vec::new();
     let mut credits = Credits::new();
     let mut identity: HashMap<(u64, String), [u8; 32]> = HashMap::new();
-    let mut referenced: HashSet<Hash> = HashSet::new();
     for item in records.iter() {
         let (key, bytes) = item?;
         let expected = leaves.len() as u64;
@@ -180,8 +191,7 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
                 ),
             );
         }
-        referenced.extend(record.body.blob_refs());
-        check_record(&record, index, &mut identity, &mut credits, &mut f);
+        check_record(&record, index, trust, &mut identity, &mut credits, &mut f);
     }
     if let Err(e) = credits.check_invariants() {
         f.add(None, "credits", e.to_string());
@@ -198,7 +208,7 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
     let mut frontier = merkle::Frontier::new();
     let mut checkpointed_size = 0;
     for item in checkpoints.iter() {
-        let (_, value) = item?;
+        let (key, value) = item?;
         count += 1;
         let text = String::from_utf8_lossy(&value);
         let cp = match check_checkpoint(&text, trust) {
@@ -209,6 +219,14 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
             }
         };
         let size = cp.size;
+        if key.as_ref() != size.to_be_bytes() {
+            f.add(
+                None,
+                "checkpoint",
+                format!("checkpoint of size {size} is stored under another size"),
+            );
+            continue;
+        }
         if size > leaves.len() as u64 {
             f.add(
                 None,
@@ -236,6 +254,36 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
             );
         }
         checkpointed_size = size;
+    }
+
+    // Anchors: checkpoints hospitals cosigned must still be here, over the same records.
+    for anchor in trust.map(|t| &t.anchors[..]).unwrap_or(&[]) {
+        let size = anchor.size;
+        let found = usize::try_from(size)
+            .ok()
+            .filter(|&s| s <= leaves.len())
+            .map(|s| merkle::root(&leaves[..s]));
+        if found != Some(anchor.root) {
+            f.add(
+                None,
+                "checkpoint",
+                format!(
+                    "a hospital holds a cosigned checkpoint of size {size} (root {}) that this \
+                     ledger no longer reproduces: history was rewritten or truncated",
+                    hex::encode(anchor.root)
+                ),
+            );
+        }
+    }
+    if trust.is_some() && count == 0 && !leaves.is_empty() {
+        f.add(
+            None,
+            "checkpoint",
+            format!(
+                "{} records but no checkpoint vouches for any of them",
+                leaves.len()
+            ),
+        );
     }
 
     // Blobs: content addresses.
@@ -273,6 +321,7 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
 fn check_record(
     record: &Record,
     index: u64,
+    trust: Option<&Trust>,
     identity: &mut HashMap<(u64, String), [u8; 32]>,
     credits: &mut Credits,
     f: &mut Findings,
@@ -284,7 +333,35 @@ fn check_record(
             identity_key,
             ..
         } => {
-            identity.insert((*job, hospital.clone()), *identity_key);
+            if let Some(t) = trust {
+                match t.witnesses.iter().find(|w| w.name() == hospital) {
+                    Some(w) if &w.public_key() != identity_key => f.add(
+                        Some(index),
+                        "record",
+                        format!(
+                            "hospital_enrolled: {hospital} enrolled with key {} but the trusted \
+                             key of {hospital} is {}",
+                            hex::encode(identity_key),
+                            hex::encode(w.public_key())
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => f.add(
+                        Some(index),
+                        "record",
+                        format!("hospital_enrolled: {hospital} is not a trusted hospital"),
+                    ),
+                }
+            }
+            if let Some(previous) = identity.insert((*job, hospital.clone()), *identity_key) {
+                if &previous != identity_key {
+                    f.add(
+                        Some(index),
+                        "record",
+                        format!("hospital_enrolled: {hospital} enrolled in job {job} again with another key"),
+                    );
+                }
+            }
         }
         Body::UpdateSubmitted {
             job,

@@ -22,6 +22,7 @@ fn killed_writers_leave_a_consistent_verifiable_ledger() {
         log,
         witnesses: Vec::new(),
         quorum: 0,
+        anchors: Vec::new(),
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
     let mut durable = 0u64;

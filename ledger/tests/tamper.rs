@@ -29,7 +29,14 @@ fn trust() -> Trust {
         log: signer().verifier(),
         witnesses: (0..3).map(|i| witness(i).verifier()).collect(),
         quorum: 2,
+        anchors: Vec::new(),
     }
+}
+
+fn known() -> Vec<fedchain_ledger::note::NoteVerifier> {
+    std::iter::once(signer().verifier())
+        .chain((0..3).map(|i| witness(i).verifier()))
+        .collect()
 }
 
 fn entry(actor: &str, role: Role, body: Body) -> Entry {
@@ -55,8 +62,9 @@ fn credit(movement: Movement) -> Entry {
 /// A ledger with one job, three hospitals, two rounds, blobs, and cosigned checkpoints.
 fn build(dir: &Path) -> Vec<Hash> {
     let mut store = Store::open(dir, ORIGIN).unwrap();
+    // A hospital's identity key (submissions) is its witness key (cosignatures).
     let keys: Vec<SigningKey> = (0..3)
-        .map(|i| SigningKey::from_bytes(&[i + 1; 32]))
+        .map(|i| SigningKey::from_bytes(&[40 + i; 32]))
         .collect();
     let names: Vec<String> = (0..3).map(|i| format!("hospital-{i}")).collect();
     let spec = store.put_blob(b"job spec").unwrap();
@@ -145,7 +153,7 @@ fn cosign(store: &mut Store) {
     for i in 0..2 {
         note = fedchain_ledger::note::add_signatures(&note, &[&witness(i)]).unwrap();
     }
-    store.add_cosignatures(&note).unwrap();
+    store.add_cosignatures(&note, &known()).unwrap();
 }
 
 fn check(dir: &Path) -> Report {
@@ -153,7 +161,7 @@ fn check(dir: &Path) -> Report {
 }
 
 fn with_db<T>(dir: &Path, f: impl FnOnce(&sled::Db) -> T) -> T {
-    let db = sled::open(dir.join(DB_DIR)).unwrap();
+    let db = fedchain_ledger::store::open_db(&dir.join(DB_DIR)).unwrap();
     let out = f(&db);
     db.flush().unwrap();
     out
@@ -418,4 +426,130 @@ fn retention_prunes_old_round_blobs_and_keeps_the_digests() {
     drop(store);
     let r = check(dir.path());
     assert!(r.ok(), "{:?}", r.findings);
+}
+
+/// Review finding F1: a cosignature line that is unknown or does not verify is refused, so it can
+/// never poison a checkpoint for every auditor.
+#[test]
+fn bad_cosignature_lines_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let mut store = Store::open(dir.path(), ORIGIN).unwrap();
+    let note = store.checkpoint(&signer()).unwrap();
+    let stranger = NoteSigner::new("stranger", [77; 32]).unwrap();
+    let foreign = fedchain_ledger::note::add_signatures(&note, &[&stranger]).unwrap();
+    assert!(store.add_cosignatures(&foreign, &known()).is_err());
+    // A line under a known hospital's name and key id, with a garbage signature.
+    let good = fedchain_ledger::note::add_signatures(&note, &[&witness(2)]).unwrap();
+    let line = good.lines().last().unwrap().to_string();
+    let forged_line = {
+        let (head, b64) = line.rsplit_once(' ').unwrap();
+        let mut chars: Vec<char> = b64.chars().collect();
+        chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
+        format!("{head} {}", chars.into_iter().collect::<String>())
+    };
+    let forged = good.replace(&line, &forged_line);
+    assert!(store.add_cosignatures(&forged, &known()).is_err());
+    drop(store);
+    assert!(check(dir.path()).ok());
+}
+
+/// Review finding F4: re-issuing the checkpoint of an unchanged log keeps its cosignatures.
+#[test]
+fn reissuing_a_checkpoint_keeps_its_cosignatures() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let mut store = Store::open(dir.path(), ORIGIN).unwrap();
+    let again = store.checkpoint(&signer()).unwrap();
+    assert_eq!(
+        fedchain_ledger::note::parse(&again)
+            .unwrap()
+            .signatures
+            .len(),
+        3
+    );
+    drop(store);
+    assert!(check(dir.path()).ok());
+}
+
+/// Review finding F2: deleting the latest checkpoints and rewriting what followed is caught by
+/// the checkpoint a hospital kept (its witness state).
+#[test]
+fn rewritten_history_is_caught_by_a_hospitals_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let (latest_key, latest) = with_db(dir.path(), |db| {
+        let (k, v) = db
+            .open_tree("checkpoints")
+            .unwrap()
+            .iter()
+            .last()
+            .unwrap()
+            .unwrap();
+        (k, String::from_utf8(v.to_vec()).unwrap())
+    });
+    let anchor = fedchain_ledger::note::Checkpoint::from_text(
+        &fedchain_ledger::note::parse(&latest).unwrap().text,
+    )
+    .unwrap();
+    // The operator drops the latest checkpoint and rewrites the last record.
+    with_db(dir.path(), |db| {
+        db.open_tree("checkpoints")
+            .unwrap()
+            .remove(&latest_key)
+            .unwrap();
+        let t = db.open_tree("records").unwrap();
+        let (k, v) = t.iter().last().unwrap().unwrap();
+        let text = String::from_utf8(v.to_vec())
+            .unwrap()
+            .replace("\"amount\":10", "\"amount\":9");
+        t.insert(k, text.as_bytes()).unwrap();
+    });
+    assert!(
+        check(dir.path()).ok(),
+        "without an anchor this rewrite is invisible"
+    );
+    let mut t = trust();
+    t.anchors.push(anchor);
+    let r = verify(dir.path(), Some(&t)).unwrap();
+    assert_fails(&r, "history was rewritten");
+}
+
+/// Review finding F3: an operator enrolling its own key under a hospital's name is caught.
+#[test]
+fn enrolled_keys_must_be_the_hospitals_trusted_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let mut store = Store::open(dir.path(), ORIGIN).unwrap();
+    store
+        .append(entry(
+            "hospital-1",
+            Role::Hospital,
+            Body::HospitalEnrolled {
+                job: 2,
+                hospital: "hospital-1".into(),
+                identity_key: SigningKey::from_bytes(&[66; 32]).verifying_key().to_bytes(),
+                samples: 10,
+                deposit: 0,
+            },
+        ))
+        .unwrap();
+    cosign(&mut store);
+    drop(store);
+    assert_fails(&check(dir.path()), "trusted key of hospital-1");
+}
+
+/// Review finding F6: a store whose records no longer reproduce its latest checkpoint refuses to
+/// open for writing (appending would fork the log away from what hospitals cosigned).
+#[test]
+fn store_refuses_to_extend_records_its_checkpoint_no_longer_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    with_db(dir.path(), |db| {
+        let t = db.open_tree("records").unwrap();
+        let last = t.iter().keys().last().unwrap().unwrap();
+        t.remove(last).unwrap();
+    });
+    let err = Store::open(dir.path(), ORIGIN).err().expect("must refuse");
+    assert!(err.to_string().contains("lost or changed"), "{err}");
 }

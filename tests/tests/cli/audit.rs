@@ -67,7 +67,7 @@ fn clean_ledger_exits_0_and_tampered_exits_1_naming_the_record() {
 
     // Change one byte of record 2 (an amount 10 -> 11 stays a valid record; the log's root breaks).
     {
-        let db = sled::open(path.join(DB_DIR)).unwrap();
+        let db = fedchain_ledger::store::open_db(&path.join(DB_DIR)).unwrap();
         let t = db.open_tree("records").unwrap();
         let v = t.get(2u64.to_be_bytes()).unwrap().unwrap();
         let text = String::from_utf8(v.to_vec())
