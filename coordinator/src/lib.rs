@@ -1,8 +1,27 @@
-//! The fedchain coordinator: job lifecycle, round scheduling and homomorphic aggregation.
+//! The fedchain coordinator: consortium provisioning and the mutual-TLS plumbing its gRPC services
+//! stand on. Job lifecycle, rounds, homomorphic aggregation (rayon), FedAvg, credits and
+//! checkpoints arrive with the end-to-end milestone.
 //!
-//! **Status: empty.** The end-to-end issue fills this crate (gRPC services over mutual TLS, rounds,
-//! aggregation of ciphertexts with rayon, FedAvg, credits, checkpoints).
+//! What exists today:
 //!
-//! Architecture invariant: the coordinator never links libtorch and never sees a hospital's
-//! plaintext update; it multiplies ciphertexts and checks proofs.
+//! - [`consortium`]: `init` creates a consortium in an empty folder: a consortium certificate
+//!   authority, one certificate per party with its role written in it, the coordinator's
+//!   checkpoint-signing key, each hospital's identity (submission and cosigning) key, the threshold
+//!   Paillier key ceremony, the auditors' trust file and a public description. Every party gets a
+//!   folder holding only what it may hold, secrets owner-only from the moment they are created.
+//! - [`tls`]: who is calling. Every party authenticates with its certificate (mutual TLS, the
+//!   consortium CA as the only root); a certificate names exactly one [`tls::Role`] and one party
+//!   as SAN URIs, and [`tls::caller`] lets an RPC through only for the roles it allows.
+//!
+//! Design choice: roles live in the certificates, not in a table the coordinator keeps. The
+//! coordinator is trusted for availability only, so it must not be able to promote a researcher to
+//! a hospital by editing its own state; only the CA key (kept by the operator, offline) can.
+//!
+//! Architecture invariants: the coordinator never links libtorch (no `tch`, no `torch-sys`;
+//! `scripts/check-deps.sh` checks it) and never sees a hospital's plaintext update: it holds no
+//! key share (provisioning writes none into its folder), multiplies ciphertexts and checks proofs.
 #![deny(missing_docs)]
+
+pub mod consortium;
+mod files;
+pub mod tls;

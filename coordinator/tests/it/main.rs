@@ -1,0 +1,5 @@
+//! Integration tests of the coordinator crate, one binary (one link) with a module per concern.
+
+mod consortium;
+mod mtls;
+mod util;
