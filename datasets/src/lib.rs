@@ -37,4 +37,5 @@ pub use error::{DataError, Result};
 pub use loader::{load_csv, parse_csv};
 pub use partition::{partition, write_split, HospitalSummary, Partition, PartitionSummary, Scheme};
 pub use split::train_test_split;
+pub use standardize::FeatureSums;
 pub use standardize::{Standardizer, TargetScale};

@@ -149,6 +149,116 @@ impl Standardizer {
 }
 
 /// Population mean and std of the values, in `f64`; a (near-)constant column gets std 1.
+/// Per-feature sums from which consortium-wide statistics are computed without pooling rows.
+///
+/// Each hospital computes `FeatureSums::of` its training rows; the sums add up across hospitals
+/// ([`FeatureSums::merge`]; in a job, under encryption, so only the totals are revealed), and
+/// [`Standardizer::from_sums`] turns the totals into the scaling every hospital then applies. The
+/// result equals fitting on the union of all training rows (up to rounding: one-pass sums lose
+/// some precision when |mean| is far larger than the spread, which clinical features are not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSums {
+    /// Feature names, in order.
+    pub feature_names: Vec<String>,
+    /// Rows summed.
+    pub n: u64,
+    /// Sum of each feature.
+    pub sum: Vec<f64>,
+    /// Sum of each feature's square.
+    pub sum_sq: Vec<f64>,
+    /// Sum and sum of squares of the target, for regression tasks.
+    pub target: Option<(f64, f64)>,
+}
+
+impl FeatureSums {
+    /// The sums of a dataset's rows.
+    pub fn of(ds: &Dataset) -> FeatureSums {
+        let d = ds.n_features();
+        let mut sum = vec![0f64; d];
+        let mut sum_sq = vec![0f64; d];
+        for i in 0..ds.len() {
+            for (j, &x) in ds.row(i).iter().enumerate() {
+                sum[j] += x as f64;
+                sum_sq[j] += (x as f64) * (x as f64);
+            }
+        }
+        let target = (ds.task() == TaskKind::Regression).then(|| {
+            ds.targets().iter().fold((0.0, 0.0), |(s, q), &y| {
+                (s + y as f64, q + (y as f64) * (y as f64))
+            })
+        });
+        FeatureSums {
+            feature_names: ds.feature_names().to_vec(),
+            n: ds.len() as u64,
+            sum,
+            sum_sq,
+            target,
+        }
+    }
+
+    /// Adds up several hospitals' sums (same features, same task).
+    pub fn merge(parts: &[FeatureSums]) -> Result<FeatureSums> {
+        let Some(first) = parts.first() else {
+            return Err(DataError::InvalidArgument("no sums to merge".into()));
+        };
+        let mut total = first.clone();
+        for p in &parts[1..] {
+            if p.feature_names != total.feature_names
+                || p.target.is_some() != total.target.is_some()
+            {
+                return Err(DataError::InvalidArgument(
+                    "sums of different features or tasks cannot be merged".into(),
+                ));
+            }
+            total.n += p.n;
+            for (a, b) in total.sum.iter_mut().zip(&p.sum) {
+                *a += b;
+            }
+            for (a, b) in total.sum_sq.iter_mut().zip(&p.sum_sq) {
+                *a += b;
+            }
+            if let (Some((s, q)), Some((ps, pq))) = (total.target.as_mut(), p.target) {
+                *s += ps;
+                *q += pq;
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl Standardizer {
+    /// The scaling defined by (merged) sums: mean `sum / n`, population std
+    /// `sqrt(sum_sq / n - mean^2)` (1.0 for a constant column).
+    pub fn from_sums(sums: &FeatureSums) -> Result<Standardizer> {
+        if sums.n == 0 {
+            return Err(DataError::InvalidArgument(
+                "cannot standardize from zero rows".into(),
+            ));
+        }
+        let n = sums.n as f64;
+        let stat = |s: f64, q: f64| {
+            let mean = s / n;
+            let std = (q / n - mean * mean).max(0.0).sqrt();
+            (mean as f32, if std < MIN_STD { 1.0 } else { std as f32 })
+        };
+        let (means, stds) = sums
+            .sum
+            .iter()
+            .zip(&sums.sum_sq)
+            .map(|(&s, &q)| stat(s, q))
+            .unzip();
+        Ok(Standardizer {
+            feature_names: sums.feature_names.clone(),
+            means,
+            stds,
+            target: sums.target.map(|(s, q)| {
+                let (mean, std) = stat(s, q);
+                TargetScale { mean, std }
+            }),
+        })
+    }
+}
+
 fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
     let (n, sum) = values
         .clone()
@@ -165,6 +275,45 @@ fn mean_std(values: impl Iterator<Item = f32> + Clone) -> (f32, f32) {
 
 fn scale(x: f32, mean: f32, std: f32) -> f32 {
     ((x as f64 - mean as f64) / std as f64) as f32
+}
+
+#[cfg(test)]
+mod sums_tests {
+    use super::*;
+    use crate::{partition, Builtin, Scheme};
+
+    /// Merged per-hospital sums give the same scaling as fitting on all rows at once.
+    #[test]
+    fn merged_sums_equal_fitting_on_the_union() {
+        for b in Builtin::ALL {
+            let ds = b.load().unwrap();
+            let part = partition(&ds, 3, Scheme::Dirichlet { alpha: 0.5 }, 2).unwrap();
+            let sums: Vec<_> = part.datasets(&ds).iter().map(FeatureSums::of).collect();
+            let merged = FeatureSums::merge(&sums).unwrap();
+            assert_eq!(merged.n, ds.len() as u64);
+            let a = Standardizer::from_sums(&merged).unwrap();
+            let b2 = Standardizer::fit(&ds);
+            for (x, y) in a
+                .means
+                .iter()
+                .zip(&b2.means)
+                .chain(a.stds.iter().zip(&b2.stds))
+            {
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{b}: {x} vs {y}");
+            }
+            assert_eq!(a.target.is_some(), b2.target.is_some());
+        }
+    }
+
+    #[test]
+    fn bad_merges_are_refused() {
+        let bc = FeatureSums::of(&Builtin::BreastCancer.load().unwrap());
+        let db = FeatureSums::of(&Builtin::Diabetes.load().unwrap());
+        assert!(FeatureSums::merge(&[]).is_err());
+        assert!(FeatureSums::merge(&[bc.clone(), db]).is_err());
+        let empty = FeatureSums { n: 0, ..bc };
+        assert!(Standardizer::from_sums(&empty).is_err());
+    }
 }
 
 #[cfg(test)]

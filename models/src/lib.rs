@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod fedavg;
 mod file;
 pub mod metrics;
 pub mod params;

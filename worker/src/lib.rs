@@ -1,9 +1,128 @@
 //! The fedchain hospital worker: local training, encryption and submission of updates.
 //!
-//! **Status: empty.** The end-to-end issue fills this crate: it dials the coordinator, trains the
-//! global model on the hospital's own CSV with `fedchain-models` (CUDA when present), and encrypts,
-//! signs and streams its update. Until then, `fedchain train` is the local training path.
+//! Today this crate holds the hospital side of one federated round, in process: prepare the
+//! hospital's own rows ([`LocalData`]), train the global model on them and return the update
+//! ([`local_round`]), and score a global model on the local test split ([`evaluate_global`]). The
+//! end-to-end milestone adds the process around it: dialing the coordinator over mutual TLS,
+//! quantizing, packing, encrypting (fedchain-crypto), signing and streaming the update.
 //!
 //! Architecture invariant: patient rows never leave this process; only encrypted updates, signed
-//! digests and aggregate metrics do.
+//! digests and aggregate metrics do. Nothing here returns rows, only parameters and metrics.
 #![deny(missing_docs)]
+
+use fedchain_datasets::{train_test_split, DataError, Dataset, Standardizer};
+use fedchain_models::{evaluate, train, Metrics, Model, ModelError, ModelSpec, TrainConfig};
+use tch::Device;
+
+/// What can go wrong in a hospital's round.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The hospital's data (boxed: data errors carry file, line and column text).
+    #[error(transparent)]
+    Data(Box<DataError>),
+    /// The model or training.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl From<DataError> for WorkerError {
+    fn from(e: DataError) -> Self {
+        WorkerError::Data(Box::new(e))
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
+
+/// A hospital's own rows, split and standardized locally.
+///
+/// Standardization statistics are fitted on this hospital's training rows only: they are derived
+/// from patient data, so they stay here like the rows themselves.
+pub struct LocalData {
+    /// Standardized training rows.
+    pub train: Dataset,
+    /// Standardized test rows (never trained on; for local evaluation of global models).
+    pub test: Dataset,
+    /// The fitted scaling.
+    pub scaler: Standardizer,
+}
+
+impl LocalData {
+    /// Splits `rows` (seeded) and standardizes both parts with statistics of the training part.
+    pub fn prepare(rows: &Dataset, test_fraction: f64, seed: u64) -> Result<LocalData> {
+        let (train_raw, test_raw) = train_test_split(rows, test_fraction, seed)?;
+        let scaler = Standardizer::fit(&train_raw);
+        Ok(LocalData {
+            train: scaler.apply(&train_raw)?,
+            test: scaler.apply(&test_raw)?,
+            scaler,
+        })
+    }
+
+    /// Splits `rows` (seeded) and standardizes both parts with consortium-wide statistics.
+    ///
+    /// Under label skew each hospital's own statistics differ, and a shared model would see
+    /// differently scaled inputs at every hospital; federated training then plateaus below the
+    /// centralized baseline. The consortium's statistics are the mean and variance of all
+    /// hospitals' training rows, which a job computes from encrypted per-hospital sums (`n`,
+    /// `sum x`, `sum x^2`), revealing only the totals.
+    pub fn prepare_with(
+        rows: &Dataset,
+        test_fraction: f64,
+        seed: u64,
+        scaler: Standardizer,
+    ) -> Result<LocalData> {
+        let (train_raw, test_raw) = train_test_split(rows, test_fraction, seed)?;
+        Ok(LocalData {
+            train: scaler.apply(&train_raw)?,
+            test: scaler.apply(&test_raw)?,
+            scaler,
+        })
+    }
+
+    /// The FedAvg weight this hospital declares: its number of training rows.
+    pub fn samples(&self) -> u64 {
+        self.train.len() as u64
+    }
+}
+
+/// The result of local training in one round.
+#[derive(Debug, Clone)]
+pub struct LocalUpdate {
+    /// `trained - global`, in the flat parameter order.
+    pub delta: Vec<f32>,
+    /// Training rows used (the FedAvg weight).
+    pub samples: u64,
+    /// Mean training loss of the last local epoch.
+    pub train_loss: f64,
+}
+
+/// Trains the global model on the hospital's rows and returns the update.
+pub fn local_round(
+    spec: &ModelSpec,
+    global: &[f32],
+    data: &LocalData,
+    config: &TrainConfig,
+    device: Device,
+) -> Result<LocalUpdate> {
+    let mut model = Model::from_params(spec, global, device)?;
+    let reports = train(&mut model, &data.train, config, |_| {})?;
+    let trained = model.params()?;
+    let delta = trained.iter().zip(global).map(|(t, g)| t - g).collect();
+    Ok(LocalUpdate {
+        delta,
+        samples: data.samples(),
+        train_loss: reports.last().map(|r| r.loss).unwrap_or(f64::NAN),
+    })
+}
+
+/// Scores global parameters on the hospital's test rows (only these metrics leave the hospital).
+pub fn evaluate_global(
+    spec: &ModelSpec,
+    params: &[f32],
+    data: &LocalData,
+    device: Device,
+) -> Result<Metrics> {
+    let model = Model::from_params(spec, params, device)?;
+    Ok(evaluate(&model, &data.test, Some(&data.scaler))?)
+}
