@@ -5,6 +5,7 @@
 
 mod audit;
 mod bench;
+mod consortium;
 mod data;
 mod dataset_args;
 mod demo;
@@ -38,6 +39,9 @@ enum Command {
     /// Audit a ledger without trusting the coordinator.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Provision a consortium: CA, role certificates, identity keys, threshold key ceremony.
+    #[command(subcommand)]
+    Consortium(consortium::ConsortiumCommand),
     /// Threshold encryption keys: the dealer ceremony and share checks.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => done(demo::run(args)),
         // A failed audit is a verdict, not an error: exit 1 after printing the report.
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Consortium(cmd) => done(consortium::run(cmd)),
         Command::Keys(cmd) => done(keys::run(cmd)),
         Command::Bench(cmd) => done(bench::run(cmd)),
     };

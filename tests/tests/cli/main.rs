@@ -2,6 +2,7 @@
 //! One test binary (as ripgrep does), one module per concern.
 
 mod audit;
+mod consortium;
 mod data;
 mod keys;
 mod link;
