@@ -395,7 +395,7 @@ fn validate(hospitals: &[String], threshold: usize, options: &InitOptions) -> Re
         ));
     }
     // The ceremony checks the modulus size too, but only after the caller waited for safe primes.
-    if options.modulus_bits < keys::MIN_MODULUS_BITS || options.modulus_bits % 2 != 0 {
+    if options.modulus_bits < keys::MIN_MODULUS_BITS || !options.modulus_bits.is_multiple_of(2) {
         return Err(ConsortiumError::InvalidOption(format!(
             "the modulus must be an even number of bits, at least {} ({} in production); got {}",
             keys::MIN_MODULUS_BITS,

@@ -69,7 +69,7 @@ pub fn deal<R: RngCore + CryptoRng>(
     threshold: usize,
     rng: &mut R,
 ) -> Result<(PublicKey, Vec<KeyShare>)> {
-    if modulus_bits < MIN_MODULUS_BITS || modulus_bits % 2 != 0 {
+    if modulus_bits < MIN_MODULUS_BITS || !modulus_bits.is_multiple_of(2) {
         return Err(CryptoError::InvalidParameter(format!(
             "the modulus must be an even number of bits, at least {MIN_MODULUS_BITS} \
              ({DEFAULT_MODULUS_BITS} or 3072 in production); got {modulus_bits}"

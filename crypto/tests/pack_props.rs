@@ -329,7 +329,7 @@ fn extreme_sums_at_every_length() {
                 }
                 // Alternating extremes: carries and borrows in every slot.
                 let alt: Vec<i64> = (0..len)
-                    .map(|i| if i % 2 == 0 { 1 } else { -1 } * packer.sum_bound())
+                    .map(|i| if i.is_multiple_of(2) { 1 } else { -1 } * packer.sum_bound())
                     .collect();
                 let packed = packer.pack(&alt).unwrap();
                 assert_eq!(packer.unpack(&packed, len).unwrap(), alt);

@@ -201,7 +201,11 @@ impl ModelSpec {
                 dropout,
                 ..
             } => {
-                if *height < 2 || *width < 2 || height % 2 != 0 || width % 2 != 0 {
+                if *height < 2
+                    || *width < 2
+                    || !height.is_multiple_of(2)
+                    || !width.is_multiple_of(2)
+                {
                     return bad(format!(
                         "cnn images must be at least 2x2 with even sides (2x2 pooling), got {height}x{width}"
                     ));

@@ -42,7 +42,7 @@ fn main() {
             },
         });
         store.append_all(entries).expect("append");
-        if batch % 3 == 0 {
+        if batch.is_multiple_of(3) {
             store.checkpoint(&signer).expect("checkpoint");
             writeln!(stdout, "checkpoint {}", store.len()).expect("stdout");
             stdout.flush().expect("stdout");
