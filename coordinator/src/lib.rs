@@ -1,6 +1,6 @@
 //! The fedchain coordinator: consortium provisioning and the mutual-TLS plumbing its gRPC services
-//! stand on. Job lifecycle, rounds, homomorphic aggregation (rayon), FedAvg, credits and
-//! checkpoints arrive with the end-to-end milestone.
+//! stand on, and the round state machine the services will drive. The job lifecycle, the services
+//! and checkpoints arrive with the end-to-end milestone.
 //!
 //! What exists today:
 //!
@@ -12,6 +12,10 @@
 //! - [`tls`]: who is calling. Every party authenticates with its certificate (mutual TLS, the
 //!   consortium CA as the only root); a certificate names exactly one [`tls::Role`] and one party
 //!   as SAN URIs, and [`tls::caller`] lets an RPC through only for the roles it allows.
+//! - [`round`]: one round as a pure, I/O-free state machine: it validates signed encrypted
+//!   submissions, closes at the deadline or when everyone submitted, multiplies the ciphertexts,
+//!   verifies decryption shares as they arrive, combines `t` of them, applies FedAvg and prices the
+//!   round (credit policy v1), returning the ledger entries to append and a typed error per refusal.
 //!
 //! Design choice: roles live in the certificates, not in a table the coordinator keeps. The
 //! coordinator is trusted for availability only, so it must not be able to promote a researcher to
@@ -24,4 +28,5 @@
 
 pub mod consortium;
 mod files;
+pub mod round;
 pub mod tls;

@@ -2,4 +2,5 @@
 
 mod consortium;
 mod mtls;
+mod round;
 mod util;

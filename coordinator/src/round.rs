@@ -1,0 +1,744 @@
+//! One round of a job, as a pure state machine: no I/O, no clock, no randomness.
+//!
+//! The gRPC service feeds a [`Round`] the requests it receives (with the time and the caller's
+//! name from its certificate), appends the ledger [`Entry`]s each call returns, maps the
+//! [`RoundError`]s to gRPC statuses, and calls [`Round::try_close`] after every submission and on a
+//! timer. Everything a round decides is therefore reproducible from its inputs and testable
+//! without a network, a store or a clock.
+//!
+//! # Phases
+//!
+//! ```text
+//!             every enrolled hospital submitted, or now >= deadline
+//! Collecting ───────────────────────────────────────────────────────▶ Decrypting ──t valid shares──▶ Finalized
+//!     │          (with >= min_participants submissions)                   │
+//!     └── now >= deadline with < min_participants ──▶ Failed              └── aggregate does not decode ──▶ Failed
+//! ```
+//!
+//! - **Collecting** ([`Round::submit`]): a submission is accepted only while the round collects,
+//!   before the (absolute) deadline, from an enrolled hospital that has not submitted yet, with
+//!   exactly `codec.ciphertexts_for(len)` valid ciphertexts in their canonical encoding
+//!   ([`djn::decode_ciphertexts`]), signed with `verify_strict` by the hospital's enrolled Ed25519
+//!   identity key over [`Body::submission_message`]`(job, round, hospital, sha256(bytes))`. The
+//!   checks run in that order, cheapest first (the signature before the ciphertexts' group
+//!   checks). An accepted submission yields `UpdateSubmitted` (its `ciphertexts` digest is SHA-256
+//!   of the bytes, the blob the store keeps); a refused one yields `RequestRejected` (outcome
+//!   `MinorFailure`, naming hospital, job and round, with the reason) and leaves the round unchanged.
+//! - **Closing** ([`Round::try_close`]): once every enrolled hospital submitted, or at the deadline,
+//!   the submissions are multiplied ([`aggregate::aggregate`]) and `RoundClosed` is recorded with
+//!   the sorted participants and the aggregate digest (SHA-256 of
+//!   [`djn::encode_ciphertexts`] of the aggregate). With fewer than `min_participants`
+//!   submissions at the deadline the round fails; it records nothing itself: the job layer records
+//!   the failure (`JobFinished`, reason from [`Phase::Failed`]) and the refunds.
+//! - **Decrypting** ([`Round::submit_share`]): hospitals decrypt the aggregate only, bound to
+//!   [`decryption_context`]`(job, round, aggregate digest)`. Key shares belong to every hospital of
+//!   the consortium, not just this round's participants, so any enrolled hospital's share is
+//!   accepted. **The consortium assigns key share index `i` to the `i`-th enrolled hospital**
+//!   (1-based: `enrolled[i - 1]`), and a share must carry its sender's index. Each share is
+//!   checked on arrival ([`threshold::verify_share`]) and recorded as `DecryptionShare { verified }`
+//!   (an undecodable share counts as invalid); an invalid share is refused and counts against its
+//!   sender. One share per hospital: a second one is refused, whatever the first one's verdict.
+//!   When `t` (the key's threshold) valid shares are in, they are combined
+//!   ([`threshold::combine_verified`]), decoded into the weighted average with the participants'
+//!   total samples as divisor (workers encrypt their deltas with weight = their declared samples,
+//!   which are their FedAvg weights), and applied to the global model ([`fedavg::apply`]).
+//! - **Finalized**: `RoundFinalized` records the model digests ([`ModelDigest`]) before and after
+//!   (metrics empty: hospitals report them on the next model, outside this machine), followed by one
+//!   `CreditsMoved` per movement of [`round_movements_capped`] under [`Policy::V1`], computed from
+//!   the enrolled hospitals, the participants and the share verdicts against the credit snapshot
+//!   the caller passes in. `shares_expected` is empty: the round finalizes on the first `t` valid
+//!   shares, so a hospital that had not answered yet stalled nothing; missed-share penalties belong
+//!   to a share deadline in the service.
+//!
+//! Inputs are untrusted: every call returns entries and a typed error, never panics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use fedchain_crypto::aggregate;
+use fedchain_crypto::djn::{self, Ciphertext};
+use fedchain_crypto::keys::PublicKey;
+use fedchain_crypto::threshold::{self, DecryptionShare};
+use fedchain_crypto::update::UpdateCodec;
+use fedchain_crypto::CryptoError;
+use fedchain_ledger::credits::{round_movements_capped, Credits, Policy, RoundOutcome};
+use fedchain_ledger::record::{Actor, Body, Outcome, Role};
+use fedchain_ledger::store::Entry;
+use fedchain_ledger::{sha256, Hash};
+use fedchain_models::{fedavg, ModelDigest};
+
+use crate::consortium::COORDINATOR_NAME;
+
+/// What a round is about; fixed when it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundConfig {
+    /// Job id.
+    pub job: u64,
+    /// Round number (from 1).
+    pub round: u64,
+    /// Fewest submissions with which the round may close at its deadline (at least 1).
+    pub min_participants: usize,
+    /// Absolute deadline, milliseconds since the Unix epoch: submissions are accepted while
+    /// `now_ms < deadline_ms`, and the round closes when `now_ms >= deadline_ms`.
+    pub deadline_ms: u64,
+    /// Number of model parameters (length of the global model and of every update).
+    pub len: usize,
+}
+
+/// A hospital enrolled in the job, as recorded by `HospitalEnrolled`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The hospital's party name (from its certificate).
+    pub name: String,
+    /// Its Ed25519 identity key, which signs its submissions.
+    pub identity_key: [u8; 32],
+    /// Declared training rows: its FedAvg weight (and its encryption weight).
+    pub samples: u64,
+}
+
+/// Where a round stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting encrypted updates.
+    Collecting,
+    /// The aggregate is computed; accepting decryption shares.
+    Decrypting,
+    /// The new global model is computed.
+    Finalized,
+    /// The round cannot complete, and why.
+    Failed(String),
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Collecting => f.write_str("collecting"),
+            Phase::Decrypting => f.write_str("decrypting"),
+            Phase::Finalized => f.write_str("finalized"),
+            Phase::Failed(why) => write!(f, "failed ({why})"),
+        }
+    }
+}
+
+/// Why a request was refused (or, for [`RoundError::InvalidConfig`] and
+/// [`RoundError::Finalize`], why the round could not be built or completed). The service maps each
+/// variant to a gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoundError {
+    /// [`Round::new`] was given an inconsistent configuration.
+    #[error("invalid round configuration: {0}")]
+    InvalidConfig(String),
+    /// A submission arrived after collection ended.
+    #[error("the round closed before this submission (round is {phase})")]
+    Closed {
+        /// The round's phase.
+        phase: String,
+    },
+    /// A submission arrived at or after the deadline (before the round was closed).
+    #[error("the submission arrived at {now_ms} ms, at or after the deadline {deadline_ms} ms")]
+    PastDeadline {
+        /// When it arrived.
+        now_ms: u64,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The caller is not enrolled in the job.
+    #[error("hospital {0:?} is not enrolled in this job")]
+    NotEnrolled(String),
+    /// The hospital already submitted its update for this round (a replay or a resend).
+    #[error("hospital {0:?} already submitted an update for this round")]
+    DuplicateSubmission(String),
+    /// The ciphertext vector has the wrong number of ciphertexts.
+    #[error("expected {expected} ciphertexts, found {found}")]
+    WrongLength {
+        /// `codec.ciphertexts_for(len)`.
+        expected: usize,
+        /// What the bytes declare.
+        found: usize,
+    },
+    /// The ciphertext bytes do not decode or a ciphertext is invalid.
+    #[error("invalid ciphertexts: {0}")]
+    InvalidCiphertexts(String),
+    /// The signature does not verify with the hospital's identity key over this job, round,
+    /// hospital and ciphertext digest.
+    #[error("the signature of hospital {0:?} does not verify for this job, round and update")]
+    BadSignature(String),
+    /// A decryption share arrived while the round was not decrypting.
+    #[error("the round is not accepting decryption shares (round is {phase})")]
+    NotDecrypting {
+        /// The round's phase.
+        phase: String,
+    },
+    /// A share carries another party's index than its sender's.
+    #[error("hospital {hospital:?} holds key share {expected}, but sent a share of party {party}")]
+    WrongParty {
+        /// The sender.
+        hospital: String,
+        /// The index in the share.
+        party: usize,
+        /// The sender's index.
+        expected: usize,
+    },
+    /// The hospital already sent a decryption share for this round.
+    #[error("hospital {0:?} already sent a decryption share for this round")]
+    DuplicateShare(String),
+    /// The share does not decode, or its proof does not verify against the aggregate and context.
+    #[error("invalid decryption share from hospital {hospital:?}: {reason}")]
+    InvalidShare {
+        /// The sender.
+        hospital: String,
+        /// Why.
+        reason: String,
+    },
+    /// Enough valid shares arrived but the aggregate could not be turned into a model (the
+    /// decrypted slots are out of range: some participant encrypted out-of-range values). The
+    /// round is then [`Phase::Failed`].
+    #[error("the round cannot be finalized: {0}")]
+    Finalize(String),
+}
+
+/// One accepted submission.
+#[derive(Debug, Clone)]
+struct Submission {
+    ciphertexts: Vec<Ciphertext>,
+}
+
+/// The aggregate of a closed round.
+#[derive(Debug, Clone)]
+struct Closed {
+    ciphertexts: Vec<Ciphertext>,
+    digest: Hash,
+    context: Vec<u8>,
+}
+
+/// The state of one round of one job. See the [module docs](self).
+#[derive(Debug)]
+pub struct Round {
+    cfg: RoundConfig,
+    pk: Arc<PublicKey>,
+    codec: UpdateCodec,
+    enrolled: Vec<Enrolled>,
+    global: Vec<f32>,
+    phase: Phase,
+    submissions: BTreeMap<String, Submission>,
+    closed: Option<Closed>,
+    /// Shares that verified, by hospital.
+    valid_shares: BTreeMap<String, DecryptionShare>,
+    /// Hospitals whose share was refused as invalid.
+    invalid_shares: BTreeSet<String>,
+    new_global: Option<Vec<f32>>,
+}
+
+/// The bytes a decryption share's proof is bound to: domain, job, round and aggregate digest,
+/// each length-prefixed (u32, big-endian). Hospitals compute it from the `RoundClosed` record.
+pub fn decryption_context(job: u64, round: u64, aggregate: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(96);
+    for part in [
+        b"fedchain/decryption/v1".as_slice(),
+        &job.to_be_bytes(),
+        &round.to_be_bytes(),
+        aggregate,
+    ] {
+        m.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        m.extend_from_slice(part);
+    }
+    m
+}
+
+fn hospital_actor(hospital: &str) -> Actor {
+    Actor {
+        id: hospital.to_owned(),
+        role: Role::Hospital,
+    }
+}
+
+fn coordinator_entry(now_ms: u64, body: Body) -> Entry {
+    Entry {
+        time_ms: now_ms,
+        actor: Actor {
+            id: COORDINATOR_NAME.to_owned(),
+            role: Role::Coordinator,
+        },
+        outcome: Outcome::Success,
+        body,
+    }
+}
+
+impl Round {
+    /// Opens a round in [`Phase::Collecting`].
+    ///
+    /// `codec` must be the job's codec for `pk`; `enrolled` lists the job's hospitals in key-share
+    /// order (hospital `i`, 1-based, holds key share `i`); `global` is the model the participants
+    /// trained from. Refused ([`RoundError::InvalidConfig`]) unless: `global` has `cfg.len >= 1`
+    /// finite values; names are non-empty and distinct; every hospital declares at least one
+    /// sample and all samples together fit the codec's total weight; `threshold <= enrolled <=
+    /// parties`; `1 <= min_participants <= enrolled`.
+    pub fn new(
+        cfg: RoundConfig,
+        pk: Arc<PublicKey>,
+        codec: UpdateCodec,
+        enrolled: Vec<Enrolled>,
+        global: Vec<f32>,
+    ) -> Result<Round, RoundError> {
+        let bad = |m: String| Err(RoundError::InvalidConfig(m));
+        if cfg.len == 0 || global.len() != cfg.len {
+            return bad(format!(
+                "the global model has {} parameters, the round expects {} (at least 1)",
+                global.len(),
+                cfg.len
+            ));
+        }
+        if let Some(i) = global.iter().position(|v| !v.is_finite()) {
+            return bad(format!("global parameter {i} is not finite"));
+        }
+        let mut names = BTreeSet::new();
+        let mut total: u64 = 0;
+        for e in &enrolled {
+            if e.name.is_empty() || !names.insert(e.name.as_str()) {
+                return bad(format!("hospital name {:?} is empty or repeated", e.name));
+            }
+            if e.samples == 0 {
+                return bad(format!("hospital {:?} declares 0 samples", e.name));
+            }
+            total = match total.checked_add(e.samples) {
+                Some(t) => t,
+                None => return bad("the declared samples overflow".into()),
+            };
+        }
+        if total > codec.packer().total_weight() {
+            return bad(format!(
+                "the hospitals declare {total} samples, more than the codec's total weight {}",
+                codec.packer().total_weight()
+            ));
+        }
+        if enrolled.len() < pk.threshold() || enrolled.len() > pk.parties() {
+            return bad(format!(
+                "{} hospitals enrolled; the key needs between {} (its threshold) and {} (its parties)",
+                enrolled.len(),
+                pk.threshold(),
+                pk.parties()
+            ));
+        }
+        if cfg.min_participants == 0 || cfg.min_participants > enrolled.len() {
+            return bad(format!(
+                "min_participants {} must be between 1 and the {} enrolled hospitals",
+                cfg.min_participants,
+                enrolled.len()
+            ));
+        }
+        Ok(Round {
+            cfg,
+            pk,
+            codec,
+            enrolled,
+            global,
+            phase: Phase::Collecting,
+            submissions: BTreeMap::new(),
+            closed: None,
+            valid_shares: BTreeMap::new(),
+            invalid_shares: BTreeSet::new(),
+            new_global: None,
+        })
+    }
+
+    /// The round's configuration.
+    pub fn config(&self) -> &RoundConfig {
+        &self.cfg
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Hospitals whose submission was accepted, sorted.
+    pub fn submitted(&self) -> Vec<String> {
+        self.submissions.keys().cloned().collect()
+    }
+
+    /// The accepted submission of `hospital`, as its ciphertexts (to serve hospitals that rebuild
+    /// and check the aggregate).
+    pub fn submission(&self, hospital: &str) -> Option<&[Ciphertext]> {
+        self.submissions
+            .get(hospital)
+            .map(|s| s.ciphertexts.as_slice())
+    }
+
+    /// Hospitals whose decryption share verified, sorted.
+    pub fn valid_shares(&self) -> Vec<String> {
+        self.valid_shares.keys().cloned().collect()
+    }
+
+    /// Hospitals whose decryption share was refused as invalid, sorted.
+    pub fn invalid_shares(&self) -> Vec<String> {
+        self.invalid_shares.iter().cloned().collect()
+    }
+
+    /// The decryption context ([`decryption_context`] of this job, round and aggregate digest),
+    /// once the round is closed; `None` while collecting or when it failed before closing.
+    pub fn context(&self) -> Option<Vec<u8>> {
+        self.closed.as_ref().map(|c| c.context.clone())
+    }
+
+    /// SHA-256 of the aggregate's canonical encoding, once closed.
+    pub fn aggregate_digest(&self) -> Option<Hash> {
+        self.closed.as_ref().map(|c| c.digest)
+    }
+
+    /// The aggregate's canonical encoding ([`djn::encode_ciphertexts`]), once closed.
+    pub fn aggregate_bytes(&self) -> Option<Vec<u8>> {
+        self.closed
+            .as_ref()
+            .map(|c| djn::encode_ciphertexts(&self.pk, &c.ciphertexts))
+    }
+
+    /// The new global model, once finalized.
+    pub fn new_global(&self) -> Option<&[f32]> {
+        self.new_global.as_deref()
+    }
+
+    /// The 1-based key share index of `hospital`, if enrolled.
+    pub fn share_index(&self, hospital: &str) -> Option<usize> {
+        self.enrolled
+            .iter()
+            .position(|e| e.name == hospital)
+            .map(|i| i + 1)
+    }
+
+    fn enrolled(&self, hospital: &str) -> Option<&Enrolled> {
+        self.enrolled.iter().find(|e| e.name == hospital)
+    }
+
+    fn reject<T>(
+        &self,
+        now_ms: u64,
+        operation: &str,
+        hospital: &str,
+        err: RoundError,
+    ) -> (Vec<Entry>, Result<T, RoundError>) {
+        let entry = Entry {
+            time_ms: now_ms,
+            actor: hospital_actor(hospital),
+            outcome: Outcome::MinorFailure,
+            body: Body::RequestRejected {
+                request: format!(
+                    "{operation}/job/{}/round/{}/hospital/{hospital}",
+                    self.cfg.job, self.cfg.round
+                ),
+                reason: err.to_string(),
+            },
+        };
+        (vec![entry], Err(err))
+    }
+
+    /// A hospital's encrypted update: `ciphertext_bytes` is the canonical encoding of its
+    /// ciphertext vector, `signature` its Ed25519 signature over
+    /// [`Body::submission_message`]`(job, round, hospital, sha256(ciphertext_bytes))`.
+    ///
+    /// Returns the entries to append (`UpdateSubmitted`, or `RequestRejected` with outcome
+    /// `MinorFailure`) and the RPC's result. A refusal leaves the round unchanged.
+    pub fn submit(
+        &mut self,
+        now_ms: u64,
+        hospital: &str,
+        ciphertext_bytes: &[u8],
+        signature: [u8; 64],
+    ) -> (Vec<Entry>, Result<(), RoundError>) {
+        const OP: &str = "submit_update";
+        if self.phase != Phase::Collecting {
+            let err = RoundError::Closed {
+                phase: self.phase.to_string(),
+            };
+            return self.reject(now_ms, OP, hospital, err);
+        }
+        if now_ms >= self.cfg.deadline_ms {
+            let err = RoundError::PastDeadline {
+                now_ms,
+                deadline_ms: self.cfg.deadline_ms,
+            };
+            return self.reject(now_ms, OP, hospital, err);
+        }
+        let Some(identity_key) = self.enrolled(hospital).map(|e| e.identity_key) else {
+            return self.reject(
+                now_ms,
+                OP,
+                hospital,
+                RoundError::NotEnrolled(hospital.into()),
+            );
+        };
+        if self.submissions.contains_key(hospital) {
+            let err = RoundError::DuplicateSubmission(hospital.into());
+            return self.reject(now_ms, OP, hospital, err);
+        }
+        let digest = sha256(ciphertext_bytes);
+        let message = Body::submission_message(self.cfg.job, self.cfg.round, hospital, &digest);
+        let verified = VerifyingKey::from_bytes(&identity_key)
+            .map(|key| key.verify_strict(&message, &Signature::from_bytes(&signature)))
+            .is_ok_and(|v| v.is_ok());
+        if !verified {
+            return self.reject(
+                now_ms,
+                OP,
+                hospital,
+                RoundError::BadSignature(hospital.into()),
+            );
+        }
+        let expected = self.codec.ciphertexts_for(self.cfg.len);
+        let ciphertexts = match djn::decode_ciphertexts(&self.pk, ciphertext_bytes, Some(expected))
+        {
+            Ok(c) => c,
+            Err(CryptoError::WrongLength {
+                expected, found, ..
+            }) => {
+                let err = RoundError::WrongLength { expected, found };
+                return self.reject(now_ms, OP, hospital, err);
+            }
+            Err(e) => {
+                let err = RoundError::InvalidCiphertexts(e.to_string());
+                return self.reject(now_ms, OP, hospital, err);
+            }
+        };
+        self.submissions
+            .insert(hospital.to_owned(), Submission { ciphertexts });
+        let entry = Entry {
+            time_ms: now_ms,
+            actor: hospital_actor(hospital),
+            outcome: Outcome::Success,
+            body: Body::UpdateSubmitted {
+                job: self.cfg.job,
+                round: self.cfg.round,
+                hospital: hospital.to_owned(),
+                ciphertexts: digest,
+                signature,
+            },
+        };
+        (vec![entry], Ok(()))
+    }
+
+    /// Closes collection when every enrolled hospital submitted, or when `now_ms >= deadline`.
+    /// With at least `min_participants` submissions the aggregate is computed, the round moves to
+    /// [`Phase::Decrypting`] and `RoundClosed` is returned; with fewer at the deadline the round is
+    /// [`Phase::Failed`] and nothing is returned. Otherwise (still collecting, or not collecting
+    /// any more) nothing happens.
+    pub fn try_close(&mut self, now_ms: u64) -> Vec<Entry> {
+        if self.phase != Phase::Collecting {
+            return Vec::new();
+        }
+        let everyone = self.submissions.len() == self.enrolled.len();
+        if !everyone && now_ms < self.cfg.deadline_ms {
+            return Vec::new();
+        }
+        if self.submissions.len() < self.cfg.min_participants {
+            self.phase = Phase::Failed(format!(
+                "only {} of {} hospitals submitted before the deadline; at least {} needed",
+                self.submissions.len(),
+                self.enrolled.len(),
+                self.cfg.min_participants
+            ));
+            return Vec::new();
+        }
+        let vectors: Vec<Vec<Ciphertext>> = self
+            .submissions
+            .values()
+            .map(|s| s.ciphertexts.clone())
+            .collect();
+        let ciphertexts = match aggregate::aggregate(&self.pk, &vectors) {
+            Ok(a) => a,
+            Err(e) => {
+                // Unreachable with validated submissions of equal length; fail rather than panic.
+                self.phase = Phase::Failed(format!("aggregation failed: {e}"));
+                return Vec::new();
+            }
+        };
+        let digest = sha256(&djn::encode_ciphertexts(&self.pk, &ciphertexts));
+        let context = decryption_context(self.cfg.job, self.cfg.round, &digest);
+        self.closed = Some(Closed {
+            ciphertexts,
+            digest,
+            context,
+        });
+        self.phase = Phase::Decrypting;
+        vec![coordinator_entry(
+            now_ms,
+            Body::RoundClosed {
+                job: self.cfg.job,
+                round: self.cfg.round,
+                participants: self.submitted(),
+                aggregate: digest,
+            },
+        )]
+    }
+
+    /// A hospital's decryption share of the aggregate (`share_bytes`: its canonical encoding),
+    /// claimed as key share `party`.
+    ///
+    /// Refused with `RequestRejected` (nothing recorded as the hospital's share) when the round is
+    /// not decrypting, the hospital is not enrolled, it already sent a share, or `party` (or the
+    /// share's own index) is not the hospital's index. Otherwise the share is verified and
+    /// recorded as `DecryptionShare { verified }`; an invalid one is refused. When the key's
+    /// threshold of valid shares is reached, the round is finalized: `RoundFinalized` and the
+    /// credit movements (computed against `credits`, the balances before this round's movements)
+    /// follow, and the new global model is returned.
+    pub fn submit_share(
+        &mut self,
+        now_ms: u64,
+        hospital: &str,
+        party: usize,
+        share_bytes: &[u8],
+        credits: &Credits,
+    ) -> (Vec<Entry>, Result<Option<Vec<f32>>, RoundError>) {
+        const OP: &str = "submit_share";
+        if self.phase != Phase::Decrypting {
+            let err = RoundError::NotDecrypting {
+                phase: self.phase.to_string(),
+            };
+            return self.reject(now_ms, OP, hospital, err);
+        }
+        let Some(expected) = self.share_index(hospital) else {
+            return self.reject(
+                now_ms,
+                OP,
+                hospital,
+                RoundError::NotEnrolled(hospital.into()),
+            );
+        };
+        if self.valid_shares.contains_key(hospital) || self.invalid_shares.contains(hospital) {
+            return self.reject(
+                now_ms,
+                OP,
+                hospital,
+                RoundError::DuplicateShare(hospital.into()),
+            );
+        }
+        if party != expected {
+            let err = RoundError::WrongParty {
+                hospital: hospital.into(),
+                party,
+                expected,
+            };
+            return self.reject(now_ms, OP, hospital, err);
+        }
+        let Some(closed) = self.closed.as_ref() else {
+            // Decrypting always has an aggregate; refuse rather than panic.
+            let err = RoundError::NotDecrypting {
+                phase: self.phase.to_string(),
+            };
+            return self.reject(now_ms, OP, hospital, err);
+        };
+        let decoded = DecryptionShare::from_bytes(&self.pk, share_bytes, closed.ciphertexts.len());
+        if let Ok(share) = &decoded {
+            if share.party() != expected {
+                let err = RoundError::WrongParty {
+                    hospital: hospital.into(),
+                    party: share.party(),
+                    expected,
+                };
+                return self.reject(now_ms, OP, hospital, err);
+            }
+        }
+        let verdict = decoded.and_then(|share| {
+            threshold::verify_share(&self.pk, &closed.ciphertexts, &share, &closed.context)
+                .map(|()| share)
+        });
+        let verified = verdict.is_ok();
+        let mut entries = vec![Entry {
+            time_ms: now_ms,
+            actor: hospital_actor(hospital),
+            outcome: if verified {
+                Outcome::Success
+            } else {
+                Outcome::MinorFailure
+            },
+            body: Body::DecryptionShare {
+                job: self.cfg.job,
+                round: self.cfg.round,
+                hospital: hospital.to_owned(),
+                share: sha256(share_bytes),
+                verified,
+            },
+        }];
+        match verdict {
+            Err(e) => {
+                self.invalid_shares.insert(hospital.to_owned());
+                let err = RoundError::InvalidShare {
+                    hospital: hospital.into(),
+                    reason: e.to_string(),
+                };
+                (entries, Err(err))
+            }
+            Ok(share) => {
+                self.valid_shares.insert(hospital.to_owned(), share);
+                if self.valid_shares.len() < self.pk.threshold() {
+                    return (entries, Ok(None));
+                }
+                match self.finalize(now_ms, credits) {
+                    Ok((more, global)) => {
+                        entries.extend(more);
+                        (entries, Ok(Some(global)))
+                    }
+                    Err(why) => {
+                        self.phase = Phase::Failed(why.clone());
+                        (entries, Err(RoundError::Finalize(why)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Combines the valid shares, decodes, applies FedAvg and prices the round.
+    fn finalize(
+        &mut self,
+        now_ms: u64,
+        credits: &Credits,
+    ) -> Result<(Vec<Entry>, Vec<f32>), String> {
+        let closed = self.closed.as_ref().ok_or("the round has no aggregate")?;
+        let shares: Vec<&DecryptionShare> = self.valid_shares.values().collect();
+        let plaintexts = threshold::combine_verified(&self.pk, closed.ciphertexts.len(), &shares)
+            .map_err(|e| format!("combining the shares failed: {e}"))?;
+        let weight: u64 = self
+            .enrolled
+            .iter()
+            .filter(|e| self.submissions.contains_key(&e.name))
+            .map(|e| e.samples)
+            .sum();
+        let average = self
+            .codec
+            .decode_average(&plaintexts, self.cfg.len, weight)
+            .map_err(|e| format!("the aggregate does not decode: {e}"))?;
+        let global = fedavg::apply(&self.global, &average)
+            .map_err(|e| format!("the averaged update cannot be applied: {e}"))?;
+
+        let mut entries = vec![coordinator_entry(
+            now_ms,
+            Body::RoundFinalized {
+                job: self.cfg.job,
+                round: self.cfg.round,
+                model_before: ModelDigest::of(&self.global).0,
+                model_after: ModelDigest::of(&global).0,
+                metrics: Vec::new(),
+            },
+        )];
+        let outcome = RoundOutcome {
+            enrolled: self
+                .enrolled
+                .iter()
+                .map(|e| (e.name.clone(), e.samples))
+                .collect(),
+            submitted: self.submitted(),
+            shares_valid: self.valid_shares(),
+            shares_invalid: self.invalid_shares(),
+            shares_expected: Vec::new(),
+        };
+        let movements =
+            round_movements_capped(&Policy::V1, self.cfg.job, self.cfg.round, &outcome, credits);
+        entries.extend(
+            movements
+                .into_iter()
+                .map(|movement| coordinator_entry(now_ms, Body::CreditsMoved { movement })),
+        );
+        self.phase = Phase::Finalized;
+        self.new_global = Some(global.clone());
+        Ok((entries, global))
+    }
+}
