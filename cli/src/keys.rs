@@ -43,10 +43,6 @@ pub enum KeysCommand {
     },
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 pub fn run(cmd: KeysCommand) -> Result<()> {
     match cmd {
         KeysCommand::Deal {
@@ -61,7 +57,7 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
             let (pk, shares) = deal(bits, parties, threshold, &mut rng)?;
             let files = write_ceremony(&out, &pk, &shares)
                 .with_context(|| format!("writing the keys to {}", out.display()))?;
-            let digest = hex(&pk.digest());
+            let digest = hex::encode(pk.digest());
             if json {
                 let out = json!({
                     "modulus_bits": pk.modulus_bits(),
@@ -101,7 +97,7 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
                 let out = json!({
                     "share": share,
                     "party": s.index(),
-                    "public_key_sha256": hex(&pk.digest()),
+                    "public_key_sha256": hex::encode(pk.digest()),
                     "valid": verdict.is_ok(),
                     "error": verdict.as_ref().err().map(|e| e.to_string()),
                 });
@@ -113,7 +109,7 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
                     s.index(),
                     pk.threshold(),
                     pk.parties(),
-                    hex(&pk.digest())
+                    hex::encode(pk.digest())
                 );
             }
             verdict.with_context(|| {
