@@ -1,74 +1,669 @@
-//! `fedchain demo`: for now, the centralized baseline on the three bundled clinical datasets.
+//! `fedchain demo`: the whole story on loopback, with real processes.
 //!
-//! The federated demo (consortium, coordinator, encrypted rounds, ledger) replaces this once the
-//! coordinator and workers exist; these numbers are the reference it must match.
+//! Provisions a consortium (3 hospitals, threshold 2, a researcher, an auditor), splits a bundled
+//! dataset across the hospitals with Dirichlet label skew, starts the coordinator and one worker
+//! process per hospital (mutual TLS on 127.0.0.1), submits a job as the researcher, watches it,
+//! downloads and verifies the model, stops everything, verifies the ledger as the auditor, and
+//! prints per-round accuracy, final accuracy, credits per party and the ledger verdict.
+//!
+//! `--plaintext` runs the same job (same split, seeds, statistics, local training and FedAvg) in
+//! one process without encryption, network or ledger: a comparison, never a deployment.
+//! `--centralized` runs the old single-machine baseline.
 
-use crate::train::{run_training, HyperArgs, TrainOutcome};
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use fedchain_datasets::Builtin;
-use fedchain_models::{describe_device, pick_device, DeviceChoice, ModelKind};
-use serde_json::json;
+use fedchain_coordinator::consortium::{self, InitOptions, TRUST_FILE};
+use fedchain_datasets::{
+    partition, train_test_split, write_split, Builtin, Dataset, FeatureSums, Scheme, Standardizer,
+    TaskKind,
+};
+use fedchain_ledger::credits::Account;
+use fedchain_ledger::note::{self, Checkpoint};
+use fedchain_ledger::store::Store;
+use fedchain_ledger::verify::{verify, Trust};
+use fedchain_models::{
+    describe_device, fedavg, init_params, pick_device, DeviceChoice, ModelKind, ModelSpec,
+    TrainConfig,
+};
+use fedchain_proto::v1 as pb;
+use fedchain_worker::{evaluate_global, local_round, LocalData};
+use serde::Serialize;
+
+use crate::baseline::{self, BaselineArgs};
+use crate::job::{self, JobFile, RoundLine};
+use crate::serve::runtime;
+
+/// The demo's hospitals, in key-share order.
+pub const HOSPITALS: [&str; 3] = ["st-marys", "riverside", "northgate"];
+const RESEARCHER: &str = "alice";
+const AUDITOR: &str = "audra";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Seed for splits, initial parameters and batch order.
+    /// Bundled dataset: breast-cancer (MLP), digits (CNN) or diabetes (MLP).
+    #[arg(long, default_value = "breast-cancer")]
+    dataset: Builtin,
+    /// Model: logreg, mlp or cnn (default: cnn for digits, mlp otherwise).
+    #[arg(long)]
+    model: Option<ModelKind>,
+    /// Federated rounds.
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Seed of the split across hospitals and of the job.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    /// Dirichlet concentration of the label skew across hospitals (smaller = more skew).
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// Run the same job WITHOUT encryption, network or ledger, in this process, for comparison.
+    #[arg(long, conflicts_with = "centralized")]
+    plaintext: bool,
+    /// Run the centralized single-machine baseline on the three bundled datasets instead.
+    #[arg(long)]
+    centralized: bool,
+    /// Keep the consortium, data, logs and ledger in this (new or empty) folder instead of a
+    /// temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Paillier modulus bits of the demo consortium.
+    #[arg(long, default_value_t = 2048)]
+    bits: usize,
+    /// Device for local training: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// Print JSON instead of text.
+    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
 
-const RUNS: [(Builtin, ModelKind); 3] = [
-    (Builtin::BreastCancer, ModelKind::Mlp),
-    (Builtin::Digits, ModelKind::Cnn),
-    (Builtin::Diabetes, ModelKind::Mlp),
-];
+/// The job the demo runs.
+pub fn demo_job(
+    dataset: Builtin,
+    model: Option<ModelKind>,
+    rounds: Option<u32>,
+    seed: u64,
+) -> JobFile {
+    let digits = dataset == Builtin::Digits;
+    let model = model.unwrap_or(if digits {
+        ModelKind::Cnn
+    } else {
+        ModelKind::Mlp
+    });
+    JobFile {
+        dataset: Some(dataset.name().to_string()),
+        schema: None,
+        model: model.name().to_string(),
+        rounds: rounds.unwrap_or(if digits { 5 } else { 8 }),
+        local_epochs: 2,
+        learning_rate: 2e-3,
+        batch_size: 32,
+        min_participants: 2,
+        round_deadline_seconds: 300,
+        credit_budget: 2000,
+        seed,
+        frac_bits: 16,
+        clip: 1.0,
+    }
+}
+
+/// The demo's split: one dataset per hospital.
+pub fn demo_split(
+    dataset: Builtin,
+    alpha: f64,
+    seed: u64,
+) -> Result<(Dataset, fedchain_datasets::Partition)> {
+    let data = dataset.load()?;
+    let part = partition(&data, HOSPITALS.len(), Scheme::Dirichlet { alpha }, seed)?;
+    Ok((data, part))
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    mode: &'static str,
+    dataset: String,
+    model: String,
+    hospitals: Vec<String>,
+    rounds: Vec<RoundLine>,
+    final_metrics: Vec<(String, f64)>,
+    seconds: f64,
+    seconds_per_round: f64,
+    credits: Vec<(String, u64)>,
+    ledger_verdict: Option<String>,
+    ledger_records: Option<u64>,
+    model_sha256: Option<String>,
+    dir: Option<PathBuf>,
+}
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let device = pick_device(args.device)?;
-    if !args.json {
-        println!("fedchain demo: centralized baseline");
-        println!(
-            "  One machine trains on each bundled clinical dataset; these are the accuracies the \
-             federated, encrypted training must later match. (The federated demo arrives with the \
-             coordinator and hospital workers.)"
-        );
-        println!("  device: {}\n", describe_device(device));
+    if args.centralized {
+        return baseline::run(BaselineArgs {
+            seed: args.seed,
+            device: args.device,
+            json: args.json,
+        });
     }
-    let hyper = HyperArgs {
-        seed: args.seed,
-        test_fraction: 0.2,
-        device: args.device,
-        ..HyperArgs::default()
-    };
-    let mut outcomes: Vec<TrainOutcome> = Vec::new();
-    for (dataset, kind) in RUNS {
-        let data = dataset.load()?;
-        let label = format!("{dataset} / {kind}");
-        let o = run_training(&data, kind, &hyper, None, !args.json, &label)?;
-        if !args.json {
-            println!(
-                "{:<20} {:<62} test {}",
-                label,
-                format!("{} ({} params)", o.model, o.parameters),
-                o.test
-            );
-        }
-        outcomes.push(o);
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "mode": "centralized", "runs": outcomes }))?
-        );
+    let summary = if args.plaintext {
+        plaintext(&args)?
     } else {
-        let total: f64 = outcomes.iter().map(|o| o.seconds).sum();
-        println!("\nall three trained in {total:.1} s. Try: fedchain train --dataset breast-cancer --model mlp --seed 1");
+        federated(&args)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!();
+    println!(
+        "{} summary: {} / {}, hospitals {}",
+        summary.mode,
+        summary.dataset,
+        summary.model,
+        summary.hospitals.join(", ")
+    );
+    for r in &summary.rounds {
+        println!("  round {:>2}: {}", r.round, show(&r.metrics));
+    }
+    println!("  final model: {}", show(&summary.final_metrics));
+    println!(
+        "  time: {:.1} s, {:.2} s per round",
+        summary.seconds, summary.seconds_per_round
+    );
+    if !summary.credits.is_empty() {
+        println!("  credits:");
+        for (who, c) in &summary.credits {
+            println!("    {who:<28} {c:>6}");
+        }
+    }
+    if let Some(v) = &summary.ledger_verdict {
+        println!(
+            "  ledger: {} records, auditor's verdict: {v}",
+            summary.ledger_records.unwrap_or(0)
+        );
+    }
+    if let Some(dir) = &summary.dir {
+        println!("  files kept in {}", dir.display());
     }
     Ok(())
+}
+
+fn show(m: &[(String, f64)]) -> String {
+    m.iter()
+        .map(|(n, v)| {
+            if n == "accuracy" {
+                format!("{n} {:.2} %", v * 100.0)
+            } else {
+                format!("{n} {v:.4}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The job run in one process without encryption: the comparison for the federated demo.
+fn plaintext(args: &DemoArgs) -> Result<Summary> {
+    let jobfile = demo_job(args.dataset, args.model, args.rounds, args.seed);
+    let spec_pb = jobfile.to_spec()?;
+    if !args.json {
+        println!("==================================================================");
+        println!("  PLAINTEXT COMPARISON RUN: NO ENCRYPTION, NO NETWORK, NO LEDGER.");
+        println!("  Every update is visible in clear in this process. For comparison");
+        println!("  with `fedchain demo` only; never run a consortium like this.");
+        println!("==================================================================");
+    }
+    let started = Instant::now();
+    let device = pick_device(args.device)?;
+    let (data, part) = demo_split(args.dataset, args.alpha, args.seed)?;
+    let model = ModelSpec::from_json(
+        &spec_pb
+            .model
+            .as_ref()
+            .map(|m| m.canonical_json.clone())
+            .unwrap_or_default(),
+    )?;
+    let task = data.task();
+    // Each hospital's seeded split, as its worker makes it.
+    let splits: Vec<(Dataset, Dataset)> = part
+        .datasets(&data)
+        .iter()
+        .map(|rows| train_test_split(rows, 0.2, spec_pb.seed).map_err(anyhow::Error::from))
+        .collect::<Result<_>>()?;
+    // Round 0: the pooled moments, the row-weighted average of each hospital's.
+    let mut pooled: Vec<f64> = Vec::new();
+    let mut total = 0f64;
+    for (train, _) in &splits {
+        let m = FeatureSums::of(train)
+            .moments()
+            .context("a hospital without rows")?;
+        pooled.resize(m.len(), 0.0);
+        for (p, v) in pooled.iter_mut().zip(&m) {
+            *p += f64::from(*v) * train.len() as f64;
+        }
+        total += train.len() as f64;
+    }
+    let moments: Vec<f32> = pooled.iter().map(|p| (p / total) as f32).collect();
+    let scaler =
+        Standardizer::from_moments(data.feature_names(), task == TaskKind::Regression, &moments)?;
+    let hospitals: Vec<LocalData> = splits
+        .iter()
+        .map(|(train, test)| -> Result<LocalData> {
+            Ok(LocalData {
+                train: scaler.apply(train)?,
+                test: scaler.apply(test)?,
+                scaler: scaler.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut global = init_params(&model, spec_pb.seed);
+    let mut rounds = Vec::new();
+    for round in 1..=u64::from(spec_pb.rounds) {
+        let config = TrainConfig {
+            epochs: spec_pb.local_epochs as usize,
+            batch_size: spec_pb.batch_size as usize,
+            learning_rate: spec_pb.learning_rate,
+            seed: spec_pb.seed.wrapping_add(round),
+            ..TrainConfig::default()
+        };
+        let updates = hospitals
+            .iter()
+            .map(|h| local_round(&model, &global, h, &config, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let weighted: Vec<(u64, &[f32])> =
+            updates.iter().map(|u| (u.samples, &u.delta[..])).collect();
+        global = fedavg::apply(&global, &fedavg::weighted_average(&weighted)?)?;
+        let metrics = pooled_metrics(&model, &global, &hospitals, device)?;
+        if !args.json {
+            println!("round {round:>3}/{}: {}", spec_pb.rounds, show(&metrics));
+        }
+        rounds.push(RoundLine { round, metrics });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Summary {
+        mode: "PLAINTEXT comparison (no encryption, no network, no ledger)",
+        dataset: args.dataset.name().into(),
+        model: model.kind().name().into(),
+        hospitals: HOSPITALS.iter().map(|h| h.to_string()).collect(),
+        final_metrics: rounds.last().map(|r| r.metrics.clone()).unwrap_or_default(),
+        seconds_per_round: seconds / f64::from(spec_pb.rounds),
+        rounds,
+        seconds,
+        credits: Vec::new(),
+        ledger_verdict: None,
+        ledger_records: None,
+        model_sha256: None,
+        dir: None,
+    })
+}
+
+/// Metrics over all hospitals' held-out rows, weighted as the coordinator weighs the reports.
+pub fn pooled_metrics(
+    model: &ModelSpec,
+    params: &[f32],
+    hospitals: &[LocalData],
+    device: tch::Device,
+) -> Result<Vec<(String, f64)>> {
+    let mut sums: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    for h in hospitals {
+        let m = evaluate_global(model, params, h, device)?;
+        for (name, v) in [("accuracy", m.accuracy), ("loss", m.loss), ("rmse", m.rmse)] {
+            if let Some(v) = v {
+                let v = if name == "rmse" { v * v } else { v };
+                let e = sums.entry(name).or_default();
+                e.0 += v * m.rows as f64;
+                e.1 += m.rows as f64;
+            }
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(n, (s, w))| {
+            let mean = s / w;
+            (n.to_string(), if n == "rmse" { mean.sqrt() } else { mean })
+        })
+        .collect())
+}
+
+/// Child processes that are stopped when dropped.
+struct Procs(Vec<(String, Child)>);
+
+impl Procs {
+    fn stop(&mut self, name: &str) -> Result<()> {
+        if let Some((_, child)) = self.0.iter_mut().find(|(n, _)| n == name) {
+            terminate(child)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// SIGTERM, then wait up to 15 s, then SIGKILL.
+fn terminate(child: &mut Child) -> Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn federated(args: &DemoArgs) -> Result<Summary> {
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => {
+            if d.exists() && d.read_dir()?.next().is_some() {
+                bail!("{} is not empty; pick a new folder for --dir", d.display());
+            }
+            std::fs::create_dir_all(d)?;
+            d.canonicalize()?
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("fedchain-demo-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let say = |s: String| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    let started = Instant::now();
+    let jobfile = demo_job(args.dataset, args.model, args.rounds, args.seed);
+    let spec = jobfile.to_spec()?;
+    let device = pick_device(args.device)?;
+    say(format!(
+        "fedchain demo: encrypted federated training of {} / {} across {} hospitals ({} rounds)",
+        args.dataset,
+        jobfile.model,
+        HOSPITALS.len(),
+        spec.rounds
+    ));
+    say(format!(
+        "  device for local training: {}",
+        describe_device(device)
+    ));
+
+    // 1. The consortium.
+    let t = Instant::now();
+    let hospitals: Vec<String> = HOSPITALS.iter().map(|h| h.to_string()).collect();
+    let c = consortium::init(
+        &dir.join("consortium"),
+        &hospitals,
+        2,
+        &InitOptions {
+            modulus_bits: args.bits,
+            researchers: vec![RESEARCHER.into()],
+            auditors: vec![AUDITOR.into()],
+            ..InitOptions::default()
+        },
+    )?;
+    say(format!(
+        "1. consortium provisioned in {:.1} s: CA, mutual-TLS certificates, identity keys, \
+         2-of-3 threshold Paillier key ({} bits)",
+        t.elapsed().as_secs_f64(),
+        args.bits
+    ));
+
+    // 2. The data.
+    let (data, part) = demo_split(args.dataset, args.alpha, args.seed)?;
+    let summary = write_split(&data, &part, &dir.join("data"))?;
+    let shares: Vec<String> = summary
+        .hospitals
+        .iter()
+        .zip(&hospitals)
+        .map(|(s, h)| format!("{h} {} rows {:?}", s.rows, s.label_histogram))
+        .collect();
+    say(format!(
+        "2. {} split with Dirichlet({}) label skew: {} (labels {:?})",
+        args.dataset,
+        args.alpha,
+        shares.join("; "),
+        summary.label_names
+    ));
+
+    // 3. The processes.
+    let exe = std::env::current_exe()?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    write(
+        &dir.join("coordinator.toml"),
+        &format!(
+            "dir = {:?}\nstate = {:?}\nlisten = \"127.0.0.1:0\"\nenroll_seconds = 120\n",
+            c.coordinator_dir(),
+            dir.join("ledger")
+        ),
+    )?;
+    let log = |name: &str| -> Result<Stdio> {
+        Ok(std::fs::File::create(logs.join(format!("{name}.log")))?.into())
+    };
+    let addr_file = dir.join("coordinator.addr");
+    let mut procs = Procs(Vec::new());
+    procs.0.push((
+        "coordinator".into(),
+        Command::new(&exe)
+            .arg("coordinator")
+            .arg("--config")
+            .arg(dir.join("coordinator.toml"))
+            .arg("--address-file")
+            .arg(&addr_file)
+            .stdout(Stdio::null())
+            .stderr(log("coordinator")?)
+            .spawn()
+            .context("cannot start the coordinator")?,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            break a;
+        }
+        if let Some((_, c)) = procs.0.first_mut() {
+            if let Some(status) = c.try_wait()? {
+                bail!(
+                    "the coordinator exited ({status}); see {}",
+                    logs.join("coordinator.log").display()
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the coordinator did not start within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let url = format!("https://{}", addr.trim());
+    let device_name = match args.device {
+        DeviceChoice::Auto => "auto".to_string(),
+        DeviceChoice::Cpu => "cpu".to_string(),
+        DeviceChoice::Cuda(n) => format!("cuda:{n}"),
+    };
+    for (i, h) in hospitals.iter().enumerate() {
+        let cfg = dir.join(format!("worker-{h}.toml"));
+        write(
+            &cfg,
+            &format!(
+                "coordinator = {url:?}\ndir = {:?}\ndata = {:?}\nstate = {:?}\ndevice = {device_name:?}\n",
+                c.hospital_dir(h),
+                dir.join("data").join(format!("hospital-{}.csv", i + 1)),
+                dir.join("worker-state").join(h),
+            ),
+        )?;
+        procs.0.push((
+            h.clone(),
+            Command::new(&exe)
+                .arg("worker")
+                .arg("--config")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(log(h)?)
+                .spawn()
+                .with_context(|| format!("cannot start the worker of {h}"))?,
+        ));
+    }
+    say(format!(
+        "3. coordinator listening on {url} (mutual TLS); workers of {} running (logs in {})",
+        hospitals.join(", "),
+        logs.display()
+    ));
+
+    // 4. The researcher's job.
+    let alice = c.researcher_dir(RESEARCHER);
+    let audra = c.auditor_dir(AUDITOR);
+    let rt = runtime()?;
+    let job_started = Instant::now();
+    let (watched, downloaded) = rt.block_on(async {
+        let ch = job::connect(&url, &alice).await?;
+        let status = job::submit(ch.clone(), spec.clone()).await?;
+        say(format!(
+            "4. {RESEARCHER} submitted job {} (spec {}); hospitals enroll, then round 0 pools \
+             feature statistics under encryption, then {} model rounds",
+            status.job,
+            hex::encode(
+                status
+                    .spec
+                    .as_ref()
+                    .map(|d| d.sha256.clone())
+                    .unwrap_or_default()
+            ),
+            spec.rounds
+        ));
+        let watched = job::watch(ch.clone(), status.job, if args.json { 0 } else { 1 }).await?;
+        if !watched.finished {
+            bail!(
+                "job {} failed: {} (logs in {})",
+                status.job,
+                watched.reason,
+                logs.display()
+            );
+        }
+        let out = dir.join("model.safetensors");
+        let mut tries = 0;
+        let downloaded = loop {
+            match job::download(ch.clone(), status.job, &alice.join(TRUST_FILE), &out).await {
+                Ok(d) => break d,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // Wait until the hospitals cosigned the last checkpoint, so the auditor sees every
+        // checkpoint with its quorum.
+        let trust = Trust::parse(&std::fs::read_to_string(audra.join(TRUST_FILE))?)?;
+        let ch = job::connect(&url, &audra).await?;
+        let mut ledger = pb::ledger_service_client::LedgerServiceClient::new(ch);
+        for _ in 0..100 {
+            let cp = ledger
+                .get_checkpoint(pb::CheckpointRequest { size: None })
+                .await?
+                .into_inner();
+            if note::quorum(&cp.note, &trust.log, &trust.witnesses, trust.quorum).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok::<_, anyhow::Error>((watched, downloaded))
+    })?;
+    let job_seconds = job_started.elapsed().as_secs_f64();
+    say(format!(
+        "5. {RESEARCHER} downloaded {} and verified it: digests, RoundFinalized record {}, \
+         inclusion in checkpoint {} cosigned by {}",
+        downloaded.path.display(),
+        downloaded.record_index,
+        downloaded.checkpoint_size,
+        downloaded.cosigned_by.join(", ")
+    ));
+
+    // 5. Stop everything, then audit.
+    for h in &hospitals {
+        procs.stop(h)?;
+    }
+    procs.stop("coordinator")?;
+    let trust_text = std::fs::read_to_string(audra.join(TRUST_FILE))?;
+    let mut trust = Trust::parse(&trust_text)?;
+    for h in &hospitals {
+        let state = dir.join("worker-state").join(h).join("witness.txt");
+        if let Ok(text) = std::fs::read_to_string(&state) {
+            trust.anchors.push(Checkpoint::from_text(&text)?);
+        }
+    }
+    let report = verify(&dir.join("ledger"), Some(&trust))?;
+    let verdict = if report.ok() {
+        "OK".to_string()
+    } else {
+        format!("FAILED ({} findings)", report.findings.len())
+    };
+    say(format!(
+        "6. {AUDITOR} verified the ledger offline with the consortium's trust file and the \
+         hospitals' cosigned checkpoints as anchors: {verdict}"
+    ));
+    let store = Store::open(&dir.join("ledger"), "fedchain-log")?;
+    let credits: Vec<(String, u64)> = store
+        .credits()
+        .balances()
+        .iter()
+        .map(|(a, b)| (account_name(a), *b))
+        .collect();
+    let records = store.len();
+    drop(store);
+    let seconds = started.elapsed().as_secs_f64();
+    let rounds = f64::from(spec.rounds);
+    if !report.ok() {
+        for f in &report.findings {
+            eprintln!("  finding: {f:?}");
+        }
+        bail!("the ledger does not verify");
+    }
+    let _ = data;
+    Ok(Summary {
+        mode: "encrypted federated",
+        dataset: args.dataset.name().into(),
+        model: jobfile.model.clone(),
+        hospitals,
+        rounds: watched.rounds,
+        final_metrics: watched.final_metrics,
+        seconds,
+        seconds_per_round: job_seconds / (rounds + 1.0),
+        credits,
+        ledger_verdict: Some(verdict),
+        ledger_records: Some(records),
+        model_sha256: watched.model_sha256,
+        dir: args.dir.as_ref().map(|_| dir.clone()),
+    })
+}
+
+fn account_name(a: &Account) -> String {
+    match a {
+        Account::Researcher(n) => format!("researcher {n}"),
+        Account::Hospital(n) => format!("hospital {n}"),
+        Account::Escrow(j) => format!("escrow of job {j}"),
+        Account::Deposit { job, hospital } => format!("deposit {hospital} (job {job})"),
+        Account::Treasury => "treasury".into(),
+    }
 }

@@ -4,13 +4,16 @@
 //! here; every computation lives in a library. Only this binary uses `anyhow`.
 
 mod audit;
+mod baseline;
 mod bench;
 mod consortium;
 mod data;
 mod dataset_args;
 mod demo;
+mod job;
 mod keys;
 mod model;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -34,8 +37,16 @@ enum Command {
     /// Inspect model files.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Run the demo: today the centralized baseline on the three bundled clinical datasets.
+    /// Run the demo: a whole encrypted federated job on loopback (consortium, coordinator, three
+    /// hospital workers, researcher, auditor).
     Demo(demo::DemoArgs),
+    /// Run the coordinator (gRPC over mutual TLS, job lifecycle, ledger).
+    Coordinator(serve::CoordinatorArgs),
+    /// Run a hospital's worker (local training, encryption, decryption shares, cosigning).
+    Worker(serve::WorkerArgs),
+    /// Submit, follow and download jobs (researchers).
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Audit a ledger without trusting the coordinator.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -58,6 +69,9 @@ fn main() -> ExitCode {
         Command::Train(args) => done(train::run(args)),
         Command::Model(cmd) => done(model::run(cmd)),
         Command::Demo(args) => done(demo::run(args)),
+        Command::Coordinator(args) => done(serve::coordinator(args)),
+        Command::Worker(args) => done(serve::worker(args)),
+        Command::Job(cmd) => job::run(cmd),
         // A failed audit is a verdict, not an error: exit 1 after printing the report.
         Command::Audit(cmd) => audit::run(cmd),
         Command::Consortium(cmd) => done(consortium::run(cmd)),

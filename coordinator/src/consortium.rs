@@ -16,8 +16,10 @@
 //!   researchers/<name>/        one per researcher
 //!     ca.pem  <name>.pem  <name>.key*
 //!   auditors/<name>/           one per auditor
-//!     ca.pem  <name>.pem  <name>.key*  trust.txt
+//!     ca.pem  <name>.pem  <name>.key*
 //! ```
+//!
+//! Every party folder also holds copies of the public `consortium.json` and `trust.txt`.
 //!
 //! Files marked `*` are secrets, created with mode 0600 (given to `open(2)`, so never briefly
 //! readable by others); every folder `init` creates is 0700. Each party folder holds only what
@@ -523,6 +525,8 @@ struct Plan {
     /// The public key, written by [`PublicKey::save`] into each of these folders.
     public_key: PublicKey,
     public_key_dirs: Vec<PathBuf>,
+    /// Party folders, which each get a copy of the public `consortium.json`.
+    party_dirs: Vec<PathBuf>,
     /// Folders to create, parents first.
     dirs: Vec<PathBuf>,
 }
@@ -606,6 +610,7 @@ fn plan(
         shares: Vec::new(),
         public_key,
         public_key_dirs: Vec::new(),
+        party_dirs: Vec::new(),
         dirs: Vec::new(),
     };
     let mut parties = Vec::new();
@@ -629,6 +634,7 @@ fn plan(
      -> Result<PartyEntry> {
         let issued = issue(&ca, name, role, hosts, window, rng)?;
         plan.dirs.push(rel.clone());
+        plan.party_dirs.push(rel.clone());
         plan.files
             .push((rel.join(CA_CERT_FILE), ca_pem.clone().into(), PUBLIC_MODE));
         plan.files.push((
@@ -716,6 +722,12 @@ fn plan(
     ));
     plan.files
         .push((PathBuf::from(TRUST_FILE), trust.clone().into(), PUBLIC_MODE));
+    // Public, so every party gets it: the coordinator counts cosignatures with it, hospitals check
+    // each other's submission signatures with it, researchers check released models with it.
+    for rel in plan.party_dirs.clone() {
+        plan.files
+            .push((rel.join(TRUST_FILE), trust.clone().into(), PUBLIC_MODE));
+    }
 
     for (group, role, names) in [
         (RESEARCHERS_DIR, Role::Researcher, &options.researchers),
@@ -733,10 +745,8 @@ fn plan(
                 &[],
                 &mut rng,
             )?);
-            if role == Role::Auditor {
-                plan.files
-                    .push((rel.join(TRUST_FILE), trust.clone().into(), PUBLIC_MODE));
-            }
+            plan.files
+                .push((rel.join(TRUST_FILE), trust.clone().into(), PUBLIC_MODE));
         }
     }
 
@@ -788,6 +798,10 @@ fn write(dir: &Path, plan: &Plan, description: &Description) -> Result<()> {
             source,
         })?;
     json.push(b'\n');
+    for rel in &plan.party_dirs {
+        let path = dir.join(rel).join(DESCRIPTION_FILE);
+        files::write_new(&path, &json, PUBLIC_MODE).map_err(io(&path))?;
+    }
     let path = dir.join(DESCRIPTION_FILE);
     files::write_new(&path, &json, PUBLIC_MODE).map_err(io(&path))
 }

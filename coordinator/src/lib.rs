@@ -28,5 +28,7 @@
 
 pub mod consortium;
 mod files;
+pub mod job;
 pub mod round;
+pub mod service;
 pub mod tls;

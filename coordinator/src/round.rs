@@ -33,8 +33,8 @@
 //! - **Decrypting** ([`Round::submit_share`]): hospitals decrypt the aggregate only, bound to
 //!   [`decryption_context`]`(job, round, aggregate digest)`. Key shares belong to every hospital of
 //!   the consortium, not just this round's participants, so any enrolled hospital's share is
-//!   accepted. **The consortium assigns key share index `i` to the `i`-th enrolled hospital**
-//!   (1-based: `enrolled[i - 1]`), and a share must carry its sender's index. Each share is
+//!   accepted. Each enrolled hospital carries its key share index ([`Enrolled::party`], from the
+//!   consortium), and a share must carry its sender's index. Each share is
 //!   checked on arrival ([`threshold::verify_share`]) and recorded as `DecryptionShare { verified }`
 //!   (an undecodable share counts as invalid); an invalid share is refused and counts against its
 //!   sender. One share per hospital: a second one is refused, whatever the first one's verdict.
@@ -95,6 +95,8 @@ pub struct Enrolled {
     pub identity_key: [u8; 32],
     /// Declared training rows: its FedAvg weight (and its encryption weight).
     pub samples: u64,
+    /// Its 1-based index in the consortium's threshold key (the index of its key share).
+    pub party: usize,
 }
 
 /// Where a round stands.
@@ -301,6 +303,17 @@ impl Round {
             if e.samples == 0 {
                 return bad(format!("hospital {:?} declares 0 samples", e.name));
             }
+            if e.party == 0 || e.party > pk.parties() {
+                return bad(format!(
+                    "hospital {:?} has key share index {}; the key has shares 1 to {}",
+                    e.name,
+                    e.party,
+                    pk.parties()
+                ));
+            }
+            if enrolled.iter().filter(|o| o.party == e.party).count() > 1 {
+                return bad(format!("key share index {} is given twice", e.party));
+            }
             total = match total.checked_add(e.samples) {
                 Some(t) => t,
                 None => return bad("the declared samples overflow".into()),
@@ -402,8 +415,8 @@ impl Round {
     pub fn share_index(&self, hospital: &str) -> Option<usize> {
         self.enrolled
             .iter()
-            .position(|e| e.name == hospital)
-            .map(|i| i + 1)
+            .find(|e| e.name == hospital)
+            .map(|e| e.party)
     }
 
     fn enrolled(&self, hospital: &str) -> Option<&Enrolled> {

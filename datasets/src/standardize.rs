@@ -226,6 +226,68 @@ impl FeatureSums {
     }
 }
 
+impl FeatureSums {
+    /// The per-row moments a hospital contributes to a job's statistics round: each feature's
+    /// mean, then each feature's mean square, then (regression) the target's mean and mean
+    /// square, all over this hospital's rows. Averaged across hospitals with their row counts as
+    /// weights (which is what the encrypted FedAvg computes), they give the pooled moments that
+    /// [`Standardizer::from_moments`] turns into the consortium's scaling. `None` for zero rows.
+    pub fn moments(&self) -> Option<Vec<f32>> {
+        if self.n == 0 {
+            return None;
+        }
+        let n = self.n as f64;
+        let mut out: Vec<f32> = self.sum.iter().map(|s| (s / n) as f32).collect();
+        out.extend(self.sum_sq.iter().map(|q| (q / n) as f32));
+        if let Some((s, q)) = self.target {
+            out.push((s / n) as f32);
+            out.push((q / n) as f32);
+        }
+        Some(out)
+    }
+}
+
+impl Standardizer {
+    /// The scaling defined by pooled moments in the layout of [`FeatureSums::moments`]: mean `m`,
+    /// population std `sqrt(m2 - m^2)` (1.0 for a (near-)constant column). `regression` says
+    /// whether the two target moments follow the features'.
+    pub fn from_moments(
+        feature_names: &[String],
+        regression: bool,
+        moments: &[f32],
+    ) -> Result<Standardizer> {
+        let d = feature_names.len();
+        let expected = 2 * d + if regression { 2 } else { 0 };
+        if moments.len() != expected {
+            return Err(DataError::InvalidArgument(format!(
+                "expected {expected} moments for {d} features{}, got {}",
+                if regression { " and a target" } else { "" },
+                moments.len()
+            )));
+        }
+        if let Some(i) = moments.iter().position(|m| !m.is_finite()) {
+            return Err(DataError::InvalidArgument(format!(
+                "moment {i} is not finite"
+            )));
+        }
+        let stat = |m: f32, m2: f32| {
+            let (m, m2) = (m as f64, m2 as f64);
+            let std = (m2 - m * m).max(0.0).sqrt();
+            (m as f32, if std < MIN_STD { 1.0 } else { std as f32 })
+        };
+        let (means, stds) = (0..d).map(|j| stat(moments[j], moments[d + j])).unzip();
+        Ok(Standardizer {
+            feature_names: feature_names.to_vec(),
+            means,
+            stds,
+            target: regression.then(|| {
+                let (mean, std) = stat(moments[2 * d], moments[2 * d + 1]);
+                TargetScale { mean, std }
+            }),
+        })
+    }
+}
+
 impl Standardizer {
     /// The scaling defined by (merged) sums: mean `sum / n`, population std
     /// `sqrt(sum_sq / n - mean^2)` (1.0 for a constant column).

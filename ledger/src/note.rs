@@ -208,6 +208,13 @@ impl NoteSigner {
         compute_key_id(&self.name, ALG_ED25519, self.key.verifying_key().as_bytes())
     }
 
+    /// A plain Ed25519 signature of `message` (not a note signature): what a hospital signs its
+    /// submissions with ([`crate::record::Body::submission_message`], which no note text can
+    /// equal, so one key serves both).
+    pub fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
     /// The public half, to hand to whoever verifies this signer's notes.
     pub fn verifier(&self) -> NoteVerifier {
         NoteVerifier {

@@ -105,7 +105,8 @@ mod tests {
     use super::v1::{
         dataset_schema, job_event, model_download, round_bundle, task, train_task, update_chunk,
         Aggregate, Checkpoint, CosignTask, DatasetSchema, Digest, JobEvent, Metric, ModelDownload,
-        ModelRelease, ModelRequest, Proof, RoundBundle, Submission, Task, TrainTask, UpdateChunk,
+        ModelRelease, ModelRequest, Proof, Quantization, RoundBundle, RoundKind, Submission, Task,
+        TrainTask, UpdateChunk,
     };
     use prost::Message;
 
@@ -153,6 +154,7 @@ mod tests {
                 model: digest(2),
                 model_file: Some(train_task::ModelFile::Inline(b"safetensors".to_vec())),
                 deadline_unix_ms: 1_700_000_000_000,
+                ..Default::default()
             })),
         };
         let fetch = Task {
@@ -165,6 +167,7 @@ mod tests {
                     model: digest(3),
                 })),
                 deadline_unix_ms: 1_700_000_060_000,
+                ..Default::default()
             })),
         };
         let cosign = Task {
@@ -263,6 +266,14 @@ mod tests {
                     MAX_INLINE_MODEL_BYTES
                 ])),
                 deadline_unix_ms: u64::MAX,
+                kind: RoundKind::Model as i32,
+                quantization: Some(Quantization {
+                    frac_bits: 40,
+                    clip: f32::MAX,
+                }),
+                total_weight: u64::MAX,
+                // The statistics of 4096 features ride along with the largest inline model.
+                statistics: vec![f32::MAX; 2 * 4096 + 2],
             })),
         };
         assert!(task.encoded_len() <= MAX_MESSAGE_BYTES);

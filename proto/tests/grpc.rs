@@ -106,6 +106,18 @@ impl TrainingService for Reassembler {
     async fn submit_cosignature(&self, _: Request<Cosignature>) -> Result<Response<Ack>, Status> {
         Err(Status::unimplemented("test service"))
     }
+    async fn submit_evaluation(
+        &self,
+        _: Request<fedchain_proto::v1::Evaluation>,
+    ) -> Result<Response<Ack>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+    async fn refuse_decryption(
+        &self,
+        _: Request<fedchain_proto::v1::Refusal>,
+    ) -> Result<Response<Ack>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
 }
 
 /// Serves `Reassembler` with the protocol's limits on one end of an in-memory pipe and returns a

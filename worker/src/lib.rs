@@ -1,14 +1,16 @@
 //! The fedchain hospital worker: local training, encryption and submission of updates.
 //!
-//! Today this crate holds the hospital side of one federated round, in process: prepare the
-//! hospital's own rows ([`LocalData`]), train the global model on them and return the update
-//! ([`local_round`]), and score a global model on the local test split ([`evaluate_global`]). The
-//! end-to-end milestone adds the process around it: dialing the coordinator over mutual TLS,
-//! quantizing, packing, encrypting (fedchain-crypto), signing and streaming the update.
+//! The ML half: prepare the hospital's own rows ([`LocalData`]), train the global model on them and
+//! return the update ([`local_round`]), and score a global model on the local test split
+//! ([`evaluate_global`]). The process half ([`node`]): dial the coordinator over mutual TLS, follow
+//! its tasks, quantize, pack, encrypt, sign and stream updates, check aggregates before decrypting,
+//! cosign checkpoints.
 //!
 //! Architecture invariant: patient rows never leave this process; only encrypted updates, signed
 //! digests and aggregate metrics do. Nothing here returns rows, only parameters and metrics.
 #![deny(missing_docs)]
+
+pub mod node;
 
 use fedchain_datasets::{train_test_split, DataError, Dataset, Standardizer};
 use fedchain_models::{evaluate, train, Metrics, Model, ModelError, ModelSpec, TrainConfig};

@@ -72,6 +72,8 @@ fn expected_layout(
         ("log.skey", true),
         ("log.vkey", false),
         ("public.key", false),
+        ("consortium.json", false),
+        ("trust.txt", false),
     ] {
         file(format!("coordinator/{f}"), secret);
     }
@@ -85,6 +87,8 @@ fn expected_layout(
             ("share.key".into(), true),
             ("public.key".into(), false),
             ("log.vkey".into(), false),
+            ("consortium.json".into(), false),
+            ("trust.txt".into(), false),
         ] {
             file(format!("hospitals/{h}/{f}"), secret);
         }
@@ -94,9 +98,8 @@ fn expected_layout(
             file(format!("{group}/{n}/ca.pem"), false);
             file(format!("{group}/{n}/{n}.pem"), false);
             file(format!("{group}/{n}/{n}.key"), true);
-            if group == "auditors" {
-                file(format!("{group}/{n}/trust.txt"), false);
-            }
+            file(format!("{group}/{n}/trust.txt"), false);
+            file(format!("{group}/{n}/consortium.json"), false);
         }
     }
     e

@@ -74,10 +74,12 @@ fn fixture(min_participants: usize, seed: u64) -> Fixture {
     let global: Vec<f32> = (0..LEN).map(|_| rng.random_range(-1.0..1.0)).collect();
     let enrolled = HOSPITALS
         .iter()
-        .map(|(name, samples)| Enrolled {
+        .enumerate()
+        .map(|(i, (name, samples))| Enrolled {
             name: name.to_string(),
             identity_key: signing_key(name).verifying_key().to_bytes(),
             samples: *samples,
+            party: i + 1,
         })
         .collect();
     let cfg = RoundConfig {
@@ -673,10 +675,12 @@ fn inconsistent_configurations_are_refused() {
     let enrolled = |n: usize| -> Vec<Enrolled> {
         HOSPITALS[..n]
             .iter()
-            .map(|(name, samples)| Enrolled {
+            .enumerate()
+            .map(|(i, (name, samples))| Enrolled {
                 name: name.to_string(),
                 identity_key: signing_key(name).verifying_key().to_bytes(),
                 samples: *samples,
+                party: i + 1,
             })
             .collect()
     };
@@ -708,6 +712,12 @@ fn inconsistent_configurations_are_refused() {
     let mut zero = enrolled(3);
     zero[0].samples = 0;
     assert!(refused(new(cfg(2, LEN), zero, global.clone())));
+    let mut same_share = enrolled(3);
+    same_share[2].party = 1;
+    assert!(refused(new(cfg(2, LEN), same_share, global.clone())));
+    let mut no_share = enrolled(3);
+    no_share[1].party = 0;
+    assert!(refused(new(cfg(2, LEN), no_share, global.clone())));
     let mut heavy = enrolled(3);
     heavy[0].samples = 1000;
     assert!(refused(new(cfg(2, LEN), heavy, global.clone())));
@@ -717,6 +727,7 @@ fn inconsistent_configurations_are_refused() {
         name: "h4".into(),
         identity_key: [1; 32],
         samples: 1,
+        party: 4,
     });
     for e in &mut four {
         e.samples = 1;

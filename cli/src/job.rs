@@ -1,0 +1,625 @@
+//! `fedchain job submit|status|watch|download`: the researcher's side, over mutual TLS.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use fedchain_coordinator::consortium::TRUST_FILE;
+use fedchain_coordinator::tls::client_tls;
+use fedchain_datasets::{Builtin, TaskKind};
+use fedchain_ledger::merkle;
+use fedchain_ledger::note;
+use fedchain_ledger::record::{Body, Record};
+use fedchain_ledger::sha256;
+use fedchain_ledger::verify::Trust;
+use fedchain_models::{ModelFile, ModelKind, ModelSpec};
+use fedchain_proto::limits;
+use fedchain_proto::v1 as pb;
+use indicatif::{ProgressBar, ProgressStyle};
+use pb::job_service_client::JobServiceClient;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::serve::{read_toml, runtime};
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job described by a TOML file; prints the job id.
+    Submit {
+        /// The job file (dataset schema, model, rounds, ...; see README).
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print the job's status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job's status.
+    Status {
+        /// The job id.
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job round by round until it finishes (exit 0) or fails (exit 1).
+    Watch {
+        /// The job id.
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print one JSON object per round and one for the outcome, instead of a progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a finished job's model and verify it against the ledger.
+    Download {
+        /// The job id.
+        id: u64,
+        /// Where to write the safetensors model.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print the verification report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach the coordinator, and as whom.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The coordinator's URL.
+    #[arg(
+        long,
+        env = "FEDCHAIN_COORDINATOR",
+        default_value = "https://localhost:7443"
+    )]
+    pub coordinator: String,
+    /// Your party folder from `fedchain consortium init` (e.g. DIR/researchers/alice); its name
+    /// is your party name.
+    #[arg(long = "as", env = "FEDCHAIN_PARTY")]
+    pub party: PathBuf,
+}
+
+/// Dials the coordinator with the party's certificate.
+pub async fn connect(url: &str, party_dir: &Path) -> Result<Channel> {
+    let name = party_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("{} is not a party folder", party_dir.display()))?;
+    let tls = client_tls(party_dir, &name)?;
+    Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("{url:?} is not a URL"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))
+}
+
+fn jobs(ch: Channel) -> JobServiceClient<Channel> {
+    JobServiceClient::new(ch)
+        .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::MAX_MESSAGE_BYTES)
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("the coordinator refused: {} ({:?})", s.message(), s.code())
+}
+
+/// A job file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// A bundled dataset whose columns define the schema (`breast-cancer`, `digits`, `diabetes`).
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// An explicit schema, instead of `dataset`.
+    #[serde(default)]
+    pub schema: Option<SchemaFile>,
+    /// `logreg`, `mlp` or `cnn`.
+    pub model: String,
+    #[serde(default = "d::rounds")]
+    pub rounds: u32,
+    #[serde(default = "d::local_epochs")]
+    pub local_epochs: u32,
+    #[serde(default = "d::learning_rate")]
+    pub learning_rate: f64,
+    #[serde(default = "d::batch_size")]
+    pub batch_size: u32,
+    #[serde(default = "d::min_participants")]
+    pub min_participants: u32,
+    #[serde(default = "d::round_deadline_seconds")]
+    pub round_deadline_seconds: u32,
+    #[serde(default = "d::credit_budget")]
+    pub credit_budget: u64,
+    #[serde(default = "d::seed")]
+    pub seed: u64,
+    #[serde(default = "d::frac_bits")]
+    pub frac_bits: u32,
+    #[serde(default = "d::clip")]
+    pub clip: f32,
+}
+
+mod d {
+    pub fn rounds() -> u32 {
+        8
+    }
+    pub fn local_epochs() -> u32 {
+        2
+    }
+    pub fn learning_rate() -> f64 {
+        2e-3
+    }
+    pub fn batch_size() -> u32 {
+        32
+    }
+    pub fn min_participants() -> u32 {
+        2
+    }
+    pub fn round_deadline_seconds() -> u32 {
+        300
+    }
+    pub fn credit_budget() -> u64 {
+        2000
+    }
+    pub fn seed() -> u64 {
+        1
+    }
+    pub fn frac_bits() -> u32 {
+        16
+    }
+    pub fn clip() -> f32 {
+        1.0
+    }
+}
+
+/// The columns a job reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaFile {
+    pub features: Vec<String>,
+    pub target: String,
+    /// `binary`, `multiclass` or `regression`.
+    pub task: String,
+    /// Number of classes, for `multiclass`.
+    #[serde(default)]
+    pub classes: Option<u32>,
+}
+
+impl JobFile {
+    /// The protobuf spec the coordinator receives.
+    pub fn to_spec(&self) -> Result<pb::JobSpec> {
+        use pb::dataset_schema::Task;
+        let (features, target, task) = match (&self.dataset, &self.schema) {
+            (Some(name), None) => {
+                let b: Builtin = name.parse()?;
+                let ds = b.load()?;
+                (ds.feature_names().to_vec(), b.schema().target, ds.task())
+            }
+            (None, Some(s)) => {
+                let task = match (s.task.as_str(), s.classes) {
+                    ("binary", None) => TaskKind::Binary,
+                    ("regression", None) => TaskKind::Regression,
+                    ("multiclass", Some(c)) => TaskKind::Multiclass {
+                        classes: c as usize,
+                    },
+                    (t, c) => bail!(
+                        "schema: task {t:?} with classes {c:?}: use binary, regression, or \
+                         multiclass with classes = N"
+                    ),
+                };
+                (s.features.clone(), s.target.clone(), task)
+            }
+            _ => {
+                bail!("the job file needs exactly one of `dataset = \"NAME\"` or a [schema] table")
+            }
+        };
+        let kind: ModelKind = self.model.parse()?;
+        let model = ModelSpec::preset(kind, features.len(), task)?;
+        let task_pb = match task {
+            TaskKind::Binary => Task::Binary(pb::dataset_schema::Binary {}),
+            TaskKind::Regression => Task::Regression(pb::dataset_schema::Regression {}),
+            TaskKind::Multiclass { classes } => Task::Multiclass(pb::dataset_schema::Multiclass {
+                classes: classes as u32,
+            }),
+        };
+        Ok(pb::JobSpec {
+            schema: Some(pb::DatasetSchema {
+                features,
+                target,
+                task: Some(task_pb),
+            }),
+            model: Some(pb::ModelSpec {
+                canonical_json: model.canonical_json(),
+            }),
+            rounds: self.rounds,
+            local_epochs: self.local_epochs,
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size,
+            min_participants: self.min_participants,
+            round_deadline_seconds: self.round_deadline_seconds,
+            credit_budget: self.credit_budget,
+            quantization: Some(pb::Quantization {
+                frac_bits: self.frac_bits,
+                clip: self.clip,
+            }),
+            seed: self.seed,
+        })
+    }
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Enrolling => "enrolling",
+        pb::JobState::Running => "running",
+        pb::JobState::Finished => "finished",
+        pb::JobState::Failed => "failed",
+        pb::JobState::Unspecified => "unknown",
+    }
+}
+
+fn phase_name(phase: i32) -> &'static str {
+    match pb::RoundPhase::try_from(phase).unwrap_or(pb::RoundPhase::Unspecified) {
+        pb::RoundPhase::Training => "training",
+        pb::RoundPhase::Aggregating => "aggregating",
+        pb::RoundPhase::Decrypting => "decrypting",
+        pb::RoundPhase::Finalized => "finalized",
+        pb::RoundPhase::Unspecified => "-",
+    }
+}
+
+fn status_json(s: &pb::JobStatus) -> serde_json::Value {
+    json!({
+        "job": s.job,
+        "state": state_name(s.state),
+        "spec_sha256": s.spec.as_ref().map(|d| hex::encode(&d.sha256)),
+        "submitted_record": s.submitted_record,
+        "hospitals": s.hospitals,
+        "round": s.round,
+        "rounds": s.rounds,
+        "phase": s.progress.as_ref().map(|p| phase_name(p.phase)),
+        "participants": s.progress.as_ref().map(|p| p.participants.clone()),
+        "reason": s.reason,
+    })
+}
+
+pub async fn submit(ch: Channel, spec: pb::JobSpec) -> Result<pb::JobStatus> {
+    Ok(jobs(ch)
+        .submit_job(spec)
+        .await
+        .map_err(status_err)?
+        .into_inner())
+}
+
+/// One model round as a watcher saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundLine {
+    pub round: u64,
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// How a watched job ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Watched {
+    pub job: u64,
+    pub finished: bool,
+    pub rounds: Vec<RoundLine>,
+    pub final_metrics: Vec<(String, f64)>,
+    pub reason: String,
+    pub model_sha256: Option<String>,
+}
+
+fn metrics_of(m: &[pb::Metric]) -> Vec<(String, f64)> {
+    m.iter().map(|m| (m.name.clone(), m.value)).collect()
+}
+
+fn show_metrics(m: &[(String, f64)]) -> String {
+    m.iter()
+        .map(|(n, v)| format!("{n} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Follows job `id` to its end. `mode`: 0 quiet, 1 progress bar and lines, 2 JSON lines.
+pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
+    use pb::job_event::Event;
+    let mut client = jobs(ch);
+    let status = client
+        .get_job(pb::JobId { id })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let bar = if mode == 1 {
+        let bar = ProgressBar::new(u64::from(status.rounds));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} job {prefix} [{bar:30}] {pos}/{len} rounds  {msg}  ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(id.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    } else {
+        None
+    };
+    let mut stream = client
+        .watch_job(pb::JobId { id })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let mut out = Watched {
+        job: id,
+        finished: false,
+        rounds: Vec::new(),
+        final_metrics: Vec::new(),
+        reason: String::new(),
+        model_sha256: None,
+    };
+    let println = |line: String| match &bar {
+        Some(b) if !b.is_hidden() => b.println(line),
+        _ if mode == 1 => println!("{line}"),
+        _ => {}
+    };
+    while let Some(ev) = stream.message().await.map_err(status_err)? {
+        match ev.event {
+            Some(Event::Round(p)) => {
+                let finalized = p.phase == pb::RoundPhase::Finalized as i32;
+                if finalized && p.round > 0 && !p.metrics.is_empty() {
+                    let line = RoundLine {
+                        round: p.round,
+                        metrics: metrics_of(&p.metrics),
+                    };
+                    if mode == 2 {
+                        println!(
+                            "{}",
+                            json!({"job": id, "round": line.round, "metrics": line.metrics})
+                        );
+                    }
+                    println(format!(
+                        "round {:>3}/{}: {}",
+                        p.round,
+                        status.rounds,
+                        show_metrics(&line.metrics)
+                    ));
+                    if let Some(b) = &bar {
+                        b.set_position(p.round);
+                    }
+                    out.rounds.push(line);
+                } else if let Some(b) = &bar {
+                    let what = if p.round == 0 {
+                        "statistics round".to_string()
+                    } else {
+                        format!("round {}", p.round)
+                    };
+                    b.set_message(format!(
+                        "{what}: {} ({} hospitals)",
+                        phase_name(p.phase),
+                        p.participants.len()
+                    ));
+                }
+            }
+            Some(Event::Finished(f)) => {
+                out.finished = true;
+                out.final_metrics = metrics_of(&f.metrics);
+                out.model_sha256 = f.model.map(|d| hex::encode(d.sha256));
+                break;
+            }
+            Some(Event::Failed(f)) => {
+                out.reason = f.reason;
+                break;
+            }
+            None => {}
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(out)
+}
+
+/// What `job download` checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Downloaded {
+    pub job: u64,
+    pub round: u64,
+    pub path: PathBuf,
+    pub model_sha256: String,
+    pub file_bytes: u64,
+    pub record_index: u64,
+    pub checkpoint_size: u64,
+    pub cosigned_by: Vec<String>,
+}
+
+/// Downloads job `id`'s model and verifies, against the trust file in the party folder: the file
+/// digest, the parameter digest, that the RoundFinalized record names it, that the record is in a
+/// checkpoint signed by the log and cosigned by a quorum of hospitals.
+pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Result<Downloaded> {
+    use pb::model_download::Part;
+    let trust = Trust::parse(
+        &std::fs::read_to_string(trust_path)
+            .with_context(|| format!("cannot read {}", trust_path.display()))?,
+    )?;
+    let mut stream = jobs(ch)
+        .download_model(pb::JobId { id })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let mut release = None;
+    let mut file = Vec::new();
+    while let Some(m) = stream.message().await.map_err(status_err)? {
+        match m.part {
+            Some(Part::Release(r)) => release = Some(r),
+            Some(Part::Chunk(c)) => {
+                file.extend_from_slice(&c.data);
+                if file.len() as u64 > limits::MAX_STREAM_BYTES {
+                    bail!("the model file is larger than the protocol allows");
+                }
+            }
+            None => {}
+        }
+    }
+    let r = release.ok_or_else(|| anyhow!("the coordinator sent no release header"))?;
+    let digest = |d: &Option<pb::Digest>| -> Result<[u8; 32]> {
+        d.as_ref()
+            .and_then(|d| <[u8; 32]>::try_from(d.sha256.as_slice()).ok())
+            .ok_or_else(|| anyhow!("the release carries a malformed digest"))
+    };
+    if sha256(&file) != digest(&r.file)? || file.len() as u64 != r.file_bytes {
+        bail!("the downloaded file does not match the digest and length the release announced");
+    }
+    let model = ModelFile::from_bytes(&file, out)?;
+    let model_digest = model.digest().0;
+    if model_digest != digest(&r.model)? {
+        bail!("the model's parameters do not match the release's model digest");
+    }
+    let record = Record::decode(&r.record).context("the release's ledger record")?;
+    match record.body {
+        Body::RoundFinalized {
+            job,
+            round,
+            model_after,
+            ..
+        } if job == id && round == r.round && model_after == model_digest => {}
+        other => bail!(
+            "the ledger record {} does not finalize this model for job {id}: {other:?}",
+            r.record_index
+        ),
+    }
+    let note_text = r.checkpoint.map(|c| c.note).unwrap_or_default();
+    let (cp, cosigners) = note::quorum(&note_text, &trust.log, &trust.witnesses, trust.quorum)
+        .context("the checkpoint does not carry the log's signature and a quorum of hospitals")?;
+    let proof: Vec<[u8; 32]> = r
+        .inclusion
+        .unwrap_or_default()
+        .hashes
+        .iter()
+        .map(|h| <[u8; 32]>::try_from(h.sha256.as_slice()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow!("a proof hash is not 32 bytes"))?;
+    merkle::verify_inclusion(
+        &merkle::leaf_hash(&r.record),
+        r.record_index,
+        cp.size,
+        &proof,
+        &cp.root,
+    )
+    .context("the record is not in the checkpoint's tree")?;
+    let tmp = out.with_extension("partial");
+    std::fs::write(&tmp, &file)
+        .and_then(|()| std::fs::rename(&tmp, out))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(Downloaded {
+        job: id,
+        round: r.round,
+        path: out.to_path_buf(),
+        model_sha256: hex::encode(model_digest),
+        file_bytes: r.file_bytes,
+        record_index: r.record_index,
+        checkpoint_size: cp.size,
+        cosigned_by: cosigners,
+    })
+}
+
+pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match cmd {
+            JobCommand::Submit { file, client, json } => {
+                let job: JobFile = read_toml(&file)?;
+                let spec = job.to_spec().with_context(|| format!("in {}", file.display()))?;
+                let ch = connect(&client.coordinator, &client.party).await?;
+                let s = submit(ch, spec).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+                } else {
+                    println!(
+                        "job {} submitted ({}); follow it with: fedchain job watch {} --as {}",
+                        s.job,
+                        state_name(s.state),
+                        s.job,
+                        client.party.display()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            JobCommand::Status { id, client, json } => {
+                let ch = connect(&client.coordinator, &client.party).await?;
+                let s = jobs(ch)
+                    .get_job(pb::JobId { id })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+                } else {
+                    println!(
+                        "job {}: {}, round {}/{}, hospitals {}{}",
+                        s.job,
+                        state_name(s.state),
+                        s.round,
+                        s.rounds,
+                        s.hospitals.join(", "),
+                        if s.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n  reason: {}", s.reason)
+                        }
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            JobCommand::Watch { id, client, json } => {
+                let ch = connect(&client.coordinator, &client.party).await?;
+                let w = watch(ch, id, if json { 2 } else { 1 }).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&w)?);
+                } else if w.finished {
+                    println!("job {id} finished: {}", show_metrics(&w.final_metrics));
+                } else {
+                    println!("job {id} FAILED: {}", w.reason);
+                }
+                Ok(if w.finished {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            JobCommand::Download {
+                id,
+                out,
+                client,
+                json,
+            } => {
+                let ch = connect(&client.coordinator, &client.party).await?;
+                let d = download(ch, id, &client.party.join(TRUST_FILE), &out).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&d)?);
+                } else {
+                    println!(
+                        "wrote {} ({} bytes): model {} of job {id} after round {}\n  verified: \
+                         file and parameter digests, RoundFinalized record {} names it, included in \
+                         checkpoint of size {} signed by the log and cosigned by {}",
+                        d.path.display(),
+                        d.file_bytes,
+                        d.model_sha256,
+                        d.round,
+                        d.record_index,
+                        d.checkpoint_size,
+                        d.cosigned_by.join(", ")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

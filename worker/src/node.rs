@@ -1,0 +1,907 @@
+//! The worker process (`fedchain worker --config FILE`): a hospital's side of every job.
+//!
+//! The worker dials the coordinator over mutual TLS (it never listens), opens the `Tasks` stream
+//! and handles each task in order:
+//!
+//! - **offer**: loads the hospital's CSV with the job's schema; enrolls when the data fits,
+//!   declaring its training rows (after its seeded train/test split), and checks that the answer
+//!   names the consortium's public key and its own key share index;
+//! - **train** round 0: encrypts the per-row moments of its training features (statistics round);
+//!   rounds 1..: scales its rows with the consortium's statistics, trains the global model (tch,
+//!   CUDA when present), and encrypts the update. Both are weighted by its rows, quantized,
+//!   packed, DJN-encrypted, signed with its identity key and streamed;
+//! - **decrypt**: before producing a share, fetches every submission of the round, checks each
+//!   hospital's signature against the consortium's trust file, multiplies the ciphertexts itself
+//!   and compares with the aggregate it is asked to decrypt, and checks the number of distinct
+//!   contributors against the job's minimum (never fewer than 2). Any mismatch is refused with a
+//!   ledger record ([`pb::Refusal`]);
+//! - **cosign**: cosigns a checkpoint only if it extends the last one it cosigned (its witness
+//!   state is kept in its state folder);
+//! - **evaluate**: scores a global model on its held-out rows; only the row count and mean
+//!   metrics leave.
+//!
+//! Tasks are idempotent: after a reconnect the coordinator resends what is pending, and a task
+//! this worker already completed is skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fedchain_coordinator::consortium::{IDENTITY_SKEY_FILE, LOG_VKEY_FILE, SHARE_FILE, TRUST_FILE};
+use fedchain_coordinator::job::{self as cjob, statistics_quantization};
+use fedchain_coordinator::round::decryption_context;
+use fedchain_coordinator::tls::client_tls;
+use fedchain_crypto::aggregate::aggregate;
+use fedchain_crypto::djn::{self, Ciphertext, EncryptionTable};
+use fedchain_crypto::keys::{KeyShare, PublicKey, PUBLIC_KEY_FILE};
+use fedchain_crypto::quantize::Rounding;
+use fedchain_crypto::threshold::partial_decrypt;
+use fedchain_datasets::{
+    load_csv, train_test_split, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
+};
+use fedchain_ledger::note::{NoteSigner, NoteVerifier, Witness};
+use fedchain_ledger::record::Body;
+use fedchain_ledger::verify::Trust;
+use fedchain_ledger::{sha256, Hash};
+use fedchain_models::{pick_device, DeviceChoice, ModelDigest, ModelFile, ModelSpec, TrainConfig};
+use fedchain_proto::limits;
+use fedchain_proto::v1 as pb;
+use pb::ledger_service_client::LedgerServiceClient;
+use pb::training_service_client::TrainingServiceClient;
+use prost::Message;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::Deserialize;
+use tch::Device;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{evaluate_global, local_round, LocalData};
+
+/// A worker's settings (TOML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The coordinator's URL, e.g. `https://coordinator.example.org:7443`.
+    pub coordinator: String,
+    /// The hospital's folder from `fedchain consortium init` (`DIR/hospitals/<name>`).
+    pub dir: PathBuf,
+    /// The hospital's name; by default the folder's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The hospital's CSV file.
+    pub data: PathBuf,
+    /// Where the worker keeps its state (the last checkpoint it cosigned); created if missing.
+    pub state: PathBuf,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Fraction of the rows held out for evaluating global models.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// What stops a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration or the hospital folder is unusable.
+    #[error("{0}")]
+    Setup(String),
+    /// The coordinator cannot be reached.
+    #[error("cannot reach the coordinator at {url}: {reason}")]
+    Connect {
+        /// The URL dialed.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn setup(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Setup(e.to_string())
+}
+
+/// A task that could not be completed, with the reason (logged; the worker goes on).
+type TaskResult = Result<String, String>;
+
+struct JobCtx {
+    spec: pb::JobSpec,
+    model: ModelSpec,
+    schema: Schema,
+    train_raw: Dataset,
+    test_raw: Dataset,
+    /// Data scaled with the consortium's statistics, keyed by their digest.
+    scaled: Option<(Hash, LocalData)>,
+}
+
+/// A running hospital worker.
+pub struct Node {
+    cfg: WorkerConfig,
+    name: String,
+    identity: NoteSigner,
+    share: KeyShare,
+    pk: PublicKey,
+    table: EncryptionTable,
+    peers: HashMap<String, [u8; 32]>,
+    witness: Witness,
+    device: Device,
+    jobs: HashMap<u64, JobCtx>,
+    done: HashSet<String>,
+    rng: ChaCha20Rng,
+}
+
+fn read(path: &Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| NodeError::Setup(format!("cannot read {}: {e}", path.display())))
+}
+
+impl Node {
+    /// Loads the hospital folder: identity key, key share (checked against the public key), the
+    /// consortium's trust file (the other hospitals' identity keys) and the witness state.
+    pub fn open(cfg: WorkerConfig) -> Result<Node, NodeError> {
+        let name = match &cfg.name {
+            Some(n) => n.clone(),
+            None => cfg
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| setup("the hospital folder has no name; set `name`"))?,
+        };
+        let identity = NoteSigner::from_skey(read(&cfg.dir.join(IDENTITY_SKEY_FILE))?.trim())
+            .map_err(setup)?;
+        if identity.name() != name {
+            return Err(setup(format!(
+                "{} belongs to {:?}, not {name:?}",
+                cfg.dir.join(IDENTITY_SKEY_FILE).display(),
+                identity.name()
+            )));
+        }
+        let pk = PublicKey::load(&cfg.dir.join(PUBLIC_KEY_FILE)).map_err(setup)?;
+        let share = KeyShare::load(&cfg.dir.join(SHARE_FILE)).map_err(setup)?;
+        share.verify(&pk).map_err(setup)?;
+        let trust = Trust::parse(&read(&cfg.dir.join(TRUST_FILE))?).map_err(setup)?;
+        let log =
+            NoteVerifier::from_vkey(read(&cfg.dir.join(LOG_VKEY_FILE))?.trim()).map_err(setup)?;
+        if log.public_key() != trust.log.public_key() {
+            return Err(setup("log.vkey and trust.txt name different log keys"));
+        }
+        let peers = trust
+            .witnesses
+            .iter()
+            .map(|w| (w.name().to_owned(), w.public_key()))
+            .collect();
+        std::fs::create_dir_all(&cfg.state)
+            .map_err(|e| setup(format!("cannot create {}: {e}", cfg.state.display())))?;
+        let witness =
+            Witness::open(identity.clone(), log, &cfg.state.join("witness.txt")).map_err(setup)?;
+        let choice: DeviceChoice = cfg.device.parse().map_err(setup)?;
+        let device = pick_device(choice).map_err(setup)?;
+        if !(cfg.test_fraction > 0.0 && cfg.test_fraction < 1.0) {
+            return Err(setup("test_fraction must be between 0 and 1"));
+        }
+        let table = EncryptionTable::new(&pk);
+        Ok(Node {
+            cfg,
+            name,
+            identity,
+            share,
+            pk,
+            table,
+            peers,
+            witness,
+            device,
+            jobs: HashMap::new(),
+            done: HashSet::new(),
+            rng: ChaCha20Rng::from_os_rng(),
+        })
+    }
+
+    /// The hospital's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The device local training runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    fn log(&self, msg: &str) {
+        eprintln!("[{}] {msg}", self.name);
+    }
+
+    async fn connect(&self) -> Result<Channel, NodeError> {
+        let url = self.cfg.coordinator.clone();
+        let err = |reason: String| NodeError::Connect {
+            url: url.clone(),
+            reason,
+        };
+        let tls = client_tls(&self.cfg.dir, &self.name).map_err(setup)?;
+        Endpoint::from_shared(url.clone())
+            .map_err(|e| err(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect()
+            .await
+            .map_err(|e| err(format!("{e} ({})", source_chain(&e))))
+    }
+
+    /// Works until the process is stopped: connects, follows the task stream, and reconnects
+    /// (with backoff) when the connection drops. Only a setup error ends it.
+    pub async fn run(mut self) -> Result<(), NodeError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.session().await {
+                Ok(()) => {
+                    self.log("the coordinator closed the task stream; reconnecting");
+                    backoff = Duration::from_millis(200);
+                }
+                Err(NodeError::Setup(e)) => return Err(NodeError::Setup(e)),
+                Err(e) => {
+                    self.log(&format!("{e}; retrying in {:.1} s", backoff.as_secs_f64()));
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session(&mut self) -> Result<(), NodeError> {
+        let channel = self.connect().await?;
+        let m = limits::MAX_MESSAGE_BYTES;
+        let mut client = TrainingServiceClient::new(channel.clone())
+            .max_decoding_message_size(m)
+            .max_encoding_message_size(m);
+        let mut ledger = LedgerServiceClient::new(channel)
+            .max_decoding_message_size(m)
+            .max_encoding_message_size(m);
+        let mut tasks = client
+            .tasks(pb::TaskRequest {
+                hospital: self.name.clone(),
+            })
+            .await
+            .map_err(|s| NodeError::Connect {
+                url: self.cfg.coordinator.clone(),
+                reason: format!("{}: {}", s.code(), s.message()),
+            })?
+            .into_inner();
+        self.log(&format!("connected to {}", self.cfg.coordinator));
+        loop {
+            let task = match tasks.message().await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Ok(()),
+                Err(s) => {
+                    return Err(NodeError::Connect {
+                        url: self.cfg.coordinator.clone(),
+                        reason: format!("task stream: {}: {}", s.code(), s.message()),
+                    })
+                }
+            };
+            let Some(kind) = task.kind else { continue };
+            let (key, outcome) = self.handle(&mut client, &mut ledger, kind).await;
+            match outcome {
+                Ok(msg) => {
+                    self.done.insert(key);
+                    if !msg.is_empty() {
+                        self.log(&msg);
+                    }
+                }
+                Err(msg) => self.log(&format!("{key}: {msg}")),
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
+        kind: pb::task::Kind,
+    ) -> (String, TaskResult) {
+        use pb::task::Kind;
+        let key = match &kind {
+            Kind::Offer(o) => format!("offer/{}", o.job),
+            Kind::Train(t) => format!("train/{}/{}", t.job, t.round),
+            Kind::Decrypt(d) => format!("decrypt/{}/{}", d.job, d.round),
+            Kind::Evaluate(e) => format!("evaluate/{}/{}", e.job, e.round),
+            Kind::Cosign(c) => format!(
+                "cosign/{}",
+                c.checkpoint
+                    .as_ref()
+                    .map(|n| sha256(n.note.as_bytes()))
+                    .map(hex::encode)
+                    .unwrap_or_default()
+            ),
+        };
+        if self.done.contains(&key) {
+            return (key, Ok(String::new()));
+        }
+        let result = match kind {
+            Kind::Offer(o) => self.offer(client, o).await,
+            Kind::Train(t) => self.train(client, t).await,
+            Kind::Decrypt(d) => self.decrypt(client, d).await,
+            Kind::Evaluate(e) => self.evaluate(client, e).await,
+            Kind::Cosign(c) => self.cosign(client, ledger, c).await,
+        };
+        (key, result)
+    }
+
+    async fn offer(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        o: pb::JobOffer,
+    ) -> TaskResult {
+        let spec = o.spec.ok_or("the offer carries no spec")?;
+        if o.spec_digest.map(|d| d.sha256) != Some(sha256(&spec.encode_to_vec()).to_vec()) {
+            return Err("the offer's spec does not match its digest".into());
+        }
+        let valid = cjob::validate(&spec).map_err(|e| format!("declining job {}: {e}", o.job))?;
+        let schema_pb = spec.schema.clone().unwrap_or_default();
+        let schema = Schema {
+            features: Some(schema_pb.features.clone()),
+            target: schema_pb.target.clone(),
+            task: valid.task,
+        };
+        let rows = load_csv(&self.cfg.data, &schema).map_err(|e| {
+            format!(
+                "declining job {}: my data does not fit its schema: {e}",
+                o.job
+            )
+        })?;
+        let (train_raw, test_raw) = train_test_split(&rows, self.cfg.test_fraction, spec.seed)
+            .map_err(|e| format!("declining job {}: {e}", o.job))?;
+        let samples = train_raw.len() as u64;
+        let answer = client
+            .enroll(pb::EnrollRequest {
+                job_id: o.job,
+                hospital: self.name.clone(),
+                identity_key: self.identity.verifier().public_key().to_vec(),
+                declared_samples: samples,
+            })
+            .await
+            .map_err(|s| format!("enrolling in job {}: {}", o.job, s.message()))?
+            .into_inner();
+        if answer.public_key != self.pk.to_bytes() {
+            return Err(format!(
+                "job {}: the coordinator answered with another public key than the consortium's",
+                o.job
+            ));
+        }
+        if answer.party as usize != self.share.index() {
+            return Err(format!(
+                "job {}: the coordinator says my key share index is {}, my share is {}",
+                o.job,
+                answer.party,
+                self.share.index()
+            ));
+        }
+        self.jobs.insert(
+            o.job,
+            JobCtx {
+                spec,
+                model: valid.model,
+                schema,
+                train_raw,
+                test_raw,
+                scaled: None,
+            },
+        );
+        Ok(format!(
+            "enrolled in job {} with {samples} training rows (deposit {}, record {})",
+            o.job, answer.deposit, answer.record_index
+        ))
+    }
+
+    fn job(&self, id: u64) -> Result<&JobCtx, String> {
+        self.jobs.get(&id).ok_or_else(|| {
+            format!("job {id} is unknown to this worker (it enrolled before a restart)")
+        })
+    }
+
+    /// The job's rows scaled with the consortium's statistics.
+    fn scaled(&mut self, id: u64, stats: &[f32]) -> Result<&LocalData, String> {
+        let digest = ModelDigest::of(stats).0;
+        let ctx = self.jobs.get_mut(&id).ok_or("unknown job")?;
+        if ctx.scaled.as_ref().map(|(d, _)| *d) != Some(digest) {
+            let regression = ctx.schema.task == TaskKind::Regression;
+            let features = ctx.schema.features.clone().unwrap_or_default();
+            let scaler = Standardizer::from_moments(&features, regression, stats)
+                .map_err(|e| format!("the consortium's statistics are unusable: {e}"))?;
+            let data = LocalData {
+                train: scaler.apply(&ctx.train_raw).map_err(|e| e.to_string())?,
+                test: scaler.apply(&ctx.test_raw).map_err(|e| e.to_string())?,
+                scaler,
+            };
+            ctx.scaled = Some((digest, data));
+        }
+        Ok(&ctx.scaled.as_ref().ok_or("no data")?.1)
+    }
+
+    async fn train(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        t: pb::TrainTask,
+    ) -> TaskResult {
+        let started = Instant::now();
+        let ctx = self.job(t.job)?;
+        let spec = ctx.spec.clone();
+        let model_spec = ctx.model.clone();
+        let quantization = t.quantization.ok_or("the task has no quantization")?;
+        let stats_round = t.kind == pb::RoundKind::Statistics as i32;
+        let expected_q = if stats_round {
+            statistics_quantization(t.total_weight)
+        } else {
+            spec.quantization.unwrap_or_default()
+        };
+        if quantization != expected_q {
+            return Err(format!(
+                "round {}: the task's quantization {quantization:?} is not the job's {expected_q:?}",
+                t.round
+            ));
+        }
+        let (vector, weight, what) = if stats_round {
+            let train_raw = &ctx.train_raw;
+            let moments = FeatureSums::of(train_raw)
+                .moments()
+                .ok_or("no training rows")?;
+            (
+                moments,
+                train_raw.len() as u64,
+                "feature statistics".to_string(),
+            )
+        } else {
+            let file = match t.model_file {
+                Some(pb::train_task::ModelFile::Inline(bytes)) => bytes,
+                Some(pb::train_task::ModelFile::Fetch(req)) => {
+                    let mut s = client
+                        .fetch_model(req)
+                        .await
+                        .map_err(|s| format!("fetching the model: {}", s.message()))?
+                        .into_inner();
+                    let mut bytes = Vec::new();
+                    while let Some(c) = s.message().await.map_err(|s| s.message().to_string())? {
+                        bytes.extend_from_slice(&c.data);
+                        if bytes.len() as u64 > limits::MAX_STREAM_BYTES {
+                            return Err("the model file is too large".into());
+                        }
+                    }
+                    bytes
+                }
+                None => return Err("the task carries no model".into()),
+            };
+            let global = check_model(&file, &t.model, &model_spec)?;
+            let device = self.device;
+            let config = TrainConfig {
+                epochs: spec.local_epochs as usize,
+                batch_size: spec.batch_size as usize,
+                learning_rate: spec.learning_rate,
+                seed: spec.seed.wrapping_add(t.round),
+                ..TrainConfig::default()
+            };
+            let data = self.scaled(t.job, &t.statistics)?;
+            let update = tokio::task::block_in_place(|| {
+                local_round(&model_spec, &global, data, &config, device)
+            })
+            .map_err(|e| format!("local training failed: {e}"))?;
+            let what = format!(
+                "trained {} epochs on {} rows (loss {:.4})",
+                spec.local_epochs, update.samples, update.train_loss
+            );
+            (update.delta, update.samples, what)
+        };
+        let trained = started.elapsed();
+        if weight > t.total_weight {
+            return Err(format!(
+                "my weight {weight} exceeds the round's total weight {}",
+                t.total_weight
+            ));
+        }
+        let codec = cjob::codec(&self.pk, &quantization, t.total_weight)
+            .map_err(|e| format!("the round's codec: {e}"))?;
+        let enc_started = Instant::now();
+        let (table, rng) = (&self.table, &mut self.rng);
+        let encrypted = tokio::task::block_in_place(|| {
+            codec.encrypt(table, &vector, weight, Rounding::Nearest, rng)
+        })
+        .map_err(|e| format!("encryption failed: {e}"))?;
+        if encrypted.clipped > 0 {
+            if stats_round {
+                return Err(format!(
+                    "{} feature moments exceed the statistics bound {}; not submitting clipped \
+                     statistics",
+                    encrypted.clipped,
+                    cjob::STATISTICS_CLIP
+                ));
+            }
+            self.log(&format!(
+                "round {}: {} update values clipped to ±{}",
+                t.round, encrypted.clipped, quantization.clip
+            ));
+        }
+        let bytes = djn::encode_ciphertexts(&self.pk, &encrypted.ciphertexts);
+        let encrypt_time = enc_started.elapsed();
+        let digest = sha256(&bytes);
+        let signature = self.identity.sign_message(&Body::submission_message(
+            t.job, t.round, &self.name, &digest,
+        ));
+        let header = pb::Submission {
+            job: t.job,
+            round: t.round,
+            hospital: self.name.clone(),
+            ciphertexts: encrypted.ciphertexts.len() as u32,
+            total_bytes: bytes.len() as u64,
+            ciphertext_digest: Some(pb::Digest {
+                sha256: digest.to_vec(),
+            }),
+            signature: signature.to_vec(),
+        };
+        use pb::update_chunk::Part;
+        let mut msgs = vec![pb::UpdateChunk {
+            part: Some(Part::Submission(header)),
+        }];
+        msgs.extend(bytes.chunks(limits::CHUNK_BYTES).map(|c| pb::UpdateChunk {
+            part: Some(Part::Chunk(c.to_vec())),
+        }));
+        let up_started = Instant::now();
+        let ack = client
+            .submit_update(tokio_stream::iter(msgs))
+            .await
+            .map_err(|s| format!("round {}: submission refused: {}", t.round, s.message()))?
+            .into_inner();
+        Ok(format!(
+            "job {} round {}: {what} in {:.2} s; encrypted {} values into {} ciphertexts in {:.2} s; \
+             uploaded {} bytes in {:.2} s (record {})",
+            t.job,
+            t.round,
+            trained.as_secs_f64(),
+            vector.len(),
+            encrypted.ciphertexts.len(),
+            encrypt_time.as_secs_f64(),
+            ack.received_bytes,
+            up_started.elapsed().as_secs_f64(),
+            ack.record_index
+        ))
+    }
+
+    async fn refuse(
+        &self,
+        client: &mut TrainingServiceClient<Channel>,
+        d: &pb::DecryptTask,
+        reason: String,
+    ) -> TaskResult {
+        let ack = client
+            .refuse_decryption(pb::Refusal {
+                job: d.job,
+                round: d.round,
+                hospital: self.name.clone(),
+                reason: reason.clone(),
+            })
+            .await;
+        let recorded = match ack {
+            Ok(a) => format!(
+                "refusal recorded as record {:?}",
+                a.into_inner().record_index
+            ),
+            Err(s) => format!("the refusal could not be recorded: {}", s.message()),
+        };
+        Err(format!("REFUSED to decrypt: {reason}; {recorded}"))
+    }
+
+    async fn decrypt(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        d: pb::DecryptTask,
+    ) -> TaskResult {
+        let started = Instant::now();
+        let min = self.job(d.job)?.spec.min_participants.max(2) as usize;
+        let Some(aggregate_digest) = d
+            .aggregate
+            .as_ref()
+            .and_then(|a| <Hash>::try_from(a.sha256.as_slice()).ok())
+        else {
+            return self
+                .refuse(client, &d, "the task names no aggregate digest".into())
+                .await;
+        };
+        let context = decryption_context(d.job, d.round, &aggregate_digest);
+        if context != d.context {
+            return self
+                .refuse(
+                    client,
+                    &d,
+                    "the decryption context is not bound to this job, round and aggregate".into(),
+                )
+                .await;
+        }
+        let distinct: HashSet<&String> = d.contributors.iter().collect();
+        if distinct.len() < min {
+            let reason = format!(
+                "the aggregate has {} distinct contributors; the job's minimum is {min}, so \
+                 decrypting it could reveal an individual hospital's update",
+                distinct.len()
+            );
+            return self.refuse(client, &d, reason).await;
+        }
+        match self.rebuild(client, &d, aggregate_digest).await {
+            Ok(cts) => {
+                let (pk, share, rng) = (&self.pk, &self.share, &mut self.rng);
+                let share =
+                    tokio::task::block_in_place(|| partial_decrypt(pk, share, &cts, &context, rng))
+                        .map_err(|e| format!("partial decryption failed: {e}"))?;
+                let bytes = share.to_bytes(&self.pk);
+                use pb::share_chunk::Part;
+                let mut msgs = vec![pb::ShareChunk {
+                    part: Some(Part::Share(pb::DecryptionShare {
+                        job: d.job,
+                        round: d.round,
+                        hospital: self.name.clone(),
+                        party: share.party() as u32,
+                        aggregate: d.aggregate.clone(),
+                        total_bytes: bytes.len() as u64,
+                        share_digest: Some(pb::Digest {
+                            sha256: sha256(&bytes).to_vec(),
+                        }),
+                    })),
+                }];
+                msgs.extend(bytes.chunks(limits::CHUNK_BYTES).map(|c| pb::ShareChunk {
+                    part: Some(Part::Chunk(c.to_vec())),
+                }));
+                let ack = client
+                    .submit_decryption_share(tokio_stream::iter(msgs))
+                    .await
+                    .map_err(|s| format!("share refused: {}", s.message()))?
+                    .into_inner();
+                Ok(format!(
+                    "job {} round {}: checked {} signed submissions, rebuilt the aggregate and \
+                     decrypted {} ciphertexts in {:.2} s (record {:?})",
+                    d.job,
+                    d.round,
+                    distinct.len(),
+                    cts.len(),
+                    started.elapsed().as_secs_f64(),
+                    ack.record_index
+                ))
+            }
+            Err(reason) => self.refuse(client, &d, reason).await,
+        }
+    }
+
+    /// Fetches the round's submissions, checks them and multiplies them; the product must be the
+    /// aggregate the task names.
+    async fn rebuild(
+        &self,
+        client: &mut TrainingServiceClient<Channel>,
+        d: &pb::DecryptTask,
+        want: Hash,
+    ) -> Result<Vec<Ciphertext>, String> {
+        use pb::round_bundle::Part;
+        let mut stream = client
+            .fetch_round(pb::RoundRef {
+                job: d.job,
+                round: d.round,
+            })
+            .await
+            .map_err(|s| format!("cannot fetch the round: {}", s.message()))?
+            .into_inner();
+        let mut subs: Vec<(pb::Submission, Vec<u8>)> = Vec::new();
+        let mut agg = None;
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|s| s.message().to_string())?
+        {
+            match msg.part {
+                Some(Part::Submission(s)) => {
+                    if s.total_bytes > limits::MAX_STREAM_BYTES {
+                        return Err("a submission announces too many bytes".into());
+                    }
+                    subs.push((s, Vec::new()));
+                }
+                Some(Part::Chunk(c)) => {
+                    let (s, bytes) = subs.last_mut().ok_or("bytes before any submission")?;
+                    if bytes.len() as u64 + c.len() as u64 > s.total_bytes {
+                        return Err(format!(
+                            "{:?}'s submission runs past its length",
+                            s.hospital
+                        ));
+                    }
+                    bytes.extend_from_slice(&c);
+                }
+                Some(Part::Aggregate(a)) => agg = Some(a),
+                None => return Err("an empty message in the round bundle".into()),
+            }
+        }
+        let agg = agg.ok_or("the round bundle has no aggregate header")?;
+        let mut names: Vec<&str> = subs.iter().map(|(s, _)| s.hospital.as_str()).collect();
+        names.sort();
+        let mut contributors: Vec<&str> = d.contributors.iter().map(String::as_str).collect();
+        contributors.sort();
+        let mut declared: Vec<&str> = agg.contributors.iter().map(String::as_str).collect();
+        declared.sort();
+        if names != contributors || declared != contributors {
+            return Err(format!(
+                "the submissions ({names:?}) are not the contributors the task names ({contributors:?})"
+            ));
+        }
+        let mut unique = names.clone();
+        unique.dedup();
+        if unique.len() != names.len() {
+            return Err("a hospital appears twice among the submissions".into());
+        }
+        let mut vectors = Vec::with_capacity(subs.len());
+        for (s, bytes) in &subs {
+            let digest = sha256(bytes);
+            if Some(digest.to_vec()) != s.ciphertext_digest.as_ref().map(|d| d.sha256.clone()) {
+                return Err(format!(
+                    "{:?}'s ciphertexts do not match their digest",
+                    s.hospital
+                ));
+            }
+            let key = self
+                .peers
+                .get(&s.hospital)
+                .ok_or_else(|| format!("{:?} is not a hospital of the trust file", s.hospital))?;
+            let message = Body::submission_message(d.job, d.round, &s.hospital, &digest);
+            let sig = <[u8; 64]>::try_from(s.signature.as_slice())
+                .map_err(|_| format!("{:?}'s signature is not 64 bytes", s.hospital))?;
+            let ok = ed25519_dalek::VerifyingKey::from_bytes(key)
+                .map(|k| k.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig)))
+                .is_ok_and(|r| r.is_ok());
+            if !ok {
+                return Err(format!(
+                    "{:?}'s submission signature does not verify with its identity key",
+                    s.hospital
+                ));
+            }
+            let cts = djn::decode_ciphertexts(&self.pk, bytes, Some(s.ciphertexts as usize))
+                .map_err(|e| format!("{:?}'s ciphertexts: {e}", s.hospital))?;
+            vectors.push(cts);
+        }
+        let product = tokio::task::block_in_place(|| aggregate(&self.pk, &vectors))
+            .map_err(|e| format!("cannot multiply the submissions: {e}"))?;
+        let rebuilt = sha256(&djn::encode_ciphertexts(&self.pk, &product));
+        let announced = agg.digest.as_ref().map(|d| d.sha256.clone());
+        if rebuilt != want || announced != Some(want.to_vec()) {
+            return Err(format!(
+                "the aggregate I rebuilt ({}) is not the one I am asked to decrypt ({})",
+                hex::encode(rebuilt),
+                hex::encode(want)
+            ));
+        }
+        Ok(product)
+    }
+
+    async fn evaluate(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        e: pb::EvaluateTask,
+    ) -> TaskResult {
+        let model_spec = self.job(e.job)?.model.clone();
+        let params = check_model(&e.inline, &e.model, &model_spec)?;
+        let device = self.device;
+        let data = self.scaled(e.job, &e.statistics)?;
+        let m = tokio::task::block_in_place(|| evaluate_global(&model_spec, &params, data, device))
+            .map_err(|err| format!("evaluation failed: {err}"))?;
+        let mut metrics = Vec::new();
+        for (name, v) in [("accuracy", m.accuracy), ("loss", m.loss), ("rmse", m.rmse)] {
+            if let Some(value) = v.filter(|v| v.is_finite()) {
+                metrics.push(pb::Metric {
+                    name: name.into(),
+                    value,
+                });
+            }
+        }
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        let shown: Vec<String> = metrics
+            .iter()
+            .map(|m| format!("{} {:.4}", m.name, m.value))
+            .collect();
+        client
+            .submit_evaluation(pb::Evaluation {
+                job: e.job,
+                round: e.round,
+                hospital: self.name.clone(),
+                rows: m.rows as u64,
+                metrics,
+            })
+            .await
+            .map_err(|s| format!("evaluation refused: {}", s.message()))?;
+        Ok(format!(
+            "job {} round {}: global model on my {} held-out rows: {}",
+            e.job,
+            e.round,
+            m.rows,
+            shown.join(", ")
+        ))
+    }
+
+    async fn cosign(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
+        c: pb::CosignTask,
+    ) -> TaskResult {
+        let note = c.checkpoint.ok_or("the task has no checkpoint")?.note;
+        let my_last = self.witness.last().map(|cp| cp.size).unwrap_or(0);
+        let proof: Vec<Hash> = if my_last == c.old_size {
+            c.consistency
+                .unwrap_or_default()
+                .hashes
+                .iter()
+                .map(|h| <Hash>::try_from(h.sha256.as_slice()))
+                .collect::<Result<_, _>>()
+                .map_err(|_| "a proof hash is not 32 bytes")?
+        } else {
+            // The coordinator's idea of what I cosigned last is off (a restart): ask for the
+            // proof from my own last checkpoint; it is checked all the same.
+            let cp = fedchain_ledger::note::parse(&note)
+                .ok()
+                .and_then(|n| fedchain_ledger::note::Checkpoint::from_text(&n.text).ok())
+                .ok_or("the note is not a checkpoint")?;
+            if my_last == 0 {
+                Vec::new()
+            } else {
+                ledger
+                    .get_consistency_proof(pb::ConsistencyProofRequest {
+                        old_size: my_last,
+                        new_size: cp.size,
+                    })
+                    .await
+                    .map_err(|s| format!("consistency proof: {}", s.message()))?
+                    .into_inner()
+                    .hashes
+                    .iter()
+                    .map(|h| <Hash>::try_from(h.sha256.as_slice()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| "a proof hash is not 32 bytes")?
+            }
+        };
+        let cosigned = self
+            .witness
+            .cosign(&note, &proof)
+            .map_err(|e| format!("REFUSED to cosign: {e}"))?;
+        client
+            .submit_cosignature(pb::Cosignature {
+                hospital: self.name.clone(),
+                note: cosigned,
+            })
+            .await
+            .map_err(|s| format!("cosignature refused: {}", s.message()))?;
+        Ok(String::new())
+    }
+}
+
+/// Parses a model file and checks it is the announced model of the job's architecture.
+fn check_model(
+    bytes: &[u8],
+    announced: &Option<pb::Digest>,
+    spec: &ModelSpec,
+) -> Result<Vec<f32>, String> {
+    let file = ModelFile::from_bytes(bytes, Path::new("<global model from the coordinator>"))
+        .map_err(|e| format!("the global model file is invalid: {e}"))?;
+    if file.spec() != spec {
+        return Err("the global model is not the job's architecture".into());
+    }
+    if announced.as_ref().map(|d| d.sha256.as_slice()) != Some(file.digest().0.as_slice()) {
+        return Err("the global model's parameters do not match the announced digest".into());
+    }
+    Ok(file.into_parts().1)
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
