@@ -4,6 +4,7 @@
 mod audit;
 mod consortium;
 mod data;
+mod job;
 mod keys;
 mod link;
 mod train;
