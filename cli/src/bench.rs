@@ -25,6 +25,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One federated round of the demo's job, encrypted and in plaintext, phase by phase
+    /// (train, encrypt, upload, aggregate, decrypt, ledger).
+    Round {
+        /// Rounds to run (the figures are means).
+        #[arg(long, default_value_t = 8)]
+        rounds: u64,
+        /// Modulus size in bits.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger costs: recording a round (records + fsync'd signed checkpoint) and offline
     /// verification, in a temporary folder.
     Ledger {
@@ -42,6 +55,32 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Round { rounds, bits, json } => {
+            let r = crate::bench_round::run(rounds, bits, !json)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let e = &r.encrypted_phases;
+                let p = &r.plaintext_phases;
+                println!(
+                    "{} / {} ({} parameters), {} hospitals, {}-of-{} key of {} bits, mean of {} rounds:",
+                    r.dataset, r.model, r.parameters, r.hospitals, r.threshold, r.hospitals,
+                    r.modulus_bits, r.rounds
+                );
+                println!(
+                    "  encrypted round {:.3} s: train {:.3}, encrypt {:.3}, upload {:.3} ({} ciphertexts, {} bytes per hospital), aggregate {:.3}, decrypt {:.3}, ledger {:.3}",
+                    r.encrypted_round_s, e.train_s, e.encrypt_s, e.upload_s,
+                    r.ciphertexts_per_update, r.upload_bytes_per_hospital, e.aggregate_s,
+                    e.decrypt_s, e.ledger_s
+                );
+                println!(
+                    "  plaintext round {:.3} s: train {:.3}, upload {:.3}, fedavg {:.4}, ledger {:.3}",
+                    r.plaintext_round_s, p.train_s, p.upload_s, p.fedavg_s, p.ledger_s
+                );
+                println!("  encrypted / plaintext: {:.2}x", r.ratio);
+            }
+            Ok(())
+        }
         BenchCommand::Crypto {
             values,
             parties,

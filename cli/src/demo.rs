@@ -215,47 +215,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
     }
     let started = Instant::now();
     let device = pick_device(args.device)?;
-    let (data, part) = demo_split(args.dataset, args.alpha, args.seed)?;
-    let model = ModelSpec::from_json(
-        &spec_pb
-            .model
-            .as_ref()
-            .map(|m| m.canonical_json.clone())
-            .unwrap_or_default(),
-    )?;
-    let task = data.task();
-    // Each hospital's seeded split, as its worker makes it.
-    let splits: Vec<(Dataset, Dataset)> = part
-        .datasets(&data)
-        .iter()
-        .map(|rows| train_test_split(rows, 0.2, spec_pb.seed).map_err(anyhow::Error::from))
-        .collect::<Result<_>>()?;
-    // Round 0: the pooled moments, the row-weighted average of each hospital's.
-    let mut pooled: Vec<f64> = Vec::new();
-    let mut total = 0f64;
-    for (train, _) in &splits {
-        let m = FeatureSums::of(train)
-            .moments()
-            .context("a hospital without rows")?;
-        pooled.resize(m.len(), 0.0);
-        for (p, v) in pooled.iter_mut().zip(&m) {
-            *p += f64::from(*v) * train.len() as f64;
-        }
-        total += train.len() as f64;
-    }
-    let moments: Vec<f32> = pooled.iter().map(|p| (p / total) as f32).collect();
-    let scaler =
-        Standardizer::from_moments(data.feature_names(), task == TaskKind::Regression, &moments)?;
-    let hospitals: Vec<LocalData> = splits
-        .iter()
-        .map(|(train, test)| -> Result<LocalData> {
-            Ok(LocalData {
-                train: scaler.apply(train)?,
-                test: scaler.apply(test)?,
-                scaler: scaler.clone(),
-            })
-        })
-        .collect::<Result<_>>()?;
+    let (model, hospitals) = plaintext_hospitals(args.dataset, args.alpha, args.seed, &spec_pb)?;
     let mut global = init_params(&model, spec_pb.seed);
     let mut rounds = Vec::new();
     for round in 1..=u64::from(spec_pb.rounds) {
@@ -295,6 +255,57 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         model_sha256: None,
         dir: None,
     })
+}
+
+/// Each hospital's rows of the demo split, split and scaled exactly as its worker does: a seeded
+/// train/test split, then the pooled statistics of round 0 (computed here in plaintext).
+pub fn plaintext_hospitals(
+    dataset: Builtin,
+    alpha: f64,
+    seed: u64,
+    spec_pb: &pb::JobSpec,
+) -> Result<(ModelSpec, Vec<LocalData>)> {
+    let (data, part) = demo_split(dataset, alpha, seed)?;
+    let model = ModelSpec::from_json(
+        &spec_pb
+            .model
+            .as_ref()
+            .map(|m| m.canonical_json.clone())
+            .unwrap_or_default(),
+    )?;
+    let task = data.task();
+    let splits: Vec<(Dataset, Dataset)> = part
+        .datasets(&data)
+        .iter()
+        .map(|rows| train_test_split(rows, 0.2, spec_pb.seed).map_err(anyhow::Error::from))
+        .collect::<Result<_>>()?;
+    // Round 0: the pooled moments, the row-weighted average of each hospital's.
+    let mut pooled: Vec<f64> = Vec::new();
+    let mut total = 0f64;
+    for (train, _) in &splits {
+        let m = FeatureSums::of(train)
+            .moments()
+            .context("a hospital without rows")?;
+        pooled.resize(m.len(), 0.0);
+        for (p, v) in pooled.iter_mut().zip(&m) {
+            *p += f64::from(*v) * train.len() as f64;
+        }
+        total += train.len() as f64;
+    }
+    let moments: Vec<f32> = pooled.iter().map(|p| (p / total) as f32).collect();
+    let scaler =
+        Standardizer::from_moments(data.feature_names(), task == TaskKind::Regression, &moments)?;
+    let hospitals = splits
+        .iter()
+        .map(|(train, test)| -> Result<LocalData> {
+            Ok(LocalData {
+                train: scaler.apply(train)?,
+                test: scaler.apply(test)?,
+                scaler: scaler.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((model, hospitals))
 }
 
 /// Metrics over all hospitals' held-out rows, weighted as the coordinator weighs the reports.

@@ -1,7 +1,7 @@
 //! The coordinator process: the three gRPC services over mutual TLS, the job lifecycle and the
 //! ledger.
 //!
-//! One [`State`] behind a mutex holds the ledger [`Store`] (sled) and every job. Handlers check
+//! One state behind a mutex holds the ledger [`Store`] (sled) and every job. Handlers check
 //! the caller's role and name from its certificate ([`crate::tls::caller`]), read streamed bytes
 //! outside the lock, then take the lock, let the job and its [`Round`] decide, append the
 //! resulting entries, and bump a version counter. Long-lived streams (a hospital's tasks, a

@@ -202,7 +202,9 @@ fn check_refusals(cl: &Cluster) {
         };
         // A researcher's certificate: authenticated, but not a hospital.
         let researcher = client_tls(&c.join("researchers/alice"), "alice").unwrap();
-        let err = dial(researcher).await.expect_err("a researcher must not enroll");
+        let err = dial(researcher)
+            .await
+            .expect_err("a researcher must not enroll");
         let status = err.downcast_ref::<tonic::Status>().expect("a gRPC status");
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
         assert!(status.message().contains("role researcher"), "{status:?}");
@@ -282,8 +284,7 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
         logs(dir)
     );
     let stdout = String::from_utf8_lossy(&watched.stdout).to_string();
-    let outcome: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let outcome: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(outcome["finished"], true);
     assert_eq!(outcome["rounds"].as_array().unwrap().len(), ROUNDS as usize);
     let accuracy = outcome["final_metrics"]
@@ -294,7 +295,10 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
         .unwrap()[1]
         .as_f64()
         .unwrap();
-    assert!(accuracy >= 0.9, "final accuracy {accuracy} after {ROUNDS} rounds");
+    assert!(
+        accuracy >= 0.9,
+        "final accuracy {accuracy} after {ROUNDS} rounds"
+    );
 
     let model_path = dir.join("model.safetensors");
     let mut downloaded = None;
@@ -404,7 +408,11 @@ fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) {
     assert_eq!(finalized.len() as u64, ROUNDS + 1, "rounds 0..={ROUNDS}");
     for round in 1..=ROUNDS {
         let subs = &submissions[&round];
-        assert_eq!(subs.len(), 3, "round {round}: every hospital submitted once");
+        assert_eq!(
+            subs.len(),
+            3,
+            "round {round}: every hospital submitted once"
+        );
         let mut updates = Vec::new();
         let mut summed = vec![0i64; global.len()];
         for (hospital, digest) in subs {
@@ -451,7 +459,11 @@ fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) {
         );
     }
     let released = ModelFile::load(model_path).unwrap();
-    assert_eq!(released.params(), &global[..], "the released model is the last round's");
+    assert_eq!(
+        released.params(),
+        &global[..],
+        "the released model is the last round's"
+    );
 
     // Credits: nothing created or lost, escrow and deposits emptied, each round paid.
     let credits = store.credits();
@@ -468,11 +480,18 @@ fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) {
         .iter()
         .map(|h| credits.balance(&Account::Hospital(h.to_string())) - INITIAL)
         .sum();
-    assert_eq!(INITIAL - alice, earned, "what alice paid is what hospitals earned");
+    assert_eq!(
+        INITIAL - alice,
+        earned,
+        "what alice paid is what hospitals earned"
+    );
     assert!(earned > 0);
     for h in HOSPITALS {
         for round in 0..=ROUNDS {
-            assert!(credits.is_rewarded(1, round, h), "{h} unpaid for round {round}");
+            assert!(
+                credits.is_rewarded(1, round, h),
+                "{h} unpaid for round {round}"
+            );
         }
     }
 }
