@@ -126,6 +126,11 @@ pub enum ServiceError {
 }
 
 type SResult<T> = Result<T, Status>;
+
+/// How long the `t` first hospitals (by key-share index) have to deliver their decryption shares
+/// before the others are asked too. Decrypting costs each hospital one 4096-bit exponentiation per
+/// ciphertext, so asking everyone at once would waste `n - t` hospitals' work in the normal case.
+pub const BACKUP_DECRYPT_MS: u64 = 3_000;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = SResult<T>> + Send + 'static>>;
 
 fn now_ms() -> u64 {
@@ -268,6 +273,9 @@ struct Job {
     subs: BTreeMap<String, SubInfo>,
     closed_record: Option<u64>,
     share_deadline_ms: Option<u64>,
+    /// When the round closed; the backup decryptors are asked after [`BACKUP_DECRYPT_MS`].
+    closed_ms: u64,
+    backups_asked: bool,
     stats: Vec<f32>,
     global: Vec<f32>,
     model_file: Vec<u8>,
@@ -745,6 +753,8 @@ impl Shared {
                                 job.share_deadline_ms = Some(
                                     now + u64::from(job.valid.spec.round_deadline_seconds) * 1000,
                                 );
+                                job.closed_ms = now;
+                                job.backups_asked = false;
                                 if let Some(bytes) = round.aggregate_bytes() {
                                     st.store.put_blob(&bytes).map_err(internal)?;
                                 }
@@ -762,6 +772,10 @@ impl Shared {
                             return Ok(changed);
                         }
                         Phase::Decrypting => {
+                            if !job.backups_asked && now >= job.closed_ms + BACKUP_DECRYPT_MS {
+                                job.backups_asked = true;
+                                changed = true;
+                            }
                             if job.share_deadline_ms.is_some_and(|d| now >= d) {
                                 let reason = format!(
                                     "round {}: only {} valid decryption shares of the {} needed \
@@ -1103,8 +1117,14 @@ impl Shared {
                 Phase::Decrypting => {
                     let answered = round.valid_shares().iter().any(|v| v == h)
                         || round.invalid_shares().iter().any(|v| v == h);
-                    if let (false, Some(digest), Some(context)) =
-                        (answered, round.aggregate_digest(), round.context())
+                    // The t enrolled hospitals with the lowest key-share indices decrypt first.
+                    let mut parties: Vec<usize> = job.enrolled.iter().map(|e| e.party).collect();
+                    parties.sort_unstable();
+                    let mine = self.hospitals.get(h).map(|x| x.party).unwrap_or(usize::MAX);
+                    let primary = parties.iter().take(self.pk.threshold()).any(|p| *p == mine);
+                    let asked = primary || job.backups_asked;
+                    if let (false, true, Some(digest), Some(context)) =
+                        (answered, asked, round.aggregate_digest(), round.context())
                     {
                         out.push((
                             format!("decrypt/{}/{}", job.id, job.round_no),
@@ -1232,6 +1252,8 @@ impl JobService for Coordinator {
             subs: BTreeMap::new(),
             closed_record: None,
             share_deadline_ms: None,
+            closed_ms: 0,
+            backups_asked: false,
             stats: Vec::new(),
             global: Vec::with_capacity(n_params),
             model_file: Vec::new(),
@@ -1839,6 +1861,19 @@ impl TrainingService for Coordinator {
         let Some(job) = st.jobs.get_mut(&header.job) else {
             return Err(job_not_found(header.job));
         };
+        if header.round < job.round_no
+            || (header.round == job.round_no
+                && job
+                    .round
+                    .as_ref()
+                    .is_some_and(|r| *r.phase() == Phase::Finalized))
+        {
+            // A backup share that arrived after the round was decrypted: not needed, not wrong.
+            return Err(Status::failed_precondition(format!(
+                "round {} of job {} is already decrypted; the share is not needed",
+                header.round, header.job
+            )));
+        }
         if job.round_no != header.round || job.round.is_none() {
             let status = Status::failed_precondition(format!(
                 "job {} is in round {}, not {}",
