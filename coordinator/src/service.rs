@@ -2120,6 +2120,20 @@ impl LedgerService for Coordinator {
         caller(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
         let digest = digest_of(&Some(req.get_ref().clone()))?;
         let st = self.shared.lock();
+        // Submissions stay sealed until their round closes: no hospital may read another's
+        // ciphertexts (and resubmit them as its own) while it could still submit.
+        let sealed = st.jobs.values().any(|j| {
+            j.round
+                .as_ref()
+                .is_some_and(|r| *r.phase() == Phase::Collecting)
+                && j.subs.values().any(|s| s.digest == digest)
+        });
+        if sealed {
+            return Err(Status::failed_precondition(
+                "that blob is a submission of a round still collecting; it is sealed until the \
+                 round closes",
+            ));
+        }
         let bytes = st
             .store
             .blob(&digest)
