@@ -19,7 +19,8 @@
 //!     ca.pem  <name>.pem  <name>.key*
 //! ```
 //!
-//! Every party folder also holds copies of the public `consortium.json` and `trust.txt`.
+//! Every party folder also holds copies of the public `consortium.json`, `trust.txt` and
+//! `public.key`.
 //!
 //! Files marked `*` are secrets, created with mode 0600 (given to `open(2)`, so never briefly
 //! readable by others); every folder `init` creates is 0700. Each party folder holds only what
@@ -747,6 +748,8 @@ fn plan(
             )?);
             plan.files
                 .push((rel.join(TRUST_FILE), trust.clone().into(), PUBLIC_MODE));
+            // Researchers and auditors check (and replay) with the public key too.
+            plan.public_key_dirs.push(rel);
         }
     }
 

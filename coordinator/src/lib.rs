@@ -29,6 +29,7 @@
 pub mod consortium;
 mod files;
 pub mod job;
+pub mod replay;
 pub mod round;
 pub mod service;
 pub mod tls;

@@ -100,6 +100,7 @@ fn expected_layout(
             file(format!("{group}/{n}/{n}.key"), true);
             file(format!("{group}/{n}/trust.txt"), false);
             file(format!("{group}/{n}/consortium.json"), false);
+            file(format!("{group}/{n}/public.key"), false);
         }
     }
     e

@@ -7,5 +7,6 @@ mod data;
 mod job;
 mod keys;
 mod link;
+mod replay;
 mod train;
 mod util;

@@ -1,0 +1,805 @@
+//! Auditor replay: re-derive every round from the ledger alone, without trusting the coordinator.
+//!
+//! [`replay`] walks the records in order and, for every round of every job:
+//! - checks the round numbers are contiguous (0, 1, 2, ...), one submission per enrolled hospital,
+//!   each signed by the hospital's **trusted** identity key (from the consortium's trust file, not
+//!   from the ledger), over its job, round and ciphertext digest;
+//! - re-multiplies the submitted ciphertexts (blobs) and compares with the recorded aggregate, and
+//!   checks its contributors and their number against the job's minimum;
+//! - re-verifies every decryption share's proof against the aggregate and the decryption context
+//!   and compares with the recorded verdict; recombines the first `t` valid shares, decodes the
+//!   weighted average, re-applies FedAvg to the previous global model (round 0: the statistics) and
+//!   compares both model digests;
+//! - recomputes the round's credit movements from the policy and the balances before them and
+//!   compares with the recorded `CreditsMoved` records; replays every movement.
+//!
+//! Every discrepancy names the job, round, record, what was expected and what was found.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use fedchain_crypto::aggregate::aggregate;
+use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, Ciphertext};
+use fedchain_crypto::keys::PublicKey;
+use fedchain_crypto::threshold::{combine_verified, verify_share, DecryptionShare};
+use fedchain_ledger::credits::{round_movements_capped, Credits, Movement, Policy, RoundOutcome};
+use fedchain_ledger::record::{Body, JobStatus};
+use fedchain_ledger::store::Store;
+use fedchain_ledger::{sha256, Hash, LedgerError};
+use fedchain_models::{fedavg, init_params, num_parameters, ModelDigest};
+use fedchain_proto::v1::JobSpec;
+use prost::Message;
+use serde::Serialize;
+
+use crate::job::{self, ValidJob};
+use crate::round::decryption_context;
+
+/// A hospital as the auditor trusts it: its key-share index and identity key.
+#[derive(Debug, Clone)]
+pub struct TrustedHospital {
+    /// 1-based key-share index.
+    pub party: usize,
+    /// Ed25519 identity key.
+    pub identity: [u8; 32],
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Discrepancy {
+    /// The job.
+    pub job: u64,
+    /// The round, when the problem belongs to one.
+    pub round: Option<u64>,
+    /// The record index, when one record is at fault.
+    pub record: Option<u64>,
+    /// What was checked.
+    pub check: String,
+    /// What the replay computed or required.
+    pub expected: String,
+    /// What the ledger holds.
+    pub found: String,
+}
+
+/// What was verified for one round.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoundReport {
+    /// The job.
+    pub job: u64,
+    /// The round (0 is the statistics round).
+    pub round: u64,
+    /// Submissions whose signature verified.
+    pub signatures_verified: usize,
+    /// Whether the recomputed aggregate matched the recorded one.
+    pub aggregate_matches: bool,
+    /// Shares whose proof was re-verified (valid or not, as recorded).
+    pub shares_checked: usize,
+    /// Whether the recombined, decoded, re-averaged model has the recorded digest.
+    pub model_matches: bool,
+    /// Credit movements recomputed and found as recorded.
+    pub credits_checked: usize,
+    /// Whether the round finalized (false for a round the job failed in, or one in progress).
+    pub finalized: bool,
+}
+
+/// The replay's verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    /// Records replayed.
+    pub records: u64,
+    /// Jobs found.
+    pub jobs: usize,
+    /// Per round, what was verified.
+    pub rounds: Vec<RoundReport>,
+    /// Everything that does not check out; empty when the ledger is consistent.
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+impl ReplayReport {
+    /// Whether nothing was found.
+    pub fn ok(&self) -> bool {
+        self.discrepancies.is_empty()
+    }
+}
+
+struct Member {
+    name: String,
+    samples: u64,
+    party: usize,
+}
+
+#[derive(Default)]
+struct RoundState {
+    subs: BTreeMap<String, Hash>,
+    aggregate: Option<Vec<Ciphertext>>,
+    aggregate_digest: Option<Hash>,
+    participants: Vec<String>,
+    valid: Vec<(String, DecryptionShare)>,
+    invalid: Vec<String>,
+    report: RoundReport,
+}
+
+struct JobReplay {
+    valid: Option<ValidJob>,
+    members: Vec<Member>,
+    total_weight: Option<u64>,
+    round: u64,
+    state: RoundState,
+    global: Vec<f32>,
+    finished: bool,
+    last_finalized: Option<u64>,
+}
+
+fn short(h: &Hash) -> String {
+    hex::encode(h)
+}
+
+struct Replayer<'a> {
+    store: &'a Store,
+    pk: &'a PublicKey,
+    hospitals: &'a BTreeMap<String, TrustedHospital>,
+    jobs: BTreeMap<u64, JobReplay>,
+    credits: Credits,
+    expected: VecDeque<(u64, u64, Movement)>,
+    expected_from: u64,
+    report: ReplayReport,
+}
+
+impl Replayer<'_> {
+    fn bad(
+        &mut self,
+        job: u64,
+        round: Option<u64>,
+        record: Option<u64>,
+        check: &str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) {
+        self.report.discrepancies.push(Discrepancy {
+            job,
+            round,
+            record,
+            check: check.into(),
+            expected: expected.into(),
+            found: found.into(),
+        });
+    }
+
+    fn blob(&self, digest: &Hash) -> Option<Vec<u8>> {
+        self.store
+            .blob(digest)
+            .ok()
+            .flatten()
+            .filter(|b| sha256(b) == *digest)
+    }
+
+    /// The recorded movements that should have followed a round are checked as they come; any
+    /// still expected when another kind of record arrives are missing.
+    fn flush_expected(&mut self) {
+        while let Some((job, round, m)) = self.expected.pop_front() {
+            let from = self.expected_from;
+            self.bad(
+                job,
+                Some(round),
+                Some(from),
+                "credit movement prescribed by the policy",
+                format!("{m:?}"),
+                "no such CreditsMoved record after RoundFinalized",
+            );
+        }
+    }
+
+    fn record(&mut self, index: u64, body: Body) {
+        if !matches!(body, Body::CreditsMoved { .. }) {
+            self.flush_expected();
+        }
+        match body {
+            Body::CreditsMoved { movement } => {
+                if let Some((job, round, want)) = self.expected.pop_front() {
+                    if want == movement {
+                        if let Some(r) = self
+                            .report
+                            .rounds
+                            .iter_mut()
+                            .rev()
+                            .find(|r| r.job == job && r.round == round)
+                        {
+                            r.credits_checked += 1;
+                        }
+                    } else {
+                        self.bad(
+                            job,
+                            Some(round),
+                            Some(index),
+                            "credit movement prescribed by the policy",
+                            format!("{want:?}"),
+                            format!("{movement:?}"),
+                        );
+                    }
+                }
+                if let Err(e) = self.credits.apply(&movement) {
+                    self.bad(
+                        0,
+                        None,
+                        Some(index),
+                        "credit movement applies",
+                        "a movement the balances allow",
+                        e.to_string(),
+                    );
+                }
+            }
+            Body::JobSubmitted { job, spec, .. } => {
+                let valid = match self.blob(&spec) {
+                    None => {
+                        self.bad(
+                            job,
+                            None,
+                            Some(index),
+                            "job spec blob",
+                            short(&spec),
+                            "missing",
+                        );
+                        None
+                    }
+                    Some(bytes) => match JobSpec::decode(bytes.as_slice())
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| job::validate(&s))
+                    {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            self.bad(job, None, Some(index), "job spec", "a valid spec", e);
+                            None
+                        }
+                    },
+                };
+                self.report.jobs += 1;
+                self.jobs.insert(
+                    job,
+                    JobReplay {
+                        valid,
+                        members: Vec::new(),
+                        total_weight: None,
+                        round: 0,
+                        state: RoundState::default(),
+                        global: Vec::new(),
+                        finished: false,
+                        last_finalized: None,
+                    },
+                );
+            }
+            Body::HospitalEnrolled {
+                job,
+                hospital,
+                identity_key,
+                samples,
+                ..
+            } => {
+                let trusted = self.hospitals.get(&hospital).cloned();
+                match trusted {
+                    None => self.bad(
+                        job,
+                        None,
+                        Some(index),
+                        "enrolled hospital is in the trust file",
+                        "a trusted hospital",
+                        hospital.clone(),
+                    ),
+                    Some(t) if t.identity != identity_key => self.bad(
+                        job,
+                        None,
+                        Some(index),
+                        "enrolled identity key",
+                        hex::encode(t.identity),
+                        hex::encode(identity_key),
+                    ),
+                    Some(t) => {
+                        if let Some(j) = self.jobs.get_mut(&job) {
+                            j.members.push(Member {
+                                name: hospital,
+                                samples,
+                                party: t.party,
+                            });
+                        }
+                    }
+                }
+            }
+            Body::UpdateSubmitted {
+                job,
+                round,
+                hospital,
+                ciphertexts,
+                signature,
+            } => self.submission(index, job, round, hospital, ciphertexts, signature),
+            Body::RoundClosed {
+                job,
+                round,
+                participants,
+                aggregate,
+            } => self.closed(index, job, round, participants, aggregate),
+            Body::DecryptionShare {
+                job,
+                round,
+                hospital,
+                share,
+                verified,
+            } => self.share(index, job, round, hospital, share, verified),
+            Body::RoundFinalized {
+                job,
+                round,
+                model_before,
+                model_after,
+                ..
+            } => self.finalized(index, job, round, model_before, model_after),
+            Body::JobFinished { job, status, .. } => {
+                let Some(j) = self.jobs.get_mut(&job) else {
+                    return;
+                };
+                j.finished = true;
+                let rounds = j.valid.as_ref().map(|v| u64::from(v.spec.rounds));
+                let done = j.last_finalized;
+                if status == JobStatus::Finished && done != rounds {
+                    self.bad(
+                        job,
+                        None,
+                        Some(index),
+                        "a finished job completed all its rounds",
+                        format!("{} rounds", rounds.unwrap_or(0)),
+                        format!("last finalized round {done:?}"),
+                    );
+                }
+            }
+            Body::RequestRejected { .. } => {}
+        }
+    }
+
+    fn job_round(&mut self, index: u64, job: u64, round: u64) -> bool {
+        let Some(j) = self.jobs.get(&job) else {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "known job",
+                "a JobSubmitted record",
+                "none",
+            );
+            return false;
+        };
+        if j.finished {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "job still running",
+                "no record after JobFinished",
+                "a round record",
+            );
+            return false;
+        }
+        if j.round != round {
+            let expected = j.round;
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "contiguous rounds",
+                format!("round {expected}"),
+                format!("round {round}"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn submission(
+        &mut self,
+        index: u64,
+        job: u64,
+        round: u64,
+        hospital: String,
+        digest: Hash,
+        signature: [u8; 64],
+    ) {
+        if !self.job_round(index, job, round) {
+            return;
+        }
+        let trusted = self.hospitals.get(&hospital).map(|t| t.identity);
+        let j = self.jobs.get_mut(&job).expect("checked");
+        if j.total_weight.is_none() {
+            j.total_weight = Some(j.members.iter().map(|m| m.samples).sum());
+        }
+        let enrolled = j.members.iter().any(|m| m.name == hospital);
+        let duplicate = j.state.subs.contains_key(&hospital);
+        let message = Body::submission_message(job, round, &hospital, &digest);
+        let signed = trusted.is_some_and(|key| {
+            VerifyingKey::from_bytes(&key)
+                .map(|k| k.verify_strict(&message, &Signature::from_bytes(&signature)))
+                .is_ok_and(|r| r.is_ok())
+        });
+        if !enrolled {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "submitter enrolled",
+                "an enrolled hospital",
+                hospital,
+            );
+        } else if duplicate {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "one submission per hospital per round",
+                "one",
+                format!("a second from {hospital}"),
+            );
+        } else if !signed {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "submission signature by the hospital's trusted identity key",
+                "a valid Ed25519 signature",
+                format!("an invalid signature for {hospital}"),
+            );
+        } else {
+            j.state.subs.insert(hospital, digest);
+            j.state.report.signatures_verified += 1;
+        }
+    }
+
+    fn round_len(j: &JobReplay, round: u64) -> Option<(usize, fedchain_proto::v1::Quantization)> {
+        let v = j.valid.as_ref()?;
+        if round == 0 {
+            let features = v.spec.schema.as_ref()?.features.len();
+            Some((
+                job::statistics_len(features, v.task),
+                job::statistics_quantization(j.total_weight?),
+            ))
+        } else {
+            Some((num_parameters(&v.model), v.spec.quantization?))
+        }
+    }
+
+    fn closed(
+        &mut self,
+        index: u64,
+        job: u64,
+        round: u64,
+        participants: Vec<String>,
+        digest: Hash,
+    ) {
+        if !self.job_round(index, job, round) {
+            return;
+        }
+        let j = self.jobs.get(&job).expect("checked");
+        let submitters: Vec<String> = j.state.subs.keys().cloned().collect();
+        let min = j
+            .valid
+            .as_ref()
+            .map(|v| v.spec.min_participants as usize)
+            .unwrap_or(2);
+        let digests: Vec<Hash> = j.state.subs.values().copied().collect();
+        let Some((len, q)) = Self::round_len(j, round) else {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "round parameters",
+                "a valid job spec",
+                "none",
+            );
+            return;
+        };
+        let total = j.total_weight.unwrap_or(0);
+        if participants != submitters {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "aggregate contributors are the submitters",
+                format!("{submitters:?}"),
+                format!("{participants:?}"),
+            );
+        }
+        if participants.len() < min.max(2) {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "contributors at least the job's minimum",
+                format!("{}", min.max(2)),
+                format!("{}", participants.len()),
+            );
+        }
+        let codec = match job::codec(self.pk, &q, total) {
+            Ok(c) => c,
+            Err(e) => {
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    "round codec",
+                    "a valid codec",
+                    e.to_string(),
+                );
+                return;
+            }
+        };
+        let expected = codec.ciphertexts_for(len);
+        let mut vectors = Vec::new();
+        for d in &digests {
+            match self
+                .blob(d)
+                .map(|b| decode_ciphertexts(self.pk, &b, Some(expected)))
+            {
+                Some(Ok(v)) => vectors.push(v),
+                Some(Err(e)) => {
+                    self.bad(
+                        job,
+                        Some(round),
+                        Some(index),
+                        "submitted ciphertexts decode",
+                        format!("{expected} valid ciphertexts"),
+                        e.to_string(),
+                    );
+                    return;
+                }
+                None => {
+                    self.bad(
+                        job,
+                        Some(round),
+                        Some(index),
+                        "submitted ciphertexts present",
+                        short(d),
+                        "missing or altered blob",
+                    );
+                    return;
+                }
+            }
+        }
+        let product = match aggregate(self.pk, &vectors) {
+            Ok(p) => p,
+            Err(e) => {
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    "aggregation",
+                    "a product",
+                    e.to_string(),
+                );
+                return;
+            }
+        };
+        let rebuilt = sha256(&encode_ciphertexts(self.pk, &product));
+        let matches = rebuilt == digest;
+        if !matches {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "aggregate re-multiplied from the submissions",
+                short(&rebuilt),
+                short(&digest),
+            );
+        }
+        let j = self.jobs.get_mut(&job).expect("checked");
+        j.state.aggregate = Some(product);
+        j.state.aggregate_digest = Some(digest);
+        j.state.participants = participants;
+        j.state.report.aggregate_matches = matches;
+    }
+
+    fn share(
+        &mut self,
+        index: u64,
+        job: u64,
+        round: u64,
+        hospital: String,
+        digest: Hash,
+        verified: bool,
+    ) {
+        if !self.job_round(index, job, round) {
+            return;
+        }
+        let j = self.jobs.get(&job).expect("checked");
+        let (Some(agg), Some(agg_digest)) = (j.state.aggregate.clone(), j.state.aggregate_digest)
+        else {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "share follows RoundClosed",
+                "an aggregate",
+                "none",
+            );
+            return;
+        };
+        let party = j
+            .members
+            .iter()
+            .find(|m| m.name == hospital)
+            .map(|m| m.party);
+        let context = decryption_context(job, round, &agg_digest);
+        let Some(bytes) = self.blob(&digest) else {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "decryption share present",
+                short(&digest),
+                "missing or altered blob",
+            );
+            return;
+        };
+        let checked = DecryptionShare::from_bytes(self.pk, &bytes, agg.len()).and_then(|s| {
+            if Some(s.party()) != party {
+                return Err(fedchain_crypto::CryptoError::InvalidParameter(format!(
+                    "share of party {} from {hospital}",
+                    s.party()
+                )));
+            }
+            verify_share(self.pk, &agg, &s, &context).map(|()| s)
+        });
+        let ok = checked.is_ok();
+        if ok != verified {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "decryption share verdict",
+                format!("verified = {ok}"),
+                format!("verified = {verified}"),
+            );
+        }
+        let j = self.jobs.get_mut(&job).expect("checked");
+        j.state.report.shares_checked += 1;
+        match checked {
+            Ok(s) => j.state.valid.push((hospital, s)),
+            Err(_) => j.state.invalid.push(hospital),
+        }
+    }
+
+    fn finalized(&mut self, index: u64, job: u64, round: u64, before: Hash, after: Hash) {
+        if !self.job_round(index, job, round) {
+            return;
+        }
+        let threshold = self.pk.threshold();
+        let j = self.jobs.get(&job).expect("checked");
+        let Some((len, q)) = Self::round_len(j, round) else {
+            return;
+        };
+        let previous = if round == 0 {
+            vec![0f32; len]
+        } else {
+            j.global.clone()
+        };
+        let shares: Vec<DecryptionShare> = j
+            .state
+            .valid
+            .iter()
+            .take(threshold)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let shares: Vec<&DecryptionShare> = shares.iter().collect();
+        let weight: u64 = j
+            .members
+            .iter()
+            .filter(|m| j.state.participants.contains(&m.name))
+            .map(|m| m.samples)
+            .sum();
+        let total_weight = j.total_weight.unwrap_or(0);
+        let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
+        let outcome = RoundOutcome {
+            enrolled: j
+                .members
+                .iter()
+                .map(|m| (m.name.clone(), m.samples))
+                .collect(),
+            submitted: j.state.subs.keys().cloned().collect(),
+            shares_valid: j.state.valid.iter().map(|(h, _)| h.clone()).collect(),
+            shares_invalid: j.state.invalid.clone(),
+            shares_expected: Vec::new(),
+        };
+        if ModelDigest::of(&previous).0 != before {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "model before the round",
+                short(&ModelDigest::of(&previous).0),
+                short(&before),
+            );
+        }
+        let computed = job::codec(self.pk, &q, total_weight)
+            .map_err(|e| e.to_string())
+            .and_then(|codec| {
+                let plain = combine_verified(self.pk, n, &shares).map_err(|e| e.to_string())?;
+                let avg = codec
+                    .decode_average(&plain, len, weight)
+                    .map_err(|e| e.to_string())?;
+                fedavg::apply(&previous, &avg).map_err(|e| e.to_string())
+            });
+        let new = match computed {
+            Ok(m) => m,
+            Err(e) => {
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    "recombination of the valid shares",
+                    "a decodable average",
+                    e,
+                );
+                return;
+            }
+        };
+        let digest = ModelDigest::of(&new).0;
+        let matches = digest == after;
+        if !matches {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "model after the round (recombined, decoded, FedAvg re-applied)",
+                short(&digest),
+                short(&after),
+            );
+        }
+        // The policy's movements for this round, against the balances before them.
+        let movements = round_movements_capped(&Policy::V1, job, round, &outcome, &self.credits);
+        self.expected = movements.into_iter().map(|m| (job, round, m)).collect();
+        self.expected_from = index;
+        let j = self.jobs.get_mut(&job).expect("checked");
+        let mut report = std::mem::take(&mut j.state).report;
+        report.job = job;
+        report.round = round;
+        report.model_matches = matches;
+        report.finalized = true;
+        if round == 0 {
+            j.global = j
+                .valid
+                .as_ref()
+                .map(|v| init_params(&v.model, v.spec.seed))
+                .unwrap_or_default();
+        } else {
+            j.global = new;
+        }
+        j.round = round + 1;
+        j.last_finalized = Some(round);
+        // The report of the next round starts empty; keep this one.
+        j.state.report = RoundReport {
+            job,
+            round: round + 1,
+            ..RoundReport::default()
+        };
+        self.report.rounds.push(report);
+    }
+}
+
+/// Replays the ledger in `store`. `pk` is the consortium's public key and `hospitals` the
+/// hospitals the auditor trusts (names, key-share indices, identity keys), both from the
+/// consortium's public files, never from the ledger.
+pub fn replay(
+    store: &Store,
+    pk: &PublicKey,
+    hospitals: &BTreeMap<String, TrustedHospital>,
+) -> Result<ReplayReport, LedgerError> {
+    let mut r = Replayer {
+        store,
+        pk,
+        hospitals,
+        jobs: BTreeMap::new(),
+        credits: Credits::new(),
+        expected: VecDeque::new(),
+        expected_from: 0,
+        report: ReplayReport::default(),
+    };
+    for index in 0..store.len() {
+        let (record, _) = store.record(index)?;
+        r.record(index, record.body);
+    }
+    r.flush_expected();
+    r.report.records = store.len();
+    Ok(r.report)
+}

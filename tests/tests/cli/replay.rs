@@ -1,0 +1,263 @@
+//! `fedchain audit replay` against a coordinator that lies when it records.
+//!
+//! A dishonest operator holds the log key, so it can write any records and sign checkpoints over
+//! them; hospitals cosign checkpoints without re-deriving rounds. Such a ledger passes
+//! `audit verify` (every signature and every Merkle root is right), and only replaying the rounds
+//! catches the lie. Each case below rebuilds the ledger of a real demo job with one lie, signs it
+//! with the log key and has every hospital cosign it, checks that `audit verify` accepts it, and
+//! that `audit replay` fails and names the record.
+
+use std::path::Path;
+
+use fedchain_ledger::credits::Movement;
+use fedchain_ledger::note::{self, NoteSigner};
+use fedchain_ledger::record::Body;
+use fedchain_ledger::store::{Entry, Store};
+use fedchain_ledger::verify::Trust;
+use fedchain_ledger::Hash;
+
+use crate::util::{fedchain, json, ok_stdout};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn read_signer(path: &Path) -> NoteSigner {
+    NoteSigner::from_skey(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+}
+
+/// Copies the ledger at `from` into `to`, passing every record through `lie`, then signs one
+/// checkpoint with the log key and adds every hospital's cosignature.
+fn rebuild(demo: &Path, to: &Path, lie: &mut dyn FnMut(u64, &mut Body, &Store, &Store)) {
+    let from = Store::open(&demo.join("ledger"), "fedchain-log").unwrap();
+    let mut out = Store::open(to, "fedchain-log").unwrap();
+    for i in 0..from.len() {
+        let (record, _) = from.record(i).unwrap();
+        let mut body = record.body.clone();
+        for digest in blobs_of(&body) {
+            if let Some(bytes) = from.blob(&digest).unwrap() {
+                out.put_blob(&bytes).unwrap();
+            }
+        }
+        lie(i, &mut body, &from, &out);
+        out.append_all(vec![Entry {
+            time_ms: record.time_ms,
+            actor: record.actor,
+            outcome: record.outcome,
+            body,
+        }])
+        .unwrap();
+    }
+    let c = demo.join("consortium");
+    let log = read_signer(&c.join("coordinator/log.skey"));
+    let mut cp = out.checkpoint(&log).unwrap();
+    let mut known = vec![log.verifier()];
+    for h in ["st-marys", "riverside", "northgate"] {
+        let w = read_signer(&c.join(format!("hospitals/{h}/identity.skey")));
+        known.push(w.verifier());
+        cp = note::add_signatures(&cp, &[&w]).unwrap();
+    }
+    out.add_cosignatures(&cp, &known).unwrap();
+    out.flush().unwrap();
+}
+
+fn blobs_of(body: &Body) -> Vec<Hash> {
+    match body {
+        Body::JobSubmitted { spec, .. } => vec![*spec],
+        Body::UpdateSubmitted { ciphertexts, .. } => vec![*ciphertexts],
+        Body::DecryptionShare { share, .. } => vec![*share],
+        _ => Vec::new(),
+    }
+}
+
+fn verify_ok(demo: &Path, ledger: &Path) {
+    let report = json(&fedchain(&[
+        "audit",
+        "verify",
+        "--ledger",
+        s(ledger),
+        "--trust",
+        s(&demo.join("consortium/auditors/audra/trust.txt")),
+        "--json",
+    ]));
+    assert_eq!(
+        report["ok"], true,
+        "the lie must be consistently signed: {report}"
+    );
+}
+
+fn replay(demo: &Path, ledger: &Path) -> (bool, String) {
+    let out = fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(ledger),
+        "--consortium",
+        s(&demo.join("consortium/auditors/audra")),
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn replay_catches_a_coordinator_that_records_lies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok_stdout(&fedchain(&[
+        "demo",
+        "--rounds",
+        "2",
+        "--bits",
+        "1024",
+        "--device",
+        "cpu",
+        "--dir",
+        s(&demo),
+        "--json",
+    ]));
+    // The real ledger replays cleanly, as JSON too.
+    let (ok, text) = replay(&demo, &demo.join("ledger"));
+    assert!(ok, "{text}");
+    assert!(text.contains("job 1 round   2:"), "{text}");
+    let report = json(&fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&demo.join("ledger")),
+        "--consortium",
+        s(&demo.join("consortium/auditors/audra")),
+        "--json",
+    ]));
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["replay"]["rounds"].as_array().unwrap().len(), 3);
+    let trust = Trust::parse(
+        &std::fs::read_to_string(demo.join("consortium/auditors/audra/trust.txt")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(trust.quorum, 2);
+
+    // An unchanged copy is accepted: the rebuilding itself is faithful.
+    let copy = tmp.path().join("copy");
+    rebuild(&demo, &copy, &mut |_, _, _, _| {});
+    verify_ok(&demo, &copy);
+    assert!(replay(&demo, &copy).0);
+
+    // 1. A model digest the shares do not produce.
+    let lied = tmp.path().join("model");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::RoundFinalized {
+            round: 2,
+            model_after,
+            ..
+        } = body
+        {
+            model_after[0] ^= 1;
+            at = Some(i);
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    let at = at.unwrap();
+    assert!(
+        text.contains(&format!(
+            "round Some(2) record Some({at}): model after the round"
+        )),
+        "{text}"
+    );
+
+    // 2. A reward the policy does not prescribe (still a movement the balances allow).
+    let lied = tmp.path().join("credit");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::CreditsMoved {
+            movement: Movement::Reward {
+                round: 1, amount, ..
+            },
+        } = body
+        {
+            if at.is_none() {
+                *amount -= 1;
+                at = Some(i);
+            }
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "record Some({}): credit movement prescribed by the policy",
+            at.unwrap()
+        )),
+        "{text}"
+    );
+
+    // 3. An aggregate that is not the product of the submissions: the record names another
+    //    hospital's ciphertexts.
+    let lied = tmp.path().join("aggregate");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, from, _| {
+        if let Body::RoundClosed {
+            round: 1,
+            aggregate,
+            ..
+        } = body
+        {
+            // The digest of some other ciphertext vector in the ledger.
+            let other = (0..from.len())
+                .find_map(|k| match from.record(k).unwrap().0.body {
+                    Body::UpdateSubmitted {
+                        round: 1,
+                        ciphertexts,
+                        ..
+                    } => Some(ciphertexts),
+                    _ => None,
+                })
+                .unwrap();
+            *aggregate = other;
+            at = Some(i);
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "record Some({}): aggregate re-multiplied from the submissions",
+            at.unwrap()
+        )),
+        "{text}"
+    );
+
+    // 4. A decryption share recorded as verified that does not decrypt this aggregate: the share
+    //    of the previous round.
+    let lied = tmp.path().join("share");
+    let mut previous: Option<Hash> = None;
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::DecryptionShare { round, share, .. } = body {
+            if *round == 1 && previous.is_none() {
+                previous = Some(*share);
+            } else if *round == 2 && at.is_none() {
+                *share = previous.unwrap();
+                at = Some(i);
+            }
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("record Some({}): decryption share", at.unwrap())),
+        "{text}"
+    );
+}
