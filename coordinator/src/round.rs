@@ -355,6 +355,12 @@ impl Round {
         })
     }
 
+    /// Moves the submission deadline (a coordinator that restarted gives the round it resumes a
+    /// fresh one). Only the deadline changes; what was decided stays decided.
+    pub fn set_deadline(&mut self, deadline_ms: u64) {
+        self.cfg.deadline_ms = deadline_ms;
+    }
+
     /// The round's configuration.
     pub fn config(&self) -> &RoundConfig {
         &self.cfg

@@ -17,8 +17,9 @@
 //! the same way with its reason. Every finalized round and every job end is followed by a signed
 //! checkpoint that the hospitals cosign through `CosignTask`.
 //!
-//! Not yet: resuming jobs after a coordinator restart. A restarted coordinator closes the jobs it
-//! finds unfinished in its ledger as failed (refunding escrow and deposits) and starts fresh.
+//! State lives in the ledger: every record is flushed before the request that produced it is
+//! answered, and a restarted coordinator rebuilds every job by feeding the recorded submissions,
+//! closings and shares to the same pure round machine, then resumes with fresh deadlines.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -42,6 +43,7 @@ use fedchain_proto::v1 as pb;
 use pb::job_service_server::{JobService, JobServiceServer};
 use pb::ledger_service_server::{LedgerService, LedgerServiceServer};
 use pb::training_service_server::{TrainingService, TrainingServiceServer};
+use prost::Message;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -478,11 +480,10 @@ impl Coordinator {
             }
             store.append_all(entries)?;
         }
-        let next_job = close_unfinished(&mut store, now)?;
         let note = store.checkpoint(&signer)?;
         let checkpoint = Some((store.len(), note));
         let (version, _) = watch::channel(0);
-        Ok(Coordinator {
+        let coordinator = Coordinator {
             shared: Arc::new(Shared {
                 config,
                 pk: Arc::new(pk),
@@ -493,14 +494,23 @@ impl Coordinator {
                 state: Mutex::new(State {
                     store,
                     jobs: BTreeMap::new(),
-                    next_job,
+                    next_job: 1,
                     checkpoint,
                     cosigned: HashMap::new(),
                 }),
                 version,
                 closing: AtomicBool::new(false),
             }),
-        })
+        };
+        {
+            let shared = &coordinator.shared;
+            let mut st = shared.lock();
+            shared.restore(&mut st, now)?;
+            // Whatever the restore decided (a job failing that cannot resume) is checkpointed.
+            let note = st.store.checkpoint(&shared.signer)?;
+            st.checkpoint = Some((st.store.len(), note));
+        }
+        Ok(coordinator)
     }
 
     /// Binds the configured address (port 0: a free one) and returns the listener with the
@@ -585,50 +595,6 @@ impl Coordinator {
     }
 }
 
-/// Closes jobs a previous run left without `JobFinished` (resuming is not supported yet) and
-/// returns the next job id.
-fn close_unfinished(store: &mut Store, now: u64) -> Result<u64, LedgerError> {
-    let mut open: BTreeMap<u64, String> = BTreeMap::new();
-    let mut enrolled: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut next = 1;
-    for i in 0..store.len() {
-        match store.record(i)?.0.body {
-            Body::JobSubmitted {
-                job, researcher, ..
-            } => {
-                next = next.max(job + 1);
-                open.insert(job, researcher);
-            }
-            Body::HospitalEnrolled { job, hospital, .. } => {
-                enrolled.entry(job).or_default().push(hospital)
-            }
-            Body::JobFinished { job, .. } => {
-                open.remove(&job);
-            }
-            _ => {}
-        }
-    }
-    for (job, researcher) in open {
-        let mut entries = vec![coord(
-            now,
-            Body::JobFinished {
-                job,
-                status: LedgerJobStatus::Failed,
-                reason: "the coordinator restarted; resuming jobs is not supported yet".into(),
-            },
-        )];
-        entries.extend(release_funds(
-            store,
-            job,
-            &researcher,
-            enrolled.get(&job).map(Vec::as_slice).unwrap_or(&[]),
-            now,
-        ));
-        store.append_all(entries)?;
-    }
-    Ok(next)
-}
-
 /// Deposits back to the hospitals and the rest of the escrow back to the researcher.
 fn release_funds(
     store: &Store,
@@ -685,12 +651,221 @@ impl Shared {
             return Ok(Vec::new());
         }
         let records = st.store.append_all(entries).map_err(internal)?;
+        // Durable before anyone is told: a coordinator killed after answering must not lose
+        // what it acknowledged.
+        st.store.flush().map_err(internal)?;
         Ok(records.iter().map(|r| r.event).collect())
     }
 
     fn checkpoint(&self, st: &mut State) -> SResult<()> {
         let note = st.store.checkpoint(&self.signer).map_err(internal)?;
         st.checkpoint = Some((st.store.len(), note));
+        Ok(())
+    }
+
+    /// Rebuilds the jobs from the ledger after a restart: every recorded submission, closing and
+    /// share is fed again to the job's [`Round`] (a pure state machine, so it decides the same),
+    /// which resumes each job exactly where its last record left it. Rounds in progress get fresh
+    /// deadlines. Evaluations (not on the ledger) of the current model are asked for again.
+    fn restore(&self, st: &mut State, now: u64) -> Result<(), ServiceError> {
+        let broken = |i: u64, what: String| {
+            ServiceError::Folder(format!("cannot resume from the ledger: record {i}: {what}"))
+        };
+        for i in 0..st.store.len() {
+            let (record, _) = st.store.record(i)?;
+            let t = record.time_ms;
+            match record.body {
+                Body::JobSubmitted {
+                    job,
+                    spec,
+                    researcher,
+                    ..
+                } => {
+                    st.next_job = st.next_job.max(job + 1);
+                    let bytes = st
+                        .store
+                        .blob(&spec)?
+                        .ok_or_else(|| broken(i, "the job spec blob is missing".into()))?;
+                    let spec = pb::JobSpec::decode(bytes.as_slice())
+                        .map_err(|e| broken(i, format!("job spec: {e}")))?;
+                    let valid = job::validate(&spec).map_err(|e| broken(i, e))?;
+                    st.jobs.insert(
+                        job,
+                        new_job(
+                            job,
+                            valid,
+                            researcher,
+                            i,
+                            t + self.config.enroll_seconds * 1000,
+                        ),
+                    );
+                }
+                Body::HospitalEnrolled {
+                    job,
+                    hospital,
+                    identity_key,
+                    samples,
+                    deposit,
+                } => {
+                    let party = self
+                        .hospitals
+                        .get(&hospital)
+                        .map(|h| h.party)
+                        .ok_or_else(|| broken(i, format!("unknown hospital {hospital:?}")))?;
+                    let j = st
+                        .jobs
+                        .get_mut(&job)
+                        .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
+                    j.enrolled.push(Enrolled {
+                        name: hospital.clone(),
+                        identity_key,
+                        samples,
+                        party,
+                    });
+                    j.answers
+                        .insert(hospital, EnrollAnswer { record: i, deposit });
+                }
+                Body::UpdateSubmitted {
+                    job,
+                    round,
+                    hospital,
+                    ciphertexts,
+                    signature,
+                } => {
+                    let bytes = st
+                        .store
+                        .blob(&ciphertexts)?
+                        .ok_or_else(|| broken(i, "a submission blob is missing".into()))?;
+                    let j = st
+                        .jobs
+                        .get_mut(&job)
+                        .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
+                    if matches!(j.phase, JobPhase::Enrolling { .. }) && round == 0 {
+                        j.phase = JobPhase::Running;
+                        j.total_weight = j.enrolled.iter().map(|e| e.samples).sum();
+                        self.open_round(st, job, 0, t)
+                            .map_err(|s| broken(i, s.message().to_string()))?;
+                    }
+                    let j = st.jobs.get_mut(&job).expect("present");
+                    let Some(r) = j.round.as_mut().filter(|_| j.round_no == round) else {
+                        return Err(broken(
+                            i,
+                            format!("a submission for round {round}, not open"),
+                        ));
+                    };
+                    r.set_deadline(u64::MAX);
+                    if r.submit(t, &hospital, &bytes, signature).1.is_ok() {
+                        let count = r.submission(&hospital).map_or(0, |c| c.len());
+                        j.subs.insert(
+                            hospital,
+                            SubInfo {
+                                digest: ciphertexts,
+                                signature,
+                                ciphertexts: count as u32,
+                                bytes: bytes.len() as u64,
+                            },
+                        );
+                    }
+                }
+                Body::RoundClosed { job, round, .. } => {
+                    let j = st
+                        .jobs
+                        .get_mut(&job)
+                        .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
+                    let Some(r) = j.round.as_mut().filter(|_| j.round_no == round) else {
+                        return Err(broken(i, format!("round {round} is not open")));
+                    };
+                    r.set_deadline(t);
+                    let closed = r.try_close(t);
+                    if closed.is_empty() {
+                        return Err(broken(i, format!("round {round} does not close again")));
+                    }
+                    j.closed_record = Some(i);
+                    j.closed_ms = t;
+                    j.share_deadline_ms =
+                        Some(t + u64::from(j.valid.spec.round_deadline_seconds) * 1000);
+                }
+                Body::DecryptionShare {
+                    job,
+                    round,
+                    hospital,
+                    share,
+                    ..
+                } => {
+                    let bytes = st
+                        .store
+                        .blob(&share)?
+                        .ok_or_else(|| broken(i, "a share blob is missing".into()))?;
+                    let credits = st.store.credits().clone();
+                    let party = self.hospitals.get(&hospital).map(|h| h.party).unwrap_or(0);
+                    let j = st
+                        .jobs
+                        .get_mut(&job)
+                        .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
+                    let Some(r) = j.round.as_mut().filter(|_| j.round_no == round) else {
+                        return Err(broken(i, format!("round {round} is not open")));
+                    };
+                    let _ = r.submit_share(t, &hospital, party, &bytes, &credits);
+                }
+                Body::RoundFinalized { job, round, .. } => {
+                    let j = st
+                        .jobs
+                        .get(&job)
+                        .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
+                    let finalized = j.round_no == round
+                        && j.round
+                            .as_ref()
+                            .is_some_and(|r| *r.phase() == Phase::Finalized);
+                    if !finalized {
+                        return Err(broken(i, format!("round {round} does not finalize again")));
+                    }
+                    self.round_finalized(st, job, t, true)
+                        .map_err(|s| broken(i, s.message().to_string()))?;
+                }
+                Body::JobFinished {
+                    job,
+                    status,
+                    reason,
+                } => {
+                    if let Some(j) = st.jobs.get_mut(&job) {
+                        j.phase = match status {
+                            LedgerJobStatus::Finished => JobPhase::Finished,
+                            LedgerJobStatus::Failed => JobPhase::Failed,
+                        };
+                        if status == LedgerJobStatus::Failed {
+                            j.reason = reason;
+                        }
+                        j.finished_record = Some(i);
+                    }
+                }
+                Body::CreditsMoved { .. } | Body::RequestRejected { .. } => {}
+            }
+        }
+        // Fresh deadlines for whatever is in progress.
+        for j in st.jobs.values_mut() {
+            let deadline = now + u64::from(j.valid.spec.round_deadline_seconds) * 1000;
+            match &mut j.phase {
+                JobPhase::Enrolling { deadline_ms } => {
+                    *deadline_ms = now + self.config.enroll_seconds * 1000
+                }
+                JobPhase::Evaluating { deadline_ms } => {
+                    *deadline_ms = now + self.config.evaluation_seconds * 1000
+                }
+                JobPhase::Running => {
+                    if let Some(r) = j.round.as_mut() {
+                        match r.phase() {
+                            Phase::Collecting => r.set_deadline(deadline),
+                            Phase::Decrypting => {
+                                j.share_deadline_ms = Some(deadline);
+                                j.closed_ms = now;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                JobPhase::Finished | JobPhase::Failed => {}
+            }
+        }
         Ok(())
     }
 
@@ -790,7 +965,7 @@ impl Shared {
                             return Ok(changed);
                         }
                         Phase::Finalized => {
-                            self.round_finalized(st, id, now)?;
+                            self.round_finalized(st, id, now, false)?;
                             changed = true;
                             continue;
                         }
@@ -861,7 +1036,7 @@ impl Shared {
         }
     }
 
-    fn round_finalized(&self, st: &mut State, id: u64, now: u64) -> SResult<()> {
+    fn round_finalized(&self, st: &mut State, id: u64, now: u64, replaying: bool) -> SResult<()> {
         let job = st
             .jobs
             .get_mut(&id)
@@ -905,7 +1080,9 @@ impl Shared {
             job.finalized = found.map(|i| (r, i));
         }
         let rounds = u64::from(job.valid.spec.rounds);
-        self.checkpoint(st)?;
+        if !replaying {
+            self.checkpoint(st)?;
+        }
         if r < rounds {
             self.open_round(st, id, r + 1, now)
         } else {
@@ -1178,6 +1355,44 @@ impl Shared {
     }
 }
 
+/// A job as submitted: enrolling until `enroll_deadline_ms`.
+fn new_job(
+    id: u64,
+    valid: ValidJob,
+    researcher: String,
+    submitted_record: u64,
+    enroll_deadline_ms: u64,
+) -> Job {
+    Job {
+        id,
+        global: Vec::with_capacity(num_parameters(&valid.model)),
+        valid,
+        researcher,
+        submitted_record,
+        phase: JobPhase::Enrolling {
+            deadline_ms: enroll_deadline_ms,
+        },
+        reason: String::new(),
+        enrolled: Vec::new(),
+        answers: BTreeMap::new(),
+        total_weight: 0,
+        round_no: 0,
+        round: None,
+        quantization: job::statistics_quantization(0),
+        subs: BTreeMap::new(),
+        closed_record: None,
+        share_deadline_ms: None,
+        closed_ms: 0,
+        backups_asked: false,
+        stats: Vec::new(),
+        model_file: Vec::new(),
+        model_digest: [0; 32],
+        finalized: None,
+        evaluations: BTreeMap::new(),
+        finished_record: None,
+    }
+}
+
 fn job_not_found(id: u64) -> Status {
     Status::not_found(format!("no job {id} on this coordinator"))
 }
@@ -1234,35 +1449,13 @@ impl JobService for Coordinator {
             ],
         )?;
         st.next_job += 1;
-        let n_params = num_parameters(&valid.model);
-        let job = Job {
+        let job = new_job(
             id,
-            researcher: peer.name,
-            submitted_record: idx[0],
-            phase: JobPhase::Enrolling {
-                deadline_ms: now + s.config.enroll_seconds * 1000,
-            },
-            reason: String::new(),
-            enrolled: Vec::new(),
-            answers: BTreeMap::new(),
-            total_weight: 0,
-            round_no: 0,
-            round: None,
-            quantization: job::statistics_quantization(0),
-            subs: BTreeMap::new(),
-            closed_record: None,
-            share_deadline_ms: None,
-            closed_ms: 0,
-            backups_asked: false,
-            stats: Vec::new(),
-            global: Vec::with_capacity(n_params),
-            model_file: Vec::new(),
-            model_digest: [0; 32],
-            finalized: None,
-            evaluations: BTreeMap::new(),
-            finished_record: None,
             valid,
-        };
+            peer.name,
+            idx[0],
+            now + s.config.enroll_seconds * 1000,
+        );
         let status = s.status(&job);
         st.jobs.insert(id, job);
         drop(st);
