@@ -46,9 +46,9 @@
 //!   (metrics empty: hospitals report them on the next model, outside this machine), followed by one
 //!   `CreditsMoved` per movement of [`round_movements_capped`] under [`Policy::V1`], computed from
 //!   the enrolled hospitals, the participants and the share verdicts against the credit snapshot
-//!   the caller passes in. `shares_expected` is empty: the round finalizes on the first `t` valid
-//!   shares, so a hospital that had not answered yet stalled nothing; missed-share penalties belong
-//!   to a share deadline in the service.
+//!   the caller passes in. `shares_expected` is [`Round::primaries`], the `t` enrolled hospitals
+//!   with the lowest key-share indices, which the service asks first: one of them without a share
+//!   when the round finalizes made the others wait and is penalised for a missed share.
 //!
 //! Inputs are untrusted: every call returns entries and a typed error, never panics.
 
@@ -705,6 +705,20 @@ impl Round {
         }
     }
 
+    /// The hospitals asked for a decryption share first: the `t` enrolled hospitals with the lowest
+    /// key-share indices. One of them that gave no share by the time the round finalized stalled
+    /// decryption (the others had to be asked) and is penalised for a missed share. Derived from
+    /// the enrollments alone, so an auditor recomputes it from the ledger.
+    pub fn primaries(&self) -> Vec<String> {
+        let mut by_party: Vec<&Enrolled> = self.enrolled.iter().collect();
+        by_party.sort_by_key(|e| e.party);
+        by_party
+            .into_iter()
+            .take(self.pk.threshold())
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     /// Combines the valid shares, decodes, applies FedAvg and prices the round.
     fn finalize(
         &mut self,
@@ -747,7 +761,7 @@ impl Round {
             submitted: self.submitted(),
             shares_valid: self.valid_shares(),
             shares_invalid: self.invalid_shares(),
-            shares_expected: Vec::new(),
+            shares_expected: self.primaries(),
         };
         let movements =
             round_movements_capped(&Policy::V1, self.cfg.job, self.cfg.round, &outcome, credits);

@@ -343,48 +343,58 @@ impl Node {
         if o.spec_digest.map(|d| d.sha256) != Some(sha256(&spec.encode_to_vec()).to_vec()) {
             return Err("the offer's spec does not match its digest".into());
         }
-        let valid = cjob::validate(&spec).map_err(|e| format!("declining job {}: {e}", o.job))?;
+        self.join(client, o.job, spec).await
+    }
+
+    /// Loads this hospital's rows for `spec` and enrolls (again: the coordinator answers an
+    /// enrolled hospital with its recorded enrollment, which is how a restarted worker rejoins).
+    async fn join(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        job: u64,
+        spec: pb::JobSpec,
+    ) -> TaskResult {
+        let valid = cjob::validate(&spec).map_err(|e| format!("declining job {job}: {e}"))?;
         let schema_pb = spec.schema.clone().unwrap_or_default();
         let schema = Schema {
             features: Some(schema_pb.features.clone()),
             target: schema_pb.target.clone(),
             task: valid.task,
         };
-        let rows = load_csv(&self.cfg.data, &schema).map_err(|e| {
-            format!(
-                "declining job {}: my data does not fit its schema: {e}",
-                o.job
-            )
-        })?;
+        let rows = load_csv(&self.cfg.data, &schema)
+            .map_err(|e| format!("declining job {job}: my data does not fit its schema: {e}"))?;
         let (train_raw, test_raw) = train_test_split(&rows, self.cfg.test_fraction, spec.seed)
-            .map_err(|e| format!("declining job {}: {e}", o.job))?;
+            .map_err(|e| format!("declining job {job}: {e}"))?;
         let samples = train_raw.len() as u64;
         let answer = client
             .enroll(pb::EnrollRequest {
-                job_id: o.job,
+                job_id: job,
                 hospital: self.name.clone(),
                 identity_key: self.identity.verifier().public_key().to_vec(),
                 declared_samples: samples,
             })
             .await
-            .map_err(|s| format!("enrolling in job {}: {}", o.job, s.message()))?
+            .map_err(|s| format!("enrolling in job {job}: {}", s.message()))?
             .into_inner();
         if answer.public_key != self.pk.to_bytes() {
             return Err(format!(
-                "job {}: the coordinator answered with another public key than the consortium's",
-                o.job
+                "job {job}: the coordinator answered with another public key than the consortium's"
             ));
         }
         if answer.party as usize != self.share.index() {
             return Err(format!(
-                "job {}: the coordinator says my key share index is {}, my share is {}",
-                o.job,
+                "job {job}: the coordinator says my key share index is {}, my share is {}",
                 answer.party,
                 self.share.index()
             ));
         }
+        if answer.spec.as_ref() != Some(&spec) {
+            return Err(format!(
+                "job {job}: the enrollment names another spec than the offer"
+            ));
+        }
         self.jobs.insert(
-            o.job,
+            job,
             JobCtx {
                 spec,
                 model: valid.model,
@@ -395,9 +405,37 @@ impl Node {
             },
         );
         Ok(format!(
-            "enrolled in job {} with {samples} training rows (deposit {}, record {})",
-            o.job, answer.deposit, answer.record_index
+            "enrolled in job {job} with {samples} training rows (deposit {}, record {})",
+            answer.deposit, answer.record_index
         ))
+    }
+
+    /// Makes sure this worker knows job `id`: after a restart it asks the coordinator for its
+    /// enrollment (which carries the spec) and reloads its rows.
+    async fn ensure_job(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        id: u64,
+    ) -> Result<(), String> {
+        if self.jobs.contains_key(&id) {
+            return Ok(());
+        }
+        let answer = client
+            .enroll(pb::EnrollRequest {
+                job_id: id,
+                hospital: self.name.clone(),
+                identity_key: self.identity.verifier().public_key().to_vec(),
+                // Zero never enrolls anybody: the coordinator answers an enrolled hospital with
+                // its recorded enrollment and refuses everyone else.
+                declared_samples: 0,
+            })
+            .await
+            .map_err(|s| format!("job {id} is unknown to this worker and: {}", s.message()))?
+            .into_inner();
+        let spec = answer.spec.ok_or("the enrollment carries no spec")?;
+        let msg = self.join(client, id, spec).await?;
+        self.log(&format!("rejoined: {msg}"));
+        Ok(())
     }
 
     fn job(&self, id: u64) -> Result<&JobCtx, String> {
@@ -431,6 +469,7 @@ impl Node {
         t: pb::TrainTask,
     ) -> TaskResult {
         let started = Instant::now();
+        self.ensure_job(client, t.job).await?;
         let ctx = self.job(t.job)?;
         let spec = ctx.spec.clone();
         let model_spec = ctx.model.clone();
@@ -601,6 +640,7 @@ impl Node {
         d: pb::DecryptTask,
     ) -> TaskResult {
         let started = Instant::now();
+        self.ensure_job(client, d.job).await?;
         let min = self.job(d.job)?.spec.min_participants.max(2) as usize;
         let Some(aggregate_digest) = d
             .aggregate
@@ -784,6 +824,7 @@ impl Node {
         client: &mut TrainingServiceClient<Channel>,
         e: pb::EvaluateTask,
     ) -> TaskResult {
+        self.ensure_job(client, e.job).await?;
         let model_spec = self.job(e.job)?.model.clone();
         let params = check_model(&e.inline, &e.model, &model_spec)?;
         let device = self.device;

@@ -262,8 +262,13 @@ fn happy_path_three_hospitals_two_shares() {
     assert!(f.round.try_close(DEADLINE).is_empty(), "closes only once");
 
     let c = credits();
-    let (party, bytes) = share_bytes(&mut f, "h3");
-    let (e1, r1) = f.round.submit_share(300, "h3", party, &bytes, &c);
+    // The primaries (the t lowest key-share indices) answer; the backup h3 is not needed.
+    assert_eq!(
+        f.round.primaries(),
+        vec!["h1".to_string(), "h2".to_string()]
+    );
+    let (party, bytes) = share_bytes(&mut f, "h2");
+    let (e1, r1) = f.round.submit_share(300, "h2", party, &bytes, &c);
     assert_eq!(r1, Ok(None));
     assert_eq!(f.round.phase(), &Phase::Decrypting);
     let (party, bytes) = share_bytes(&mut f, "h1");
@@ -348,7 +353,8 @@ fn deadline_closes_with_two_of_three_and_penalises_the_absent() {
         other => panic!("{other:?}"),
     }
 
-    // h3 did not submit but holds a key share: its share counts.
+    // h3 did not submit but holds a key share: its share counts. h1, asked first (it has the
+    // lowest key-share index), gave none and is penalised for stalling the decryption.
     let c = credits();
     let (p3, s3) = share_bytes(&mut f, "h3");
     assert_eq!(
@@ -362,8 +368,8 @@ fn deadline_closes_with_two_of_three_and_penalises_the_absent() {
     assert_eq!(
         movements(&entries),
         vec![
-            reward("h1", 16),
             reward("h2", 33),
+            penalty("h1", 30, "missed_share"),
             penalty("h3", 20, "missed_submission")
         ]
     );

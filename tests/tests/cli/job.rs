@@ -33,7 +33,7 @@ const ROUNDS: u64 = 3;
 const INITIAL: u64 = 10_000;
 
 /// Processes killed when the test ends, whatever happens.
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -44,7 +44,7 @@ impl Drop for Procs {
     }
 }
 
-fn spawn(args: &[&str], log: &Path) -> Child {
+pub(crate) fn spawn(args: &[&str], log: &Path) -> Child {
     Command::new(fedchain_bin())
         .args(args)
         .env_remove("LD_LIBRARY_PATH")
@@ -54,19 +54,19 @@ fn spawn(args: &[&str], log: &Path) -> Child {
         .expect("spawn fedchain")
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-struct Cluster {
-    dir: PathBuf,
-    url: String,
-    procs: Procs,
+pub(crate) struct Cluster {
+    pub dir: PathBuf,
+    pub url: String,
+    pub procs: Procs,
 }
 
 /// Provisions a consortium, splits breast-cancer across 3 hospitals and starts the coordinator and
 /// the workers.
-fn start(dir: &Path) -> Cluster {
+pub(crate) fn start(dir: &Path) -> Cluster {
     let c = dir.join("c");
     ok_stdout(&fedchain(&[
         "consortium",
@@ -153,7 +153,7 @@ fn start(dir: &Path) -> Cluster {
     }
 }
 
-fn logs(dir: &Path) -> String {
+pub(crate) fn logs(dir: &Path) -> String {
     ["coordinator", "h1", "h2", "h3"]
         .iter()
         .map(|n| {
@@ -165,7 +165,7 @@ fn logs(dir: &Path) -> String {
         .collect()
 }
 
-fn as_party<'a>(args: &[&'a str], url: &'a str, party: &'a str) -> Vec<&'a str> {
+pub(crate) fn as_party<'a>(args: &[&'a str], url: &'a str, party: &'a str) -> Vec<&'a str> {
     let mut v = args.to_vec();
     v.extend(["--coordinator", url, "--as", party]);
     v

@@ -4,6 +4,7 @@
 mod audit;
 mod consortium;
 mod data;
+mod faults;
 mod job;
 mod keys;
 mod link;

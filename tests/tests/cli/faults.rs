@@ -1,0 +1,240 @@
+//! Hospitals that fail during a job, with real processes: the job goes on with the remaining
+//! quorum and the policy penalises the absent, a restarted hospital rejoins, and a job left with
+//! fewer hospitals than it needs stops with its reason and gives the money back.
+
+use std::time::{Duration, Instant};
+
+use fedchain_ledger::credits::{Account, Movement};
+use fedchain_ledger::record::Body;
+use fedchain_ledger::store::Store;
+
+use crate::job::{as_party, logs, s, spawn, start, Cluster};
+use crate::util::{fedchain, json, ok_stdout};
+
+fn status(cl: &Cluster) -> serde_json::Value {
+    let alice = cl.dir.join("c/researchers/alice");
+    json(&fedchain(&as_party(
+        &["job", "status", "1", "--json"],
+        &cl.url,
+        s(&alice),
+    )))
+}
+
+fn submit(cl: &Cluster, job: &str) {
+    std::fs::write(cl.dir.join("job.toml"), job).unwrap();
+    let alice = cl.dir.join("c/researchers/alice");
+    ok_stdout(&fedchain(&as_party(
+        &["job", "submit", s(&cl.dir.join("job.toml"))],
+        &cl.url,
+        s(&alice),
+    )));
+}
+
+/// Waits until `done(status)` holds, failing with the logs after `secs`.
+fn wait_for(
+    cl: &Cluster,
+    secs: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = status(cl);
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out; last status {st}\n{}",
+            logs(&cl.dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(cl: &mut Cluster) {
+    std::thread::sleep(Duration::from_millis(500));
+    for c in cl.procs.0.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn movements(dir: &std::path::Path) -> (Vec<Movement>, Store) {
+    let store = Store::open(&dir.join("ledger"), "fedchain-log").unwrap();
+    let moves = (0..store.len())
+        .filter_map(|i| match store.record(i).unwrap().0.body {
+            Body::CreditsMoved { movement } => Some(movement),
+            _ => None,
+        })
+        .collect();
+    (moves, store)
+}
+
+#[test]
+fn a_hospital_that_dies_is_penalised_and_rejoins_later_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = start(tmp.path());
+    submit(
+        &cl,
+        "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 5\nround_deadline_seconds = 4\n",
+    );
+    wait_for(&cl, 60, |st| st["round"].as_u64() >= Some(1));
+    // h3 (index 3: never a first decryptor) dies without warning.
+    let h3 = &mut cl.procs.0[3];
+    h3.kill().unwrap();
+    h3.wait().unwrap();
+    let died_at = status(&cl)["round"].as_u64().unwrap();
+    // Rounds go on without it, closing at their deadline with two of three.
+    wait_for(&cl, 60, |st| st["round"].as_u64() >= Some(died_at + 2));
+    // It comes back (a fresh process: it recovers its enrollment from the coordinator).
+    cl.procs.0[3] = spawn(
+        &["worker", "--config", s(&cl.dir.join("h3.toml"))],
+        &cl.dir.join("h3-again.log"),
+    );
+    let end = wait_for(&cl, 120, |st| {
+        st["state"] != "running" && st["state"] != "enrolling"
+    });
+    assert_eq!(end["state"], "finished", "{end}\n{}", logs(&cl.dir));
+    stop(&mut cl);
+
+    let (moves, store) = movements(&cl.dir);
+    let penalised: Vec<u64> = moves
+        .iter()
+        .filter_map(|m| match m {
+            Movement::Penalty {
+                hospital,
+                round,
+                reason,
+                ..
+            } if hospital == "h3" && reason.contains("missed_submission") => Some(*round),
+            _ => None,
+        })
+        .collect();
+    let rewarded: Vec<u64> = moves
+        .iter()
+        .filter_map(|m| match m {
+            Movement::Reward {
+                hospital, round, ..
+            } if hospital == "h3" => Some(*round),
+            _ => None,
+        })
+        .collect();
+    assert!(!penalised.is_empty(), "h3 was never penalised: {moves:?}");
+    let last_missed = *penalised.iter().max().unwrap();
+    assert!(
+        rewarded.iter().any(|r| *r > last_missed),
+        "h3 never rejoined: penalised in {penalised:?}, rewarded in {rewarded:?}"
+    );
+    assert!(
+        std::fs::read_to_string(cl.dir.join("h3-again.log"))
+            .unwrap()
+            .contains("rejoined"),
+        "{}",
+        logs(&cl.dir)
+    );
+    // The others were never penalised, and nothing was created or lost.
+    assert!(moves
+        .iter()
+        .all(|m| !matches!(m, Movement::Penalty { hospital, .. } if hospital != "h3")));
+    assert_eq!(store.credits().total_supply(), 40_000);
+    drop(store);
+
+    let report = json(&fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&cl.dir.join("ledger")),
+        "--consortium",
+        s(&cl.dir.join("c/auditors/audra")),
+        "--json",
+    ]));
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+#[test]
+fn a_job_left_below_its_minimum_fails_and_refunds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = start(tmp.path());
+    submit(
+        &cl,
+        "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 5\nround_deadline_seconds = 3\n",
+    );
+    wait_for(&cl, 60, |st| st["round"].as_u64() >= Some(1));
+    for k in [2, 3] {
+        let w = &mut cl.procs.0[k];
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    let end = wait_for(&cl, 60, |st| {
+        st["state"] == "failed" || st["state"] == "finished"
+    });
+    assert_eq!(end["state"], "failed", "{end}");
+    let reason = end["reason"].as_str().unwrap();
+    // Depending on the phase the two died in: too few submissions, or too few shares.
+    assert!(
+        (reason.contains("submitted before the deadline") && reason.contains("at least 2"))
+            || reason
+                .contains("decryption shares of the 2 needed arrived before the share deadline"),
+        "{reason}"
+    );
+    stop(&mut cl);
+
+    let (moves, store) = movements(&cl.dir);
+    let credits = store.credits();
+    assert_eq!(credits.balance(&Account::Escrow(1)), 0, "escrow refunded");
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(
+            credits.balance(&Account::Deposit {
+                job: 1,
+                hospital: h.into()
+            }),
+            0,
+            "deposit of {h} returned"
+        );
+    }
+    assert!(moves
+        .iter()
+        .any(|m| matches!(m, Movement::Refund { job: 1, .. })));
+    let paid: u64 = moves
+        .iter()
+        .filter_map(|m| match m {
+            Movement::Reward { amount, .. } => Some(*amount),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        credits.balance(&Account::Researcher("alice".into())),
+        10_000 - paid,
+        "alice paid only for the rounds that completed"
+    );
+    let failed = (0..store.len()).any(|i| {
+        matches!(store.record(i).unwrap().0.body, Body::JobFinished { job: 1, ref reason, .. } if reason.contains("deadline"))
+    });
+    assert!(failed, "JobFinished records the reason");
+    drop(store);
+    // Every round replays; the only finding is that the last checkpoint, written after two of the
+    // three witnesses died, lacks its quorum of cosignatures: true, and worth an auditor's eye.
+    let out = fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&cl.dir.join("ledger")),
+        "--consortium",
+        s(&cl.dir.join("c/auditors/audra")),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["replay"]["discrepancies"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    let findings = report["verify"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().all(|f| f["problem"]
+            .as_str()
+            .unwrap()
+            .contains("cosigned by 1 of 3 witnesses, 2 required")),
+        "{report}"
+    );
+}
