@@ -690,6 +690,15 @@ impl Replayer<'_> {
             .sum();
         let total_weight = j.total_weight.unwrap_or(0);
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
+        // The hospitals asked to decrypt first: the t enrolled ones with the lowest key-share
+        // indices (the coordinator's rule, derived here from the enrollments).
+        let mut by_party: Vec<&Member> = j.members.iter().collect();
+        by_party.sort_by_key(|m| m.party);
+        let primaries: Vec<String> = by_party
+            .into_iter()
+            .take(threshold)
+            .map(|m| m.name.clone())
+            .collect();
         let outcome = RoundOutcome {
             enrolled: j
                 .members
@@ -699,7 +708,7 @@ impl Replayer<'_> {
             submitted: j.state.subs.keys().cloned().collect(),
             shares_valid: j.state.valid.iter().map(|(h, _)| h.clone()).collect(),
             shares_invalid: j.state.invalid.clone(),
-            shares_expected: Vec::new(),
+            shares_expected: primaries,
         };
         if ModelDigest::of(&previous).0 != before {
             self.bad(

@@ -5,6 +5,7 @@ mod audit;
 mod consortium;
 mod data;
 mod faults;
+mod hostile;
 mod job;
 mod keys;
 mod link;

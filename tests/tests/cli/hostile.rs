@@ -1,0 +1,370 @@
+//! A hostile hospital against the real coordinator: the test plays hospital h1 (it holds h1's
+//! folder: certificate, identity key, key share) over mutual TLS, while h2 and h3 run real workers.
+//! Every malformed, forged, replayed or misdirected request is refused with a precise gRPC status,
+//! the refusals the issue asks for leave a ledger record, and the job still completes correctly.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fedchain_coordinator::job;
+use fedchain_coordinator::tls::client_tls;
+use fedchain_crypto::djn::{encode_ciphertexts, EncryptionTable};
+use fedchain_crypto::keys::PublicKey;
+use fedchain_crypto::quantize::Rounding;
+use fedchain_ledger::note::NoteSigner;
+use fedchain_ledger::record::Body;
+use fedchain_ledger::sha256;
+use fedchain_ledger::store::Store;
+use fedchain_proto::limits;
+use fedchain_proto::v1 as pb;
+use pb::training_service_client::TrainingServiceClient;
+use rand::SeedableRng;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::job::{as_party, logs, s, start_with};
+use crate::util::{fedchain, json, ok_stdout};
+
+fn header(
+    job: u64,
+    round: u64,
+    bytes: &[u8],
+    ciphertexts: u32,
+    signature: [u8; 64],
+) -> pb::Submission {
+    pb::Submission {
+        job,
+        round,
+        hospital: "h1".into(),
+        ciphertexts,
+        total_bytes: bytes.len() as u64,
+        ciphertext_digest: Some(pb::Digest {
+            sha256: sha256(bytes).to_vec(),
+        }),
+        signature: signature.to_vec(),
+    }
+}
+
+fn stream(h: pb::Submission, bytes: &[u8]) -> Vec<pb::UpdateChunk> {
+    use pb::update_chunk::Part;
+    let mut v = vec![pb::UpdateChunk {
+        part: Some(Part::Submission(h)),
+    }];
+    v.extend(bytes.chunks(limits::CHUNK_BYTES).map(|c| pb::UpdateChunk {
+        part: Some(Part::Chunk(c.to_vec())),
+    }));
+    v
+}
+
+async fn submit(
+    client: &mut TrainingServiceClient<Channel>,
+    msgs: Vec<pb::UpdateChunk>,
+) -> Result<pb::SubmitAck, tonic::Status> {
+    client
+        .submit_update(tokio_stream::iter(msgs))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn sign(id: &NoteSigner, job: u64, round: u64, bytes: &[u8]) -> [u8; 64] {
+    id.sign_message(&Body::submission_message(job, round, "h1", &sha256(bytes)))
+}
+
+#[test]
+fn hostile_requests_are_refused_recorded_and_harmless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cl = start_with(dir, &["h2", "h3"]);
+    std::fs::write(
+        dir.join("job.toml"),
+        "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 1\nround_deadline_seconds = 6\n",
+    )
+    .unwrap();
+    let alice = dir.join("c/researchers/alice");
+    ok_stdout(&fedchain(&as_party(
+        &["job", "submit", s(&dir.join("job.toml"))],
+        &cl.url,
+        s(&alice),
+    )));
+    let h1 = dir.join("c/hospitals/h1");
+    let id = NoteSigner::from_skey(
+        std::fs::read_to_string(h1.join("identity.skey"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let pk = PublicKey::load(&h1.join("public.key")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = Endpoint::from_shared(cl.url.clone())
+            .unwrap()
+            .tls_config(client_tls(&h1, "h1").unwrap())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = TrainingServiceClient::new(ch)
+            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+
+        // Enrollment: another hospital's name, a key that is not h1's, then the real thing.
+        let enroll = |hospital: &str, key: Vec<u8>| pb::EnrollRequest {
+            job_id: 1,
+            hospital: hospital.into(),
+            identity_key: key,
+            declared_samples: 100,
+        };
+        let e = c
+            .enroll(enroll("h2", id.verifier().public_key().to_vec()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let e = c.enroll(enroll("h1", vec![7; 32])).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let e = c
+            .enroll(pb::EnrollRequest {
+                job_id: 99,
+                ..enroll("h1", id.verifier().public_key().to_vec())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        c.enroll(enroll("h1", id.verifier().public_key().to_vec()))
+            .await
+            .unwrap();
+
+        // The statistics round's task tells h1 what to send.
+        let mut tasks = c
+            .tasks(pb::TaskRequest {
+                hospital: "h1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let train = loop {
+            let t = tokio::time::timeout(Duration::from_secs(30), tasks.message())
+                .await
+                .expect("a task within 30 s")
+                .unwrap()
+                .unwrap();
+            if let Some(pb::task::Kind::Train(t)) = t.kind {
+                break t;
+            }
+        };
+        assert_eq!(train.round, 0);
+        let codec = job::codec(
+            &pk,
+            train.quantization.as_ref().unwrap(),
+            train.total_weight,
+        )
+        .unwrap();
+        let len = 60; // 30 features: means, then mean squares
+        let table = EncryptionTable::new(&pk);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let good = codec
+            .encrypt(&table, &vec![0.5; len], 100, Rounding::Nearest, &mut rng)
+            .unwrap();
+        let n = good.ciphertexts.len() as u32;
+        let bytes = encode_ciphertexts(&pk, &good.ciphertexts);
+
+        // No header first.
+        let e = submit(
+            &mut c,
+            vec![pb::UpdateChunk {
+                part: Some(pb::update_chunk::Part::Chunk(bytes.clone())),
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        // More than any stream may carry.
+        let mut huge = header(1, 0, &bytes, n, sign(&id, 1, 0, &bytes));
+        huge.total_bytes = limits::MAX_STREAM_BYTES + 1;
+        let e = submit(&mut c, stream(huge, &bytes)).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        // Bytes that are not what the header announced.
+        let mut lying = header(1, 0, &bytes, n, sign(&id, 1, 0, &bytes));
+        lying.ciphertext_digest = Some(pb::Digest {
+            sha256: vec![0; 32],
+        });
+        let e = submit(&mut c, stream(lying, &bytes)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        // Another job, another round.
+        let e = submit(
+            &mut c,
+            stream(header(2, 0, &bytes, n, sign(&id, 2, 0, &bytes)), &bytes),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let e = submit(
+            &mut c,
+            stream(header(1, 1, &bytes, n, sign(&id, 1, 1, &bytes)), &bytes),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // A forged signature (signed for another round).
+        let e = submit(
+            &mut c,
+            stream(header(1, 0, &bytes, n, sign(&id, 1, 7, &bytes)), &bytes),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("signature"), "{e:?}");
+        // Wrong vector length: one ciphertext short.
+        let short = encode_ciphertexts(&pk, &good.ciphertexts[1..]);
+        let e = submit(
+            &mut c,
+            stream(header(1, 0, &short, n - 1, sign(&id, 1, 0, &short)), &short),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        // Invalid ciphertexts: the right length, every value zero (not a unit mod N^2).
+        let mut zeros = bytes.clone();
+        let body_start = zeros.len() - n as usize * pk.ciphertext_len();
+        zeros[body_start..].fill(0);
+        let e = submit(
+            &mut c,
+            stream(header(1, 0, &zeros, n, sign(&id, 1, 0, &zeros)), &zeros),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+        // The honest submission goes through, once; its replay is refused.
+        submit(
+            &mut c,
+            stream(header(1, 0, &bytes, n, sign(&id, 1, 0, &bytes)), &bytes),
+        )
+        .await
+        .unwrap();
+        let e = submit(
+            &mut c,
+            stream(header(1, 0, &bytes, n, sign(&id, 1, 0, &bytes)), &bytes),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e.code(), Code::AlreadyExists | Code::FailedPrecondition),
+            "{e:?}"
+        );
+
+        // The round closes once h2 and h3 submit; h1 (a first decryptor) sends a share that is
+        // not a decryption of the aggregate: a well-formed encoding of someone else's values.
+        let decrypt = loop {
+            let t = tokio::time::timeout(Duration::from_secs(60), tasks.message())
+                .await
+                .expect("a decrypt task within 60 s")
+                .unwrap()
+                .unwrap();
+            if let Some(pb::task::Kind::Decrypt(d)) = t.kind {
+                break d;
+            }
+        };
+        let share = fedchain_crypto::threshold::partial_decrypt(
+            &pk,
+            &fedchain_crypto::keys::KeyShare::load(&h1.join("share.key")).unwrap(),
+            &good.ciphertexts,
+            &decrypt.context,
+            &mut rng,
+        )
+        .unwrap()
+        .to_bytes(&pk);
+        use pb::share_chunk::Part;
+        let e = c
+            .submit_decryption_share(tokio_stream::iter(vec![
+                pb::ShareChunk {
+                    part: Some(Part::Share(pb::DecryptionShare {
+                        job: 1,
+                        round: 0,
+                        hospital: "h1".into(),
+                        party: 1,
+                        aggregate: decrypt.aggregate.clone(),
+                        total_bytes: share.len() as u64,
+                        share_digest: Some(pb::Digest {
+                            sha256: sha256(&share).to_vec(),
+                        }),
+                    })),
+                },
+                pb::ShareChunk {
+                    part: Some(Part::Chunk(share.clone())),
+                },
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    });
+
+    // The job still completes (h1 sits out round 1, which closes at its deadline with h2, h3).
+    let out = fedchain(&as_party(
+        &["job", "watch", "1", "--json"],
+        &cl.url,
+        s(&alice),
+    ));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        logs(dir)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    drop(cl);
+
+    // Refusals are on the ledger; h1 is penalised for its invalid share; everything replays.
+    check_ledger(dir);
+}
+
+fn check_ledger(dir: &Path) {
+    let store = Store::open(&dir.join("ledger"), "fedchain-log").unwrap();
+    let mut rejected = Vec::new();
+    let mut invalid_share = false;
+    let mut penalties = Vec::new();
+    for i in 0..store.len() {
+        match store.record(i).unwrap().0.body {
+            Body::RequestRejected { request, reason } => {
+                rejected.push(format!("{request}: {reason}"))
+            }
+            Body::DecryptionShare {
+                hospital, verified, ..
+            } if hospital == "h1" => invalid_share |= !verified,
+            Body::CreditsMoved {
+                movement:
+                    fedchain_ledger::credits::Movement::Penalty {
+                        hospital, reason, ..
+                    },
+            } if hospital == "h1" => penalties.push(reason),
+            _ => {}
+        }
+    }
+    let all = rejected.join("\n");
+    for want in [
+        "not collecting submissions for round 1",
+        "job 2 is not collecting",
+        "signature",
+        "ciphertexts",
+    ] {
+        assert!(
+            all.contains(want),
+            "no rejection record with {want:?}:\n{all}"
+        );
+    }
+    assert!(invalid_share, "the invalid share is recorded as such");
+    assert!(
+        penalties.iter().any(|r| r.contains("invalid_share")),
+        "{penalties:?}"
+    );
+    drop(store);
+    let report = json(&fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&dir.join("ledger")),
+        "--consortium",
+        s(&dir.join("c/auditors/audra")),
+        "--json",
+    ]));
+    assert_eq!(report["ok"], true, "{report}");
+}
