@@ -146,7 +146,7 @@ pub fn run(rounds: u64, bits: usize, progress: bool) -> Result<RoundBench> {
     anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
     let job = demo_job(Builtin::BreastCancer, None, Some(rounds as u32), 1);
     let spec = job.to_spec()?;
-    let (model, hospitals) = plaintext_hospitals(Builtin::BreastCancer, 0.5, 1, &spec)?;
+    let (model, hospitals) = plaintext_hospitals(Builtin::BreastCancer, 3, 0.5, 1, &spec)?;
     let device = pick_device(DeviceChoice::Cpu)?;
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let (pk, shares) = deal(bits, hospitals.len(), 2, &mut rng)?;

@@ -39,6 +39,15 @@ use crate::serve::runtime;
 
 /// The demo's hospitals, in key-share order.
 pub const HOSPITALS: [&str; 3] = ["st-marys", "riverside", "northgate"];
+
+/// The names of `n` demo hospitals: the three above, or `h01`, `h02`, ... for another count.
+pub fn hospital_names(n: usize) -> Vec<String> {
+    if n == HOSPITALS.len() {
+        HOSPITALS.iter().map(|h| h.to_string()).collect()
+    } else {
+        (1..=n).map(|i| format!("h{i:02}")).collect()
+    }
+}
 const RESEARCHER: &str = "alice";
 const AUDITOR: &str = "audra";
 
@@ -59,6 +68,12 @@ pub struct DemoArgs {
     /// Dirichlet concentration of the label skew across hospitals (smaller = more skew).
     #[arg(long, default_value_t = 0.5)]
     alpha: f64,
+    /// Number of hospitals (one worker process each).
+    #[arg(long, default_value_t = 3)]
+    hospitals: usize,
+    /// Decryption threshold (and cosignature quorum).
+    #[arg(long, default_value_t = 2)]
+    threshold: usize,
     /// Run the same job WITHOUT encryption, network or ledger, in this process, for comparison.
     #[arg(long, conflicts_with = "centralized")]
     plaintext: bool,
@@ -113,11 +128,12 @@ pub fn demo_job(
 /// The demo's split: one dataset per hospital.
 pub fn demo_split(
     dataset: Builtin,
+    hospitals: usize,
     alpha: f64,
     seed: u64,
 ) -> Result<(Dataset, fedchain_datasets::Partition)> {
     let data = dataset.load()?;
-    let part = partition(&data, HOSPITALS.len(), Scheme::Dirichlet { alpha }, seed)?;
+    let part = partition(&data, hospitals, Scheme::Dirichlet { alpha }, seed)?;
     Ok((data, part))
 }
 
@@ -135,6 +151,7 @@ struct Summary {
     ledger_verdict: Option<String>,
     ledger_records: Option<u64>,
     model_sha256: Option<String>,
+    coordinator_peak_rss_mib: Option<f64>,
     dir: Option<PathBuf>,
 }
 
@@ -171,6 +188,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "  time: {:.1} s, {:.2} s per round",
         summary.seconds, summary.seconds_per_round
     );
+    if let Some(m) = summary.coordinator_peak_rss_mib {
+        println!("  coordinator peak memory: {m:.0} MiB");
+    }
     if !summary.credits.is_empty() {
         println!("  credits:");
         for (who, c) in &summary.credits {
@@ -215,7 +235,13 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
     }
     let started = Instant::now();
     let device = pick_device(args.device)?;
-    let (model, hospitals) = plaintext_hospitals(args.dataset, args.alpha, args.seed, &spec_pb)?;
+    let (model, hospitals) = plaintext_hospitals(
+        args.dataset,
+        args.hospitals,
+        args.alpha,
+        args.seed,
+        &spec_pb,
+    )?;
     let mut global = init_params(&model, spec_pb.seed);
     let mut rounds = Vec::new();
     for round in 1..=u64::from(spec_pb.rounds) {
@@ -244,7 +270,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         mode: "PLAINTEXT comparison (no encryption, no network, no ledger)",
         dataset: args.dataset.name().into(),
         model: model.kind().name().into(),
-        hospitals: HOSPITALS.iter().map(|h| h.to_string()).collect(),
+        hospitals: hospital_names(args.hospitals),
         final_metrics: rounds.last().map(|r| r.metrics.clone()).unwrap_or_default(),
         seconds_per_round: seconds / f64::from(spec_pb.rounds),
         rounds,
@@ -253,6 +279,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         ledger_verdict: None,
         ledger_records: None,
         model_sha256: None,
+        coordinator_peak_rss_mib: None,
         dir: None,
     })
 }
@@ -261,11 +288,12 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
 /// train/test split, then the pooled statistics of round 0 (computed here in plaintext).
 pub fn plaintext_hospitals(
     dataset: Builtin,
+    hospitals: usize,
     alpha: f64,
     seed: u64,
     spec_pb: &pb::JobSpec,
 ) -> Result<(ModelSpec, Vec<LocalData>)> {
-    let (data, part) = demo_split(dataset, alpha, seed)?;
+    let (data, part) = demo_split(dataset, hospitals, alpha, seed)?;
     let model = ModelSpec::from_json(
         &spec_pb
             .model
@@ -410,10 +438,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     let device = pick_device(args.device)?;
     say(format!(
         "fedchain demo: encrypted federated training of {} / {} across {} hospitals ({} rounds)",
-        args.dataset,
-        jobfile.model,
-        HOSPITALS.len(),
-        spec.rounds
+        args.dataset, jobfile.model, args.hospitals, spec.rounds
     ));
     say(format!(
         "  device for local training: {}",
@@ -422,11 +447,15 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
 
     // 1. The consortium.
     let t = Instant::now();
-    let hospitals: Vec<String> = HOSPITALS.iter().map(|h| h.to_string()).collect();
+    anyhow::ensure!(
+        args.hospitals >= 2 && args.threshold >= 2 && args.threshold <= args.hospitals,
+        "the demo needs at least 2 hospitals and a threshold between 2 and --hospitals"
+    );
+    let hospitals = hospital_names(args.hospitals);
     let c = consortium::init(
         &dir.join("consortium"),
         &hospitals,
-        2,
+        args.threshold,
         &InitOptions {
             modulus_bits: args.bits,
             researchers: vec![RESEARCHER.into()],
@@ -436,13 +465,15 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     )?;
     say(format!(
         "1. consortium provisioned in {:.1} s: CA, mutual-TLS certificates, identity keys, \
-         2-of-3 threshold Paillier key ({} bits)",
+         {}-of-{} threshold Paillier key ({} bits)",
         t.elapsed().as_secs_f64(),
+        args.threshold,
+        args.hospitals,
         args.bits
     ));
 
     // 2. The data.
-    let (data, part) = demo_split(args.dataset, args.alpha, args.seed)?;
+    let (data, part) = demo_split(args.dataset, args.hospitals, args.alpha, args.seed)?;
     let summary = write_split(&data, &part, &dir.join("data"))?;
     let shares: Vec<String> = summary
         .hospitals
@@ -612,6 +643,18 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     ));
 
     // 5. Stop everything, then audit.
+    let coordinator_peak_rss_mib = procs
+        .0
+        .first()
+        .and_then(|(_, c)| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0);
     for h in &hospitals {
         procs.stop(h)?;
     }
@@ -665,6 +708,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         ledger_verdict: Some(verdict),
         ledger_records: Some(records),
         model_sha256: watched.model_sha256,
+        coordinator_peak_rss_mib,
         dir: args.dir.as_ref().map(|_| dir.clone()),
     })
 }

@@ -649,3 +649,30 @@ fn a_coordinator_killed_during_a_job_resumes_it() {
         assert_eq!(r["model_matches"], true, "{r}");
     }
 }
+
+/// Scale: one job with 20 hospital worker processes on loopback runs to completion and audits.
+#[test]
+fn twenty_hospitals_complete_a_job() {
+    let summary = json(&fedchain(&[
+        "demo",
+        "--hospitals",
+        "20",
+        "--rounds",
+        "2",
+        "--bits",
+        "1024",
+        "--device",
+        "cpu",
+        "--json",
+    ]));
+    assert_eq!(summary["ledger_verdict"], "OK", "{summary}");
+    assert_eq!(summary["hospitals"].as_array().unwrap().len(), 20);
+    assert_eq!(summary["rounds"].as_array().unwrap().len(), 2);
+    let credits: u64 = summary["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(credits, 21 * INITIAL);
+}
