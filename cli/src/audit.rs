@@ -30,6 +30,22 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export the ledger for a SIEM: one FHIR R4 AuditEvent per record (IHE BALP style), in a
+    /// collection Bundle.
+    Export {
+        /// The ledger folder.
+        #[arg(long, value_name = "DIR")]
+        ledger: PathBuf,
+        /// Output format.
+        #[arg(long, value_parser = ["fhir-auditevent"], default_value = "fhir-auditevent")]
+        format: String,
+        /// The log's origin (its key name).
+        #[arg(long, default_value = "fedchain-log")]
+        origin: String,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Replay every round from the ledger alone: re-multiply the submitted ciphertexts, re-verify
     /// every decryption share and recombine, re-apply FedAvg and compare model digests, check
     /// signatures against the trusted identity keys, recompute every credit movement. Runs
@@ -169,6 +185,28 @@ fn read_anchor(path: &std::path::Path) -> Result<Checkpoint> {
 
 pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
     match cmd {
+        AuditCommand::Export {
+            ledger,
+            format: _,
+            origin,
+            out,
+        } => {
+            let bundle = crate::fhir::export(&ledger, &origin)?;
+            let text = serde_json::to_string_pretty(&bundle)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} AuditEvents to {}",
+                        bundle["total"],
+                        path.display()
+                    );
+                }
+                None => println!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Replay {
             ledger,
             consortium,

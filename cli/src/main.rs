@@ -11,6 +11,7 @@ mod consortium;
 mod data;
 mod dataset_args;
 mod demo;
+mod fhir;
 mod job;
 mod keys;
 mod model;

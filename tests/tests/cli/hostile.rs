@@ -356,7 +356,35 @@ fn check_ledger(dir: &Path) {
         penalties.iter().any(|r| r.contains("invalid_share")),
         "{penalties:?}"
     );
+    let records = store.len();
     drop(store);
+
+    // The same trail as FHIR AuditEvents for a SIEM: one per record, refusals as minor failures
+    // with their reason, each carrying its record's exact bytes and digest.
+    let bundle = json(&fedchain(&[
+        "audit",
+        "export",
+        "--format",
+        "fhir-auditevent",
+        "--ledger",
+        s(&dir.join("ledger")),
+    ]));
+    assert_eq!(bundle["resourceType"], "Bundle");
+    let events = bundle["entry"].as_array().unwrap();
+    assert_eq!(events.len() as u64, records);
+    let mut refusals = 0;
+    for (i, e) in events.iter().enumerate() {
+        let r = &e["resource"];
+        assert_eq!(r["resourceType"], "AuditEvent");
+        assert!(["C", "R", "U", "D", "E"].contains(&r["action"].as_str().unwrap()));
+        assert_eq!(r["entity"][0]["what"]["identifier"]["value"], i.to_string());
+        if r["type"]["code"] == "request_rejected" {
+            refusals += 1;
+            assert_eq!(r["outcome"], "4", "{r}");
+            assert!(r["outcomeDesc"].as_str().is_some_and(|d| !d.is_empty()));
+        }
+    }
+    assert_eq!(refusals, rejected.len());
     let report = json(&fedchain(&[
         "audit",
         "replay",
