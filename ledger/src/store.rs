@@ -380,6 +380,26 @@ impl Store {
         self.flush()
     }
 
+    /// Stores a checkpoint signed elsewhere (a mirror copying a log it does not operate): the
+    /// note must open with the `known` keys (every line valid), be for this log's origin, and
+    /// name exactly this store's current size and root.
+    pub fn import_checkpoint(&self, note_text: &str, known: &[NoteVerifier]) -> Result<()> {
+        let (signed, _) = note::open(note_text, known)?;
+        let cp = Checkpoint::from_text(&signed.text)?;
+        if cp.origin != self.origin || cp.size != self.len() || cp.root != self.root() {
+            return Err(LedgerError::Inconsistent(format!(
+                "checkpoint of {} at size {} does not describe this log ({} at size {})",
+                cp.origin,
+                cp.size,
+                self.origin,
+                self.len()
+            )));
+        }
+        self.checkpoints
+            .insert(index_key(cp.size), note_text.as_bytes())?;
+        self.flush()
+    }
+
     /// Every stored checkpoint note, by tree size.
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>> {
         self.checkpoints

@@ -95,7 +95,16 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
     .unwrap();
     let pk = PublicKey::load(&h1.join("public.key")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    let connect = || async {
+        Endpoint::from_shared(cl.url.clone())
+            .unwrap()
+            .tls_config(client_tls(&h1, "h1").unwrap())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let (bytes, n) = rt.block_on(async {
         let ch = Endpoint::from_shared(cl.url.clone())
             .unwrap()
             .tls_config(client_tls(&h1, "h1").unwrap())
@@ -296,6 +305,7 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        (bytes, n)
     });
 
     // The job still completes (h1 sits out round 1, which closes at its deadline with h2, h3).
@@ -310,6 +320,14 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
         String::from_utf8_lossy(&out.stdout),
         logs(dir)
     );
+    // h1 was a straggler in round 1: the round closed at its deadline without it, and its late
+    // submission is refused (and recorded).
+    rt.block_on(async {
+        let mut c = TrainingServiceClient::new(connect().await);
+        let late = header(1, 1, &bytes, n, sign(&id, 1, 1, &bytes));
+        let e = submit(&mut c, stream(late, &bytes)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    });
     std::thread::sleep(Duration::from_millis(500));
     drop(cl);
 
@@ -340,6 +358,14 @@ fn check_ledger(dir: &Path) {
         }
     }
     let all = rejected.join("\n");
+    assert_eq!(
+        rejected
+            .iter()
+            .filter(|r| r.contains("not collecting submissions for round 1"))
+            .count(),
+        2,
+        "the early and the late round-1 submissions are both recorded:\n{all}"
+    );
     for want in [
         "not collecting submissions for round 1",
         "job 2 is not collecting",

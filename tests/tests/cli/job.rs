@@ -328,6 +328,23 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
 
     check_refusals(&cl);
 
+    // An auditor replays the live ledger, mirrored over the ledger service.
+    let mirrored = fedchain(&[
+        "audit",
+        "replay",
+        "--coordinator",
+        &url,
+        "--consortium",
+        s(&dir.join("c/auditors/audra")),
+        "--json",
+    ]);
+    let report = json(&mirrored);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["replay"]["rounds"].as_array().unwrap().len() as u64,
+        ROUNDS + 1
+    );
+
     // Stop everything cleanly (SIGTERM), waiting for the last checkpoint's cosignatures first.
     std::thread::sleep(Duration::from_millis(500));
     for child in cl.procs.0.iter_mut().rev() {
