@@ -78,6 +78,10 @@ pub struct Config {
     /// Seconds the hospitals have to evaluate the final model before the job finishes anyway.
     #[serde(default = "defaults::evaluation_seconds")]
     pub evaluation_seconds: u64,
+    /// Revoked certificates, by the SHA-256 of their DER encoding (lowercase hex, as
+    /// `consortium.json` lists them): their holders are refused on every RPC, whatever their role.
+    #[serde(default)]
+    pub revoked: Vec<String>,
 }
 
 mod defaults {
@@ -1323,8 +1327,29 @@ impl Shared {
         out
     }
 
+    /// [`caller`], and refuses a revoked certificate.
+    fn authorize<T>(&self, req: &Request<T>, allowed: &[Role]) -> SResult<crate::tls::Peer> {
+        if !self.config.revoked.is_empty() {
+            let certs = req.peer_certs();
+            if let Some(leaf) = certs.as_ref().and_then(|c| c.first()) {
+                let fingerprint = hex::encode(sha256(leaf.as_ref()));
+                if self
+                    .config
+                    .revoked
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&fingerprint))
+                {
+                    return Err(Status::permission_denied(format!(
+                        "certificate {fingerprint} has been revoked by this consortium"
+                    )));
+                }
+            }
+        }
+        caller(req, allowed)
+    }
+
     fn hospital_caller<T>(&self, req: &Request<T>, claimed: &str) -> SResult<String> {
-        let peer = caller(req, &[Role::Hospital])?;
+        let peer = self.authorize(req, &[Role::Hospital])?;
         if peer.name != claimed {
             return Err(Status::permission_denied(format!(
                 "{peer} may not act as hospital {claimed:?}"
@@ -1400,7 +1425,7 @@ fn job_not_found(id: u64) -> Status {
 #[tonic::async_trait]
 impl JobService for Coordinator {
     async fn submit_job(&self, req: Request<pb::JobSpec>) -> SResult<Response<pb::JobStatus>> {
-        let peer = caller(&req, &[Role::Researcher])?;
+        let peer = self.shared.authorize(&req, &[Role::Researcher])?;
         let valid = job::validate(req.get_ref()).map_err(Status::invalid_argument)?;
         let s = &self.shared;
         let mut st = s.lock();
@@ -1464,7 +1489,8 @@ impl JobService for Coordinator {
     }
 
     async fn get_job(&self, req: Request<pb::JobId>) -> SResult<Response<pb::JobStatus>> {
-        caller(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
         let st = self.shared.lock();
         let id = req.get_ref().id;
         let job = st.jobs.get(&id).ok_or_else(|| job_not_found(id))?;
@@ -1474,7 +1500,8 @@ impl JobService for Coordinator {
     type WatchJobStream = BoxStream<pb::JobEvent>;
 
     async fn watch_job(&self, req: Request<pb::JobId>) -> SResult<Response<Self::WatchJobStream>> {
-        caller(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
         let id = req.get_ref().id;
         if !self.shared.lock().jobs.contains_key(&id) {
             return Err(job_not_found(id));
@@ -1511,7 +1538,9 @@ impl JobService for Coordinator {
         &self,
         req: Request<pb::JobId>,
     ) -> SResult<Response<Self::DownloadModelStream>> {
-        let peer = caller(&req, &[Role::Researcher, Role::Auditor])?;
+        let peer = self
+            .shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor])?;
         let id = req.get_ref().id;
         let (release, file) = {
             let st = self.shared.lock();
@@ -1805,7 +1834,7 @@ impl TrainingService for Coordinator {
         &self,
         req: Request<pb::ModelRequest>,
     ) -> SResult<Response<Self::FetchModelStream>> {
-        let peer = caller(&req, &[Role::Hospital])?;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
         let r = req.into_inner();
         let want = digest_of(&r.model)?;
         let st = self.shared.lock();
@@ -1832,7 +1861,7 @@ impl TrainingService for Coordinator {
         req: Request<Streaming<pb::UpdateChunk>>,
     ) -> SResult<Response<pb::SubmitAck>> {
         use pb::update_chunk::Part;
-        let peer = caller(&req, &[Role::Hospital])?;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(pb::UpdateChunk {
@@ -1938,7 +1967,7 @@ impl TrainingService for Coordinator {
         req: Request<pb::RoundRef>,
     ) -> SResult<Response<Self::FetchRoundStream>> {
         use pb::round_bundle::Part;
-        let peer = caller(&req, &[Role::Hospital])?;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
         let r = req.into_inner();
         let st = self.shared.lock();
         let job = st.jobs.get(&r.job).ok_or_else(|| job_not_found(r.job))?;
@@ -2009,7 +2038,7 @@ impl TrainingService for Coordinator {
         req: Request<Streaming<pb::ShareChunk>>,
     ) -> SResult<Response<pb::Ack>> {
         use pb::share_chunk::Part;
-        let peer = caller(&req, &[Role::Hospital])?;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(pb::ShareChunk {
@@ -2232,7 +2261,8 @@ impl LedgerService for Coordinator {
         &self,
         req: Request<pb::CheckpointRequest>,
     ) -> SResult<Response<pb::Checkpoint>> {
-        caller(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
         let st = self.shared.lock();
         let all = st.store.checkpoints().map_err(internal)?;
         let found = match req.get_ref().size {
@@ -2249,7 +2279,8 @@ impl LedgerService for Coordinator {
         &self,
         req: Request<pb::RecordRange>,
     ) -> SResult<Response<Self::GetRecordsStream>> {
-        caller(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
         let r = req.into_inner();
         let st = self.shared.lock();
         if r.end > st.store.len() || r.start > r.end {
@@ -2273,7 +2304,8 @@ impl LedgerService for Coordinator {
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> SResult<Response<pb::Proof>> {
-        caller(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
         let r = req.get_ref();
         let st = self.shared.lock();
         let proof = st
@@ -2292,7 +2324,8 @@ impl LedgerService for Coordinator {
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> SResult<Response<pb::Proof>> {
-        caller(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
         let r = req.get_ref();
         let st = self.shared.lock();
         let proof = st
@@ -2310,7 +2343,8 @@ impl LedgerService for Coordinator {
     type GetBlobStream = BoxStream<pb::Chunk>;
 
     async fn get_blob(&self, req: Request<pb::Digest>) -> SResult<Response<Self::GetBlobStream>> {
-        caller(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
+        self.shared
+            .authorize(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
         let digest = digest_of(&Some(req.get_ref().clone()))?;
         let st = self.shared.lock();
         // Submissions stay sealed until their round closes: no hospital may read another's

@@ -238,3 +238,74 @@ fn a_job_left_below_its_minimum_fails_and_refunds() {
         "{report}"
     );
 }
+
+#[test]
+fn a_revoked_hospital_is_refused_and_the_others_carry_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = start(tmp.path());
+    let dir = cl.dir.clone();
+    // The operator revokes h3's certificate (by the fingerprint consortium.json lists) and
+    // restarts the coordinator on the same address.
+    let description: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("c/consortium.json")).unwrap()).unwrap();
+    let h3 = description["parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "h3")
+        .unwrap()["cert_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let coordinator = &mut cl.procs.0[0];
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let addr = cl.url.trim_start_matches("https://");
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "dir = \"c/coordinator\"\nstate = \"ledger\"\nlisten = \"{addr}\"\n\
+             enroll_seconds = 3\nevaluation_seconds = 10\nrevoked = [\"{h3}\"]\n"
+        ),
+    )
+    .unwrap();
+    cl.procs.0[0] = spawn(
+        &["coordinator", "--config", s(&dir.join("coordinator.toml"))],
+        &dir.join("coordinator-revoked.log"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(cl.url.clone())
+            .unwrap()
+            .tls_config(
+                fedchain_coordinator::tls::client_tls(&dir.join("c/hospitals/h3"), "h3").unwrap(),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let e = fedchain_proto::v1::training_service_client::TrainingServiceClient::new(ch)
+            .tasks(fedchain_proto::v1::TaskRequest {
+                hospital: "h3".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("revoked"), "{e:?}");
+    });
+
+    submit(
+        &cl,
+        "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 1\n",
+    );
+    let end = wait_for(&cl, 90, |st| {
+        st["state"] == "finished" || st["state"] == "failed"
+    });
+    assert_eq!(end["state"], "finished", "{end}\n{}", logs(&dir));
+    assert_eq!(end["hospitals"], serde_json::json!(["h1", "h2"]));
+    stop(&mut cl);
+    let log = std::fs::read_to_string(dir.join("h3.log")).unwrap();
+    assert!(log.contains("revoked"), "h3's worker says why:\n{log}");
+}
