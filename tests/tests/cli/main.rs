@@ -4,6 +4,7 @@
 mod audit;
 mod consortium;
 mod data;
+mod dishonest;
 mod faults;
 mod hostile;
 mod job;
