@@ -1351,9 +1351,9 @@ impl Shared {
     fn hospital_caller<T>(&self, req: &Request<T>, claimed: &str) -> SResult<String> {
         let peer = self.authorize(req, &[Role::Hospital])?;
         if peer.name != claimed {
-            return Err(Status::permission_denied(format!(
-                "{peer} may not act as hospital {claimed:?}"
-            )));
+            let status =
+                Status::permission_denied(format!("{peer} may not act as hospital {claimed:?}"));
+            return Err(self.refuse(&peer.name, format!("act_as/hospital/{claimed}"), status));
         }
         if !self.hospitals.contains_key(&peer.name) {
             return Err(Status::permission_denied(format!(
@@ -1361,6 +1361,12 @@ impl Shared {
             )));
         }
         Ok(peer.name)
+    }
+
+    /// Records a refusal (taking the lock) and returns its status.
+    fn refuse(&self, who: &str, request: String, status: Status) -> Status {
+        let mut st = self.lock();
+        self.reject(&mut st, who, request, status)
     }
 
     /// Records a request refused before it reached a round (unknown job, wrong round).
@@ -1726,10 +1732,16 @@ impl TrainingService for Coordinator {
             )));
         }
         if r.identity_key != hospital.identity {
-            return Err(Status::permission_denied(format!(
+            let status = Status::permission_denied(format!(
                 "the identity key is not the one the consortium provisioned for hospital {h:?} \
                  (hospitals/{h}/identity.vkey)"
-            )));
+            ));
+            return Err(s.reject(
+                &mut st,
+                &h,
+                format!("enroll/job/{}/hospital/{h}", r.job_id),
+                status,
+            ));
         }
         if r.declared_samples == 0 || r.declared_samples > job::MAX_DECLARED_SAMPLES {
             return Err(Status::invalid_argument(format!(
@@ -1862,33 +1874,42 @@ impl TrainingService for Coordinator {
     ) -> SResult<Response<pb::SubmitAck>> {
         use pb::update_chunk::Part;
         let peer = self.shared.authorize(&req, &[Role::Hospital])?;
+        let s = &self.shared;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(pb::UpdateChunk {
                 part: Some(Part::Submission(s)),
             }) => s,
             _ => {
-                return Err(Status::invalid_argument(
-                    "SubmitUpdate must start with a Submission header",
+                return Err(s.refuse(
+                    &peer.name,
+                    format!("submit_update/hospital/{}", peer.name),
+                    Status::invalid_argument("SubmitUpdate must start with a Submission header"),
                 ))
             }
         };
-        let s = &self.shared;
+        let request = format!(
+            "submit_update/job/{}/round/{}/hospital/{}",
+            header.job, header.round, peer.name
+        );
         if header.hospital != peer.name || !s.hospitals.contains_key(&peer.name) {
-            return Err(Status::permission_denied(format!(
+            let status = Status::permission_denied(format!(
                 "{peer} may not submit for hospital {:?}",
                 header.hospital
-            )));
+            ));
+            return Err(s.refuse(&peer.name, request, status));
         }
         let h = peer.name;
-        let request = format!(
-            "submit_update/job/{}/round/{}/hospital/{h}",
-            header.job, header.round
-        );
-        let signature: [u8; 64] = header.signature.as_slice().try_into().map_err(|_| {
-            Status::invalid_argument("the submission signature must be 64 bytes (Ed25519)")
-        })?;
-        let announced = digest_of(&header.ciphertext_digest)?;
+        let signature: [u8; 64] = match header.signature.as_slice().try_into() {
+            Ok(sig) => sig,
+            Err(_) => {
+                let status =
+                    Status::invalid_argument("the submission signature must be 64 bytes (Ed25519)");
+                return Err(s.refuse(&h, request, status));
+            }
+        };
+        let announced =
+            digest_of(&header.ciphertext_digest).map_err(|e| s.refuse(&h, request.clone(), e))?;
         {
             // Refuse early, before reading megabytes, what cannot be accepted anyway.
             let mut st = s.lock();
@@ -1913,12 +1934,14 @@ impl TrainingService for Coordinator {
                 _ => None,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| s.refuse(&h, request.clone(), e))?;
         let digest = sha256(&bytes);
         if digest != announced {
-            return Err(Status::invalid_argument(
+            let status = Status::invalid_argument(
                 "the ciphertext bytes do not match the digest the header announced",
-            ));
+            );
+            return Err(s.refuse(&h, request, status));
         }
         let now = now_ms();
         let mut st = s.lock();
@@ -2051,14 +2074,20 @@ impl TrainingService for Coordinator {
             }
         };
         let s = &self.shared;
+        let request = format!(
+            "submit_share/job/{}/round/{}/hospital/{}",
+            header.job, header.round, peer.name
+        );
         if header.hospital != peer.name || !s.hospitals.contains_key(&peer.name) {
-            return Err(Status::permission_denied(format!(
+            let status = Status::permission_denied(format!(
                 "{peer} may not submit a share for hospital {:?}",
                 header.hospital
-            )));
+            ));
+            return Err(s.refuse(&peer.name, request, status));
         }
         let h = peer.name;
-        let announced = digest_of(&header.share_digest)?;
+        let announced =
+            digest_of(&header.share_digest).map_err(|e| s.refuse(&h, request.clone(), e))?;
         let bytes = read_body(
             &mut stream,
             header.total_bytes,
@@ -2067,18 +2096,16 @@ impl TrainingService for Coordinator {
                 _ => None,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| s.refuse(&h, request.clone(), e))?;
         if sha256(&bytes) != announced {
-            return Err(Status::invalid_argument(
+            let status = Status::invalid_argument(
                 "the share bytes do not match the digest the header announced",
-            ));
+            );
+            return Err(s.refuse(&h, request, status));
         }
         let now = now_ms();
         let mut st = s.lock();
-        let request = format!(
-            "submit_share/job/{}/round/{}/hospital/{h}",
-            header.job, header.round
-        );
         let credits = st.store.credits().clone();
         let Some(job) = st.jobs.get_mut(&header.job) else {
             return Err(job_not_found(header.job));

@@ -403,6 +403,11 @@ fn check_ledger(dir: &Path) {
         "job 2 is not collecting",
         "signature",
         "ciphertexts",
+        "must start with a Submission header",
+        "at most 268435456 may be streamed",
+        "do not match the digest the header announced",
+        "may not act as hospital \"h2\"",
+        "identity key is not the one the consortium provisioned",
     ] {
         assert!(
             all.contains(want),
