@@ -307,7 +307,7 @@ pub fn run(rounds: u64, bits: usize, progress: bool) -> Result<RoundBench> {
                 p.total()
             );
         }
-        let _ = plain_next;
+        std::hint::black_box(plain_next);
         global = next;
     }
     let k = 1.0 / rounds as f64;

@@ -607,9 +607,8 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         let downloaded = loop {
             match job::download(ch.clone(), status.job, &alice.join(TRUST_FILE), &out).await {
                 Ok(d) => break d,
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => return Err(e),
@@ -694,7 +693,6 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         }
         bail!("the ledger does not verify");
     }
-    let _ = data;
     Ok(Summary {
         mode: "encrypted federated",
         dataset: args.dataset.name().into(),

@@ -32,7 +32,7 @@ use prost::Message;
 use serde::Serialize;
 
 use crate::job::{self, ValidJob};
-use crate::round::decryption_context;
+use crate::round::{decryption_context, first_decryptors};
 
 /// A hospital as the auditor trusts it: its key-share index and identity key.
 #[derive(Debug, Clone)]
@@ -692,13 +692,10 @@ impl Replayer<'_> {
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
         // The hospitals asked to decrypt first: the t enrolled ones with the lowest key-share
         // indices (the coordinator's rule, derived here from the enrollments).
-        let mut by_party: Vec<&Member> = j.members.iter().collect();
-        by_party.sort_by_key(|m| m.party);
-        let primaries: Vec<String> = by_party
-            .into_iter()
-            .take(threshold)
-            .map(|m| m.name.clone())
-            .collect();
+        let primaries = first_decryptors(
+            j.members.iter().map(|m| (m.name.as_str(), m.party)),
+            threshold,
+        );
         let outcome = RoundOutcome {
             enrolled: j
                 .members

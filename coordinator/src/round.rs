@@ -232,6 +232,21 @@ pub struct Round {
     new_global: Option<Vec<f32>>,
 }
 
+/// The `threshold` hospitals with the lowest key-share indices among `(name, index)` pairs: the
+/// ones asked to decrypt first (see [`Round::primaries`]). Shared with the auditor's replay.
+pub fn first_decryptors<'a>(
+    hospitals: impl IntoIterator<Item = (&'a str, usize)>,
+    threshold: usize,
+) -> Vec<String> {
+    let mut by_party: Vec<(&str, usize)> = hospitals.into_iter().collect();
+    by_party.sort_by_key(|&(_, party)| party);
+    by_party
+        .into_iter()
+        .take(threshold)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
 /// The bytes a decryption share's proof is bound to: domain, job, round and aggregate digest,
 /// each length-prefixed (u32, big-endian). Hospitals compute it from the `RoundClosed` record.
 pub fn decryption_context(job: u64, round: u64, aggregate: &Hash) -> Vec<u8> {
@@ -710,13 +725,10 @@ impl Round {
     /// decryption (the others had to be asked) and is penalised for a missed share. Derived from
     /// the enrollments alone, so an auditor recomputes it from the ledger.
     pub fn primaries(&self) -> Vec<String> {
-        let mut by_party: Vec<&Enrolled> = self.enrolled.iter().collect();
-        by_party.sort_by_key(|e| e.party);
-        by_party
-            .into_iter()
-            .take(self.pk.threshold())
-            .map(|e| e.name.clone())
-            .collect()
+        first_decryptors(
+            self.enrolled.iter().map(|e| (e.name.as_str(), e.party)),
+            self.pk.threshold(),
+        )
     }
 
     /// Combines the valid shares, decodes, applies FedAvg and prices the round.

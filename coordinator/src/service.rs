@@ -193,6 +193,15 @@ fn digest_of(d: &Option<pb::Digest>) -> SResult<Hash> {
         .ok_or_else(|| Status::invalid_argument("a digest must be 32 bytes (SHA-256)"))
 }
 
+fn pb_proof(hashes: &[Hash]) -> pb::Proof {
+    pb::Proof {
+        hashes: hashes
+            .iter()
+            .map(|h| pb::Digest { sha256: h.to_vec() })
+            .collect(),
+    }
+}
+
 fn pb_digest(h: &Hash) -> Option<pb::Digest> {
     Some(pb::Digest { sha256: h.to_vec() })
 }
@@ -288,6 +297,9 @@ struct Job {
     model_digest: Hash,
     /// The latest finalized model round, with its RoundFinalized record.
     finalized: Option<(u64, u64)>,
+    /// Index of the RoundFinalized record of the round that just finalized, set by whoever
+    /// appended (or, on restore, read) it.
+    finalized_record: Option<u64>,
     /// Per round, per hospital: held-out rows and mean metrics.
     evaluations: BTreeMap<u64, BTreeMap<String, Evaluation>>,
     finished_record: Option<u64>,
@@ -484,8 +496,6 @@ impl Coordinator {
             }
             store.append_all(entries)?;
         }
-        let note = store.checkpoint(&signer)?;
-        let checkpoint = Some((store.len(), note));
         let (version, _) = watch::channel(0);
         let coordinator = Coordinator {
             shared: Arc::new(Shared {
@@ -499,7 +509,7 @@ impl Coordinator {
                     store,
                     jobs: BTreeMap::new(),
                     next_job: 1,
-                    checkpoint,
+                    checkpoint: None,
                     cosigned: HashMap::new(),
                 }),
                 version,
@@ -823,6 +833,9 @@ impl Shared {
                     if !finalized {
                         return Err(broken(i, format!("round {round} does not finalize again")));
                     }
+                    if let Some(j) = st.jobs.get_mut(&job) {
+                        j.finalized_record = Some(i);
+                    }
                     self.round_finalized(st, job, t, true)
                         .map_err(|s| broken(i, s.message().to_string()))?;
                 }
@@ -1068,20 +1081,7 @@ impl Shared {
             .get_mut(&id)
             .ok_or_else(|| internal("job vanished"))?;
         if r > 0 {
-            // The RoundFinalized record is the first after the last DecryptionShare: find it.
-            let len = st.store.len();
-            let mut found = None;
-            for i in (0..len).rev() {
-                if let Ok((rec, _)) = st.store.record(i) {
-                    if let Body::RoundFinalized { job: j, round, .. } = rec.body {
-                        if j == id && round == r {
-                            found = Some(i);
-                            break;
-                        }
-                    }
-                }
-            }
-            job.finalized = found.map(|i| (r, i));
+            job.finalized = job.finalized_record.map(|i| (r, i));
         }
         let rounds = u64::from(job.valid.spec.rounds);
         if !replaying {
@@ -1210,12 +1210,7 @@ impl Shared {
                         pb::Task {
                             kind: Some(Kind::Cosign(pb::CosignTask {
                                 checkpoint: Some(pb::Checkpoint { note: note.clone() }),
-                                consistency: Some(pb::Proof {
-                                    hashes: proof
-                                        .iter()
-                                        .map(|p| pb::Digest { sha256: p.to_vec() })
-                                        .collect(),
-                                }),
+                                consistency: Some(pb_proof(&proof)),
                                 old_size: last,
                             })),
                         },
@@ -1299,11 +1294,7 @@ impl Shared {
                     let answered = round.valid_shares().iter().any(|v| v == h)
                         || round.invalid_shares().iter().any(|v| v == h);
                     // The t enrolled hospitals with the lowest key-share indices decrypt first.
-                    let mut parties: Vec<usize> = job.enrolled.iter().map(|e| e.party).collect();
-                    parties.sort_unstable();
-                    let mine = self.hospitals.get(h).map(|x| x.party).unwrap_or(usize::MAX);
-                    let primary = parties.iter().take(self.pk.threshold()).any(|p| *p == mine);
-                    let asked = primary || job.backups_asked;
+                    let asked = job.backups_asked || round.primaries().iter().any(|p| p == h);
                     if let (false, true, Some(digest), Some(context)) =
                         (answered, asked, round.aggregate_digest(), round.context())
                     {
@@ -1419,6 +1410,7 @@ fn new_job(
         model_file: Vec::new(),
         model_digest: [0; 32],
         finalized: None,
+        finalized_record: None,
         evaluations: BTreeMap::new(),
         finished_record: None,
     }
@@ -1604,12 +1596,7 @@ impl JobService for Coordinator {
                 record_index: index,
                 record,
                 checkpoint: Some(pb::Checkpoint { note }),
-                inclusion: Some(pb::Proof {
-                    hashes: proof
-                        .iter()
-                        .map(|h| pb::Digest { sha256: h.to_vec() })
-                        .collect(),
-                }),
+                inclusion: Some(pb_proof(&proof)),
             };
             (release, job.model_file.clone())
         };
@@ -2138,8 +2125,14 @@ impl TrainingService for Coordinator {
         }
         let (entries, result) =
             round.submit_share(now, &h, header.party as usize, &bytes, &credits);
+        let finalized_at = entries
+            .iter()
+            .position(|e| matches!(e.body, Body::RoundFinalized { .. }));
         st.store.put_blob(&bytes).map_err(internal)?;
         let idx = s.append(&mut st, entries)?;
+        if let (Some(k), Some(job)) = (finalized_at, st.jobs.get_mut(&header.job)) {
+            job.finalized_record = idx.get(k).copied();
+        }
         if let Err(e) = &result {
             if !matches!(e, RoundError::Finalize(_)) {
                 return Err(round_status(e));
@@ -2339,12 +2332,7 @@ impl LedgerService for Coordinator {
             .store
             .inclusion_proof(r.index, r.size)
             .map_err(|e| Status::out_of_range(e.to_string()))?;
-        Ok(Response::new(pb::Proof {
-            hashes: proof
-                .iter()
-                .map(|h| pb::Digest { sha256: h.to_vec() })
-                .collect(),
-        }))
+        Ok(Response::new(pb_proof(&proof)))
     }
 
     async fn get_consistency_proof(
@@ -2359,12 +2347,7 @@ impl LedgerService for Coordinator {
             .store
             .consistency_proof(r.old_size, r.new_size)
             .map_err(|e| Status::out_of_range(e.to_string()))?;
-        Ok(Response::new(pb::Proof {
-            hashes: proof
-                .iter()
-                .map(|h| pb::Digest { sha256: h.to_vec() })
-                .collect(),
-        }))
+        Ok(Response::new(pb_proof(&proof)))
     }
 
     type GetBlobStream = BoxStream<pb::Chunk>;

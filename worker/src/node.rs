@@ -874,12 +874,9 @@ impl Node {
         let my_last = self.witness.last().map(|cp| cp.size).unwrap_or(0);
         let proof: Vec<Hash> = if my_last == c.old_size {
             c.consistency
+                .map(proof_hashes)
+                .transpose()?
                 .unwrap_or_default()
-                .hashes
-                .iter()
-                .map(|h| <Hash>::try_from(h.sha256.as_slice()))
-                .collect::<Result<_, _>>()
-                .map_err(|_| "a proof hash is not 32 bytes")?
         } else {
             // The coordinator's idea of what I cosigned last is off (a restart): ask for the
             // proof from my own last checkpoint; it is checked all the same.
@@ -890,19 +887,15 @@ impl Node {
             if my_last == 0 {
                 Vec::new()
             } else {
-                ledger
+                let proof = ledger
                     .get_consistency_proof(pb::ConsistencyProofRequest {
                         old_size: my_last,
                         new_size: cp.size,
                     })
                     .await
                     .map_err(|s| format!("consistency proof: {}", s.message()))?
-                    .into_inner()
-                    .hashes
-                    .iter()
-                    .map(|h| <Hash>::try_from(h.sha256.as_slice()))
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| "a proof hash is not 32 bytes")?
+                    .into_inner();
+                proof_hashes(proof)?
             }
         };
         let cosigned = self
@@ -918,6 +911,16 @@ impl Node {
             .map_err(|s| format!("cosignature refused: {}", s.message()))?;
         Ok(String::new())
     }
+}
+
+/// The hashes of a Merkle proof, each checked to be 32 bytes.
+fn proof_hashes(proof: pb::Proof) -> Result<Vec<Hash>, String> {
+    proof
+        .hashes
+        .iter()
+        .map(|h| <Hash>::try_from(h.sha256.as_slice()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "a proof hash is not 32 bytes".to_string())
 }
 
 /// Parses a model file and checks it is the announced model of the job's architecture.
