@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the dependency rules of ARCHITECTURE.md that the compiler cannot:
 #   - the coordinator never links libtorch (tch / torch-sys);
-#   - crypto, ledger, models, datasets and proto never depend on the coordinator or the worker.
+#   - crypto, ledger, models, datasets and proto never depend on the coordinator or the worker;
+#   - the shipped binary (`cargo build -p fedchain-cli`) has no crash-test failpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -18,5 +19,9 @@ for c in fedchain-crypto fedchain-ledger fedchain-models fedchain-datasets fedch
     fail=1
   fi
 done
-[ "$fail" -eq 0 ] && echo "check-deps: ok (coordinator free of libtorch; library crates independent of coordinator/worker)"
+if cargo tree --locked -q -e features -p fedchain-cli -i fedchain-coordinator | grep -q '"failpoints"'; then
+  echo "check-deps: the fedchain binary would be built with the coordinator's failpoints; only tests may turn them on" >&2
+  fail=1
+fi
+[ "$fail" -eq 0 ] && echo "check-deps: ok (coordinator free of libtorch; library crates independent of coordinator/worker; no failpoints in the binary)"
 exit "$fail"

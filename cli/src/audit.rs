@@ -385,6 +385,12 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
                         report.records - report.checkpointed_size
                     );
                 }
+                for (size, why) in &report.superseded_uncosigned {
+                    println!(
+                        "note: checkpoint at size {size} was superseded before its quorum ({why}); \
+                         the newest checkpoint's cosignatures cover its records"
+                    );
+                }
                 for f in &report.findings {
                     match f.record {
                         Some(i) => println!("FAIL {} {i}: {}", f.object, f.problem),

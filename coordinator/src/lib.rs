@@ -1,8 +1,5 @@
-//! The fedchain coordinator: consortium provisioning and the mutual-TLS plumbing its gRPC services
-//! stand on, and the round state machine the services will drive. The job lifecycle, the services
-//! and checkpoints arrive with the end-to-end milestone.
-//!
-//! What exists today:
+//! The fedchain coordinator: consortium provisioning, the mutual-TLS plumbing, the round state
+//! machine, the gRPC services that drive jobs through it, and the auditor's replay.
 //!
 //! - [`consortium`]: `init` creates a consortium in an empty folder: a consortium certificate
 //!   authority, one certificate per party with its role written in it, the coordinator's
@@ -16,7 +13,12 @@
 //!   submissions, closes at the deadline or when everyone submitted, multiplies the ciphertexts,
 //!   verifies decryption shares as they arrive, combines `t` of them, applies FedAvg and prices the
 //!   round (credit policy v1), returning the ledger entries to append and a typed error per refusal.
-//!
+//! - [`job`]: a researcher's job spec, validated, and the codecs of its rounds.
+//! - [`service`]: the coordinator process: job, training and ledger services over mutual TLS, the
+//!   job lifecycle, checkpoints cosigned by hospitals, and recovery from the ledger after a crash.
+//! - [`replay`]: the auditor's re-derivation of every round from the ledger alone.
+//! - [`failpoint`]: named places where a crash test stops the coordinator (test builds only).
+
 //! Design choice: roles live in the certificates, not in a table the coordinator keeps. The
 //! coordinator is trusted for availability only, so it must not be able to promote a researcher to
 //! a hospital by editing its own state; only the CA key (kept by the operator, offline) can.
@@ -27,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod consortium;
+pub mod failpoint;
 mod files;
 pub mod job;
 pub mod replay;

@@ -21,6 +21,7 @@
 //! answered, and a restarted coordinator rebuilds every job by feeding the recorded submissions,
 //! closings and shares to the same pure round machine, then resumes with fresh deadlines.
 
+use crate::failpoint;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -129,6 +130,9 @@ pub enum ServiceError {
     /// The gRPC server.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The environment (a crash test's failpoint where it cannot work).
+    #[error("{0}")]
+    Environment(String),
 }
 
 type SResult<T> = Result<T, Status>;
@@ -137,6 +141,10 @@ type SResult<T> = Result<T, Status>;
 /// before the others are asked too. Decrypting costs each hospital one 4096-bit exponentiation per
 /// ciphertext, so asking everyone at once would waste `n - t` hospitals' work in the normal case.
 pub const BACKUP_DECRYPT_MS: u64 = 3_000;
+/// After a restart, how long a round in decryption waits before it counts the time its first
+/// decryptors have: time for every worker to notice the restart and reconnect (its longest
+/// backoff) with a margin.
+const RESUME_GRACE_MS: u64 = fedchain_proto::timing::MAX_RECONNECT_BACKOFF_MS + 2_000;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = SResult<T>> + Send + 'static>>;
 
 fn now_ms() -> u64 {
@@ -288,7 +296,9 @@ struct Job {
     subs: BTreeMap<String, SubInfo>,
     closed_record: Option<u64>,
     share_deadline_ms: Option<u64>,
-    /// When the round closed; the backup decryptors are asked after [`BACKUP_DECRYPT_MS`].
+    /// When the first decryptors were asked, in effect: the round's closing, or after a restart
+    /// the resumption plus [`RESUME_GRACE_MS`]. The backup decryptors are asked
+    /// [`BACKUP_DECRYPT_MS`] later.
     closed_ms: u64,
     backups_asked: bool,
     stats: Vec<f32>,
@@ -412,6 +422,8 @@ struct Shared {
     version: watch::Sender<u64>,
     /// Set when the server shuts down: long-lived streams end so the shutdown can complete.
     closing: AtomicBool,
+    /// A crash test's failpoint ([`crate::failpoint`]); `None` in every real deployment.
+    failpoint: Option<failpoint::Armed>,
 }
 
 /// The coordinator: open it, then [`Coordinator::serve`].
@@ -432,6 +444,7 @@ impl Coordinator {
     /// material, mints the initial credits into a new ledger, and closes jobs a previous run left
     /// unfinished.
     pub fn open(config: Config) -> Result<Coordinator, ServiceError> {
+        let failpoint = failpoint::from_env().map_err(ServiceError::Environment)?;
         let dir = &config.dir;
         tls::server_tls(dir)?;
         let description = Consortium::load(dir)?.description;
@@ -514,6 +527,7 @@ impl Coordinator {
                 }),
                 version,
                 closing: AtomicBool::new(false),
+                failpoint,
             }),
         };
         {
@@ -654,6 +668,11 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug; the state is still the best we have.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A crash test's failpoint: see [`crate::failpoint`].
+    fn fail_here(&self, name: &'static str, job: u64, round: u64) {
+        failpoint::hit(&self.failpoint, name, job, round);
     }
 
     fn bump(&self) {
@@ -874,7 +893,10 @@ impl Shared {
                             Phase::Collecting => r.set_deadline(deadline),
                             Phase::Decrypting => {
                                 j.share_deadline_ms = Some(deadline);
-                                j.closed_ms = now;
+                                // The first decryptors get their usual head start once they
+                                // can be back: a hospital must not be penalised for the
+                                // coordinator's crash.
+                                j.closed_ms = now + RESUME_GRACE_MS;
                             }
                             _ => {}
                         }
@@ -950,7 +972,10 @@ impl Shared {
                                 if let Some(bytes) = round.aggregate_bytes() {
                                     st.store.put_blob(&bytes).map_err(internal)?;
                                 }
+                                let r = job.round_no;
+                                self.fail_here("aggregate-stored", id, r);
                                 let idx = self.append(st, entries)?;
+                                self.fail_here("round-closed", id, r);
                                 if let Some(job) = st.jobs.get_mut(&id) {
                                     job.closed_record = idx.first().copied();
                                 }
@@ -1774,6 +1799,7 @@ impl TrainingService for Coordinator {
             ));
         }
         let idx = s.append(&mut st, entries)?;
+        s.fail_here("enrolled", r.job_id, 0);
         let a = EnrollAnswer {
             record: idx[0],
             deposit,
@@ -1960,6 +1986,7 @@ impl TrainingService for Coordinator {
         if let Err(e) = result {
             return Err(round_status(&e));
         }
+        s.fail_here("submission-recorded", header.job, header.round);
         s.step(&mut st, header.job, now)?;
         drop(st);
         s.bump();
@@ -2138,6 +2165,12 @@ impl TrainingService for Coordinator {
                 return Err(round_status(e));
             }
         }
+        let point = if finalized_at.is_some() {
+            "round-finalized"
+        } else {
+            "share-recorded"
+        };
+        s.fail_here(point, header.job, header.round);
         s.step(&mut st, header.job, now)?;
         drop(st);
         s.bump();

@@ -332,6 +332,60 @@ fn altered_checkpoints_and_missing_cosignatures_are_found() {
     assert_fails(&check(dir.path()), "checkpoint");
 }
 
+/// A checkpoint superseded before its witnesses answered (the coordinator restarted right after
+/// signing it) is reported but passes: the newest checkpoint's quorum covers its records. A
+/// forged cosignature on it still fails, and so does a newest checkpoint without its quorum.
+#[test]
+fn only_the_newest_checkpoint_needs_its_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let (first_key, first) = with_db(dir.path(), |db| {
+        let (k, v) = db
+            .open_tree("checkpoints")
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .unwrap();
+        (k, String::from_utf8(v.to_vec()).unwrap())
+    });
+    let signed = fedchain_ledger::note::parse(&first).unwrap();
+    let bare = fedchain_ledger::note::sign(&signed.text, &[&signer()]).unwrap();
+    let put = |note: &str| {
+        with_db(dir.path(), |db| {
+            db.open_tree("checkpoints")
+                .unwrap()
+                .insert(&first_key, note.as_bytes())
+                .unwrap()
+        })
+    };
+    put(&bare);
+    let r = check(dir.path());
+    assert!(r.ok(), "{:?}", r.findings);
+    assert_eq!(r.superseded_uncosigned.len(), 1, "{r:?}");
+    assert!(r.superseded_uncosigned[0]
+        .1
+        .contains("cosigned by 0 of 3 witnesses, 2 required"));
+
+    // A cosignature that does not verify is still a finding on an older checkpoint: hospital-0's
+    // cosignature of the newest checkpoint, pasted under the first.
+    let newest = with_db(dir.path(), |db| {
+        let (_, v) = db
+            .open_tree("checkpoints")
+            .unwrap()
+            .last()
+            .unwrap()
+            .unwrap();
+        String::from_utf8(v.to_vec()).unwrap()
+    });
+    let line = newest
+        .lines()
+        .find(|l| l.starts_with("\u{2014} hospital-0 "))
+        .expect("hospital-0 cosigned the newest checkpoint");
+    put(&format!("{bare}{line}\n"));
+    assert_fails(&check(dir.path()), "checkpoint");
+}
+
 #[test]
 fn double_rewards_are_refused_on_write_and_found_on_verify() {
     let dir = tempfile::tempdir().unwrap();

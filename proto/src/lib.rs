@@ -40,6 +40,21 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/fedchain.v1.rs"));
 }
 
+pub mod timing {
+    //! Timing the coordinator and the workers agree on.
+
+    /// Longest a worker waits between two attempts to reach the coordinator: 5 s. Its backoff
+    /// starts at 200 ms, doubles up to this, and starts over after every successful connection.
+    ///
+    /// A coordinator that restarts gives every hospital this long (and a margin) to reconnect
+    /// before it treats one as absent: a crash of the coordinator must not cost an honest
+    /// hospital a penalty.
+    pub const MAX_RECONNECT_BACKOFF_MS: u64 = 5_000;
+
+    /// First wait of a worker's reconnection backoff: 200 ms.
+    pub const MIN_RECONNECT_BACKOFF_MS: u64 = 200;
+}
+
 pub mod limits {
     //! Size limits of the protocol, chosen together: every service sets
     //! `max_decoding_message_size` and `max_encoding_message_size` to [`MAX_MESSAGE_BYTES`], every

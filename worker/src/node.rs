@@ -44,8 +44,8 @@ use fedchain_ledger::record::Body;
 use fedchain_ledger::verify::Trust;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_models::{pick_device, DeviceChoice, ModelDigest, ModelFile, ModelSpec, TrainConfig};
-use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
+use fedchain_proto::{limits, timing};
 use pb::ledger_service_client::LedgerServiceClient;
 use pb::training_service_client::TrainingServiceClient;
 use prost::Message;
@@ -135,6 +135,8 @@ pub struct Node {
     jobs: HashMap<u64, JobCtx>,
     done: HashSet<String>,
     rng: ChaCha20Rng,
+    /// Task streams opened so far (the reconnection backoff starts over after each).
+    connections: u64,
 }
 
 fn read(path: &Path) -> Result<String, NodeError> {
@@ -200,6 +202,7 @@ impl Node {
             jobs: HashMap::new(),
             done: HashSet::new(),
             rng: ChaCha20Rng::from_os_rng(),
+            connections: 0,
         })
     }
 
@@ -238,20 +241,26 @@ impl Node {
     /// Works until the process is stopped: connects, follows the task stream, and reconnects
     /// (with backoff) when the connection drops. Only a setup error ends it.
     pub async fn run(mut self) -> Result<(), NodeError> {
-        let mut backoff = Duration::from_millis(200);
+        let first = Duration::from_millis(timing::MIN_RECONNECT_BACKOFF_MS);
+        let most = Duration::from_millis(timing::MAX_RECONNECT_BACKOFF_MS);
+        let mut backoff = first;
         loop {
-            match self.session().await {
-                Ok(()) => {
-                    self.log("the coordinator closed the task stream; reconnecting");
-                    backoff = Duration::from_millis(200);
-                }
+            let connections = self.connections;
+            let outcome = self.session().await;
+            // A session that got through resets the backoff: a coordinator that restarts after
+            // a long outage must not leave its hospitals waiting the longest delay to come back.
+            if self.connections > connections {
+                backoff = first;
+            }
+            match outcome {
+                Ok(()) => self.log("the coordinator closed the task stream; reconnecting"),
                 Err(NodeError::Setup(e)) => return Err(NodeError::Setup(e)),
                 Err(e) => {
                     self.log(&format!("{e}; retrying in {:.1} s", backoff.as_secs_f64()));
                 }
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(most);
         }
     }
 
@@ -274,6 +283,7 @@ impl Node {
                 reason: format!("{}: {}", s.code(), s.message()),
             })?
             .into_inner();
+        self.connections += 1;
         self.log(&format!("connected to {}", self.cfg.coordinator));
         loop {
             let task = match tasks.message().await {

@@ -316,3 +316,136 @@ fn a_revoked_hospital_is_refused_and_the_others_carry_on() {
     let log = std::fs::read_to_string(dir.join("h3.log")).unwrap();
     assert!(log.contains("revoked"), "h3's worker says why:\n{log}");
 }
+
+/// Waits for `needle` in the file `log`, failing with the cluster's logs after `secs`.
+fn wait_for_log(cl: &Cluster, log: &std::path::Path, needle: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(needle)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator never reached {needle:?}\n--- {} ---\n{}\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default(),
+            logs(&cl.dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kill -9` of the coordinator in every phase of a round, aimed exactly with failpoints (see
+/// `coordinator/src/failpoint.rs`): while a hospital's enrollment is recorded, a submission is
+/// recorded, a closing round's aggregate is stored, the round is closed, a decryption share is
+/// recorded, and the round's result and credits are recorded. Each time the coordinator is
+/// restarted on the same address and rebuilds the job from its ledger; the job finishes, every
+/// round is committed exactly once, no credit is paid twice, and the ledger replays.
+#[test]
+fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
+    const KILLS: [(&str, &str); 6] = [
+        ("enrolled", "round 0"),
+        ("submission-recorded@1", "round 1"),
+        ("aggregate-stored@1", "round 1"),
+        ("round-closed@1", "round 1"),
+        ("share-recorded@2", "round 2"),
+        ("round-finalized@2", "round 2"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cl = start(dir);
+    let addr = cl.url.trim_start_matches("https://").to_string();
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "dir = \"c/coordinator\"\nstate = \"ledger\"\nlisten = \"{addr}\"\n\
+             enroll_seconds = 120\nevaluation_seconds = 10\n"
+        ),
+    )
+    .unwrap();
+    // Restarts the coordinator on the same address, as an operator would, with `failpoint` armed.
+    let restart = |cl: &mut Cluster, k: usize, failpoint: Option<&str>| {
+        let coordinator = &mut cl.procs.0[0];
+        coordinator.kill().unwrap();
+        coordinator.wait().unwrap();
+        let log = dir.join(format!("coordinator-{k}.log"));
+        let bound = dir.join(format!("addr-{k}"));
+        let mut cmd = std::process::Command::new(crate::util::fedchain_bin());
+        cmd.args(["coordinator", "--config", s(&dir.join("coordinator.toml"))])
+            .args(["--address-file", s(&bound)])
+            .env_remove("LD_LIBRARY_PATH")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(f) = failpoint {
+            cmd.env("FEDCHAIN_FAILPOINT", f);
+        }
+        cl.procs.0[0] = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !bound.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator did not restart\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        log
+    };
+    for (k, (point, round)) in KILLS.iter().enumerate() {
+        let log = restart(&mut cl, k, Some(point));
+        if k == 0 {
+            submit(
+                &cl,
+                "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 4\nseed = 2\n",
+            );
+        }
+        let name = point.split('@').next().unwrap();
+        wait_for_log(
+            &cl,
+            &log,
+            &format!("failpoint {name} reached (job 1, {round})"),
+            120,
+        );
+        eprintln!("kill -9 #{k} at {point}");
+    }
+    restart(&mut cl, KILLS.len(), None);
+    wait_for(&cl, 180, |st| {
+        assert_ne!(st["state"], "failed", "{st}");
+        st["state"] == "finished"
+    });
+    stop(&mut cl);
+    let (moves, _) = movements(dir);
+    let rewards = moves
+        .iter()
+        .filter(|m| matches!(m, Movement::Reward { .. }))
+        .count();
+    let penalties: Vec<_> = moves
+        .iter()
+        .filter(|m| matches!(m, Movement::Penalty { .. }))
+        .collect();
+    assert_eq!(
+        (rewards, penalties.len()),
+        (3 * 5, 0),
+        "one reward per hospital per round 0..=4, no penalty: {penalties:?}\n{}",
+        logs(dir)
+    );
+    let replay = fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&dir.join("ledger")),
+        "--consortium",
+        s(&dir.join("c/auditors/audra")),
+        "--anchor",
+        s(&dir.join("state-h1/witness.txt")),
+        "--json",
+    ]);
+    let report = json(&replay);
+    assert_eq!(report["ok"], true, "{report}");
+    let rounds = report["replay"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 5, "rounds 0..=4, each exactly once");
+    for r in rounds {
+        assert_eq!(r["signatures_verified"], 3, "{r}");
+        assert_eq!(r["model_matches"], true, "{r}");
+    }
+}
