@@ -18,7 +18,7 @@
 //!   job lifecycle, checkpoints cosigned by hospitals, and recovery from the ledger after a crash.
 //! - [`replay`]: the auditor's re-derivation of every round from the ledger alone.
 //! - [`failpoint`]: named places where a crash test stops the coordinator (test builds only).
-
+//!
 //! Design choice: roles live in the certificates, not in a table the coordinator keeps. The
 //! coordinator is trusted for availability only, so it must not be able to promote a researcher to
 //! a hospital by editing its own state; only the CA key (kept by the operator, offline) can.
