@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint check-deps clean
+.PHONY: setup build demo test lint check-deps fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -22,11 +22,18 @@ test: setup lint check-deps
 	@# would compile fedchain-models with libtorch for it too. Built alone, the coordinator links no
 	@# libtorch, and its tests passing is the proof that it never needs it.
 	$(CARGO) test --locked -p fedchain-coordinator
+	@# Last: coverage-guided fuzzing of every decoder of untrusted bytes, 20 s per target.
+	@scripts/fuzz.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked --quiet
+
+# cargo fuzz on every decoder of untrusted bytes (fuzz/, targets in fuzzing/). FUZZ_SECONDS per target
+# (default 20); `scripts/fuzz.sh TARGET` runs one.
+fuzz: setup
+	@scripts/fuzz.sh
 
 # Architecture invariants that the compiler does not check (see ARCHITECTURE.md).
 check-deps: setup

@@ -1,0 +1,252 @@
+//! Every decoder of untrusted bytes, and what it must do with any input.
+//!
+//! Bytes from outside (a hospital's ciphertext vector or decryption share, a key file, a signed
+//! checkpoint, a ledger record, a model file, a researcher's job spec) reach one of these decoders
+//! before anything else looks at them. Each [`Target`] feeds its decoder arbitrary bytes and
+//! panics if the decoder panics, or if it accepts bytes that do not re-encode to themselves (the
+//! decoders are canonical, so a mutant they accept without complaint would be a second encoding
+//! of one object, which digests and signatures over encodings must never meet).
+//!
+//! Two drivers use the same targets: `fuzz/` (cargo fuzz, coverage-guided libFuzzer with
+//! AddressSanitizer, run by `make fuzz` for a bounded time in CI) and `tests/decoders.rs` (proptest
+//! on stable Rust, mutating the valid encodings of [`seeds`], in every `cargo test`). The valid
+//! encodings also seed the libFuzzer corpus (`fuzz-seeds`).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
+use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
+use fedchain_crypto::threshold::{partial_decrypt, DecryptionShare};
+use fedchain_crypto::BigInt;
+use fedchain_ledger::note::{self, Checkpoint, NoteSigner};
+use fedchain_ledger::record::{Actor, Body, Outcome, Record, Role};
+use fedchain_models::{init_params, ModelFile, ModelKind, ModelSpec};
+use fedchain_proto::v1::{self as pb, JobSpec};
+use prost::Message;
+use rand::SeedableRng;
+
+/// The fixed key every target decodes against, and valid encodings to start from.
+pub struct Fixtures {
+    /// A 512-bit threshold key (3 parties, threshold 2) dealt from a fixed seed, so every run and
+    /// every fuzzing process has the same one. The decoders' checks do not depend on the size.
+    pub pk: PublicKey,
+    seeds: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// The fixtures, built once per process (deterministically).
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let (pk, shares) = deal(512, 3, 2, &mut rng).expect("deal a 512-bit key");
+        let table = EncryptionTable::new(&pk);
+        let cts = table
+            .encrypt_all(&[BigInt::from(5u32), BigInt::from(7u32)], &mut rng)
+            .expect("encrypt");
+        let share = partial_decrypt(&pk, &shares[0], &cts, b"ctx", &mut rng).expect("share");
+        let signer = NoteSigner::new("log", [3; 32]).expect("signer");
+        let checkpoint = Checkpoint {
+            origin: "log".into(),
+            size: 3,
+            root: [9; 32],
+            extensions: Vec::new(),
+        };
+        let record = Record::new(
+            0,
+            1,
+            Actor {
+                id: "h1".into(),
+                role: Role::Hospital,
+            },
+            Outcome::Success,
+            Body::UpdateSubmitted {
+                job: 1,
+                round: 2,
+                hospital: "h1".into(),
+                ciphertexts: [1; 32],
+                signature: [2; 64],
+            },
+        );
+        let spec = ModelSpec::preset(ModelKind::Logreg, 4, fedchain_datasets::TaskKind::Binary)
+            .expect("spec");
+        let params = init_params(&spec, 1);
+        let features: Vec<String> = (0..4).map(|i| format!("x{i}")).collect();
+        let job = JobSpec {
+            schema: Some(pb::DatasetSchema {
+                features,
+                target: "y".into(),
+                task: Some(pb::dataset_schema::Task::Binary(
+                    pb::dataset_schema::Binary {},
+                )),
+            }),
+            model: Some(pb::ModelSpec {
+                canonical_json: spec.canonical_json(),
+            }),
+            rounds: 3,
+            local_epochs: 1,
+            learning_rate: 0.01,
+            batch_size: 32,
+            min_participants: 2,
+            round_deadline_seconds: 60,
+            credit_budget: 100,
+            quantization: Some(pb::Quantization {
+                frac_bits: 16,
+                clip: 1.0,
+            }),
+            seed: 1,
+        };
+        assert!(
+            fedchain_coordinator::job::validate(&job).is_ok(),
+            "the job spec seed must be valid"
+        );
+        let seeds = vec![
+            ("ciphertext_vectors", encode_ciphertexts(&pk, &cts)),
+            ("decryption_shares", share.to_bytes(&pk)),
+            ("public_keys", pk.to_bytes()),
+            ("key_shares", shares[1].to_bytes()),
+            (
+                "signed_notes",
+                checkpoint.sign(&[&signer]).expect("sign").into_bytes(),
+            ),
+            ("ledger_records", record.encode().expect("encode")),
+            (
+                "model_files",
+                ModelFile::new(spec.clone(), params)
+                    .and_then(|f| f.to_bytes())
+                    .expect("model file"),
+            ),
+            ("job_specs", job.encode_to_vec()),
+        ];
+        Fixtures { pk, seeds }
+    })
+}
+
+/// One decoder under test.
+pub struct Target {
+    /// The target's name (its cargo-fuzz binary and corpus folder).
+    pub name: &'static str,
+    /// Feeds `bytes` to the decoder; panics if it misbehaves.
+    pub check: fn(&[u8]),
+}
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "ciphertext_vectors",
+        check: ciphertext_vectors,
+    },
+    Target {
+        name: "decryption_shares",
+        check: decryption_shares,
+    },
+    Target {
+        name: "public_keys",
+        check: public_keys,
+    },
+    Target {
+        name: "key_shares",
+        check: key_shares,
+    },
+    Target {
+        name: "signed_notes",
+        check: signed_notes,
+    },
+    Target {
+        name: "ledger_records",
+        check: ledger_records,
+    },
+    Target {
+        name: "model_files",
+        check: model_files,
+    },
+    Target {
+        name: "job_specs",
+        check: job_specs,
+    },
+];
+
+/// A valid encoding for target `name` (the corpus seed and the proptest mutation base).
+pub fn seed(name: &str) -> Vec<u8> {
+    fixtures()
+        .seeds
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_default()
+}
+
+/// Every target's valid encoding, by name.
+pub fn seeds() -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    fixtures().seeds.iter().map(|(n, b)| (*n, b.as_slice()))
+}
+
+/// A Paillier ciphertext vector as submitted by a hospital (fixed width, `0 < c < N^2`,
+/// `gcd(c, N) = 1`, no duplicates).
+pub fn ciphertext_vectors(bytes: &[u8]) {
+    let f = fixtures();
+    if let Ok(cts) = decode_ciphertexts(&f.pk, bytes, None) {
+        assert_eq!(
+            encode_ciphertexts(&f.pk, &cts),
+            bytes,
+            "non-canonical ciphertexts"
+        );
+    }
+}
+
+/// A decryption share with its batched proof.
+pub fn decryption_shares(bytes: &[u8]) {
+    let f = fixtures();
+    if let Ok(s) = DecryptionShare::from_bytes(&f.pk, bytes, 2) {
+        assert_eq!(s.to_bytes(&f.pk), bytes, "non-canonical share");
+    }
+}
+
+/// The consortium's public key file.
+pub fn public_keys(bytes: &[u8]) {
+    if let Ok(pk) = PublicKey::from_bytes(bytes) {
+        assert_eq!(pk.to_bytes(), bytes, "non-canonical public key");
+    }
+}
+
+/// A hospital's key share file.
+pub fn key_shares(bytes: &[u8]) {
+    if let Ok(s) = KeyShare::from_bytes(bytes) {
+        assert_eq!(s.to_bytes(), bytes, "non-canonical key share");
+    }
+}
+
+/// A signed note, and the checkpoint in it (or the bytes read as a bare checkpoint).
+pub fn signed_notes(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    if let Ok(n) = note::parse(text) {
+        assert_eq!(n.encode(), text, "non-canonical note");
+        let _ = Checkpoint::from_text(&n.text);
+    }
+    let _ = Checkpoint::from_text(text);
+}
+
+/// A ledger record (canonical JSON).
+pub fn ledger_records(bytes: &[u8]) {
+    if let Ok(r) = Record::decode(bytes) {
+        assert_eq!(
+            r.encode().expect("re-encode"),
+            bytes,
+            "non-canonical record"
+        );
+    }
+}
+
+/// A safetensors model file with its fedchain metadata.
+pub fn model_files(bytes: &[u8]) {
+    let _ = ModelFile::from_bytes(bytes, Path::new("fuzz"));
+}
+
+/// A researcher's job spec (protobuf), then its validation.
+pub fn job_specs(bytes: &[u8]) {
+    if let Ok(spec) = JobSpec::decode(bytes) {
+        let _ = fedchain_coordinator::job::validate(&spec);
+    }
+}

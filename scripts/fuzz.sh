@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of every decoder of untrusted bytes (fuzz/, targets in fuzzing/):
+# cargo fuzz, libFuzzer with AddressSanitizer, each target for FUZZ_SECONDS seconds (default 20),
+# starting from a valid encoding of its input (written by `fuzz-seeds`) and the corpus it grew
+# before. A crash stops the run: the input is in fuzz/artifacts/TARGET/, and
+# `scripts/fuzz.sh TARGET` (or `cargo fuzz run --fuzz-dir fuzz TARGET fuzz/artifacts/TARGET/crash-...`
+# with RUSTC_BOOTSTRAP=1) replays it.
+#
+# Usage: scripts/fuzz.sh [TARGET...]   (no target: all of them)
+#
+# Why RUSTC_BOOTSTRAP=1: cargo fuzz passes rustc flags that only a nightly compiler accepts
+# (-Zsanitizer=address), and these machines can fetch no toolchain but their stable one. The
+# variable lets this stable compiler accept them for the fuzz build only (its own target folder,
+# fuzz/target); nothing that ships is ever built with it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+  echo "[fuzz] installing cargo-fuzz $CARGO_FUZZ_VERSION (once)"
+  cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+
+secs=${FUZZ_SECONDS:-20}
+export RUSTC_BOOTSTRAP=1
+if [ "$#" -gt 0 ]; then
+  targets=("$@")
+else
+  mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
+fi
+
+cargo run -q --locked -p fedchain-fuzzing --bin fuzz-seeds -- fuzz/corpus
+echo "[fuzz] building the targets (libFuzzer + AddressSanitizer; minutes the first time)"
+log=$(mktemp)
+if ! cargo fuzz build --fuzz-dir fuzz >"$log" 2>&1; then
+  tail -n 60 "$log"
+  rm -f "$log"
+  echo "[fuzz] the fuzz build failed" >&2
+  exit 1
+fi
+rm -f "$log"
+for t in "${targets[@]}"; do
+  echo "[fuzz] $t: ${secs} s"
+  log=$(mktemp)
+  if ! cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+      -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 60 "$log"
+    rm -f "$log"
+    echo "[fuzz] $t FAILED: the crashing input is in fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+  # One line per target: how many inputs ran and what coverage the corpus reached.
+  runs=$(grep -m1 -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 || true)
+  echo "[fuzz] $t: ok, $runs inputs, ${cov:-cov: ?} edges, corpus $(ls "fuzz/corpus/$t" | wc -l) files"
+  rm -f "$log"
+done
