@@ -356,6 +356,10 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         .await
         .map_err(status_err)?
         .into_inner();
+    // When the coordinator goes away (a restart, a crash, a network cut), watching resumes once it
+    // is back: it rebuilds its jobs from the ledger and the stream starts again from the current
+    // state. Rounds already shown are not shown again.
+    let mut lost_since: Option<std::time::Instant> = None;
     let mut out = Watched {
         job: id,
         finished: false,
@@ -369,11 +373,46 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         _ if mode == 1 => println!("{line}"),
         _ => {}
     };
-    while let Some(ev) = stream.message().await.map_err(status_err)? {
+    loop {
+        // The stream only ends after the job's last event; an earlier end is a coordinator
+        // shutting down, like an error that a retry can outlive.
+        let lost = match stream.message().await {
+            Ok(Some(ev)) => Ok(ev),
+            Ok(None) => Err("the coordinator closed the stream".to_string()),
+            Err(e) if transient(&e) => Err(e.message().to_string()),
+            Err(e) => return Err(status_err(e)),
+        };
+        let ev = match lost {
+            Ok(ev) => {
+                lost_since = None;
+                ev
+            }
+            Err(why) => {
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > WATCH_PATIENCE {
+                    return Err(anyhow!(
+                        "lost the coordinator {} s ago and it has not come back ({why}); \
+                         `fedchain job watch {id}` resumes the watch once it is up again",
+                        WATCH_PATIENCE.as_secs()
+                    ));
+                }
+                if let Some(b) = &bar {
+                    b.set_message(format!("coordinator unreachable, reconnecting ({why})"));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match client.watch_job(pb::JobId { id }).await {
+                    Ok(s) => stream = s.into_inner(),
+                    Err(e) if transient(&e) => {}
+                    Err(e) => return Err(status_err(e)),
+                }
+                continue;
+            }
+        };
         match ev.event {
             Some(Event::Round(p)) => {
                 let finalized = p.phase == pb::RoundPhase::Finalized as i32;
-                if finalized && p.round > 0 && !p.metrics.is_empty() {
+                let shown = out.rounds.last().is_some_and(|l| l.round >= p.round);
+                if finalized && p.round > 0 && !p.metrics.is_empty() && !shown {
                     let line = RoundLine {
                         round: p.round,
                         metrics: metrics_of(&p.metrics),
@@ -424,6 +463,18 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         b.finish_and_clear();
     }
     Ok(out)
+}
+
+/// How long `job watch` keeps trying to reach a coordinator that went away.
+const WATCH_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Whether a failed call may succeed when retried: the coordinator is restarting or unreachable.
+/// A refusal (unknown job, wrong role, ...) is final.
+fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }
 
 /// What `job download` checked.

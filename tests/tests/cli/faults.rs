@@ -8,7 +8,7 @@ use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::record::Body;
 use fedchain_ledger::store::Store;
 
-use crate::job::{as_party, logs, s, spawn, start, Cluster};
+use crate::job::{as_party, logs, s, spawn, start, Cluster, Procs};
 use crate::util::{fedchain, json, ok_stdout};
 
 fn status(cl: &Cluster) -> serde_json::Value {
@@ -391,12 +391,28 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
         }
         log
     };
+    // The researcher watches the job throughout: `job watch` must ride out every restart.
+    let mut watcher = Procs(Vec::new());
+    let alice = dir.join("c/researchers/alice");
     for (k, (point, round)) in KILLS.iter().enumerate() {
         let log = restart(&mut cl, k, Some(point));
         if k == 0 {
             submit(
                 &cl,
                 "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 4\nseed = 2\n",
+            );
+            watcher.0.push(
+                std::process::Command::new(crate::util::fedchain_bin())
+                    .args(as_party(
+                        &["job", "watch", "1", "--json"],
+                        &cl.url,
+                        s(&alice),
+                    ))
+                    .env_remove("LD_LIBRARY_PATH")
+                    .stdout(std::fs::File::create(dir.join("watch.out")).unwrap())
+                    .stderr(std::fs::File::create(dir.join("watch.err")).unwrap())
+                    .spawn()
+                    .unwrap(),
             );
         }
         let name = point.split('@').next().unwrap();
@@ -413,6 +429,38 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
         assert_ne!(st["state"], "failed", "{st}");
         st["state"] == "finished"
     });
+    // The watch ends by itself with the job, having shown each round once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let watched = loop {
+        if let Some(code) = watcher.0[0].try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job watch did not end with the job"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(dir.join("watch.out")).unwrap();
+    assert!(
+        watched.success(),
+        "job watch failed across the restarts: {out}\n{}",
+        std::fs::read_to_string(dir.join("watch.err")).unwrap()
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["finished"], true, "{out}");
+    let rounds: Vec<u64> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| l["round"].as_u64().unwrap())
+        .collect();
+    assert!(
+        rounds.windows(2).all(|w| w[0] < w[1]),
+        "a round shown twice: {out}"
+    );
     stop(&mut cl);
     let (moves, _) = movements(dir);
     let rewards = moves
