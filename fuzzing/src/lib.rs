@@ -1,7 +1,7 @@
 //! Every decoder of untrusted bytes, and what it must do with any input.
 //!
 //! Bytes from outside (a hospital's ciphertext vector or decryption share, a key file, a signed
-//! checkpoint, a ledger record, a model file, a researcher's job spec) reach one of these decoders
+//! checkpoint, a ledger record, a model file, a researcher's job spec, a Merkle proof) reach one of these decoders
 //! before anything else looks at them. Each [`Target`] feeds its decoder arbitrary bytes and
 //! panics if the decoder panics, or if it accepts bytes that do not re-encode to themselves (the
 //! decoders are canonical, so a mutant they accept without complaint would be a second encoding
@@ -19,8 +19,10 @@ use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTab
 use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
 use fedchain_crypto::threshold::{partial_decrypt, DecryptionShare};
 use fedchain_crypto::BigInt;
+use fedchain_ledger::merkle;
 use fedchain_ledger::note::{self, Checkpoint, NoteSigner};
 use fedchain_ledger::record::{Actor, Body, Outcome, Record, Role};
+use fedchain_ledger::Hash;
 use fedchain_models::{init_params, ModelFile, ModelKind, ModelSpec};
 use fedchain_proto::v1::{self as pb, JobSpec};
 use prost::Message;
@@ -117,6 +119,13 @@ pub fn fixtures() -> &'static Fixtures {
                     .expect("model file"),
             ),
             ("job_specs", job.encode_to_vec()),
+            ("merkle_proofs", {
+                let mut b = [3u64.to_le_bytes(), 7u64.to_le_bytes()].concat();
+                for i in 0..7u8 {
+                    b.extend_from_slice(&merkle::leaf_hash(&[i]));
+                }
+                b
+            }),
         ];
         Fixtures { pk, seeds }
     })
@@ -163,6 +172,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "job_specs",
         check: job_specs,
+    },
+    Target {
+        name: "merkle_proofs",
+        check: merkle_proofs,
     },
 ];
 
@@ -248,5 +261,69 @@ pub fn model_files(bytes: &[u8]) {
 pub fn job_specs(bytes: &[u8]) {
     if let Ok(spec) = JobSpec::decode(bytes) {
         let _ = fedchain_coordinator::job::validate(&spec);
+    }
+}
+
+/// Merkle inclusion and consistency proofs as an untrusted coordinator serves them: any claimed
+/// index, sizes, roots and audit path are refused without a panic. The same bytes, read as
+/// leaves, also check the honest side: the proofs the ledger makes verify, and a flipped bit in
+/// one does not.
+pub fn merkle_proofs(bytes: &[u8]) {
+    let num = |i: usize| {
+        bytes
+            .get(i..i + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let (a, b) = (num(0), num(8));
+    let hashes: Vec<Hash> = bytes
+        .get(16..)
+        .unwrap_or_default()
+        .chunks_exact(32)
+        .filter_map(|c| Hash::try_from(c).ok())
+        .collect();
+    let h = |i: usize| hashes.get(i).copied().unwrap_or([0; 32]);
+    let path = hashes.get(2..).unwrap_or_default();
+    let _ = merkle::verify_inclusion(&h(0), a, b, path, &h(1));
+    let _ = merkle::verify_consistency(a, b, &h(0), &h(1), path);
+
+    if hashes.is_empty() || hashes.len() > 64 {
+        return;
+    }
+    let n = hashes.len() as u64;
+    let (index, old) = (a % n, b % n + 1);
+    let root = merkle::root(&hashes);
+    let proof = merkle::inclusion_proof(&hashes, index, n).expect("an honest inclusion proof");
+    let leaf = &hashes[index as usize];
+    assert!(
+        merkle::verify_inclusion(leaf, index, n, &proof, &root).is_ok(),
+        "an honest inclusion proof does not verify"
+    );
+    let old_root = merkle::root(&hashes[..old as usize]);
+    let consistency =
+        merkle::consistency_proof(&hashes, old, n).expect("an honest consistency proof");
+    assert!(
+        merkle::verify_consistency(old, n, &old_root, &root, &consistency).is_ok(),
+        "an honest consistency proof does not verify"
+    );
+    if let Some(bit) = bytes.last() {
+        if !proof.is_empty() {
+            let mut bad = proof.clone();
+            let k = usize::from(*bit) % bad.len();
+            bad[k][usize::from(*bit) % 32] ^= 1 << (bit % 8);
+            assert!(
+                merkle::verify_inclusion(leaf, index, n, &bad, &root).is_err(),
+                "a corrupted inclusion proof verifies"
+            );
+        }
+        if !consistency.is_empty() {
+            let mut bad = consistency.clone();
+            let k = usize::from(*bit) % bad.len();
+            bad[k][usize::from(*bit) % 32] ^= 1 << (bit % 8);
+            assert!(
+                merkle::verify_consistency(old, n, &old_root, &root, &bad).is_err(),
+                "a corrupted consistency proof verifies"
+            );
+        }
     }
 }

@@ -96,6 +96,11 @@ fn job_specs() {
     fuzz("job_specs");
 }
 
+#[test]
+fn merkle_proofs() {
+    fuzz("merkle_proofs");
+}
+
 /// Every target has a test above, a cargo-fuzz binary in `fuzz/` and a seed; none is forgotten
 /// when a decoder is added.
 #[test]
