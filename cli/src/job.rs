@@ -89,18 +89,28 @@ pub struct ClientArgs {
 
 /// Dials the coordinator with the party's certificate.
 pub async fn connect(url: &str, party_dir: &Path) -> Result<Channel> {
+    endpoint(url, party_dir)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))
+}
+
+/// As [`connect`], but the connection is made by the first call, so that a coordinator that is
+/// down shows up as a retryable `Unavailable` status (see [`watch`]).
+pub fn connect_lazy(url: &str, party_dir: &Path) -> Result<Channel> {
+    Ok(endpoint(url, party_dir)?.connect_lazy())
+}
+
+fn endpoint(url: &str, party_dir: &Path) -> Result<Endpoint> {
     let name = party_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| anyhow!("{} is not a party folder", party_dir.display()))?;
     let tls = client_tls(party_dir, &name)?;
-    Endpoint::from_shared(url.to_owned())
+    Ok(Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a URL"))?
         .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))
+        .connect_timeout(Duration::from_secs(10)))
 }
 
 fn jobs(ch: Channel) -> JobServiceClient<Channel> {
@@ -331,11 +341,14 @@ fn show_metrics(m: &[(String, f64)]) -> String {
 pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
     use pb::job_event::Event;
     let mut client = jobs(ch);
-    let status = client
-        .get_job(pb::JobId { id })
-        .await
-        .map_err(status_err)?
-        .into_inner();
+    let mut outage = Outage::default();
+    let status = loop {
+        match client.get_job(pb::JobId { id }).await {
+            Ok(s) => break s.into_inner(),
+            Err(e) if transient(&e) => outage.wait(id, e.message(), None).await?,
+            Err(e) => return Err(status_err(e)),
+        }
+    };
     let bar = if mode == 1 {
         let bar = ProgressBar::new(u64::from(status.rounds));
         bar.set_style(
@@ -351,15 +364,16 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
     } else {
         None
     };
-    let mut stream = client
-        .watch_job(pb::JobId { id })
-        .await
-        .map_err(status_err)?
-        .into_inner();
     // When the coordinator goes away (a restart, a crash, a network cut), watching resumes once it
     // is back: it rebuilds its jobs from the ledger and the stream starts again from the current
     // state. Rounds already shown are not shown again.
-    let mut lost_since: Option<std::time::Instant> = None;
+    let mut stream = loop {
+        match client.watch_job(pb::JobId { id }).await {
+            Ok(s) => break s.into_inner(),
+            Err(e) if transient(&e) => outage.wait(id, e.message(), bar.as_ref()).await?,
+            Err(e) => return Err(status_err(e)),
+        }
+    };
     let mut out = Watched {
         job: id,
         finished: false,
@@ -384,22 +398,11 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         };
         let ev = match lost {
             Ok(ev) => {
-                lost_since = None;
+                outage = Outage::default();
                 ev
             }
             Err(why) => {
-                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > WATCH_PATIENCE {
-                    return Err(anyhow!(
-                        "lost the coordinator {} s ago and it has not come back ({why}); \
-                         `fedchain job watch {id}` resumes the watch once it is up again",
-                        WATCH_PATIENCE.as_secs()
-                    ));
-                }
-                if let Some(b) = &bar {
-                    b.set_message(format!("coordinator unreachable, reconnecting ({why})"));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                outage.wait(id, &why, bar.as_ref()).await?;
                 match client.watch_job(pb::JobId { id }).await {
                     Ok(s) => stream = s.into_inner(),
                     Err(e) if transient(&e) => {}
@@ -467,6 +470,42 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
 
 /// How long `job watch` keeps trying to reach a coordinator that went away.
 const WATCH_PATIENCE: Duration = Duration::from_secs(120);
+
+/// A stretch of time in which the coordinator could not be reached.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+}
+
+impl Outage {
+    /// Says so (once per outage), waits a second before the next try, and gives up after
+    /// [`WATCH_PATIENCE`].
+    async fn wait(&mut self, id: u64, why: &str, bar: Option<&ProgressBar>) -> Result<()> {
+        let since = match self.since {
+            Some(t) => t,
+            None => {
+                let t = std::time::Instant::now();
+                self.since = Some(t);
+                match bar {
+                    Some(b) => {
+                        b.set_message(format!("coordinator unreachable, reconnecting ({why})"))
+                    }
+                    None => eprintln!("coordinator unreachable ({why}); reconnecting"),
+                }
+                t
+            }
+        };
+        if since.elapsed() > WATCH_PATIENCE {
+            return Err(anyhow!(
+                "the coordinator has been unreachable for {} s ({why}); `fedchain job watch {id}` \
+                 resumes the watch once it is up again",
+                WATCH_PATIENCE.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    }
+}
 
 /// Whether a failed call may succeed when retried: the coordinator is restarting or unreachable.
 /// A refusal (unknown job, wrong role, ...) is final.
@@ -630,7 +669,7 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             JobCommand::Watch { id, client, json } => {
-                let ch = connect(&client.coordinator, &client.party).await?;
+                let ch = connect_lazy(&client.coordinator, &client.party)?;
                 let w = watch(ch, id, if json { 2 } else { 1 }).await?;
                 if json {
                     println!("{}", serde_json::to_string(&w)?);

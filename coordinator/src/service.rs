@@ -141,9 +141,9 @@ type SResult<T> = Result<T, Status>;
 /// before the others are asked too. Decrypting costs each hospital one 4096-bit exponentiation per
 /// ciphertext, so asking everyone at once would waste `n - t` hospitals' work in the normal case.
 pub const BACKUP_DECRYPT_MS: u64 = 3_000;
-/// After a restart, how long a round in decryption waits before it counts the time its first
-/// decryptors have: time for every worker to notice the restart and reconnect (its longest
-/// backoff) with a margin.
+/// After a restart, when the deadlines of whatever was in progress start again: time for every
+/// worker to notice the restart and reconnect (its longest backoff), with a margin. The first
+/// decryptors' head start over the backups counts from then too.
 const RESUME_GRACE_MS: u64 = fedchain_proto::timing::MAX_RECONNECT_BACKOFF_MS + 2_000;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = SResult<T>> + Send + 'static>>;
 
@@ -877,15 +877,18 @@ impl Shared {
                 Body::CreditsMoved { .. } | Body::RequestRejected { .. } => {}
             }
         }
-        // Fresh deadlines for whatever is in progress.
+        // Fresh deadlines for whatever is in progress, counted from when the workers can be back
+        // (their longest reconnection backoff, with a margin): a hospital must not miss a
+        // deadline, and be penalised, for the coordinator's crash.
+        let back = now + RESUME_GRACE_MS;
         for j in st.jobs.values_mut() {
-            let deadline = now + u64::from(j.valid.spec.round_deadline_seconds) * 1000;
+            let deadline = back + u64::from(j.valid.spec.round_deadline_seconds) * 1000;
             match &mut j.phase {
                 JobPhase::Enrolling { deadline_ms } => {
-                    *deadline_ms = now + self.config.enroll_seconds * 1000
+                    *deadline_ms = back + self.config.enroll_seconds * 1000
                 }
                 JobPhase::Evaluating { deadline_ms } => {
-                    *deadline_ms = now + self.config.evaluation_seconds * 1000
+                    *deadline_ms = back + self.config.evaluation_seconds * 1000
                 }
                 JobPhase::Running => {
                     if let Some(r) = j.round.as_mut() {
@@ -893,10 +896,8 @@ impl Shared {
                             Phase::Collecting => r.set_deadline(deadline),
                             Phase::Decrypting => {
                                 j.share_deadline_ms = Some(deadline);
-                                // The first decryptors get their usual head start once they
-                                // can be back: a hospital must not be penalised for the
-                                // coordinator's crash.
-                                j.closed_ms = now + RESUME_GRACE_MS;
+                                // The first decryptors get their usual head start from then.
+                                j.closed_ms = back;
                             }
                             _ => {}
                         }
