@@ -256,13 +256,19 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
                 r.credits_checked
             );
         }
+        let at = |what: &str, n: Option<u64>| n.map(|n| format!(" {what} {n}")).unwrap_or_default();
         for f in &verified.findings {
-            println!("FAIL {} {:?}: {}", f.object, f.record, f.problem);
+            println!("FAIL {}{}: {}", f.object, at("record", f.record), f.problem);
         }
         for d in &report.discrepancies {
             println!(
-                "FAIL job {} round {:?} record {:?}: {}: expected {}, found {}",
-                d.job, d.round, d.record, d.check, d.expected, d.found
+                "FAIL job {}{}{}: {}: expected {}, found {}",
+                d.job,
+                at("round", d.round),
+                at("record", d.record),
+                d.check,
+                d.expected,
+                d.found
             );
         }
         println!(

@@ -12,7 +12,7 @@ use std::path::Path;
 use fedchain_ledger::credits::Movement;
 use fedchain_ledger::note::{self, NoteSigner};
 use fedchain_ledger::record::Body;
-use fedchain_ledger::store::{Entry, Store};
+use fedchain_ledger::store::{Entry, Store, DB_DIR};
 use fedchain_ledger::verify::Trust;
 use fedchain_ledger::Hash;
 
@@ -168,9 +168,7 @@ fn replay_catches_a_coordinator_that_records_lies() {
     assert!(!ok);
     let at = at.unwrap();
     assert!(
-        text.contains(&format!(
-            "round Some(2) record Some({at}): model after the round"
-        )),
+        text.contains(&format!("round 2 record {at}: model after the round")),
         "{text}"
     );
 
@@ -195,7 +193,7 @@ fn replay_catches_a_coordinator_that_records_lies() {
     assert!(!ok);
     assert!(
         text.contains(&format!(
-            "record Some({}): credit movement prescribed by the policy",
+            "record {}: credit movement prescribed by the policy",
             at.unwrap()
         )),
         "{text}"
@@ -232,7 +230,7 @@ fn replay_catches_a_coordinator_that_records_lies() {
     assert!(!ok);
     assert!(
         text.contains(&format!(
-            "record Some({}): aggregate re-multiplied from the submissions",
+            "record {}: aggregate re-multiplied from the submissions",
             at.unwrap()
         )),
         "{text}"
@@ -257,7 +255,62 @@ fn replay_catches_a_coordinator_that_records_lies() {
     let (ok, text) = replay(&demo, &lied);
     assert!(!ok);
     assert!(
-        text.contains(&format!("record Some({}): decryption share", at.unwrap())),
+        text.contains(&format!("record {}: decryption share", at.unwrap())),
+        "{text}"
+    );
+
+    // 5. A recorded ciphertext vector altered in place, the record untouched: the blob no longer
+    //    hashes to the digest its record (and the hospital's signature) names.
+    let altered = tmp.path().join("altered");
+    rebuild(&demo, &altered, &mut |_, _, _, _| {});
+    let (victim, store) = {
+        let store = Store::open(&altered, "fedchain-log").unwrap();
+        let victim = (0..store.len())
+            .find_map(|i| match store.record(i).unwrap().0.body {
+                Body::UpdateSubmitted { ciphertexts, .. } => Some(ciphertexts),
+                _ => None,
+            })
+            .unwrap();
+        (victim, store)
+    };
+    drop(store);
+    {
+        let db = fedchain_ledger::store::open_db(&altered.join(DB_DIR)).unwrap();
+        let blobs = db.open_tree("blobs").unwrap();
+        let mut bytes = blobs.get(victim).unwrap().unwrap().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        blobs.insert(victim, bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let (ok, text) = replay(&demo, &altered);
+    assert!(!ok);
+    let name: String = victim.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(text.contains(&name), "{text}");
+
+    // 6. A hospital's ciphertext vector swapped for another valid one, record and checkpoint
+    //    consistently re-signed by the log: the hospital's signature names the original.
+    let swapped = tmp.path().join("swapped");
+    let mut at = None;
+    rebuild(&demo, &swapped, &mut |i, body, _, out| {
+        if let Body::UpdateSubmitted {
+            round: 2,
+            ciphertexts,
+            ..
+        } = body
+        {
+            if at.is_none() {
+                let mut bytes = out.blob(ciphertexts).unwrap().unwrap();
+                bytes.reverse();
+                *ciphertexts = out.put_blob(&bytes).unwrap();
+                at = Some(i);
+            }
+        }
+    });
+    let (ok, text) = replay(&demo, &swapped);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("record {}:", at.unwrap())) && text.contains("signature"),
         "{text}"
     );
 }
