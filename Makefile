@@ -17,11 +17,12 @@ demo: build
 	./target/release/fedchain demo
 
 test: setup lint check-deps
-	$(CARGO) test --workspace --locked --exclude fedchain-coordinator
-	@# The coordinator's tests build on their own: in a workspace build, cargo unifies features and
-	@# would compile fedchain-models with libtorch for it too. Built alone, the coordinator links no
-	@# libtorch, and its tests passing is the proof that it never needs it.
-	$(CARGO) test --locked -p fedchain-coordinator
+	$(CARGO) test --workspace --locked --exclude fedchain-coordinator --exclude fedchain-fuzzing
+	@# The coordinator's and the fuzz targets' tests build on their own: in a workspace build, cargo
+	@# unifies features and would compile fedchain-models with libtorch for them too (and their test
+	@# binaries have no rpath to it). Built without the rest, they link no libtorch, and their tests
+	@# passing is the proof that they never need it.
+	$(CARGO) test --locked -p fedchain-coordinator -p fedchain-fuzzing
 	@# Last: coverage-guided fuzzing of every decoder of untrusted bytes, 20 s per target.
 	@scripts/fuzz.sh
 

@@ -22,14 +22,16 @@ if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
 fi
 
 secs=${FUZZ_SECONDS:-20}
-export RUSTC_BOOTSTRAP=1
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
   mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
 fi
 
+# Seeds come from the main workspace's ordinary build, so this runs before RUSTC_BOOTSTRAP is set:
+# cargo would otherwise rebuild (and replace) the main target folder's artifacts with it.
 cargo run -q --locked -p fedchain-fuzzing --bin fuzz-seeds -- fuzz/corpus
+export RUSTC_BOOTSTRAP=1
 echo "[fuzz] building the targets (libFuzzer + AddressSanitizer; minutes the first time)"
 log=$(mktemp)
 if ! cargo fuzz build --fuzz-dir fuzz >"$log" 2>&1; then
