@@ -271,8 +271,11 @@ pub fn partial_decrypt<R: RngCore + CryptoRng>(
     let party = share.index;
     let (u, ui) = folded(pk, context, party, cts, &values);
     let r = random_bits(nonce_bits(pk), rng);
-    let a = BigInt::mod_pow(&u, &r, &pk.nn);
-    let b = BigInt::mod_pow(&pk.v, &r, &pk.nn);
+    // The two commitments are independent full-size exponentiations: run them side by side.
+    let (a, b) = rayon::join(
+        || BigInt::mod_pow(&u, &r, &pk.nn),
+        || BigInt::mod_pow(&pk.v, &r, &pk.nn),
+    );
     let e = challenge(pk, context, party, &u, &ui, &a, &b);
     let z = r + &e * &pk.delta * &share.s;
     Ok(DecryptionShare {
@@ -327,8 +330,12 @@ pub fn verify_share(
     let (Some(ui_e), Some(vi_e)) = (inv(&ui), inv(vi)) else {
         return Err(bad("share values are not invertible"));
     };
-    let a = BigInt::mod_mul(&BigInt::mod_pow(&u, z, &pk.nn), &ui_e, &pk.nn);
-    let b = BigInt::mod_mul(&BigInt::mod_pow(&pk.v, z, &pk.nn), &vi_e, &pk.nn);
+    let (uz, vz) = rayon::join(
+        || BigInt::mod_pow(&u, z, &pk.nn),
+        || BigInt::mod_pow(&pk.v, z, &pk.nn),
+    );
+    let a = BigInt::mod_mul(&uz, &ui_e, &pk.nn);
+    let b = BigInt::mod_mul(&vz, &vi_e, &pk.nn);
     if &challenge(pk, context, party, &u, &ui, &a, &b) != e {
         return Err(bad("proof of correct decryption does not verify"));
     }
