@@ -705,22 +705,40 @@ impl Checkpoint {
     }
 }
 
-/// Checks that `note` is a checkpoint signed by `log` and cosigned by at least `threshold`
-/// distinct `witnesses`.
+/// A checkpoint opened against the log's and the witnesses' keys, with who cosigned it.
+#[derive(Debug, Clone)]
+pub struct Cosigned {
+    /// The checkpoint the note carries.
+    pub checkpoint: Checkpoint,
+    /// Names of the witnesses counted: distinct public keys, never the log's.
+    pub cosigners: Vec<String>,
+    /// How many distinct witness keys could have cosigned.
+    pub eligible: usize,
+}
+
+impl Cosigned {
+    /// Why the checkpoint falls short of `threshold` cosignatures, or `None` if it does not.
+    pub fn shortfall(&self, threshold: usize) -> Option<String> {
+        (self.cosigners.len() < threshold).then(|| {
+            format!(
+                "checkpoint {} at size {} is cosigned by {} of {} witnesses, {} required",
+                self.checkpoint.origin,
+                self.checkpoint.size,
+                self.cosigners.len(),
+                self.eligible,
+                threshold
+            )
+        })
+    }
+}
+
+/// Opens `note` as a checkpoint signed by `log` and counts its cosignatures by `witnesses`.
 ///
 /// The note is opened against the log and witness keys (so a bad signature by any of them rejects
 /// it; signatures by other keys are ignored), the log's signature must be among those that verify,
 /// and the text must be a well-formed checkpoint. Witnesses are counted by distinct public key;
-/// a witness with the log's public key never counts. Fewer than `threshold` is a
-/// [`LedgerError::Note`] saying how many of how many cosigned.
-///
-/// Returns the checkpoint and the names of the witnesses counted.
-pub fn quorum(
-    note: &str,
-    log: &NoteVerifier,
-    witnesses: &[NoteVerifier],
-    threshold: usize,
-) -> Result<(Checkpoint, Vec<String>)> {
+/// a witness with the log's public key never counts.
+pub fn cosigned(note: &str, log: &NoteVerifier, witnesses: &[NoteVerifier]) -> Result<Cosigned> {
     let (signed, verified) = open_signed_by(note, log, witnesses)?;
     let checkpoint = Checkpoint::from_text(&signed.text)?;
 
@@ -733,26 +751,38 @@ pub fn quorum(
         }
     }
     let mut counted: Vec<[u8; 32]> = Vec::new();
-    let mut names = Vec::new();
+    let mut cosigners = Vec::new();
     for v in &verified {
         let key = v.public_key();
         if key == log_key || counted.contains(&key) || !witnesses.contains(v) {
             continue;
         }
         counted.push(key);
-        names.push(v.name.clone());
+        cosigners.push(v.name.clone());
     }
-    if names.len() < threshold {
-        return Err(note_err(format!(
-            "checkpoint {} at size {} is cosigned by {} of {} witnesses, {} required",
-            checkpoint.origin,
-            checkpoint.size,
-            names.len(),
-            eligible.len(),
-            threshold
-        )));
+    Ok(Cosigned {
+        checkpoint,
+        cosigners,
+        eligible: eligible.len(),
+    })
+}
+
+/// Checks that `note` is a checkpoint signed by `log` and cosigned by at least `threshold`
+/// distinct `witnesses` (counted as [`cosigned`] does). Fewer than `threshold` is a
+/// [`LedgerError::Note`] saying how many of how many cosigned.
+///
+/// Returns the checkpoint and the names of the witnesses counted.
+pub fn quorum(
+    note: &str,
+    log: &NoteVerifier,
+    witnesses: &[NoteVerifier],
+    threshold: usize,
+) -> Result<(Checkpoint, Vec<String>)> {
+    let c = cosigned(note, log, witnesses)?;
+    if let Some(why) = c.shortfall(threshold) {
+        return Err(note_err(why));
     }
-    Ok((checkpoint, names))
+    Ok((c.checkpoint, c.cosigners))
 }
 
 /// The root of the empty tree, SHA-256 of nothing (RFC 6962).

@@ -430,18 +430,9 @@ fn check_record(
 fn check_checkpoint(text: &str, trust: Option<&Trust>) -> Result<(Checkpoint, Option<String>)> {
     match trust {
         Some(t) => {
-            let (cp, cosigners) = note::quorum(text, &t.log, &t.witnesses, 0)?;
-            let short = (cosigners.len() < t.quorum).then(|| {
-                format!(
-                    "checkpoint {} at size {} is cosigned by {} of {} witnesses, {} required",
-                    cp.origin,
-                    cp.size,
-                    cosigners.len(),
-                    t.witnesses.len(),
-                    t.quorum
-                )
-            });
-            Ok((cp, short))
+            let c = note::cosigned(text, &t.log, &t.witnesses)?;
+            let short = c.shortfall(t.quorum);
+            Ok((c.checkpoint, short))
         }
         None => {
             let signed = note::parse(text)?;
