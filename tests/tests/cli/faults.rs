@@ -8,7 +8,10 @@ use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::record::Body;
 use fedchain_ledger::store::Store;
 
-use crate::job::{as_party, logs, s, spawn, start, Cluster, Procs};
+use crate::job::{
+    as_party, logs, replay_ledger, s, spawn, spawn_coordinator, start, write_coordinator_config,
+    Cluster, Procs,
+};
 use crate::util::{fedchain, json, ok_stdout};
 
 fn status(cl: &Cluster) -> serde_json::Value {
@@ -145,15 +148,7 @@ fn a_hospital_that_dies_is_penalised_and_rejoins_later_rounds() {
     assert_eq!(store.credits().total_supply(), 40_000);
     drop(store);
 
-    let report = json(&fedchain(&[
-        "audit",
-        "replay",
-        "--ledger",
-        s(&cl.dir.join("ledger")),
-        "--consortium",
-        s(&cl.dir.join("c/auditors/audra")),
-        "--json",
-    ]));
+    let report = json(&replay_ledger(&cl.dir, None));
     assert_eq!(report["ok"], true, "{report}");
 }
 
@@ -221,15 +216,7 @@ fn a_job_left_below_its_minimum_fails_and_refunds() {
     drop(store);
     // Every round replays; the only finding is that the last checkpoint, written after two of the
     // three witnesses died, lacks its quorum of cosignatures: true, and worth an auditor's eye.
-    let out = fedchain(&[
-        "audit",
-        "replay",
-        "--ledger",
-        s(&cl.dir.join("ledger")),
-        "--consortium",
-        s(&cl.dir.join("c/auditors/audra")),
-        "--json",
-    ]);
+    let out = replay_ledger(&cl.dir, None);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["replay"]["discrepancies"],
@@ -268,19 +255,8 @@ fn a_revoked_hospital_is_refused_and_the_others_carry_on() {
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
     let addr = cl.url.trim_start_matches("https://");
-    std::fs::write(
-        dir.join("coordinator.toml"),
-        format!(
-            "dir = \"c/coordinator\"\nstate = \"ledger\"\nlisten = \"{addr}\"\n\
-             enroll_seconds = 3\nevaluation_seconds = 10\nrevoked = [\"{h3}\"]\n"
-        ),
-    )
-    .unwrap();
-    cl.procs.0[0] = spawn(
-        &["coordinator", "--config", s(&dir.join("coordinator.toml"))],
-        &dir.join("coordinator-revoked.log"),
-    );
-    std::thread::sleep(Duration::from_millis(1500));
+    write_coordinator_config(&dir, addr, 3, &format!("revoked = [\"{h3}\"]\n"));
+    cl.procs.0[0] = spawn_coordinator(&dir, &dir.join("coordinator-revoked.log"), &[]).0;
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -355,40 +331,20 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
     let dir = tmp.path();
     let mut cl = start(dir);
     let addr = cl.url.trim_start_matches("https://").to_string();
-    std::fs::write(
-        dir.join("coordinator.toml"),
-        format!(
-            "dir = \"c/coordinator\"\nstate = \"ledger\"\nlisten = \"{addr}\"\n\
-             enroll_seconds = 120\nevaluation_seconds = 10\n"
-        ),
-    )
-    .unwrap();
+    write_coordinator_config(dir, &addr, 120, "");
     // Restarts the coordinator on the same address, as an operator would, with `failpoint` armed.
     let restart = |cl: &mut Cluster, k: usize, failpoint: Option<&str>| {
         let coordinator = &mut cl.procs.0[0];
         coordinator.kill().unwrap();
         coordinator.wait().unwrap();
         let log = dir.join(format!("coordinator-{k}.log"));
-        let bound = dir.join(format!("addr-{k}"));
-        let mut cmd = std::process::Command::new(crate::util::fedchain_bin());
-        cmd.args(["coordinator", "--config", s(&dir.join("coordinator.toml"))])
-            .args(["--address-file", s(&bound)])
-            .env_remove("LD_LIBRARY_PATH")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(f) = failpoint {
-            cmd.env("FEDCHAIN_FAILPOINT", f);
-        }
-        cl.procs.0[0] = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !bound.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the coordinator did not restart\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let env: Vec<(&str, &str)> = failpoint
+            .map(|f| ("FEDCHAIN_FAILPOINT", f))
+            .into_iter()
+            .collect();
+        let (coordinator, bound) = spawn_coordinator(dir, &log, &env);
+        assert_eq!(bound, addr, "the coordinator restarts on its address");
+        cl.procs.0[0] = coordinator;
         log
     };
     // The researcher watches the job throughout: `job watch` must ride out every restart.
@@ -477,18 +433,7 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
         "one reward per hospital per round 0..=4, no penalty: {penalties:?}\n{}",
         logs(dir)
     );
-    let replay = fedchain(&[
-        "audit",
-        "replay",
-        "--ledger",
-        s(&dir.join("ledger")),
-        "--consortium",
-        s(&dir.join("c/auditors/audra")),
-        "--anchor",
-        s(&dir.join("state-h1/witness.txt")),
-        "--json",
-    ]);
-    let report = json(&replay);
+    let report = json(&replay_ledger(dir, Some(&dir.join("state-h1/witness.txt"))));
     assert_eq!(report["ok"], true, "{report}");
     let rounds = report["replay"]["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 5, "rounds 0..=4, each exactly once");

@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::job::{as_party, logs, s, start_with};
+use crate::job::{as_party, logs, replay_ledger, s, start_with};
 use crate::util::{fedchain, json, ok_stdout};
 
 fn header(
@@ -455,14 +455,6 @@ fn check_ledger(dir: &Path) {
         }
     }
     assert_eq!(refusals, rejected.len());
-    let report = json(&fedchain(&[
-        "audit",
-        "replay",
-        "--ledger",
-        s(&dir.join("ledger")),
-        "--consortium",
-        s(&dir.join("c/auditors/audra")),
-        "--json",
-    ]));
+    let report = json(&replay_ledger(dir, None));
     assert_eq!(report["ok"], true, "{report}");
 }

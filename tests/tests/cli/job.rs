@@ -45,13 +45,83 @@ impl Drop for Procs {
 }
 
 pub(crate) fn spawn(args: &[&str], log: &Path) -> Child {
+    spawn_with(args, log, &[])
+}
+
+/// As [`spawn`], with extra environment variables.
+pub(crate) fn spawn_with(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(fedchain_bin())
         .args(args)
         .env_remove("LD_LIBRARY_PATH")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("spawn fedchain")
+}
+
+/// Writes `dir/coordinator.toml`: the consortium in `dir/c`, the ledger in `dir/ledger`, then the
+/// TOML lines `extra`.
+pub(crate) fn write_coordinator_config(dir: &Path, listen: &str, enroll_seconds: u64, extra: &str) {
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "dir = \"c/coordinator\"\nstate = \"ledger\"\nlisten = \"{listen}\"\n\
+             enroll_seconds = {enroll_seconds}\nevaluation_seconds = 10\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
+/// Starts the coordinator of `dir` (logging to `log`, with extra environment `env`) and waits
+/// until it listens; returns it with the address it bound.
+pub(crate) fn spawn_coordinator(dir: &Path, log: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let addr_file = log.with_extension("addr");
+    let _ = std::fs::remove_file(&addr_file);
+    // Killed if it never starts listening.
+    let mut child = Procs(vec![spawn_with(
+        &[
+            "coordinator",
+            "--config",
+            s(&dir.join("coordinator.toml")),
+            "--address-file",
+            s(&addr_file),
+        ],
+        log,
+        env,
+    )]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            return (child.0.pop().unwrap(), a.trim().to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `fedchain audit replay --json` of `dir/ledger` as the auditor audra, anchored on `anchor`
+/// (a hospital's witness file) when given. The caller checks the exit status.
+pub(crate) fn replay_ledger(dir: &Path, anchor: Option<&Path>) -> std::process::Output {
+    let ledger = dir.join("ledger");
+    let auditor = dir.join("c/auditors/audra");
+    let mut args = vec![
+        "audit",
+        "replay",
+        "--ledger",
+        s(&ledger),
+        "--consortium",
+        s(&auditor),
+        "--json",
+    ];
+    if let Some(a) = anchor {
+        args.extend(["--anchor", s(a)]);
+    }
+    fedchain(&args)
 }
 
 pub(crate) fn s(p: &Path) -> &str {
@@ -105,36 +175,10 @@ pub(crate) fn start_with(dir: &Path, workers: &[&str]) -> Cluster {
         "--out",
         s(&dir.join("data")),
     ]));
-    std::fs::write(
-        dir.join("coordinator.toml"),
-        "dir = \"c/coordinator\"\nstate = \"ledger\"\nlisten = \"127.0.0.1:0\"\n\
-         enroll_seconds = 120\nevaluation_seconds = 10\n",
-    )
-    .unwrap();
-    let addr_file = dir.join("addr");
-    let mut procs = Procs(vec![spawn(
-        &[
-            "coordinator",
-            "--config",
-            s(&dir.join("coordinator.toml")),
-            "--address-file",
-            s(&addr_file),
-        ],
-        &dir.join("coordinator.log"),
-    )]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file) {
-            break a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the coordinator did not start: {}",
-            std::fs::read_to_string(dir.join("coordinator.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let url = format!("https://{}", addr.trim());
+    write_coordinator_config(dir, "127.0.0.1:0", 120, "");
+    let (coordinator, addr) = spawn_coordinator(dir, &dir.join("coordinator.log"), &[]);
+    let mut procs = Procs(vec![coordinator]);
+    let url = format!("https://{addr}");
     for (i, h) in HOSPITALS.iter().enumerate() {
         if !workers.contains(h) {
             continue;
