@@ -3,6 +3,8 @@
 use anyhow::Result;
 use clap::Subcommand;
 use fedchain_crypto::bench::{run as run_crypto, BenchConfig};
+use fedchain_datasets::Builtin;
+use fedchain_models::ModelKind;
 use indicatif::ProgressBar;
 
 #[derive(Subcommand, Debug)]
@@ -28,6 +30,12 @@ pub enum BenchCommand {
     /// One federated round of the demo's job, encrypted and in plaintext, phase by phase
     /// (train, encrypt, upload, aggregate, decrypt, ledger).
     Round {
+        /// Bundled dataset of the demo's job: breast-cancer (MLP), digits (CNN) or diabetes (MLP).
+        #[arg(long, default_value = "breast-cancer")]
+        dataset: Builtin,
+        /// Model: logreg, mlp or cnn (default: the demo's, cnn for digits, mlp otherwise).
+        #[arg(long)]
+        model: Option<ModelKind>,
         /// Rounds to run (the figures are means).
         #[arg(long, default_value_t = 8)]
         rounds: u64,
@@ -55,8 +63,14 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Round { rounds, bits, json } => {
-            let r = crate::bench_round::run(rounds, bits, !json)?;
+        BenchCommand::Round {
+            dataset,
+            model,
+            rounds,
+            bits,
+            json,
+        } => {
+            let r = crate::bench_round::run(dataset, model, rounds, bits, !json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -1,10 +1,11 @@
 //! `fedchain bench round`: what encryption costs per federated round, phase by phase.
 //!
-//! Runs the demo's job (breast-cancer, 3 hospitals with Dirichlet skew, its MLP, 2 local epochs)
-//! round after round in this process with the real parts: libtorch training, 2048-bit threshold
-//! Paillier (DJN encryption, aggregation, partial decryption with proofs, verification,
-//! combination), loopback TCP transfer of the bytes a hospital uploads, and a sled ledger with an
-//! fsync'd signed checkpoint per round. Each phase is timed on its own.
+//! Runs the demo's job (by default breast-cancer, 3 hospitals with Dirichlet skew, its MLP, 2 local
+//! epochs; `--dataset` and `--model` pick another) round after round in this process with the real
+//! parts: libtorch training, 2048-bit threshold Paillier (DJN encryption, aggregation, partial
+//! decryption with proofs, verification, combination), loopback TCP transfer of the bytes a
+//! hospital uploads, and a sled ledger with an fsync'd signed checkpoint per round. Each phase is
+//! timed on its own.
 //!
 //! In a consortium the hospitals train, encrypt and decrypt in parallel on their own machines, so
 //! the round time reported is the critical path: the slowest hospital's train (+ encrypt), the
@@ -27,7 +28,9 @@ use fedchain_ledger::note::NoteSigner;
 use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::sha256;
 use fedchain_ledger::store::{Entry, Store};
-use fedchain_models::{fedavg, init_params, pick_device, DeviceChoice, ModelDigest, TrainConfig};
+use fedchain_models::{
+    fedavg, init_params, pick_device, DeviceChoice, ModelDigest, ModelKind, TrainConfig,
+};
 use fedchain_worker::local_round;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -142,11 +145,17 @@ fn entry(body: Body) -> Entry {
     }
 }
 
-pub fn run(rounds: u64, bits: usize, progress: bool) -> Result<RoundBench> {
+pub fn run(
+    dataset: Builtin,
+    model: Option<ModelKind>,
+    rounds: u64,
+    bits: usize,
+    progress: bool,
+) -> Result<RoundBench> {
     anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
-    let job = demo_job(Builtin::BreastCancer, None, Some(rounds as u32), 1);
+    let job = demo_job(dataset, model, Some(rounds as u32), 1);
     let spec = job.to_spec()?;
-    let (model, hospitals) = plaintext_hospitals(Builtin::BreastCancer, 3, 0.5, 1, &spec)?;
+    let (model, hospitals) = plaintext_hospitals(dataset, 3, 0.5, 1, &spec)?;
     let device = pick_device(DeviceChoice::Cpu)?;
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let (pk, shares) = deal(bits, hospitals.len(), 2, &mut rng)?;
@@ -317,7 +326,7 @@ pub fn run(rounds: u64, bits: usize, progress: bool) -> Result<RoundBench> {
         .map(|(_, v)| v)
         .unwrap_or(f64::NAN);
     Ok(RoundBench {
-        dataset: "breast-cancer".into(),
+        dataset: dataset.name().into(),
         model: model.kind().name().into(),
         parameters: global.len(),
         hospitals: hospitals.len(),

@@ -1,5 +1,5 @@
-//! The threshold key ceremony and share checks through the binary, and the crypto benchmark
-//! command. 512-bit keys keep these fast; the ceremony's maths does not depend on the size.
+//! The threshold key ceremony and share checks through the binary, and the crypto and round
+//! benchmark commands. 512-bit keys keep these fast; the maths does not depend on the size.
 
 use crate::util::{failed_stderr, fedchain, json, ok_stdout};
 
@@ -174,4 +174,61 @@ fn crypto_benchmark_reports_every_figure() {
         r["packed_bytes_per_value"].as_f64().unwrap() * 10.0
             < r["naive_bytes_per_value"].as_f64().unwrap()
     );
+}
+
+/// `bench round` runs real rounds of a demo job and reports both rounds phase by phase. A 512-bit
+/// key and one round of logistic regression keep it quick: this checks what the report says and
+/// that its figures add up, not how fast anything is.
+#[test]
+fn round_benchmark_reports_both_rounds_phase_by_phase() {
+    let r = json(&fedchain(&[
+        "bench", "round", "--model", "logreg", "--rounds", "2", "--bits", "512", "--json",
+    ]));
+    assert_eq!(r["dataset"], "breast-cancer", "{r}");
+    assert_eq!(r["model"], "logreg", "{r}");
+    assert_eq!(r["parameters"], 31, "30 weights and a bias: {r}");
+    assert_eq!(r["hospitals"], 3);
+    let cts = r["ciphertexts_per_update"].as_u64().unwrap();
+    assert!(cts >= 1, "{r}");
+    // Each ciphertext is one element of Z_{N^2}: 2 * 512 bits.
+    assert!(
+        r["upload_bytes_per_hospital"].as_u64().unwrap() >= cts * 128,
+        "{r}"
+    );
+    let phase = |side: &str, name: &str| r[side][name].as_f64().unwrap();
+    for name in [
+        "train_s",
+        "encrypt_s",
+        "upload_s",
+        "aggregate_s",
+        "decrypt_s",
+        "ledger_s",
+    ] {
+        assert!(phase("encrypted_phases", name) > 0.0, "{name}: {r}");
+    }
+    for name in ["encrypt_s", "aggregate_s", "decrypt_s"] {
+        assert_eq!(phase("plaintext_phases", name), 0.0, "{name}: {r}");
+    }
+    let sum = |side: &str| -> f64 {
+        r[side]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum()
+    };
+    let (enc, plain) = (
+        r["encrypted_round_s"].as_f64().unwrap(),
+        r["plaintext_round_s"].as_f64().unwrap(),
+    );
+    // The plaintext round is its phases; the encrypted one is the critical path, at most its
+    // phases (the slowest hospital's train plus encrypt, not the slowest of each).
+    assert!((plain - sum("plaintext_phases")).abs() < 1e-9, "{r}");
+    assert!(enc <= sum("encrypted_phases") + 1e-9 && enc > 0.0, "{r}");
+    assert!(
+        (r["ratio"].as_f64().unwrap() - enc / plain).abs() < 1e-6,
+        "{r}"
+    );
+    let accuracy = r["final_accuracy_encrypted"].as_f64().unwrap();
+    assert!(accuracy > 0.5 && accuracy <= 1.0, "{r}");
 }
