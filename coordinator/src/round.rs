@@ -35,7 +35,9 @@
 //!   the consortium, not just this round's participants, so any enrolled hospital's share is
 //!   accepted. Each enrolled hospital carries its key share index ([`Enrolled::party`], from the
 //!   consortium), and a share must carry its sender's index. Each share is
-//!   checked on arrival ([`threshold::verify_share`]) and recorded as `DecryptionShare { verified }`
+//!   checked on arrival ([`threshold::verify_share`]; the service may run that check away from the
+//!   round with [`Round::share_check`], and the verdict counts only for the same bytes against the
+//!   same aggregate) and recorded as `DecryptionShare { verified }`
 //!   (an undecodable share counts as invalid); an invalid share is refused and counts against its
 //!   sender. One share per hospital: a second one is refused, whatever the first one's verdict.
 //!   When `t` (the key's threshold) valid shares are in, they are combined
@@ -209,9 +211,44 @@ struct Submission {
 /// The aggregate of a closed round.
 #[derive(Debug, Clone)]
 struct Closed {
-    ciphertexts: Vec<Ciphertext>,
+    ciphertexts: Arc<Vec<Ciphertext>>,
     digest: Hash,
     context: Vec<u8>,
+}
+
+/// What verifying a decryption share against a round's aggregate needs, taken from the round
+/// ([`Round::share_check`]) so that the proof check (tens of milliseconds of modular
+/// exponentiation) runs without holding the round, or the coordinator's lock around it.
+#[derive(Debug, Clone)]
+pub struct ShareCheck {
+    pk: Arc<PublicKey>,
+    ciphertexts: Arc<Vec<Ciphertext>>,
+    aggregate: Hash,
+    context: Vec<u8>,
+}
+
+impl ShareCheck {
+    /// Decodes `share_bytes` and verifies its proof against the aggregate.
+    pub fn check(&self, share_bytes: &[u8]) -> CheckedShare {
+        let verified = DecryptionShare::from_bytes(&self.pk, share_bytes, self.ciphertexts.len())
+            .and_then(|share| {
+                threshold::verify_share(&self.pk, &self.ciphertexts, &share, &self.context)
+            });
+        CheckedShare {
+            aggregate: self.aggregate,
+            share: sha256(share_bytes),
+            verified,
+        }
+    }
+}
+
+/// The verdict of a [`ShareCheck`], for [`Round::submit_share`]: used only for the same share
+/// bytes against the same aggregate, otherwise the round verifies the share itself.
+#[derive(Debug)]
+pub struct CheckedShare {
+    aggregate: Hash,
+    share: Hash,
+    verified: Result<(), CryptoError>,
 }
 
 /// The state of one round of one job. See the [module docs](self).
@@ -588,7 +625,7 @@ impl Round {
         let digest = sha256(&djn::encode_ciphertexts(&self.pk, &ciphertexts));
         let context = decryption_context(self.cfg.job, self.cfg.round, &digest);
         self.closed = Some(Closed {
-            ciphertexts,
+            ciphertexts: Arc::new(ciphertexts),
             digest,
             context,
         });
@@ -604,8 +641,28 @@ impl Round {
         )]
     }
 
+    /// What checking `hospital`'s decryption share needs, to do it away from the round (see
+    /// [`ShareCheck`]); `None` when [`Round::submit_share`] would refuse the share without looking
+    /// at it (not decrypting, not enrolled, a share already in), so no work is spent on those.
+    pub fn share_check(&self, hospital: &str) -> Option<ShareCheck> {
+        if self.phase != Phase::Decrypting
+            || self.share_index(hospital).is_none()
+            || self.valid_shares.contains_key(hospital)
+            || self.invalid_shares.contains(hospital)
+        {
+            return None;
+        }
+        self.closed.as_ref().map(|c| ShareCheck {
+            pk: Arc::clone(&self.pk),
+            ciphertexts: Arc::clone(&c.ciphertexts),
+            aggregate: c.digest,
+            context: c.context.clone(),
+        })
+    }
+
     /// A hospital's decryption share of the aggregate (`share_bytes`: its canonical encoding),
-    /// claimed as key share `party`.
+    /// claimed as key share `party`, with the verdict of a [`ShareCheck`] made outside the round
+    /// if there is one (`checked`).
     ///
     /// Refused with `RequestRejected` (nothing recorded as the hospital's share) when the round is
     /// not decrypting, the hospital is not enrolled, it already sent a share, or `party` (or the
@@ -620,6 +677,7 @@ impl Round {
         hospital: &str,
         party: usize,
         share_bytes: &[u8],
+        checked: Option<CheckedShare>,
         credits: &Credits,
     ) -> (Vec<Entry>, Result<Option<Vec<f32>>, RoundError>) {
         const OP: &str = "submit_share";
@@ -672,8 +730,15 @@ impl Round {
             }
         }
         let verdict = decoded.and_then(|share| {
-            threshold::verify_share(&self.pk, &closed.ciphertexts, &share, &closed.context)
-                .map(|()| share)
+            let verified = match checked {
+                Some(c) if c.aggregate == closed.digest && c.share == sha256(share_bytes) => {
+                    c.verified
+                }
+                _ => {
+                    threshold::verify_share(&self.pk, &closed.ciphertexts, &share, &closed.context)
+                }
+            };
+            verified.map(|()| share)
         });
         let verified = verdict.is_ok();
         let mut entries = vec![Entry {

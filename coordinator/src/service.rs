@@ -838,7 +838,7 @@ impl Shared {
                     let Some(r) = j.round.as_mut().filter(|_| j.round_no == round) else {
                         return Err(broken(i, format!("round {round} is not open")));
                     };
-                    let _ = r.submit_share(t, &hospital, party, &bytes, &credits);
+                    let _ = r.submit_share(t, &hospital, party, &bytes, None, &credits);
                 }
                 Body::RoundFinalized { job, round, .. } => {
                     let j = st
@@ -2119,6 +2119,30 @@ impl TrainingService for Coordinator {
             );
             return Err(s.refuse(&h, request, status));
         }
+        // Verify the share's proof (tens of ms of modular exponentiation) off the state lock and
+        // off the async runtime: shares that arrive together are checked side by side, and no
+        // other call waits for them. The round re-checks everything cheap under the lock and uses
+        // this verdict only for these same bytes against the same aggregate.
+        let check = {
+            let st = s.lock();
+            st.jobs
+                .get(&header.job)
+                .filter(|job| job.round_no == header.round)
+                .and_then(|job| job.round.as_ref())
+                .and_then(|round| round.share_check(&h))
+        };
+        let (checked, bytes) = match check {
+            Some(check) => {
+                let (checked, bytes) = tokio::task::spawn_blocking(move || {
+                    let checked = check.check(&bytes);
+                    (checked, bytes)
+                })
+                .await
+                .map_err(internal)?;
+                (Some(checked), bytes)
+            }
+            None => (None, bytes),
+        };
         let now = now_ms();
         let mut st = s.lock();
         let credits = st.store.credits().clone();
@@ -2152,7 +2176,7 @@ impl TrainingService for Coordinator {
             return Err(s.reject(&mut st, &h, request, status));
         }
         let (entries, result) =
-            round.submit_share(now, &h, header.party as usize, &bytes, &credits);
+            round.submit_share(now, &h, header.party as usize, &bytes, checked, &credits);
         let finalized_at = entries
             .iter()
             .position(|e| matches!(e.body, Body::RoundFinalized { .. }));

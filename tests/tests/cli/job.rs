@@ -95,9 +95,10 @@ pub(crate) fn spawn_coordinator(dir: &Path, log: &Path, env: &[(&str, &str)]) ->
         if let Ok(a) = std::fs::read_to_string(&addr_file) {
             return (child.0.pop().unwrap(), a.trim().to_string());
         }
+        let exited = child.0[0].try_wait().unwrap();
         assert!(
-            Instant::now() < deadline,
-            "the coordinator did not start: {}",
+            exited.is_none() && Instant::now() < deadline,
+            "the coordinator did not start ({exited:?}): {}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
