@@ -18,6 +18,7 @@
 //!   job lifecycle, checkpoints cosigned by hospitals, and recovery from the ledger after a crash.
 //! - [`replay`]: the auditor's re-derivation of every round from the ledger alone.
 //! - [`failpoint`]: named places where a crash test stops the coordinator (test builds only).
+//! - [`refusals`]: how fast one hospital's refused requests may grow the ledger.
 //!
 //! Design choice: roles live in the certificates, not in a table the coordinator keeps. The
 //! coordinator is trusted for availability only, so it must not be able to promote a researcher to
@@ -32,6 +33,7 @@ pub mod consortium;
 pub mod failpoint;
 mod files;
 pub mod job;
+pub mod refusals;
 pub mod replay;
 pub mod round;
 pub mod service;

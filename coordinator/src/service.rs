@@ -54,6 +54,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::consortium::{Consortium, ConsortiumError, COORDINATOR_NAME, LOG_SKEY_FILE, TRUST_FILE};
 use crate::job::{self, ValidJob};
+use crate::refusals::{self, Admit, RefusalMeter};
 use crate::round::{Enrolled, Phase, Round, RoundConfig, RoundError};
 use crate::tls::{self, caller, Role, TlsError};
 
@@ -403,6 +404,8 @@ struct State {
     checkpoint: Option<(u64, String)>,
     /// Per hospital, the size of the last checkpoint it cosigned here.
     cosigned: HashMap<String, u64>,
+    /// How many of each hospital's refusals are recorded.
+    refusals: RefusalMeter,
 }
 
 struct Hospital {
@@ -524,6 +527,7 @@ impl Coordinator {
                     next_job: 1,
                     checkpoint: None,
                     cosigned: HashMap::new(),
+                    refusals: RefusalMeter::default(),
                 }),
                 version,
                 closing: AtomicBool::new(false),
@@ -679,7 +683,28 @@ impl Shared {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// Appends `entries` and flushes; returns their record indices. A hospital's refusals beyond
+    /// its [`RefusalMeter`] budget are not appended (empty indices): the caller still answers.
     fn append(&self, st: &mut State, entries: Vec<Entry>) -> SResult<Vec<u64>> {
+        if let Some(who) = refused_hospital(&entries) {
+            match st.refusals.admit(who, now_ms()) {
+                Admit::Record => {}
+                Admit::FirstUnrecorded => {
+                    eprintln!(
+                        "fedchain coordinator: hospital {who} was refused more than {} times in a \
+                         burst; further refusals are answered, and counted on the ledger instead \
+                         of recorded one by one",
+                        refusals::BURST
+                    );
+                    return Ok(Vec::new());
+                }
+                Admit::Unrecorded => return Ok(Vec::new()),
+            }
+        }
+        self.append_unmetered(st, entries)
+    }
+
+    fn append_unmetered(&self, st: &mut State, entries: Vec<Entry>) -> SResult<Vec<u64>> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -912,6 +937,27 @@ impl Shared {
     /// The deadline driver: advances every job.
     fn drive(&self) {
         let mut st = self.lock();
+        let now = now_ms();
+        for u in st.refusals.due(now) {
+            let e = entry(
+                now,
+                &u.party,
+                LRole::Hospital,
+                Outcome::MinorFailure,
+                Body::RequestRejected {
+                    request: format!("refusals/hospital/{}", u.party),
+                    reason: u.reason(),
+                },
+            );
+            if let Err(e) = self.append_unmetered(&mut st, vec![e]) {
+                eprintln!(
+                    "fedchain coordinator: cannot record {} unrecorded refusals of {}: {}",
+                    u.count,
+                    u.party,
+                    e.message()
+                );
+            }
+        }
         let ids: Vec<u64> = st.jobs.keys().copied().collect();
         let mut changed = false;
         for id in ids {
@@ -1401,6 +1447,20 @@ impl Shared {
         let _ = self.append(st, vec![e]);
         status
     }
+}
+
+/// The hospital whose refusal `entries` are, if they are nothing but one hospital's refusals.
+fn refused_hospital(entries: &[Entry]) -> Option<&str> {
+    let first = entries.first()?;
+    let refusal = |e: &Entry| {
+        matches!(e.body, Body::RequestRejected { .. })
+            && e.actor.role == LRole::Hospital
+            && e.actor.id == first.actor.id
+    };
+    entries
+        .iter()
+        .all(refusal)
+        .then_some(first.actor.id.as_str())
 }
 
 /// A job as submitted: enrolling until `enroll_deadline_ms`.
@@ -2180,7 +2240,13 @@ impl TrainingService for Coordinator {
         let finalized_at = entries
             .iter()
             .position(|e| matches!(e.body, Body::RoundFinalized { .. }));
-        st.store.put_blob(&bytes).map_err(internal)?;
+        // The share's bytes are kept when a record names them (valid or not), not for a refusal.
+        if entries
+            .iter()
+            .any(|e| matches!(e.body, Body::DecryptionShare { .. }))
+        {
+            st.store.put_blob(&bytes).map_err(internal)?;
+        }
         let idx = s.append(&mut st, entries)?;
         if let (Some(k), Some(job)) = (finalized_at, st.jobs.get_mut(&header.job)) {
             job.finalized_record = idx.get(k).copied();

@@ -458,3 +458,75 @@ fn check_ledger(dir: &Path) {
     let report = json(&replay_ledger(dir, None));
     assert_eq!(report["ok"], true, "{report}");
 }
+
+/// A hospital refused in a loop cannot flood the ledger: every request is answered with its
+/// error, the first burst is recorded one by one, and the rest is recorded as one count.
+#[test]
+fn a_hospital_refused_in_a_loop_cannot_flood_the_ledger() {
+    const SENT: usize = 50;
+    let burst = fedchain_coordinator::refusals::BURST as usize;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cl = start_with(dir, &[]);
+    let h1 = dir.join("c/hospitals/h1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    rt.block_on(async {
+        let ch = Endpoint::from_shared(cl.url.clone())
+            .unwrap()
+            .tls_config(client_tls(&h1, "h1").unwrap())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = TrainingServiceClient::new(ch);
+        for i in 0..SENT {
+            let e = c
+                .enroll(pb::EnrollRequest {
+                    job_id: 1,
+                    hospital: "h2".into(),
+                    identity_key: vec![0; 32],
+                    declared_samples: 1,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "request {i}: {e:?}");
+        }
+    });
+    // On a slow machine the bucket may have earned a refusal or two back meanwhile.
+    let refilled =
+        (started.elapsed().as_millis() as u64 / fedchain_coordinator::refusals::REFILL_MS) as usize;
+    // The count is recorded once h1 has been quiet for a refill interval.
+    std::thread::sleep(Duration::from_millis(
+        fedchain_coordinator::refusals::REFILL_MS + 1_500,
+    ));
+    for p in &mut cl.procs.0 {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let store = Store::open(&dir.join("ledger"), "fedchain-log").unwrap();
+    let mut one_by_one = 0;
+    let mut summaries = Vec::new();
+    for i in 0..store.len() {
+        let (record, _) = store.record(i).unwrap();
+        if let Body::RequestRejected { request, reason } = record.body {
+            assert_eq!(record.actor.id, "h1", "{request}: {reason}");
+            if request == "refusals/hospital/h1" {
+                summaries.push(reason);
+            } else {
+                assert!(reason.contains("may not act as hospital"), "{reason}");
+                one_by_one += 1;
+            }
+        }
+    }
+    assert!(
+        (burst..=burst + refilled).contains(&one_by_one),
+        "the first burst, one record each: {one_by_one}"
+    );
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    let rest = SENT - one_by_one;
+    assert!(
+        summaries[0].starts_with(&format!("{rest} more refusals of hospital h1")),
+        "{summaries:?}"
+    );
+}
