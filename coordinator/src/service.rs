@@ -406,6 +406,9 @@ struct State {
     cosigned: HashMap<String, u64>,
     /// How many of each hospital's refusals are recorded.
     refusals: RefusalMeter,
+    /// Hospitals whose decryption share is being verified off the lock: one at a time each, so
+    /// a hospital cannot make the coordinator verify many copies of its share at once.
+    checking_share: HashSet<String>,
 }
 
 struct Hospital {
@@ -528,6 +531,7 @@ impl Coordinator {
                     checkpoint: None,
                     cosigned: HashMap::new(),
                     refusals: RefusalMeter::default(),
+                    checking_share: HashSet::new(),
                 }),
                 version,
                 closing: AtomicBool::new(false),
@@ -2184,27 +2188,37 @@ impl TrainingService for Coordinator {
         // other call waits for them. The round re-checks everything cheap under the lock and uses
         // this verdict only for these same bytes against the same aggregate.
         let check = {
-            let st = s.lock();
-            st.jobs
+            let mut st = s.lock();
+            let check = st
+                .jobs
                 .get(&header.job)
                 .filter(|job| job.round_no == header.round)
                 .and_then(|job| job.round.as_ref())
-                .and_then(|round| round.share_check(&h))
+                .and_then(|round| round.share_check(&h));
+            check.filter(|_| st.checking_share.insert(h.clone()))
         };
         let (checked, bytes) = match check {
             Some(check) => {
-                let (checked, bytes) = tokio::task::spawn_blocking(move || {
+                let joined = tokio::task::spawn_blocking(move || {
                     let checked = check.check(&bytes);
                     (checked, bytes)
                 })
-                .await
-                .map_err(internal)?;
-                (Some(checked), bytes)
+                .await;
+                match joined {
+                    Ok((checked, bytes)) => (Some(checked), bytes),
+                    Err(e) => {
+                        s.lock().checking_share.remove(&h);
+                        return Err(internal(e));
+                    }
+                }
             }
             None => (None, bytes),
         };
         let now = now_ms();
         let mut st = s.lock();
+        if checked.is_some() {
+            st.checking_share.remove(&h);
+        }
         let credits = st.store.credits().clone();
         let Some(job) = st.jobs.get_mut(&header.job) else {
             return Err(job_not_found(header.job));
