@@ -252,7 +252,11 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
                 r.signatures_verified,
                 if r.aggregate_matches { "matches" } else { "DIFFERS" },
                 r.shares_checked,
-                if r.model_matches { "matches" } else { "DIFFERS" },
+                match (r.model_checked, r.model_matches) {
+                    (false, _) => "not re-derived (an earlier round's is unknown)",
+                    (true, true) => "matches",
+                    (true, false) => "DIFFERS",
+                },
                 r.credits_checked
             );
         }

@@ -13,7 +13,12 @@
 //! - recomputes the round's credit movements from the policy and the balances before them and
 //!   compares with the recorded `CreditsMoved` records; replays every movement.
 //!
-//! Every discrepancy names the job, round, record, what was expected and what was found.
+//! Every discrepancy names the job, round, record, what was expected and what was found. One
+//! finding does not derail the rest: a round whose model cannot be re-derived still counts as that
+//! round, and the next rounds start from the re-derived model. When that is not the model the
+//! coordinator went on from (its shares did not recombine, or its next round starts elsewhere),
+//! later rounds are checked in full except their model ([`RoundReport::model_checked`] says so),
+//! so each fault is reported once, where it is.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -75,6 +80,10 @@ pub struct RoundReport {
     pub shares_checked: usize,
     /// Whether the recombined, decoded, re-averaged model has the recorded digest.
     pub model_matches: bool,
+    /// Whether the model was re-derived at all: false after a round of the same job whose model
+    /// could not be re-derived or did not match (the model it started from is then unknown).
+    /// Everything else about such a round is still checked.
+    pub model_checked: bool,
     /// Credit movements recomputed and found as recorded.
     pub credits_checked: usize,
     /// Whether the round finalized (false for a round the job failed in, or one in progress).
@@ -124,7 +133,13 @@ struct JobReplay {
     total_weight: Option<u64>,
     round: u64,
     state: RoundState,
-    global: Vec<f32>,
+    /// The global model the next round starts from, as re-derived; `None` once it cannot be
+    /// known (a round's shares did not recombine, or the coordinator went on from a model other
+    /// than the re-derived one): later rounds' models are then not checked (the rest still is).
+    global: Option<Vec<f32>>,
+    /// The last round's re-derived model differed from its record: the next round shows whether
+    /// the coordinator went on from the re-derived model (only the record was wrong) or not.
+    diverged: bool,
     finished: bool,
     last_finalized: Option<u64>,
 }
@@ -260,7 +275,8 @@ impl Replayer<'_> {
                         total_weight: None,
                         round: 0,
                         state: RoundState::default(),
-                        global: Vec::new(),
+                        global: Some(Vec::new()),
+                        diverged: false,
                         finished: false,
                         last_finalized: None,
                     },
@@ -666,30 +682,6 @@ impl Replayer<'_> {
         }
         let threshold = self.pk.threshold();
         let j = self.jobs.get(&job).expect("checked");
-        let Some((len, q)) = Self::round_len(j, round) else {
-            return;
-        };
-        let previous = if round == 0 {
-            vec![0f32; len]
-        } else {
-            j.global.clone()
-        };
-        let shares: Vec<DecryptionShare> = j
-            .state
-            .valid
-            .iter()
-            .take(threshold)
-            .map(|(_, s)| s.clone())
-            .collect();
-        let shares: Vec<&DecryptionShare> = shares.iter().collect();
-        let weight: u64 = j
-            .members
-            .iter()
-            .filter(|m| j.state.participants.contains(&m.name))
-            .map(|m| m.samples)
-            .sum();
-        let total_weight = j.total_weight.unwrap_or(0);
-        let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
         // The hospitals asked to decrypt first: the t enrolled ones with the lowest key-share
         // indices (the coordinator's rule, derived here from the enrollments).
         let primaries = first_decryptors(
@@ -707,28 +699,35 @@ impl Replayer<'_> {
             shares_invalid: j.state.invalid.clone(),
             shares_expected: primaries,
         };
-        if ModelDigest::of(&previous).0 != before {
-            self.bad(
-                job,
-                Some(round),
-                Some(index),
-                "model before the round",
-                short(&ModelDigest::of(&previous).0),
-                short(&before),
-            );
-        }
-        let computed = job::codec(self.pk, &q, total_weight)
-            .map_err(|e| e.to_string())
-            .and_then(|codec| {
-                let plain = combine_verified(self.pk, n, &shares).map_err(|e| e.to_string())?;
-                let avg = codec
-                    .decode_average(&plain, len, weight)
-                    .map_err(|e| e.to_string())?;
-                fedavg::apply(&previous, &avg).map_err(|e| e.to_string())
-            });
-        let new = match computed {
-            Ok(m) => m,
-            Err(e) => {
+        // Round 0 (statistics) starts from nothing; later rounds from the previous model, unless
+        // an earlier round's model could not be re-derived.
+        let previous = match (&j.global, Self::round_len(j, round)) {
+            (_, None) => None,
+            (_, Some((len, q))) if round == 0 => Some((vec![0f32; len], len, q)),
+            (Some(g), Some((len, q))) => Some((g.clone(), len, q)),
+            (None, Some(_)) => None,
+        };
+        let diverged = j.diverged;
+        let previous = previous.filter(|(previous, _, _)| {
+            let same = ModelDigest::of(previous).0 == before;
+            if !same && !diverged {
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    "model before the round",
+                    short(&ModelDigest::of(previous).0),
+                    short(&before),
+                );
+            }
+            // After a round whose model differed (already reported), the coordinator went on
+            // from a model the replay cannot reproduce: do not report the same fault again.
+            same || !diverged
+        });
+        let model = previous.map(|(previous, len, q)| self.rederive(job, &previous, len, &q));
+        let (checked, matches, new) = match model {
+            None => (false, false, None),
+            Some(Err(e)) => {
                 self.bad(
                     job,
                     Some(round),
@@ -737,22 +736,25 @@ impl Replayer<'_> {
                     "a decodable average",
                     e,
                 );
-                return;
+                (true, false, None)
+            }
+            Some(Ok(new)) => {
+                let digest = ModelDigest::of(&new).0;
+                if digest != after {
+                    self.bad(
+                        job,
+                        Some(round),
+                        Some(index),
+                        "model after the round (recombined, decoded, FedAvg re-applied)",
+                        short(&digest),
+                        short(&after),
+                    );
+                }
+                (true, digest == after, Some(new))
             }
         };
-        let digest = ModelDigest::of(&new).0;
-        let matches = digest == after;
-        if !matches {
-            self.bad(
-                job,
-                Some(round),
-                Some(index),
-                "model after the round (recombined, decoded, FedAvg re-applied)",
-                short(&digest),
-                short(&after),
-            );
-        }
-        // The policy's movements for this round, against the balances before them.
+        // The policy's movements for this round, against the balances before them: they depend
+        // on who took part, not on the model, so they are checked either way.
         let movements = round_movements_capped(&Policy::V1, job, round, &outcome, &self.credits);
         self.expected = movements.into_iter().map(|m| (job, round, m)).collect();
         self.expected_from = index;
@@ -761,14 +763,13 @@ impl Replayer<'_> {
         report.job = job;
         report.round = round;
         report.model_matches = matches;
+        report.model_checked = checked;
         report.finalized = true;
         if round == 0 {
-            j.global = j
-                .valid
-                .as_ref()
-                .map(|v| init_params(&v.model, v.spec.seed))
-                .unwrap_or_default();
+            j.global = j.valid.as_ref().map(|v| init_params(&v.model, v.spec.seed));
+            j.diverged = false;
         } else {
+            j.diverged = new.is_some() && !matches;
             j.global = new;
         }
         j.round = round + 1;
@@ -780,6 +781,39 @@ impl Replayer<'_> {
             ..RoundReport::default()
         };
         self.report.rounds.push(report);
+    }
+
+    /// Recombines the round's first `t` valid shares, decodes the weighted average and applies it
+    /// to `previous`.
+    fn rederive(
+        &self,
+        job: u64,
+        previous: &[f32],
+        len: usize,
+        q: &fedchain_proto::v1::Quantization,
+    ) -> Result<Vec<f32>, String> {
+        let j = &self.jobs[&job];
+        let shares: Vec<&DecryptionShare> = j
+            .state
+            .valid
+            .iter()
+            .take(self.pk.threshold())
+            .map(|(_, s)| s)
+            .collect();
+        let weight: u64 = j
+            .members
+            .iter()
+            .filter(|m| j.state.participants.contains(&m.name))
+            .map(|m| m.samples)
+            .sum();
+        let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
+        let codec =
+            job::codec(self.pk, q, j.total_weight.unwrap_or(0)).map_err(|e| e.to_string())?;
+        let plain = combine_verified(self.pk, n, &shares).map_err(|e| e.to_string())?;
+        let avg = codec
+            .decode_average(&plain, len, weight)
+            .map_err(|e| e.to_string())?;
+        fedavg::apply(previous, &avg).map_err(|e| e.to_string())
     }
 }
 

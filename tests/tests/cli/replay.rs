@@ -172,6 +172,55 @@ fn replay_catches_a_coordinator_that_records_lies() {
         "{text}"
     );
 
+    // 1b. The same lie one round earlier is reported once, where it is. If only the record lied,
+    //     round 2 starts from the re-derived model and is checked in full; if the coordinator went
+    //     on from the model it recorded, round 2 is checked except its model, which the replay
+    //     cannot reproduce and says so, instead of reporting the same fault again.
+    for went_on_from_the_lie in [false, true] {
+        let lied = tmp.path().join(format!("model-1-{went_on_from_the_lie}"));
+        let mut at = None;
+        let mut flipped = None;
+        rebuild(&demo, &lied, &mut |i, body, _, _| match body {
+            Body::RoundFinalized {
+                round: 1,
+                model_after,
+                ..
+            } => {
+                model_after[0] ^= 1;
+                flipped = Some(*model_after);
+                at = Some(i);
+            }
+            Body::RoundFinalized {
+                round: 2,
+                model_before,
+                ..
+            } if went_on_from_the_lie => *model_before = flipped.unwrap(),
+            _ => {}
+        });
+        let (ok, text) = replay(&demo, &lied);
+        assert!(!ok);
+        let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+        let want = format!(
+            "FAIL job 1 round 1 record {}: model after the round",
+            at.unwrap()
+        );
+        assert!(
+            fails.len() == 1 && fails[0].starts_with(&want),
+            "one finding, {want:?}:\n{text}"
+        );
+        let round2 = text.lines().find(|l| l.contains("round   2:")).unwrap();
+        assert!(
+            round2.contains("3 signatures") && round2.contains("aggregate matches"),
+            "{text}"
+        );
+        let model = if went_on_from_the_lie {
+            "model not re-derived"
+        } else {
+            "model matches"
+        };
+        assert!(round2.contains(model), "{model}:\n{text}");
+    }
+
     // 2. A reward the policy does not prescribe (still a movement the balances allow).
     let lied = tmp.path().join("credit");
     let mut at = None;
@@ -287,6 +336,12 @@ fn replay_catches_a_coordinator_that_records_lies() {
     assert!(!ok);
     let name: String = victim.iter().map(|b| format!("{b:02x}")).collect();
     assert!(text.contains(&name), "{text}");
+    // The rounds after it are replayed in their own right, not reported as out of sequence.
+    assert!(!text.contains("contiguous rounds"), "{text}");
+    for round in ["round   1:", "round   2:"] {
+        let line = text.lines().find(|l| l.contains(round)).unwrap();
+        assert!(line.contains("model matches"), "{text}");
+    }
 
     // 6. A hospital's ciphertext vector swapped for another valid one, record and checkpoint
     //    consistently re-signed by the log: the hospital's signature names the original.
