@@ -32,13 +32,34 @@ fi
 # cargo would otherwise rebuild (and replace) the main target folder's artifacts with it.
 cargo run -q --locked -p fedchain-fuzzing --bin fuzz-seeds -- fuzz/corpus
 export RUSTC_BOOTSTRAP=1
+# What a failed build leaves for whoever reads the log: the compiler's own complaint (cc-rs hides it
+# among its `cargo:warning` lines, far above the tail), the tail, and the machine's free disk and
+# memory, since the usual causes of a C++ compiler failing on libFuzzer's unchanged sources are a full
+# disk or a killed compiler.
+explain_build_failure() { # $1 = log
+  echo "[fuzz] compiler and linker errors:"
+  grep -E 'error|fatal|Killed|No space' "$1" | grep -v '^ *[0-9]*: ' | head -n 40 || true
+  echo "[fuzz] last lines of the build:"
+  tail -n 30 "$1"
+  echo "[fuzz] free disk where it builds, and free memory:"
+  df -h fuzz/ 2>&1 || true
+  free -m 2>&1 || true
+}
+# One retry, with one job at a time: libFuzzer's C++ is third-party code that compiled here before, so
+# a failure that does not repeat came from the machine (memory, a transient I/O error), not from us.
+# A failure that repeats stops the run.
 echo "[fuzz] building the targets (libFuzzer + AddressSanitizer; minutes the first time)"
 log=$(mktemp)
 if ! cargo fuzz build --fuzz-dir fuzz >"$log" 2>&1; then
-  tail -n 60 "$log"
-  rm -f "$log"
-  echo "[fuzz] the fuzz build failed" >&2
-  exit 1
+  explain_build_failure "$log"
+  echo "[fuzz] the fuzz build failed; retrying once with one job at a time"
+  if ! CARGO_BUILD_JOBS=1 cargo fuzz build --fuzz-dir fuzz >"$log" 2>&1; then
+    explain_build_failure "$log"
+    rm -f "$log"
+    echo "[fuzz] the fuzz build failed twice" >&2
+    exit 1
+  fi
+  echo "[fuzz] the retry built the targets"
 fi
 rm -f "$log"
 for t in "${targets[@]}"; do
