@@ -168,6 +168,28 @@ pub enum Body {
         /// Aggregate metrics reported for the new model, by name (sorted), e.g. accuracy.
         metrics: Vec<(String, f64)>,
     },
+    /// A hospital's evaluation of a round's global model on its own held-out rows: the row count
+    /// and mean metrics only, signed by the hospital so that no one else can put figures in its
+    /// name.
+    ModelEvaluated {
+        /// Job id.
+        job: u64,
+        /// Round whose model was evaluated (from 1).
+        round: u64,
+        /// The hospital.
+        hospital: String,
+        /// Digest of the model evaluated.
+        #[serde(with = "hex32")]
+        model: Hash,
+        /// Held-out rows evaluated: the weight of this report in the consortium's figure.
+        rows: u64,
+        /// Means over those rows, by name (sorted, unique), e.g. accuracy and loss.
+        metrics: Vec<(String, f64)>,
+        /// Ed25519 signature by the hospital's identity key over
+        /// [`Body::evaluation_message`].
+        #[serde(with = "hex64")]
+        signature: [u8; 64],
+    },
     /// Credits moved.
     CreditsMoved {
         /// The movement.
@@ -237,6 +259,12 @@ impl Body {
                 round,
                 hospital,
                 ..
+            }
+            | Body::ModelEvaluated {
+                job,
+                round,
+                hospital,
+                ..
             } => format!("job/{job}/round/{round}/hospital/{hospital}"),
             Body::RoundClosed { job, round, .. } | Body::RoundFinalized { job, round, .. } => {
                 format!("job/{job}/round/{round}")
@@ -267,6 +295,7 @@ impl Body {
             | Body::RoundClosed { job, .. }
             | Body::DecryptionShare { job, .. }
             | Body::RoundFinalized { job, .. }
+            | Body::ModelEvaluated { job, .. }
             | Body::JobFinished { job, .. } => Some(*job),
             Body::CreditsMoved { .. } | Body::RequestRejected { .. } => None,
         }
@@ -281,6 +310,7 @@ impl Body {
             Body::RoundClosed { .. } => "round_closed",
             Body::DecryptionShare { .. } => "decryption_share",
             Body::RoundFinalized { .. } => "round_finalized",
+            Body::ModelEvaluated { .. } => "model_evaluated",
             Body::CreditsMoved { .. } => "credits_moved",
             Body::JobFinished { .. } => "job_finished",
             Body::RequestRejected { .. } => "request_rejected",
@@ -291,18 +321,90 @@ impl Body {
     /// name and ciphertext digest, each length-prefixed. Binding job and round makes a signed
     /// submission useless for any other round.
     pub fn submission_message(job: u64, round: u64, hospital: &str, ciphertexts: &Hash) -> Vec<u8> {
-        let mut m = Vec::with_capacity(96 + hospital.len());
-        for part in [
+        length_prefixed(&[
             b"fedchain/submission/v1".as_slice(),
             &job.to_be_bytes(),
             &round.to_be_bytes(),
             hospital.as_bytes(),
             ciphertexts,
-        ] {
-            m.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            m.extend_from_slice(part);
+        ])
+    }
+
+    /// The exact bytes a hospital signs when reporting its evaluation of a model: domain, job,
+    /// round, hospital name, model digest, row count, then each metric's name and the bits of its
+    /// value (IEEE 754, big-endian), each length-prefixed.
+    pub fn evaluation_message(
+        job: u64,
+        round: u64,
+        hospital: &str,
+        model: &Hash,
+        rows: u64,
+        metrics: &[(String, f64)],
+    ) -> Vec<u8> {
+        let (job, round, rows, count) = (
+            job.to_be_bytes(),
+            round.to_be_bytes(),
+            rows.to_be_bytes(),
+            (metrics.len() as u64).to_be_bytes(),
+        );
+        let values: Vec<[u8; 8]> = metrics
+            .iter()
+            .map(|(_, v)| v.to_bits().to_be_bytes())
+            .collect();
+        let mut parts: Vec<&[u8]> = vec![
+            b"fedchain/evaluation/v1",
+            &job,
+            &round,
+            hospital.as_bytes(),
+            model,
+            &rows,
+            &count,
+        ];
+        for ((name, _), value) in metrics.iter().zip(&values) {
+            parts.push(name.as_bytes());
+            parts.push(value);
         }
-        m
+        length_prefixed(&parts)
+    }
+
+    /// For a record a hospital signed: the hospital, the message its identity key signed, and
+    /// the signature.
+    pub fn hospital_signature(&self) -> Option<(&str, Vec<u8>, &[u8; 64])> {
+        match self {
+            Body::UpdateSubmitted {
+                job,
+                round,
+                hospital,
+                ciphertexts,
+                signature,
+            } => Some((
+                hospital,
+                Body::submission_message(*job, *round, hospital, ciphertexts),
+                signature,
+            )),
+            Body::ModelEvaluated {
+                job,
+                round,
+                hospital,
+                model,
+                rows,
+                metrics,
+                signature,
+            } => Some((
+                hospital,
+                Body::evaluation_message(*job, *round, hospital, model, *rows, metrics),
+                signature,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The metrics this event carries.
+    fn metrics(&self) -> &[(String, f64)] {
+        match self {
+            Body::RoundFinalized { metrics, .. } | Body::ModelEvaluated { metrics, .. } => metrics,
+            _ => &[],
+        }
     }
 
     /// Digests of blobs this event refers to.
@@ -316,6 +418,25 @@ impl Body {
             _ => Vec::new(),
         }
     }
+}
+
+/// Whether `signature` is the Ed25519 signature of `message` by `key` (strict verification: no
+/// small-order keys, no malleable signatures).
+pub fn signature_verifies(key: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    ed25519_dalek::VerifyingKey::from_bytes(key).is_ok_and(|k| {
+        k.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+            .is_ok()
+    })
+}
+
+/// Each part preceded by its length (u32, big-endian), so no two part lists give the same bytes.
+fn length_prefixed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
+    for part in parts {
+        m.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        m.extend_from_slice(part);
+    }
+    m
 }
 
 impl Record {
@@ -337,12 +458,10 @@ impl Record {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        if let Body::RoundFinalized { metrics, .. } = &self.body {
-            if let Some((name, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
-                return Err(LedgerError::InvalidArgument(format!(
-                    "metric {name} is {v}; records hold finite numbers only"
-                )));
-            }
+        if let Some((name, v)) = self.body.metrics().iter().find(|(_, v)| !v.is_finite()) {
+            return Err(LedgerError::InvalidArgument(format!(
+                "metric {name} is {v}; records hold finite numbers only"
+            )));
         }
         serde_json::to_vec(self).map_err(|e| LedgerError::InvalidArgument(format!("record: {e}")))
     }
@@ -479,8 +598,113 @@ mod tests {
         assert_ne!(m, Body::submission_message(1, 2, "a", &[2u8; 32]));
     }
 
+    fn evaluation(metrics: Vec<(String, f64)>) -> Body {
+        Body::ModelEvaluated {
+            job: 1,
+            round: 2,
+            hospital: "h1".into(),
+            model: [7; 32],
+            rows: 40,
+            metrics,
+            signature: [9; 64],
+        }
+    }
+
+    #[test]
+    fn evaluations_roundtrip_with_their_metrics_exact() {
+        // Shortest round-trip printing: the decoded value is the signed value, bit for bit.
+        let body = evaluation(vec![
+            ("accuracy".into(), 0.9736842105263158),
+            ("loss".into(), 1.0 / 3.0),
+        ]);
+        let r = Record::new(
+            5,
+            1,
+            Actor {
+                id: "h1".into(),
+                role: Role::Hospital,
+            },
+            Outcome::Success,
+            body.clone(),
+        );
+        let bytes = r.encode().unwrap();
+        let back = Record::decode(&bytes).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.object, "job/1/round/2/hospital/h1");
+        assert_eq!(
+            back.body.hospital_signature().unwrap().1,
+            body.hospital_signature().unwrap().1
+        );
+        assert!(body.blob_refs().is_empty(), "the model is the round's blob");
+    }
+
+    #[test]
+    fn every_finite_metric_survives_the_canonical_encoding() {
+        // Accuracies k/n of held-out sets of every size up to 300, and some awkward values: each
+        // must decode to the same bits and so re-encode to the same bytes (serde_json's
+        // `float_roundtrip`; without it some of these decode one ulp off and are refused).
+        let mut values = vec![f64::MIN_POSITIVE, 5e-324, 1e300, 0.1 + 0.2, 2f64.sqrt()];
+        for n in 1..=300u32 {
+            values.extend((0..=n).map(|k| f64::from(k) / f64::from(n)));
+        }
+        for v in values {
+            let r = Record::new(
+                0,
+                0,
+                Actor {
+                    id: "h1".into(),
+                    role: Role::Hospital,
+                },
+                Outcome::Success,
+                evaluation(vec![("loss".into(), v)]),
+            );
+            let back = Record::decode(&r.encode().unwrap()).unwrap();
+            let Body::ModelEvaluated { metrics, .. } = back.body else {
+                unreachable!()
+            };
+            assert_eq!(metrics[0].1.to_bits(), v.to_bits(), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn evaluation_messages_bind_every_field() {
+        let m = |job, round, hospital: &str, model: &Hash, rows, metrics: &[(String, f64)]| {
+            Body::evaluation_message(job, round, hospital, model, rows, metrics)
+        };
+        let acc = |v: f64| vec![("accuracy".to_string(), v)];
+        let base = m(1, 2, "a", &[1; 32], 10, &acc(0.5));
+        for other in [
+            m(2, 2, "a", &[1; 32], 10, &acc(0.5)),
+            m(1, 3, "a", &[1; 32], 10, &acc(0.5)),
+            m(1, 2, "b", &[1; 32], 10, &acc(0.5)),
+            m(1, 2, "a", &[2; 32], 10, &acc(0.5)),
+            m(1, 2, "a", &[1; 32], 11, &acc(0.5)),
+            m(1, 2, "a", &[1; 32], 10, &acc(0.5000001)),
+            m(1, 2, "a", &[1; 32], 10, &[("loss".to_string(), 0.5)]),
+            m(1, 2, "a", &[1; 32], 10, &[]),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_ne!(
+            base,
+            Body::submission_message(1, 2, "a", &[1; 32]),
+            "the domains keep a submission from passing for an evaluation"
+        );
+    }
+
     #[test]
     fn non_finite_metrics_are_refused() {
+        let r = Record::new(
+            0,
+            0,
+            Actor {
+                id: "h".into(),
+                role: Role::Hospital,
+            },
+            Outcome::Success,
+            evaluation(vec![("loss".into(), f64::INFINITY)]),
+        );
+        assert!(r.encode().is_err());
         let r = Record::new(
             0,
             0,

@@ -14,7 +14,7 @@ use crate::credits::Credits;
 use crate::error::{LedgerError, Result};
 use crate::merkle;
 use crate::note::{self, Checkpoint, NoteVerifier};
-use crate::record::{Body, Record};
+use crate::record::{signature_verifies, Body, Record};
 use crate::store::DB_DIR;
 use crate::{sha256, Hash};
 
@@ -339,7 +339,8 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
     })
 }
 
-/// Per-record semantic checks: submission signatures against enrolled identity keys, credits.
+/// Per-record semantic checks: the signatures of hospitals' submissions and evaluations against
+/// their enrolled identity keys, credits.
 fn check_record(
     record: &Record,
     index: u64,
@@ -385,32 +386,23 @@ fn check_record(
                 }
             }
         }
-        Body::UpdateSubmitted {
-            job,
-            round,
-            hospital,
-            ciphertexts,
-            signature,
-        } => {
-            let msg = Body::submission_message(*job, *round, hospital, ciphertexts);
-            match identity.get(&(*job, hospital.clone())) {
+        Body::UpdateSubmitted { job, .. } | Body::ModelEvaluated { job, .. } => {
+            let Some((hospital, msg, signature)) = record.body.hospital_signature() else {
+                return;
+            };
+            let kind = record.body.kind();
+            match identity.get(&(*job, hospital.to_string())) {
                 None => f.add(
                     Some(index),
                     "record",
-                    format!("update_submitted by {hospital}, who never enrolled in job {job}"),
+                    format!("{kind} by {hospital}, who never enrolled in job {job}"),
                 ),
                 Some(key) => {
-                    let ok = ed25519_dalek::VerifyingKey::from_bytes(key)
-                        .map(|vk| {
-                            vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(signature))
-                                .is_ok()
-                        })
-                        .unwrap_or(false);
-                    if !ok {
+                    if !signature_verifies(key, &msg, signature) {
                         f.add(
                             Some(index),
                             "record",
-                            format!("update_submitted: {hospital}'s signature does not verify"),
+                            format!("{kind}: {hospital}'s signature does not verify"),
                         );
                     }
                 }

@@ -458,6 +458,44 @@ fn forged_submission_signatures_are_found() {
     assert_fails(&r, "signature does not verify");
 }
 
+/// A hospital's signed evaluation verifies; the same report with a figure changed (by an operator
+/// who cannot sign as the hospital) does not.
+#[test]
+fn evaluations_carry_the_hospitals_signature() {
+    let evaluation = |accuracy: f64| {
+        let (model, metrics) = ([6u8; 32], vec![("accuracy".to_string(), 0.75)]);
+        let message = Body::evaluation_message(1, 2, "hospital-2", &model, 40, &metrics);
+        Body::ModelEvaluated {
+            job: 1,
+            round: 2,
+            hospital: "hospital-2".into(),
+            model,
+            rows: 40,
+            metrics: vec![("accuracy".to_string(), accuracy)],
+            signature: SigningKey::from_bytes(&[42; 32]).sign(&message).to_bytes(),
+        }
+    };
+    for (accuracy, honest) in [(0.75, true), (0.95, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path());
+        let mut store = Store::open(dir.path(), ORIGIN).unwrap();
+        store
+            .append(entry("hospital-2", Role::Hospital, evaluation(accuracy)))
+            .unwrap();
+        cosign(&mut store);
+        drop(store);
+        let r = check(dir.path());
+        if honest {
+            assert!(r.ok(), "{r:?}");
+        } else {
+            assert_fails(
+                &r,
+                "model_evaluated: hospital-2's signature does not verify",
+            );
+        }
+    }
+}
+
 /// Retention prunes the blobs of old rounds only; the records (and so the digests) stay, and the
 /// ledger still verifies.
 #[test]
