@@ -246,7 +246,7 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
         );
         for r in &report.rounds {
             println!(
-                "  job {} round {:>3}: {} signatures, aggregate {}, {} shares re-verified, model {}, {} credit movements recomputed",
+                "  job {} round {:>3}: {} signatures, aggregate {}, {} shares re-verified, model {}, {} credit movements recomputed{}",
                 r.job,
                 r.round,
                 r.signatures_verified,
@@ -257,7 +257,13 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
                     (true, true) => "matches",
                     (true, false) => "DIFFERS",
                 },
-                r.credits_checked
+                r.credits_checked,
+                // Round 0 pools statistics: there is no model to evaluate.
+                if r.round == 0 {
+                    String::new()
+                } else {
+                    format!(", {} evaluations", r.evaluations_verified)
+                }
             );
         }
         let at = |what: &str, n: Option<u64>| n.map(|n| format!(" {what} {n}")).unwrap_or_default();

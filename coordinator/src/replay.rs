@@ -11,7 +11,11 @@
 //!   weighted average, re-applies FedAvg to the previous global model (round 0: the statistics) and
 //!   compares both model digests;
 //! - recomputes the round's credit movements from the policy and the balances before them and
-//!   compares with the recorded `CreditsMoved` records; replays every movement.
+//!   compares with the recorded `CreditsMoved` records; replays every movement;
+//! - checks every hospital's evaluation of the round's model (`ModelEvaluated`): an enrolled
+//!   hospital, once, signed by its trusted identity key, naming the round's model, with figures a
+//!   hospital may report; and recomputes a finished job's summary (its `JobFinished` reason) from
+//!   the evaluations of the final model.
 //!
 //! Every discrepancy names the job, round, record, what was expected and what was found. One
 //! finding does not derail the rest: a round whose model cannot be re-derived still counts as that
@@ -22,13 +26,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, Ciphertext};
 use fedchain_crypto::keys::PublicKey;
 use fedchain_crypto::threshold::{combine_verified, verify_share, DecryptionShare};
 use fedchain_ledger::credits::{round_movements_capped, Credits, Movement, Policy, RoundOutcome};
-use fedchain_ledger::record::{Body, JobStatus};
+use fedchain_ledger::record::{signature_verifies, Body, JobStatus};
 use fedchain_ledger::store::Store;
 use fedchain_ledger::{sha256, Hash, LedgerError};
 use fedchain_models::{fedavg, init_params, num_parameters, ModelDigest};
@@ -86,6 +89,8 @@ pub struct RoundReport {
     pub model_checked: bool,
     /// Credit movements recomputed and found as recorded.
     pub credits_checked: usize,
+    /// Hospitals' evaluations of the round's model whose signature, model and figures checked.
+    pub evaluations_verified: usize,
     /// Whether the round finalized (false for a round the job failed in, or one in progress).
     pub finalized: bool,
 }
@@ -142,6 +147,11 @@ struct JobReplay {
     diverged: bool,
     finished: bool,
     last_finalized: Option<u64>,
+    /// The latest finalized model round and the digests its evaluations may name: the recorded
+    /// model, and the re-derived one when it differs (that fault is reported at the round).
+    evaluating: Option<(u64, Vec<Hash>)>,
+    /// The hospitals' evaluations of that model, by hospital.
+    evaluated: BTreeMap<String, job::Evaluation>,
 }
 
 fn short(h: &Hash) -> String {
@@ -279,6 +289,8 @@ impl Replayer<'_> {
                         diverged: false,
                         finished: false,
                         last_finalized: None,
+                        evaluating: None,
+                        evaluated: BTreeMap::new(),
                     },
                 );
             }
@@ -345,13 +357,19 @@ impl Replayer<'_> {
                 model_after,
                 ..
             } => self.finalized(index, job, round, model_before, model_after),
-            Body::JobFinished { job, status, .. } => {
+            body @ Body::ModelEvaluated { .. } => self.evaluation(index, body),
+            Body::JobFinished {
+                job,
+                status,
+                reason,
+            } => {
                 let Some(j) = self.jobs.get_mut(&job) else {
                     return;
                 };
                 j.finished = true;
                 let rounds = j.valid.as_ref().map(|v| u64::from(v.spec.rounds));
                 let done = j.last_finalized;
+                let summary = job::final_summary(j.evaluated.values());
                 if status == JobStatus::Finished && done != rounds {
                     self.bad(
                         job,
@@ -360,6 +378,15 @@ impl Replayer<'_> {
                         "a finished job completed all its rounds",
                         format!("{} rounds", rounds.unwrap_or(0)),
                         format!("last finalized round {done:?}"),
+                    );
+                } else if status == JobStatus::Finished && reason != summary {
+                    self.bad(
+                        job,
+                        done,
+                        Some(index),
+                        "final summary recomputed from the hospitals' signed evaluations",
+                        summary,
+                        reason,
                     );
                 }
             }
@@ -425,11 +452,7 @@ impl Replayer<'_> {
         let enrolled = j.members.iter().any(|m| m.name == hospital);
         let duplicate = j.state.subs.contains_key(&hospital);
         let message = Body::submission_message(job, round, &hospital, &digest);
-        let signed = trusted.is_some_and(|key| {
-            VerifyingKey::from_bytes(&key)
-                .map(|k| k.verify_strict(&message, &Signature::from_bytes(&signature)))
-                .is_ok_and(|r| r.is_ok())
-        });
+        let signed = trusted.is_some_and(|key| signature_verifies(&key, &message, &signature));
         if !enrolled {
             self.bad(
                 job,
@@ -460,6 +483,112 @@ impl Replayer<'_> {
         } else {
             j.state.subs.insert(hospital, digest);
             j.state.report.signatures_verified += 1;
+        }
+    }
+
+    /// A hospital's evaluation: of the job's latest finalized model, by an enrolled hospital,
+    /// once, signed by its trusted identity key, with figures a hospital may report.
+    fn evaluation(&mut self, index: u64, body: Body) {
+        let signed = body
+            .hospital_signature()
+            .is_some_and(|(hospital, message, signature)| {
+                self.hospitals
+                    .get(hospital)
+                    .is_some_and(|t| signature_verifies(&t.identity, &message, signature))
+            });
+        let Body::ModelEvaluated {
+            job,
+            round,
+            hospital,
+            model,
+            rows,
+            metrics,
+            ..
+        } = body
+        else {
+            return;
+        };
+        let report = (rows, metrics);
+        let Some(j) = self.jobs.get(&job) else {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "known job",
+                "a JobSubmitted record",
+                "none",
+            );
+            return;
+        };
+        let latest = j.evaluating.as_ref().map(|(r, _)| *r);
+        let models = j
+            .evaluating
+            .as_ref()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default();
+        let enrolled = j.members.iter().any(|m| m.name == hospital);
+        let duplicate = j.evaluated.contains_key(&hospital);
+        let finished = j.finished;
+        let fault = if finished {
+            Some((
+                "job still running",
+                "no record after JobFinished".to_string(),
+                "an evaluation".to_string(),
+            ))
+        } else if latest != Some(round) {
+            Some((
+                "evaluation of the latest finalized model",
+                format!("round {latest:?}"),
+                format!("round {round}"),
+            ))
+        } else if !enrolled {
+            Some((
+                "evaluator enrolled",
+                "an enrolled hospital".to_string(),
+                hospital.clone(),
+            ))
+        } else if !signed {
+            Some((
+                "evaluation signature by the hospital's trusted identity key",
+                "a valid Ed25519 signature".to_string(),
+                format!("an invalid signature for {hospital}"),
+            ))
+        } else if duplicate {
+            Some((
+                "one evaluation per hospital per model",
+                "one".to_string(),
+                format!("a second from {hospital}"),
+            ))
+        } else if !models.contains(&model) {
+            Some((
+                "evaluated model is the round's model",
+                models.iter().map(short).collect::<Vec<_>>().join(" or "),
+                short(&model),
+            ))
+        } else if let Err(e) = job::validate_evaluation(report.0, &report.1) {
+            Some((
+                "evaluation figures",
+                "rows and metrics a hospital may report".to_string(),
+                e,
+            ))
+        } else {
+            None
+        };
+        if let Some((check, expected, found)) = fault {
+            self.bad(job, Some(round), Some(index), check, expected, found);
+            return;
+        }
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.evaluated.insert(hospital, report);
+        }
+        if let Some(r) = self
+            .report
+            .rounds
+            .iter_mut()
+            .rev()
+            .find(|r| r.job == job && r.round == round)
+        {
+            r.evaluations_verified += 1;
         }
     }
 
@@ -765,10 +894,19 @@ impl Replayer<'_> {
         report.model_matches = matches;
         report.model_checked = checked;
         report.finalized = true;
+        j.evaluated.clear();
         if round == 0 {
             j.global = j.valid.as_ref().map(|v| init_params(&v.model, v.spec.seed));
             j.diverged = false;
+            j.evaluating = None;
         } else {
+            let mut models = vec![after];
+            models.extend(
+                new.as_ref()
+                    .map(|m| ModelDigest::of(m).0)
+                    .filter(|d| *d != after),
+            );
+            j.evaluating = Some((round, models));
             j.diverged = new.is_some() && !matches;
             j.global = new;
         }

@@ -57,7 +57,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use fedchain_crypto::aggregate;
 use fedchain_crypto::djn::{self, Ciphertext};
 use fedchain_crypto::keys::PublicKey;
@@ -65,7 +64,7 @@ use fedchain_crypto::threshold::{self, DecryptionShare};
 use fedchain_crypto::update::UpdateCodec;
 use fedchain_crypto::CryptoError;
 use fedchain_ledger::credits::{round_movements_capped, Credits, Policy, RoundOutcome};
-use fedchain_ledger::record::{Actor, Body, Outcome, Role};
+use fedchain_ledger::record::{signature_verifies, Actor, Body, Outcome, Role};
 use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_models::{fedavg, ModelDigest};
@@ -544,10 +543,7 @@ impl Round {
         }
         let digest = sha256(ciphertext_bytes);
         let message = Body::submission_message(self.cfg.job, self.cfg.round, hospital, &digest);
-        let verified = VerifyingKey::from_bytes(&identity_key)
-            .map(|key| key.verify_strict(&message, &Signature::from_bytes(&signature)))
-            .is_ok_and(|v| v.is_ok());
-        if !verified {
+        if !signature_verifies(&identity_key, &message, &signature) {
             return self.reject(
                 now_ms,
                 OP,

@@ -34,7 +34,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fedchain_crypto::keys::{PublicKey, PUBLIC_KEY_FILE};
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::{self, Checkpoint, NoteSigner, NoteVerifier};
-use fedchain_ledger::record::{Actor, Body, JobStatus as LedgerJobStatus, Outcome, Role as LRole};
+use fedchain_ledger::record::{
+    signature_verifies, Actor, Body, JobStatus as LedgerJobStatus, Outcome, Role as LRole,
+};
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::verify::Trust;
 use fedchain_ledger::{sha256, Hash, LedgerError};
@@ -278,9 +280,6 @@ struct EnrollAnswer {
     deposit: u64,
 }
 
-/// A hospital's report on one model: held-out rows and mean metrics.
-type Evaluation = (u64, Vec<(String, f64)>);
-
 struct Job {
     id: u64,
     valid: ValidJob,
@@ -311,8 +310,8 @@ struct Job {
     /// Index of the RoundFinalized record of the round that just finalized, set by whoever
     /// appended (or, on restore, read) it.
     finalized_record: Option<u64>,
-    /// Per round, per hospital: held-out rows and mean metrics.
-    evaluations: BTreeMap<u64, BTreeMap<String, Evaluation>>,
+    /// Per round, per hospital: held-out rows and mean metrics (its `ModelEvaluated` record).
+    evaluations: BTreeMap<u64, BTreeMap<String, job::Evaluation>>,
     finished_record: Option<u64>,
 }
 
@@ -339,27 +338,9 @@ impl Job {
         let Some(reports) = self.evaluations.get(&r) else {
             return Vec::new();
         };
-        let mut sums: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-        for (rows, metrics) in reports.values() {
-            for (name, value) in metrics {
-                let v = if name == "rmse" {
-                    value * value
-                } else {
-                    *value
-                };
-                let e = sums.entry(name.as_str()).or_default();
-                e.0 += v * *rows as f64;
-                e.1 += *rows as f64;
-            }
-        }
-        sums.into_iter()
-            .map(|(name, (s, w))| {
-                let mean = s / w;
-                pb::Metric {
-                    name: name.to_owned(),
-                    value: if name == "rmse" { mean.sqrt() } else { mean },
-                }
-            })
+        job::pooled_metrics(reports.values())
+            .into_iter()
+            .map(|(name, value)| pb::Metric { name, value })
             .collect()
     }
 
@@ -728,7 +709,8 @@ impl Shared {
     /// Rebuilds the jobs from the ledger after a restart: every recorded submission, closing and
     /// share is fed again to the job's [`Round`] (a pure state machine, so it decides the same),
     /// which resumes each job exactly where its last record left it. Rounds in progress get fresh
-    /// deadlines. Evaluations (not on the ledger) of the current model are asked for again.
+    /// deadlines. The hospitals' evaluations come back from their `ModelEvaluated` records, so
+    /// no hospital is asked twice to evaluate a model.
     fn restore(&self, st: &mut State, now: u64) -> Result<(), ServiceError> {
         let broken = |i: u64, what: String| {
             ServiceError::Folder(format!("cannot resume from the ledger: record {i}: {what}"))
@@ -902,6 +884,23 @@ impl Shared {
                         }
                         j.finished_record = Some(i);
                     }
+                }
+                Body::ModelEvaluated {
+                    job,
+                    round,
+                    hospital,
+                    rows,
+                    metrics,
+                    ..
+                } => {
+                    let j = st
+                        .jobs
+                        .get_mut(&job)
+                        .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
+                    j.evaluations
+                        .entry(round)
+                        .or_default()
+                        .insert(hospital, (rows, metrics));
                 }
                 Body::CreditsMoved { .. } | Body::RequestRejected { .. } => {}
             }
@@ -1180,20 +1179,9 @@ impl Shared {
     fn finish(&self, st: &mut State, id: u64, now: u64) -> SResult<()> {
         let job = st.jobs.get(&id).ok_or_else(|| internal("job vanished"))?;
         let last = u64::from(job.valid.spec.rounds);
-        let metrics = job.metrics(last);
-        let rows: u64 = job
-            .evaluations
-            .get(&last)
-            .map(|e| e.values().map(|(rows, _)| rows).sum())
-            .unwrap_or(0);
-        let summary = if metrics.is_empty() {
-            "no hospital evaluated the final model".to_string()
-        } else {
-            let parts: Vec<String> = metrics
-                .iter()
-                .map(|m| format!("{}={:.6}", m.name, m.value))
-                .collect();
-            format!("final model on {rows} held-out rows: {}", parts.join(" "))
+        let summary = match job.evaluations.get(&last) {
+            Some(reports) => job::final_summary(reports.values()),
+            None => job::final_summary(std::iter::empty()),
         };
         let hospitals: Vec<String> = job.enrolled.iter().map(|e| e.name.clone()).collect();
         let mut entries = vec![coord(
@@ -2339,49 +2327,86 @@ impl TrainingService for Coordinator {
         let s = &self.shared;
         let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
         let e = req.into_inner();
-        if e.rows == 0 || e.rows > job::MAX_DECLARED_SAMPLES {
-            return Err(Status::invalid_argument(format!(
-                "rows must be between 1 and {}",
-                job::MAX_DECLARED_SAMPLES
-            )));
-        }
-        let mut metrics = Vec::new();
-        for m in &e.metrics {
-            if !["loss", "accuracy", "rmse"].contains(&m.name.as_str()) || !m.value.is_finite() {
-                return Err(Status::invalid_argument(format!(
-                    "metric {:?} = {} is not a finite loss, accuracy or rmse",
-                    m.name, m.value
-                )));
-            }
-            metrics.push((m.name.clone(), m.value));
-        }
+        let metrics: Vec<(String, f64)> = e
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect();
+        job::validate_evaluation(e.rows, &metrics).map_err(Status::invalid_argument)?;
+        let model = digest_of(&e.model)?;
+        let signature = <[u8; 64]>::try_from(e.signature.as_slice()).map_err(|_| {
+            Status::invalid_argument(format!(
+                "an evaluation's signature is 64 bytes (Ed25519), got {}",
+                e.signature.len()
+            ))
+        })?;
         let now = now_ms();
         let mut st = s.lock();
-        let job = st
-            .jobs
-            .get_mut(&e.job)
-            .ok_or_else(|| job_not_found(e.job))?;
-        if !job.is_enrolled(&h) {
+        let job = st.jobs.get(&e.job).ok_or_else(|| job_not_found(e.job))?;
+        let Some(me) = job.enrolled.iter().find(|x| x.name == h) else {
             return Err(Status::permission_denied(format!(
                 "hospital {h:?} is not enrolled in job {}",
                 e.job
             )));
-        }
-        if job.finalized.map(|(r, _)| r) != Some(e.round) {
+        };
+        if job.terminal() || job.finalized.map(|(r, _)| r) != Some(e.round) {
             return Err(Status::failed_precondition(format!(
                 "round {} of job {} has no model awaiting evaluation",
                 e.round, e.job
             )));
         }
-        job.evaluations
-            .entry(e.round)
-            .or_default()
-            .entry(h)
-            .or_insert((e.rows, metrics));
+        if model != job.model_digest {
+            return Err(Status::failed_precondition(format!(
+                "the model evaluated ({}) is not round {}'s global model ({})",
+                hex::encode(model),
+                e.round,
+                hex::encode(job.model_digest)
+            )));
+        }
+        if job
+            .evaluations
+            .get(&e.round)
+            .is_some_and(|reports| reports.contains_key(&h))
+        {
+            // A retry after a lost answer: the first report stands, and is on the ledger.
+            return Ok(Response::new(pb::Ack { record_index: None }));
+        }
+        let message = Body::evaluation_message(e.job, e.round, &h, &model, e.rows, &metrics);
+        if !signature_verifies(&me.identity_key, &message, &signature) {
+            let status = Status::unauthenticated(format!(
+                "the evaluation's signature does not verify with {h}'s identity key"
+            ));
+            let request = format!("evaluation/job/{}/round/{}/hospital/{h}", e.job, e.round);
+            return Err(s.reject(&mut st, &h, request, status));
+        }
+        let record = entry(
+            now,
+            &h,
+            LRole::Hospital,
+            Outcome::Success,
+            Body::ModelEvaluated {
+                job: e.job,
+                round: e.round,
+                hospital: h.clone(),
+                model,
+                rows: e.rows,
+                metrics: metrics.clone(),
+                signature,
+            },
+        );
+        let idx = s.append(&mut st, vec![record])?;
+        if let Some(job) = st.jobs.get_mut(&e.job) {
+            job.evaluations
+                .entry(e.round)
+                .or_default()
+                .insert(h, (e.rows, metrics));
+        }
         s.step(&mut st, e.job, now)?;
         drop(st);
         s.bump();
-        Ok(Response::new(pb::Ack { record_index: None }))
+        Ok(Response::new(pb::Ack {
+            record_index: idx.first().copied(),
+        }))
     }
 
     async fn refuse_decryption(&self, req: Request<pb::Refusal>) -> SResult<Response<pb::Ack>> {

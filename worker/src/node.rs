@@ -837,6 +837,7 @@ impl Node {
         self.ensure_job(client, e.job).await?;
         let model_spec = self.job(e.job)?.model.clone();
         let params = check_model(&e.inline, &e.model, &model_spec)?;
+        let model = ModelDigest::of(&params).0;
         let device = self.device;
         let data = self.scaled(e.job, &e.statistics)?;
         let m = tokio::task::block_in_place(|| evaluate_global(&model_spec, &params, data, device))
@@ -851,6 +852,12 @@ impl Node {
             }
         }
         metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        let signed: Vec<(String, f64)> =
+            metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+        let rows = m.rows as u64;
+        let signature = self.identity.sign_message(&Body::evaluation_message(
+            e.job, e.round, &self.name, &model, rows, &signed,
+        ));
         let shown: Vec<String> = metrics
             .iter()
             .map(|m| format!("{} {:.4}", m.name, m.value))
@@ -860,8 +867,12 @@ impl Node {
                 job: e.job,
                 round: e.round,
                 hospital: self.name.clone(),
-                rows: m.rows as u64,
+                rows,
                 metrics,
+                model: Some(pb::Digest {
+                    sha256: model.to_vec(),
+                }),
+                signature: signature.to_vec(),
             })
             .await
             .map_err(|s| format!("evaluation refused: {}", s.message()))?;

@@ -344,6 +344,61 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
         )
         .await
         .unwrap();
+
+        // Round 1's model is out for evaluation: reports with figures no evaluation gives, of
+        // another model, or under a signature that is not h1's are refused; the forged one is
+        // recorded.
+        let evaluate = loop {
+            let t = tokio::time::timeout(Duration::from_secs(60), tasks.message())
+                .await
+                .expect("round 1's evaluation task within 60 s")
+                .unwrap()
+                .unwrap();
+            if let Some(pb::task::Kind::Evaluate(e)) = t.kind {
+                if e.round == 1 {
+                    break e;
+                }
+            }
+        };
+        let model: [u8; 32] = evaluate.model.as_ref().unwrap().sha256[..]
+            .try_into()
+            .unwrap();
+        let report = |accuracy: f64, model: [u8; 32], signer: &NoteSigner| {
+            let metrics = vec![("accuracy".to_string(), accuracy)];
+            let message = Body::evaluation_message(1, 1, "h1", &model, 50, &metrics);
+            pb::Evaluation {
+                job: 1,
+                round: 1,
+                hospital: "h1".into(),
+                rows: 50,
+                metrics: vec![pb::Metric {
+                    name: "accuracy".into(),
+                    value: accuracy,
+                }],
+                model: Some(pb::Digest {
+                    sha256: model.to_vec(),
+                }),
+                signature: signer.sign_message(&message).to_vec(),
+            }
+        };
+        let e = c
+            .submit_evaluation(report(1.5, model, &id))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let mut other = model;
+        other[0] ^= 1;
+        let e = c
+            .submit_evaluation(report(0.9, other, &id))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let forger = NoteSigner::new("h1", [7; 32]).unwrap();
+        let e = c
+            .submit_evaluation(report(0.9, model, &forger))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
         (bytes, n)
     });
 
@@ -408,6 +463,7 @@ fn check_ledger(dir: &Path) {
         "do not match the digest the header announced",
         "may not act as hospital \"h2\"",
         "identity key is not the one the consortium provisioned",
+        "the evaluation's signature does not verify with h1's identity key",
     ] {
         assert!(
             all.contains(want),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fedchain_coordinator::job;
 use fedchain_coordinator::tls::client_tls;
 use fedchain_crypto::djn::decode_ciphertexts;
 use fedchain_crypto::keys::{KeyShare, PublicKey};
@@ -389,6 +390,13 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
         report["replay"]["rounds"].as_array().unwrap().len() as u64,
         ROUNDS + 1
     );
+    for r in report["replay"]["rounds"].as_array().unwrap() {
+        let want = if r["round"] == 0 { 0 } else { HOSPITALS.len() };
+        assert_eq!(
+            r["evaluations_verified"], want,
+            "every hospital's signed evaluation of every model: {r}"
+        );
+    }
 
     // Stop everything cleanly (SIGTERM), waiting for the last checkpoint's cosignatures first.
     std::thread::sleep(Duration::from_millis(500));
@@ -420,13 +428,18 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
     let report = json(&audit);
     assert_eq!(report["findings"].as_array().unwrap().len(), 0, "{report}");
 
-    check_ledger_against_plaintext(dir, &model_path);
+    let recorded = check_ledger_against_plaintext(dir, &model_path);
+    assert_eq!(
+        recorded, accuracy,
+        "the accuracy the researcher saw is the pooled figure of the signed evaluations"
+    );
 }
 
 /// Decrypts each submitted update on its own (the test holds two key shares), recomputes plaintext
 /// FedAvg round by round from the job's initial model, and compares with every recorded model
-/// digest and with the downloaded model. Also checks the credits add up.
-fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) {
+/// digest and with the downloaded model. Also checks the credits add up, and that every hospital
+/// evaluated every model once, and returns the final model's accuracy pooled from those records.
+fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) -> f64 {
     let store = Store::open(&dir.join("ledger"), "fedchain-log").unwrap();
     let c = dir.join("c");
     let pk = PublicKey::load(&c.join("coordinator/public.key")).unwrap();
@@ -441,8 +454,32 @@ fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) {
     let mut submissions: std::collections::BTreeMap<u64, Vec<(String, [u8; 32])>> =
         Default::default();
     let mut finalized = std::collections::BTreeMap::new();
+    let mut evaluations: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, _>> =
+        Default::default();
+    let mut summary = None;
     for i in 0..store.len() {
         match store.record(i).unwrap().0.body {
+            Body::ModelEvaluated {
+                round,
+                hospital,
+                model,
+                rows,
+                metrics,
+                ..
+            } => {
+                let evaluated_after = finalized.get(&round).map(|(_, after)| *after);
+                assert_eq!(
+                    evaluated_after,
+                    Some(model),
+                    "{hospital} evaluated round {round}'s model"
+                );
+                let before = evaluations
+                    .entry(round)
+                    .or_default()
+                    .insert(hospital.clone(), (rows, metrics));
+                assert!(before.is_none(), "{hospital} evaluated round {round} twice");
+            }
+            Body::JobFinished { reason, .. } => summary = Some(reason),
             Body::HospitalEnrolled {
                 hospital,
                 samples: n,
@@ -564,6 +601,25 @@ fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) {
             );
         }
     }
+
+    // Evaluations: every hospital's, of every model, and the job's summary is made of them.
+    assert_eq!(
+        evaluations.keys().copied().collect::<Vec<_>>(),
+        (1..=ROUNDS).collect::<Vec<_>>()
+    );
+    for (round, reports) in &evaluations {
+        assert_eq!(reports.len(), HOSPITALS.len(), "round {round}: {reports:?}");
+    }
+    let last = evaluations[&ROUNDS].values();
+    assert_eq!(
+        summary.as_deref(),
+        Some(job::final_summary(last.clone()).as_str())
+    );
+    job::pooled_metrics(last)
+        .into_iter()
+        .find(|(name, _)| name == "accuracy")
+        .expect("the final model's pooled accuracy")
+        .1
 }
 
 fn final_accuracy(summary: &serde_json::Value) -> f64 {

@@ -368,4 +368,62 @@ fn replay_catches_a_coordinator_that_records_lies() {
         text.contains(&format!("record {}:", at.unwrap())) && text.contains("signature"),
         "{text}"
     );
+    // 7. A final summary better than the hospitals' signed evaluations make it.
+    let lied = tmp.path().join("summary");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::JobFinished { reason, .. } = body {
+            *reason = "final model on 114 held-out rows: accuracy=1.000000 loss=0.000001".into();
+            at = Some(i);
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "record {}: final summary recomputed from the hospitals' signed evaluations",
+            at.unwrap()
+        )),
+        "{text}"
+    );
+
+    // 8. An evaluation of some other model, properly signed by its hospital: the hospitals
+    //    evaluated a model that is neither the recorded nor the re-derived one.
+    let lied = tmp.path().join("evaluation");
+    let hospitals = demo.join("consortium/hospitals");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::ModelEvaluated {
+            job,
+            round: 1,
+            hospital,
+            model,
+            rows,
+            metrics,
+            signature,
+        } = body
+        {
+            if at.is_none() {
+                model[0] ^= 1;
+                let key = read_signer(&hospitals.join(format!("{hospital}/identity.skey")));
+                *signature = key.sign_message(&Body::evaluation_message(
+                    *job, 1, hospital, model, *rows, metrics,
+                ));
+                at = Some(i);
+            }
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let want = format!(
+        "FAIL job 1 round 1 record {}: evaluated model is the round's model",
+        at.unwrap()
+    );
+    assert!(
+        fails.len() == 1 && fails[0].starts_with(&want),
+        "one finding, {want:?}:\n{text}"
+    );
 }
