@@ -1,0 +1,689 @@
+//! The hospitals' service: enrollment, the task stream, submissions, decryption shares,
+//! cosignatures and evaluations.
+
+use super::*;
+
+#[tonic::async_trait]
+impl TrainingService for Coordinator {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> SResult<Response<pb::EnrollResponse>> {
+        let s = &self.shared;
+        let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
+        let r = req.into_inner();
+        let mut st = s.lock();
+        let job = st
+            .jobs
+            .get(&r.job_id)
+            .ok_or_else(|| job_not_found(r.job_id))?;
+        let hospital = &s.hospitals[&h];
+        let answer = |job: &Job, a: &EnrollAnswer| pb::EnrollResponse {
+            public_key: s.pk.to_bytes(),
+            spec: Some(job.valid.spec.clone()),
+            spec_digest: pb_digest(&job.valid.digest),
+            party: hospital.party as u32,
+            deposit: a.deposit,
+            record_index: a.record,
+        };
+        if let Some(a) = job.answers.get(&h) {
+            let same = job
+                .enrolled
+                .iter()
+                .any(|e| e.name == h && e.identity_key.as_slice() == r.identity_key);
+            if !same {
+                return Err(Status::already_exists(format!(
+                    "hospital {h:?} is enrolled in job {} with another identity key",
+                    r.job_id
+                )));
+            }
+            return Ok(Response::new(answer(job, a)));
+        }
+        if !matches!(job.phase, JobPhase::Enrolling { .. }) {
+            return Err(Status::failed_precondition(format!(
+                "job {} no longer accepts enrollments (it is {})",
+                r.job_id,
+                job.state().as_str_name()
+            )));
+        }
+        if r.identity_key != hospital.identity {
+            let status = Status::permission_denied(format!(
+                "the identity key is not the one the consortium provisioned for hospital {h:?} \
+                 (hospitals/{h}/identity.vkey)"
+            ));
+            return Err(s.reject(
+                &mut st,
+                &h,
+                format!("enroll/job/{}/hospital/{h}", r.job_id),
+                status,
+            ));
+        }
+        if r.declared_samples == 0 || r.declared_samples > job::MAX_DECLARED_SAMPLES {
+            return Err(Status::invalid_argument(format!(
+                "declared_samples must be between 1 and {}, got {}",
+                job::MAX_DECLARED_SAMPLES,
+                r.declared_samples
+            )));
+        }
+        let deposit = s.config.deposit;
+        let balance = st.store.credits().balance(&Account::Hospital(h.clone()));
+        if balance < deposit {
+            return Err(Status::failed_precondition(format!(
+                "hospital {h:?} holds {balance} credits; enrolling needs a deposit of {deposit}"
+            )));
+        }
+        let now = now_ms();
+        let mut entries = vec![entry(
+            now,
+            &h,
+            LRole::Hospital,
+            Outcome::Success,
+            Body::HospitalEnrolled {
+                job: r.job_id,
+                hospital: h.clone(),
+                identity_key: hospital.identity,
+                samples: r.declared_samples,
+                deposit,
+            },
+        )];
+        if deposit > 0 {
+            entries.push(entry(
+                now,
+                &h,
+                LRole::Hospital,
+                Outcome::Success,
+                Body::CreditsMoved {
+                    movement: Movement::PostDeposit {
+                        job: r.job_id,
+                        hospital: h.clone(),
+                        amount: deposit,
+                    },
+                },
+            ));
+        }
+        let idx = s.append(&mut st, entries)?;
+        s.fail_here("enrolled", r.job_id, 0);
+        let a = EnrollAnswer {
+            record: idx[0],
+            deposit,
+        };
+        let job = st
+            .jobs
+            .get_mut(&r.job_id)
+            .ok_or_else(|| internal("job vanished"))?;
+        job.enrolled.push(Enrolled {
+            name: h.clone(),
+            identity_key: hospital.identity,
+            samples: r.declared_samples,
+            party: hospital.party,
+        });
+        job.answers.insert(h.clone(), a.clone());
+        let response = answer(job, &a);
+        s.step(&mut st, r.job_id, now)?;
+        drop(st);
+        s.bump();
+        Ok(Response::new(response))
+    }
+
+    type TasksStream = BoxStream<pb::Task>;
+
+    async fn tasks(&self, req: Request<pb::TaskRequest>) -> SResult<Response<Self::TasksStream>> {
+        let h = self.shared.hospital_caller(&req, &req.get_ref().hospital)?;
+        let shared = self.shared.clone();
+        let mut version = shared.version.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut sent: HashSet<String> = HashSet::new();
+            loop {
+                let tasks = {
+                    let st = shared.lock();
+                    shared.tasks_for(&st, &h)
+                };
+                for (key, task) in tasks {
+                    if sent.insert(key) && tx.send(Ok(task)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = version.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                if shared.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchModelStream = BoxStream<pb::Chunk>;
+
+    async fn fetch_model(
+        &self,
+        req: Request<pb::ModelRequest>,
+    ) -> SResult<Response<Self::FetchModelStream>> {
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
+        let r = req.into_inner();
+        let want = digest_of(&r.model)?;
+        let st = self.shared.lock();
+        let job = st.jobs.get(&r.job).ok_or_else(|| job_not_found(r.job))?;
+        if !job.is_enrolled(&peer.name) {
+            return Err(Status::permission_denied(format!(
+                "{peer} is not enrolled in job {}",
+                r.job
+            )));
+        }
+        if want != job.model_digest {
+            return Err(Status::not_found(
+                "that model is not the job's current global model",
+            ));
+        }
+        let msgs: Vec<SResult<pb::Chunk>> = chunks(&job.model_file)
+            .map(|data| Ok(pb::Chunk { data }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+
+    async fn submit_update(
+        &self,
+        req: Request<Streaming<pb::UpdateChunk>>,
+    ) -> SResult<Response<pb::SubmitAck>> {
+        use pb::update_chunk::Part;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
+        let s = &self.shared;
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::UpdateChunk {
+                part: Some(Part::Submission(s)),
+            }) => s,
+            _ => {
+                return Err(s.refuse(
+                    &peer.name,
+                    format!("submit_update/hospital/{}", peer.name),
+                    Status::invalid_argument("SubmitUpdate must start with a Submission header"),
+                ))
+            }
+        };
+        let request = format!(
+            "submit_update/job/{}/round/{}/hospital/{}",
+            header.job, header.round, peer.name
+        );
+        if header.hospital != peer.name || !s.hospitals.contains_key(&peer.name) {
+            let status = Status::permission_denied(format!(
+                "{peer} may not submit for hospital {:?}",
+                header.hospital
+            ));
+            return Err(s.refuse(&peer.name, request, status));
+        }
+        let h = peer.name;
+        let signature: [u8; 64] = match header.signature.as_slice().try_into() {
+            Ok(sig) => sig,
+            Err(_) => {
+                let status =
+                    Status::invalid_argument("the submission signature must be 64 bytes (Ed25519)");
+                return Err(s.refuse(&h, request, status));
+            }
+        };
+        let announced =
+            digest_of(&header.ciphertext_digest).map_err(|e| s.refuse(&h, request.clone(), e))?;
+        {
+            // Refuse early, before reading megabytes, what cannot be accepted anyway.
+            let mut st = s.lock();
+            let open = st.jobs.get(&header.job).and_then(|j| {
+                j.round
+                    .as_ref()
+                    .filter(|r| j.round_no == header.round && *r.phase() == Phase::Collecting)
+            });
+            if open.is_none() {
+                let status = Status::failed_precondition(format!(
+                    "job {} is not collecting submissions for round {}",
+                    header.job, header.round
+                ));
+                return Err(s.reject(&mut st, &h, request, status));
+            }
+        }
+        let bytes = read_body(
+            &mut stream,
+            header.total_bytes,
+            |m: pb::UpdateChunk| match m.part {
+                Some(Part::Chunk(c)) => Some(c),
+                _ => None,
+            },
+        )
+        .await
+        .map_err(|e| s.refuse(&h, request.clone(), e))?;
+        let digest = sha256(&bytes);
+        if digest != announced {
+            let status = Status::invalid_argument(
+                "the ciphertext bytes do not match the digest the header announced",
+            );
+            return Err(s.refuse(&h, request, status));
+        }
+        let now = now_ms();
+        let mut st = s.lock();
+        let Some(job) = st.jobs.get_mut(&header.job) else {
+            return Err(job_not_found(header.job));
+        };
+        if job.round_no != header.round {
+            let status = Status::failed_precondition(format!(
+                "job {} is in round {}, not {}",
+                header.job, job.round_no, header.round
+            ));
+            return Err(s.reject(&mut st, &h, request, status));
+        }
+        let round = job.round.as_mut().ok_or_else(|| internal("no round"))?;
+        let (entries, result) = round.submit(now, &h, &bytes, signature);
+        if result.is_ok() {
+            job.subs.insert(
+                h.clone(),
+                SubInfo {
+                    digest,
+                    signature,
+                    ciphertexts: header.ciphertexts,
+                    bytes: bytes.len() as u64,
+                },
+            );
+            st.store.put_blob(&bytes).map_err(internal)?;
+        }
+        let idx = s.append(&mut st, entries)?;
+        if let Err(e) = result {
+            return Err(round_status(&e));
+        }
+        s.fail_here("submission-recorded", header.job, header.round);
+        s.step(&mut st, header.job, now)?;
+        drop(st);
+        s.bump();
+        Ok(Response::new(pb::SubmitAck {
+            received_bytes: bytes.len() as u64,
+            ciphertexts: pb_digest(&digest),
+            record_index: idx.first().copied().unwrap_or(0),
+        }))
+    }
+
+    type FetchRoundStream = BoxStream<pb::RoundBundle>;
+
+    async fn fetch_round(
+        &self,
+        req: Request<pb::RoundRef>,
+    ) -> SResult<Response<Self::FetchRoundStream>> {
+        use pb::round_bundle::Part;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
+        let r = req.into_inner();
+        let st = self.shared.lock();
+        let job = st.jobs.get(&r.job).ok_or_else(|| job_not_found(r.job))?;
+        if !job.is_enrolled(&peer.name) {
+            return Err(Status::permission_denied(format!(
+                "{peer} is not enrolled in job {}",
+                r.job
+            )));
+        }
+        let round = job
+            .round
+            .as_ref()
+            .filter(|_| job.round_no == r.round)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "round {} of job {} is not the current round",
+                    r.round, r.job
+                ))
+            })?;
+        let (Some(digest), Some(record_index)) = (round.aggregate_digest(), job.closed_record)
+        else {
+            return Err(Status::failed_precondition(format!(
+                "round {} of job {} has not closed yet",
+                r.round, r.job
+            )));
+        };
+        let mut msgs = Vec::new();
+        let mut ciphertexts = 0;
+        for (h, info) in &job.subs {
+            let bytes = st
+                .store
+                .blob(&info.digest)
+                .map_err(internal)?
+                .ok_or_else(|| internal("a submission's blob is missing"))?;
+            ciphertexts = info.ciphertexts;
+            msgs.push(Ok(pb::RoundBundle {
+                part: Some(Part::Submission(pb::Submission {
+                    job: r.job,
+                    round: r.round,
+                    hospital: h.clone(),
+                    ciphertexts: info.ciphertexts,
+                    total_bytes: info.bytes,
+                    ciphertext_digest: pb_digest(&info.digest),
+                    signature: info.signature.to_vec(),
+                })),
+            }));
+            msgs.extend(chunks(&bytes).map(|c| {
+                Ok(pb::RoundBundle {
+                    part: Some(Part::Chunk(c)),
+                })
+            }));
+        }
+        msgs.push(Ok(pb::RoundBundle {
+            part: Some(Part::Aggregate(pb::Aggregate {
+                job: r.job,
+                round: r.round,
+                contributors: round.submitted(),
+                digest: pb_digest(&digest),
+                ciphertexts,
+                record_index,
+            })),
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+
+    async fn submit_decryption_share(
+        &self,
+        req: Request<Streaming<pb::ShareChunk>>,
+    ) -> SResult<Response<pb::Ack>> {
+        use pb::share_chunk::Part;
+        let peer = self.shared.authorize(&req, &[Role::Hospital])?;
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::ShareChunk {
+                part: Some(Part::Share(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "SubmitDecryptionShare must start with a DecryptionShare header",
+                ))
+            }
+        };
+        let s = &self.shared;
+        let request = format!(
+            "submit_share/job/{}/round/{}/hospital/{}",
+            header.job, header.round, peer.name
+        );
+        if header.hospital != peer.name || !s.hospitals.contains_key(&peer.name) {
+            let status = Status::permission_denied(format!(
+                "{peer} may not submit a share for hospital {:?}",
+                header.hospital
+            ));
+            return Err(s.refuse(&peer.name, request, status));
+        }
+        let h = peer.name;
+        let announced =
+            digest_of(&header.share_digest).map_err(|e| s.refuse(&h, request.clone(), e))?;
+        let bytes = read_body(
+            &mut stream,
+            header.total_bytes,
+            |m: pb::ShareChunk| match m.part {
+                Some(Part::Chunk(c)) => Some(c),
+                _ => None,
+            },
+        )
+        .await
+        .map_err(|e| s.refuse(&h, request.clone(), e))?;
+        if sha256(&bytes) != announced {
+            let status = Status::invalid_argument(
+                "the share bytes do not match the digest the header announced",
+            );
+            return Err(s.refuse(&h, request, status));
+        }
+        // Verify the share's proof (tens of ms of modular exponentiation) off the state lock and
+        // off the async runtime: shares that arrive together are checked side by side, and no
+        // other call waits for them. The round re-checks everything cheap under the lock and uses
+        // this verdict only for these same bytes against the same aggregate.
+        let check = {
+            let mut st = s.lock();
+            let check = st
+                .jobs
+                .get(&header.job)
+                .filter(|job| job.round_no == header.round)
+                .and_then(|job| job.round.as_ref())
+                .and_then(|round| round.share_check(&h));
+            check.filter(|_| st.checking_share.insert(h.clone()))
+        };
+        let (checked, bytes) = match check {
+            Some(check) => {
+                let joined = tokio::task::spawn_blocking(move || {
+                    let checked = check.check(&bytes);
+                    (checked, bytes)
+                })
+                .await;
+                match joined {
+                    Ok((checked, bytes)) => (Some(checked), bytes),
+                    Err(e) => {
+                        s.lock().checking_share.remove(&h);
+                        return Err(internal(e));
+                    }
+                }
+            }
+            None => (None, bytes),
+        };
+        let now = now_ms();
+        let mut st = s.lock();
+        if checked.is_some() {
+            st.checking_share.remove(&h);
+        }
+        let credits = st.store.credits().clone();
+        let Some(job) = st.jobs.get_mut(&header.job) else {
+            return Err(job_not_found(header.job));
+        };
+        if header.round < job.round_no
+            || (header.round == job.round_no
+                && job
+                    .round
+                    .as_ref()
+                    .is_some_and(|r| *r.phase() == Phase::Finalized))
+        {
+            // A backup share that arrived after the round was decrypted: not needed, not wrong.
+            return Err(Status::failed_precondition(format!(
+                "round {} of job {} is already decrypted; the share is not needed",
+                header.round, header.job
+            )));
+        }
+        if job.round_no != header.round || job.round.is_none() {
+            let status = Status::failed_precondition(format!(
+                "job {} is in round {}, not {}",
+                header.job, job.round_no, header.round
+            ));
+            return Err(s.reject(&mut st, &h, request, status));
+        }
+        let round = job.round.as_mut().ok_or_else(|| internal("no round"))?;
+        if round.aggregate_digest().map(|d| pb_digest(&d)) != Some(header.aggregate.clone()) {
+            let status =
+                Status::invalid_argument("the share names another aggregate than this round's");
+            return Err(s.reject(&mut st, &h, request, status));
+        }
+        let (entries, result) =
+            round.submit_share(now, &h, header.party as usize, &bytes, checked, &credits);
+        let finalized_at = entries
+            .iter()
+            .position(|e| matches!(e.body, Body::RoundFinalized { .. }));
+        // The share's bytes are kept when a record names them (valid or not), not for a refusal.
+        if entries
+            .iter()
+            .any(|e| matches!(e.body, Body::DecryptionShare { .. }))
+        {
+            st.store.put_blob(&bytes).map_err(internal)?;
+        }
+        let idx = s.append(&mut st, entries)?;
+        if let (Some(k), Some(job)) = (finalized_at, st.jobs.get_mut(&header.job)) {
+            job.finalized_record = idx.get(k).copied();
+        }
+        if let Err(e) = &result {
+            if !matches!(e, RoundError::Finalize(_)) {
+                return Err(round_status(e));
+            }
+        }
+        let point = if finalized_at.is_some() {
+            "round-finalized"
+        } else {
+            "share-recorded"
+        };
+        s.fail_here(point, header.job, header.round);
+        s.step(&mut st, header.job, now)?;
+        drop(st);
+        s.bump();
+        Ok(Response::new(pb::Ack {
+            record_index: idx.first().copied(),
+        }))
+    }
+
+    async fn submit_cosignature(
+        &self,
+        req: Request<pb::Cosignature>,
+    ) -> SResult<Response<pb::Ack>> {
+        let s = &self.shared;
+        let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
+        let incoming = note::parse(&req.get_ref().note)
+            .map_err(|e| Status::invalid_argument(format!("not a signed note: {e}")))?;
+        let cp = Checkpoint::from_text(&incoming.text)
+            .map_err(|e| Status::invalid_argument(format!("not a checkpoint: {e}")))?;
+        let mut st = s.lock();
+        let stored = st
+            .store
+            .checkpoints()
+            .map_err(internal)?
+            .into_iter()
+            .find(|(size, _)| *size == cp.size)
+            .map(|(_, n)| n)
+            .ok_or_else(|| Status::not_found(format!("no checkpoint of size {}", cp.size)))?;
+        let mut merged = note::parse(&stored).map_err(internal)?;
+        if merged.text != incoming.text {
+            return Err(Status::invalid_argument(
+                "the cosigned checkpoint is not the one the log signed at that size",
+            ));
+        }
+        let mut added = false;
+        for sig in incoming.signatures.into_iter().filter(|sig| sig.name == h) {
+            if !merged.signatures.contains(&sig) {
+                merged.signatures.push(sig);
+                added = true;
+            }
+        }
+        if !added && !merged.signatures.iter().any(|sig| sig.name == h) {
+            return Err(Status::invalid_argument(format!(
+                "the note carries no cosignature by {h:?}"
+            )));
+        }
+        let text = merged.encode();
+        st.store
+            .add_cosignatures(&text, &s.known)
+            .map_err(|e| Status::invalid_argument(format!("cosignature refused: {e}")))?;
+        if let Some((size, note)) = st.checkpoint.as_mut() {
+            if *size == cp.size {
+                *note = text;
+            }
+        }
+        let last = st.cosigned.entry(h).or_insert(0);
+        *last = (*last).max(cp.size);
+        Ok(Response::new(pb::Ack { record_index: None }))
+    }
+
+    async fn submit_evaluation(&self, req: Request<pb::Evaluation>) -> SResult<Response<pb::Ack>> {
+        let s = &self.shared;
+        let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
+        let e = req.into_inner();
+        let metrics: Vec<(String, f64)> = e
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect();
+        job::validate_evaluation(e.rows, &metrics).map_err(Status::invalid_argument)?;
+        let model = digest_of(&e.model)?;
+        let signature = <[u8; 64]>::try_from(e.signature.as_slice()).map_err(|_| {
+            Status::invalid_argument(format!(
+                "an evaluation's signature is 64 bytes (Ed25519), got {}",
+                e.signature.len()
+            ))
+        })?;
+        let now = now_ms();
+        let mut st = s.lock();
+        let job = st.jobs.get(&e.job).ok_or_else(|| job_not_found(e.job))?;
+        let Some(me) = job.enrolled.iter().find(|x| x.name == h) else {
+            return Err(Status::permission_denied(format!(
+                "hospital {h:?} is not enrolled in job {}",
+                e.job
+            )));
+        };
+        if job.terminal() || job.finalized.map(|(r, _)| r) != Some(e.round) {
+            return Err(Status::failed_precondition(format!(
+                "round {} of job {} has no model awaiting evaluation",
+                e.round, e.job
+            )));
+        }
+        if model != job.model_digest {
+            return Err(Status::failed_precondition(format!(
+                "the model evaluated ({}) is not round {}'s global model ({})",
+                hex::encode(model),
+                e.round,
+                hex::encode(job.model_digest)
+            )));
+        }
+        if job
+            .evaluations
+            .get(&e.round)
+            .is_some_and(|reports| reports.contains_key(&h))
+        {
+            // A retry after a lost answer: the first report stands, and is on the ledger.
+            return Ok(Response::new(pb::Ack { record_index: None }));
+        }
+        let message = Body::evaluation_message(e.job, e.round, &h, &model, e.rows, &metrics);
+        if !signature_verifies(&me.identity_key, &message, &signature) {
+            let status = Status::unauthenticated(format!(
+                "the evaluation's signature does not verify with {h}'s identity key"
+            ));
+            let request = format!("evaluation/job/{}/round/{}/hospital/{h}", e.job, e.round);
+            return Err(s.reject(&mut st, &h, request, status));
+        }
+        let record = entry(
+            now,
+            &h,
+            LRole::Hospital,
+            Outcome::Success,
+            Body::ModelEvaluated {
+                job: e.job,
+                round: e.round,
+                hospital: h.clone(),
+                model,
+                rows: e.rows,
+                metrics: metrics.clone(),
+                signature,
+            },
+        );
+        let idx = s.append(&mut st, vec![record])?;
+        if let Some(job) = st.jobs.get_mut(&e.job) {
+            job.evaluations
+                .entry(e.round)
+                .or_default()
+                .insert(h, (e.rows, metrics));
+        }
+        s.step(&mut st, e.job, now)?;
+        drop(st);
+        s.bump();
+        Ok(Response::new(pb::Ack {
+            record_index: idx.first().copied(),
+        }))
+    }
+
+    async fn refuse_decryption(&self, req: Request<pb::Refusal>) -> SResult<Response<pb::Ack>> {
+        let s = &self.shared;
+        let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
+        let r = req.into_inner();
+        let mut st = s.lock();
+        if !st.jobs.get(&r.job).is_some_and(|j| j.is_enrolled(&h)) {
+            return Err(Status::permission_denied(format!(
+                "hospital {h:?} is not enrolled in job {}",
+                r.job
+            )));
+        }
+        let reason: String = r.reason.chars().take(1000).collect();
+        let e = entry(
+            now_ms(),
+            &h,
+            LRole::Hospital,
+            Outcome::SeriousFailure,
+            Body::RequestRejected {
+                request: format!("decrypt/job/{}/round/{}/hospital/{h}", r.job, r.round),
+                reason: format!("hospital {h} refused to decrypt: {reason}"),
+            },
+        );
+        let idx = s.append(&mut st, vec![e])?;
+        Ok(Response::new(pb::Ack {
+            record_index: idx.first().copied(),
+        }))
+    }
+}

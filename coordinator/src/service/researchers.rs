@@ -1,0 +1,259 @@
+//! The researchers' service: submit a job, follow it, download its model.
+
+use super::jobs::new_job;
+use super::*;
+
+#[tonic::async_trait]
+impl JobService for Coordinator {
+    async fn submit_job(&self, req: Request<pb::JobSpec>) -> SResult<Response<pb::JobStatus>> {
+        let peer = self.shared.authorize(&req, &[Role::Researcher])?;
+        let valid = job::validate(req.get_ref()).map_err(Status::invalid_argument)?;
+        let s = &self.shared;
+        let mut st = s.lock();
+        let budget = valid.spec.credit_budget;
+        let balance = st
+            .store
+            .credits()
+            .balance(&Account::Researcher(peer.name.clone()));
+        if balance < budget {
+            return Err(Status::failed_precondition(format!(
+                "researcher {:?} holds {balance} credits; the job's credit_budget is {budget}",
+                peer.name
+            )));
+        }
+        let id = st.next_job;
+        let now = now_ms();
+        st.store.put_blob(&valid.bytes).map_err(internal)?;
+        let idx = s.append(
+            &mut st,
+            vec![
+                entry(
+                    now,
+                    &peer.name,
+                    LRole::Researcher,
+                    Outcome::Success,
+                    Body::JobSubmitted {
+                        job: id,
+                        spec: valid.digest,
+                        researcher: peer.name.clone(),
+                        budget,
+                    },
+                ),
+                entry(
+                    now,
+                    &peer.name,
+                    LRole::Researcher,
+                    Outcome::Success,
+                    Body::CreditsMoved {
+                        movement: Movement::Fund {
+                            job: id,
+                            researcher: peer.name.clone(),
+                            amount: budget,
+                        },
+                    },
+                ),
+            ],
+        )?;
+        st.next_job += 1;
+        let job = new_job(
+            id,
+            valid,
+            peer.name,
+            idx[0],
+            now + s.config.enroll_seconds * 1000,
+        );
+        let status = s.status(&job);
+        st.jobs.insert(id, job);
+        drop(st);
+        s.bump();
+        Ok(Response::new(status))
+    }
+
+    async fn get_job(&self, req: Request<pb::JobId>) -> SResult<Response<pb::JobStatus>> {
+        self.shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
+        let st = self.shared.lock();
+        let id = req.get_ref().id;
+        let job = st.jobs.get(&id).ok_or_else(|| job_not_found(id))?;
+        Ok(Response::new(self.shared.status(job)))
+    }
+
+    type WatchJobStream = BoxStream<pb::JobEvent>;
+
+    async fn watch_job(&self, req: Request<pb::JobId>) -> SResult<Response<Self::WatchJobStream>> {
+        self.shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
+        let id = req.get_ref().id;
+        if !self.shared.lock().jobs.contains_key(&id) {
+            return Err(job_not_found(id));
+        }
+        let shared = self.shared.clone();
+        let mut version = shared.version.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut sent_metrics: BTreeSet<u64> = BTreeSet::new();
+            let mut last: Option<(u64, i32, usize)> = None;
+            loop {
+                let (events, done) = {
+                    let st = shared.lock();
+                    let Some(job) = st.jobs.get(&id) else { return };
+                    watch_events(job, &mut sent_metrics, &mut last)
+                };
+                for e in events {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                if done || version.changed().await.is_err() || shared.closing.load(Ordering::SeqCst)
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DownloadModelStream = BoxStream<pb::ModelDownload>;
+
+    async fn download_model(
+        &self,
+        req: Request<pb::JobId>,
+    ) -> SResult<Response<Self::DownloadModelStream>> {
+        let peer = self
+            .shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor])?;
+        let id = req.get_ref().id;
+        let (release, file) = {
+            let st = self.shared.lock();
+            let job = st.jobs.get(&id).ok_or_else(|| job_not_found(id))?;
+            if peer.role == Role::Researcher && peer.name != job.researcher {
+                return Err(Status::permission_denied(format!(
+                    "job {id} belongs to researcher {:?}, not {peer}",
+                    job.researcher
+                )));
+            }
+            if job.phase != JobPhase::Finished {
+                return Err(Status::failed_precondition(format!(
+                    "job {id} is {}: only a finished job's model can be downloaded{}",
+                    job.state().as_str_name(),
+                    if job.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (failed: {})", job.reason)
+                    }
+                )));
+            }
+            let (round, index) = job
+                .finalized
+                .ok_or_else(|| internal("a finished job without a finalized round"))?;
+            // The latest checkpoint covering the record that a quorum of hospitals cosigned
+            // already (the newest one may still be collecting cosignatures).
+            let cosigners = |note: &str| {
+                note::parse(note).map_or(0, |n| {
+                    n.signatures
+                        .iter()
+                        .filter(|sig| self.shared.hospitals.contains_key(&sig.name))
+                        .count()
+                })
+            };
+            let (size, note) = st
+                .store
+                .checkpoints()
+                .map_err(internal)?
+                .into_iter()
+                .filter(|(size, note)| *size > index && cosigners(note) >= self.shared.quorum)
+                .max_by_key(|(size, _)| *size)
+                .ok_or_else(|| {
+                    Status::unavailable(
+                        "no checkpoint covering the final model is cosigned by a quorum of                          hospitals yet; retry in a few seconds",
+                    )
+                })?;
+            let (_, record) = st.store.record(index).map_err(internal)?;
+            let proof = st.store.inclusion_proof(index, size).map_err(internal)?;
+            let release = pb::ModelRelease {
+                job: id,
+                round,
+                model: pb_digest(&job.model_digest),
+                file: pb_digest(&sha256(&job.model_file)),
+                file_bytes: job.model_file.len() as u64,
+                record_index: index,
+                record,
+                checkpoint: Some(pb::Checkpoint { note }),
+                inclusion: Some(pb_proof(&proof)),
+            };
+            (release, job.model_file.clone())
+        };
+        use pb::model_download::Part;
+        let mut msgs = vec![Ok(pb::ModelDownload {
+            part: Some(Part::Release(release)),
+        })];
+        msgs.extend(chunks(&file).map(|data| {
+            Ok(pb::ModelDownload {
+                part: Some(Part::Chunk(pb::Chunk { data })),
+            })
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+}
+
+/// The watch events of `job` not sent yet, and whether the watch is over.
+fn watch_events(
+    job: &Job,
+    sent_metrics: &mut BTreeSet<u64>,
+    last: &mut Option<(u64, i32, usize)>,
+) -> (Vec<pb::JobEvent>, bool) {
+    use pb::job_event::Event;
+    let mut out = Vec::new();
+    let ev = |event| pb::JobEvent {
+        job: job.id,
+        event: Some(event),
+    };
+    if let Some(p) = job.progress() {
+        let key = (p.round, p.phase, p.participants.len());
+        if *last != Some(key) {
+            *last = Some(key);
+            if p.phase != pb::RoundPhase::Finalized as i32 || p.round == 0 {
+                out.push(ev(Event::Round(p)));
+            }
+        }
+    }
+    // A model round's line goes out once every hospital scored its model, or when the job ends.
+    if let Some((r, _)) = job.finalized {
+        for round in 1..=r {
+            if sent_metrics.contains(&round) {
+                continue;
+            }
+            let complete = job.evaluated_by_all(round) || job.terminal() || round < r;
+            if complete {
+                sent_metrics.insert(round);
+                out.push(ev(Event::Round(pb::RoundProgress {
+                    round,
+                    phase: pb::RoundPhase::Finalized as i32,
+                    participants: Vec::new(),
+                    metrics: job.metrics(round),
+                    model: None,
+                })));
+            }
+        }
+    }
+    let record_index = job.finished_record.unwrap_or(0);
+    match job.phase {
+        JobPhase::Finished => {
+            out.push(ev(Event::Finished(pb::job_event::Finished {
+                model: pb_digest(&job.model_digest),
+                metrics: job.metrics(u64::from(job.valid.spec.rounds)),
+                record_index,
+            })));
+            (out, true)
+        }
+        JobPhase::Failed => {
+            out.push(ev(Event::Failed(pb::job_event::Failed {
+                reason: job.reason.clone(),
+                round: job.round_no,
+                record_index,
+            })));
+            (out, true)
+        }
+        _ => (out, false),
+    }
+}
