@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 use fedchain_coordinator::consortium::{init, InitOptions};
+use fedchain_coordinator::revocation::{self, Reason};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -35,6 +36,28 @@ pub enum ConsortiumCommand {
         #[arg(long, default_value_t = 2048)]
         bits: usize,
         /// Print the consortium description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a party's certificate: sign, with the CA key in DIR/ca/, a new revocation list
+    /// (CRL) listing it with every certificate revoked before, and write it to DIR/ca/crl.pem and
+    /// DIR/coordinator/crl.pem. A coordinator refuses the party within a second of that copy
+    /// reaching its folder, without a restart.
+    Revoke {
+        /// The consortium folder, with the CA key (run this where the CA key is kept).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The party whose certificate is revoked.
+        #[arg(long)]
+        party: String,
+        /// Its certificate, when its folder is no longer in DIR.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// Why: unspecified, key-compromise, affiliation-changed, superseded or
+        /// cessation-of-operation.
+        #[arg(long, default_value = "unspecified")]
+        reason: Reason,
+        /// Print what was done as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -86,6 +109,34 @@ pub fn run(cmd: ConsortiumCommand) -> Result<()> {
                 "Hand each folder to its party only. Move {} offline: whoever holds the CA key can \
                  issue identities.",
                 dir.join("ca").display()
+            );
+            Ok(())
+        }
+        ConsortiumCommand::Revoke {
+            dir,
+            party,
+            cert,
+            reason,
+            json,
+        } => {
+            let now = time::OffsetDateTime::now_utc();
+            let r = revocation::revoke(&dir, &party, cert.as_deref(), reason, now)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "revoked {} {} (certificate serial {}, {}): CRL {} lists {} certificate(s)",
+                r.role, r.party, r.serial, r.reason, r.crl_number, r.revoked
+            );
+            for path in &r.written {
+                println!("  wrote {}", path.display());
+            }
+            println!(
+                "Copy {} into the coordinator's folder where it runs, if that is another machine: \
+                 it refuses {} from then on, without a restart.",
+                revocation::CRL_FILE,
+                r.party
             );
             Ok(())
         }

@@ -35,6 +35,7 @@ mod files;
 pub mod job;
 pub mod refusals;
 pub mod replay;
+pub mod revocation;
 pub mod round;
 pub mod service;
 pub mod tls;

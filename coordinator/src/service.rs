@@ -64,9 +64,12 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::consortium::{Consortium, ConsortiumError, COORDINATOR_NAME, LOG_SKEY_FILE, TRUST_FILE};
+use crate::consortium::{
+    Consortium, ConsortiumError, CA_CERT_FILE, COORDINATOR_NAME, LOG_SKEY_FILE, TRUST_FILE,
+};
 use crate::job::{self, ValidJob};
 use crate::refusals::{self, Admit, RefusalMeter};
+use crate::revocation::{self, RevocationError, WatchedCrl, CRL_FILE};
 use crate::round::{Enrolled, Phase, Round, RoundConfig, RoundError};
 use crate::tls::{self, caller, Role, TlsError};
 
@@ -146,6 +149,9 @@ pub enum ServiceError {
     /// The environment (a crash test's failpoint where it cannot work).
     #[error("{0}")]
     Environment(String),
+    /// The consortium CA's revocation list in the coordinator's folder.
+    #[error("{0}; fix or remove it (a new one comes from `fedchain consortium revoke`)")]
+    Revocation(#[from] RevocationError),
 }
 
 type SResult<T> = Result<T, Status>;
@@ -206,6 +212,12 @@ fn coord(now: u64, body: Body) -> Entry {
         Outcome::Success,
         body,
     )
+}
+
+/// The DER certificate a request's TLS client presented, if any.
+fn leaf_cert<T>(req: &Request<T>) -> Option<Vec<u8>> {
+    req.peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
 }
 
 fn digest_of(d: &Option<pb::Digest>) -> SResult<Hash> {
@@ -421,6 +433,9 @@ struct Shared {
     closing: AtomicBool,
     /// A crash test's failpoint ([`crate::failpoint`]); `None` in every real deployment.
     failpoint: Option<failpoint::Armed>,
+    /// The consortium CA's CRL in the coordinator's folder, re-read by the driver when the
+    /// file changes.
+    crl: Mutex<WatchedCrl>,
 }
 
 /// The coordinator: open it, then [`Coordinator::serve`].
@@ -506,6 +521,17 @@ impl Coordinator {
             }
             store.append_all(entries)?;
         }
+        let crl = WatchedCrl::open(&dir.join(CRL_FILE), &dir.join(CA_CERT_FILE))?;
+        if let Some(c) = crl.crl() {
+            if c.next_update
+                .is_some_and(|t| t < time::OffsetDateTime::now_utc())
+            {
+                eprintln!(
+                    "fedchain coordinator: {} was due for renewal; it stays in force",
+                    crl.path().display()
+                );
+            }
+        }
         let (version, _) = watch::channel(0);
         let coordinator = Coordinator {
             shared: Arc::new(Shared {
@@ -527,6 +553,7 @@ impl Coordinator {
                 version,
                 closing: AtomicBool::new(false),
                 failpoint,
+                crl: Mutex::new(crl),
             }),
         };
         {
@@ -677,23 +704,59 @@ impl Shared {
 
     /// [`caller`], and refuses a revoked certificate.
     fn authorize<T>(&self, req: &Request<T>, allowed: &[Role]) -> SResult<crate::tls::Peer> {
-        if !self.config.revoked.is_empty() {
-            let certs = req.peer_certs();
-            if let Some(leaf) = certs.as_ref().and_then(|c| c.first()) {
-                let fingerprint = hex::encode(sha256(leaf.as_ref()));
-                if self
-                    .config
-                    .revoked
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case(&fingerprint))
-                {
-                    return Err(Status::permission_denied(format!(
-                        "certificate {fingerprint} has been revoked by this consortium"
-                    )));
-                }
-            }
+        if let Some(leaf) = leaf_cert(req) {
+            self.check_revoked(&leaf)?;
         }
         caller(req, allowed)
+    }
+
+    /// Refuses a certificate that the consortium revoked: listed in the CA's CRL, or by its
+    /// fingerprint in the configuration's `revoked`.
+    fn check_revoked(&self, leaf: &[u8]) -> SResult<()> {
+        if !self.config.revoked.is_empty() {
+            let fingerprint = hex::encode(sha256(leaf));
+            if self
+                .config
+                .revoked
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&fingerprint))
+            {
+                return Err(Status::permission_denied(format!(
+                    "certificate {fingerprint} has been revoked by this consortium"
+                )));
+            }
+        }
+        let crl = self.crl.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(crl), Some(serial)) = (crl.crl(), revocation::serial_of(leaf)) {
+            if let Some(r) = crl.revoked(&serial) {
+                return Err(Status::permission_denied(format!(
+                    "certificate {} has been revoked by the consortium CA on {} ({}; CRL {})",
+                    r.serial, r.revoked_at, r.reason, crl.number
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the CRL if its file changed; returns whether a new one is in force.
+    fn refresh_crl(&self) -> bool {
+        let mut watched = self.crl.lock().unwrap_or_else(|e| e.into_inner());
+        match watched.refresh() {
+            Ok(Some(crl)) => {
+                eprintln!(
+                    "fedchain coordinator: CRL {} of the consortium CA in force: {} revoked \
+                     certificate(s)",
+                    crl.number,
+                    crl.entries().count()
+                );
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                eprintln!("fedchain coordinator: the CRL in force stays: {e}");
+                false
+            }
+        }
     }
 
     fn hospital_caller<T>(&self, req: &Request<T>, claimed: &str) -> SResult<String> {

@@ -129,12 +129,18 @@ impl TrainingService for Coordinator {
 
     async fn tasks(&self, req: Request<pb::TaskRequest>) -> SResult<Response<Self::TasksStream>> {
         let h = self.shared.hospital_caller(&req, &req.get_ref().hospital)?;
+        let leaf = leaf_cert(&req).unwrap_or_default();
         let shared = self.shared.clone();
         let mut version = shared.version.subscribe();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut sent: HashSet<String> = HashSet::new();
             loop {
+                // A certificate revoked while the stream is open gets no more tasks.
+                if let Err(status) = shared.check_revoked(&leaf) {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 let tasks = {
                     let st = shared.lock();
                     shared.tasks_for(&st, &h)

@@ -235,8 +235,10 @@ impl Shared {
         Ok(())
     }
 
-    /// The deadline driver: advances every job.
+    /// The deadline driver: picks up a new CRL (waking the streams, which end for a revoked
+    /// party) and advances every job.
     pub(super) fn drive(&self) {
+        let revoked = self.refresh_crl();
         let mut st = self.lock();
         let now = now_ms();
         for u in st.refusals.due(now) {
@@ -268,7 +270,7 @@ impl Shared {
             }
         }
         drop(st);
-        if changed {
+        if changed || revoked {
             self.bump();
         }
     }

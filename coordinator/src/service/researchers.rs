@@ -87,6 +87,7 @@ impl JobService for Coordinator {
         if !self.shared.lock().jobs.contains_key(&id) {
             return Err(job_not_found(id));
         }
+        let leaf = leaf_cert(&req).unwrap_or_default();
         let shared = self.shared.clone();
         let mut version = shared.version.subscribe();
         let (tx, rx) = mpsc::channel(64);
@@ -94,6 +95,10 @@ impl JobService for Coordinator {
             let mut sent_metrics: BTreeSet<u64> = BTreeSet::new();
             let mut last: Option<(u64, i32, usize)> = None;
             loop {
+                if let Err(status) = shared.check_revoked(&leaf) {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 let (events, done) = {
                     let st = shared.lock();
                     let Some(job) = st.jobs.get(&id) else { return };

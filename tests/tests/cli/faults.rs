@@ -9,8 +9,8 @@ use fedchain_ledger::record::Body;
 use fedchain_ledger::store::Store;
 
 use crate::job::{
-    as_party, logs, replay_ledger, s, spawn, spawn_coordinator, start, write_coordinator_config,
-    Cluster, Procs,
+    as_party, logs, replay_ledger, s, spawn, spawn_coordinator, start, start_enrolling,
+    write_coordinator_config, Cluster, Procs,
 };
 use crate::util::{fedchain, json, ok_stdout};
 
@@ -251,13 +251,75 @@ fn a_revoked_hospital_is_refused_and_the_others_carry_on() {
         .as_str()
         .unwrap()
         .to_string();
+    restart_with(
+        &mut cl,
+        &format!("revoked = [\"{h3}\"]\n"),
+        "coordinator-revoked.log",
+    );
+    assert_h3_refused_and_the_job_runs_without_it(&mut cl, "has been revoked by this consortium");
+}
+
+#[test]
+fn a_hospital_revoked_by_the_ca_is_refused_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A short enrollment window, so that the job does not wait long for the revoked hospital.
+    let mut cl = start_enrolling(tmp.path(), &["h1", "h2", "h3"], 3);
+    let dir = cl.dir.clone();
+    let log = dir.join("coordinator.log");
+    // h3 follows its task stream when the CA revokes it.
+    let h3_log = dir.join("h3.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&h3_log)
+        .unwrap_or_default()
+        .contains("connected to")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "h3 did not reconnect\n{}",
+            logs(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The CA revokes h3 while every process runs; the coordinator picks the CRL up by itself.
+    let revoked = json(&fedchain(&[
+        "consortium",
+        "revoke",
+        "--dir",
+        s(&dir.join("c")),
+        "--party",
+        "h3",
+        "--reason",
+        "key-compromise",
+        "--json",
+    ]));
+    assert_eq!(revoked["crl_number"], 1, "{revoked}");
+    assert_eq!(revoked["reason"], "key-compromise", "{revoked}");
+    wait_for_log(&cl, &log, "CRL 1 of the consortium CA in force", 30);
+    assert_h3_refused_and_the_job_runs_without_it(&mut cl, "revoked by the consortium CA");
+    // The stream h3 had open when it was revoked was ended with the reason.
+    let h3 = std::fs::read_to_string(&h3_log).unwrap();
+    assert!(
+        h3.lines()
+            .any(|l| l.contains("task stream") && l.contains("revoked by the consortium CA")),
+        "{h3}"
+    );
+}
+
+/// Restarts the coordinator on its address with a 3 s enrollment window and the config lines
+/// `extra`, logging to `log` in the test folder.
+fn restart_with(cl: &mut Cluster, extra: &str, log: &str) {
     let coordinator = &mut cl.procs.0[0];
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
     let addr = cl.url.trim_start_matches("https://");
-    write_coordinator_config(&dir, addr, 3, &format!("revoked = [\"{h3}\"]\n"));
-    cl.procs.0[0] = spawn_coordinator(&dir, &dir.join("coordinator-revoked.log"), &[]).0;
+    write_coordinator_config(&cl.dir, addr, 3, extra);
+    cl.procs.0[0] = spawn_coordinator(&cl.dir, &cl.dir.join(log), &[]).0;
+}
 
+/// h3's requests are refused (the message containing `why`), a job runs with h1 and h2, and
+/// h3's worker says why it is out.
+fn assert_h3_refused_and_the_job_runs_without_it(cl: &mut Cluster, why: &str) {
+    let dir = cl.dir.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ch = tonic::transport::Endpoint::from_shared(cl.url.clone())
@@ -276,21 +338,21 @@ fn a_revoked_hospital_is_refused_and_the_others_carry_on() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-        assert!(e.message().contains("revoked"), "{e:?}");
+        assert!(e.message().contains(why), "{e:?}");
     });
 
     submit(
-        &cl,
+        cl,
         "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 1\n",
     );
-    let end = wait_for(&cl, 90, |st| {
+    let end = wait_for(cl, 90, |st| {
         st["state"] == "finished" || st["state"] == "failed"
     });
     assert_eq!(end["state"], "finished", "{end}\n{}", logs(&dir));
     assert_eq!(end["hospitals"], serde_json::json!(["h1", "h2"]));
-    stop(&mut cl);
+    stop(cl);
     let log = std::fs::read_to_string(dir.join("h3.log")).unwrap();
-    assert!(log.contains("revoked"), "h3's worker says why:\n{log}");
+    assert!(log.contains(why), "h3's worker says why:\n{log}");
 }
 
 /// Waits for `needle` in the file `log`, failing with the cluster's logs after `secs`.

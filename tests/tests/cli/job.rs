@@ -144,6 +144,11 @@ pub(crate) fn start(dir: &Path) -> Cluster {
 
 /// As [`start`], running workers for `workers` only (the test plays the others).
 pub(crate) fn start_with(dir: &Path, workers: &[&str]) -> Cluster {
+    start_enrolling(dir, workers, 120)
+}
+
+/// As [`start_with`], with jobs enrolling for `enroll_seconds`.
+pub(crate) fn start_enrolling(dir: &Path, workers: &[&str], enroll_seconds: u64) -> Cluster {
     let c = dir.join("c");
     ok_stdout(&fedchain(&[
         "consortium",
@@ -177,7 +182,7 @@ pub(crate) fn start_with(dir: &Path, workers: &[&str]) -> Cluster {
         "--out",
         s(&dir.join("data")),
     ]));
-    write_coordinator_config(dir, "127.0.0.1:0", 120, "");
+    write_coordinator_config(dir, "127.0.0.1:0", enroll_seconds, "");
     let (coordinator, addr) = spawn_coordinator(dir, &dir.join("coordinator.log"), &[]);
     let mut procs = Procs(vec![coordinator]);
     let url = format!("https://{addr}");
