@@ -7,7 +7,7 @@
 //!   consortium.json            public description (parties, roles, fingerprints, threshold, keys)
 //!   trust.txt                  the auditors' trust file: log key, witness keys, quorum
 //!   ca/                        the consortium CA; move ca.key OFFLINE once init is done
-//!     ca.pem  ca.key*
+//!     ca.pem  ca.key*          (and crl.pem once `revocation::revoke` revoked a certificate)
 //!   coordinator/               the coordinator (gRPC server, log operator)
 //!     ca.pem  coordinator.pem  coordinator.key*  log.skey*  log.vkey  public.key
 //!   hospitals/<name>/          one per hospital

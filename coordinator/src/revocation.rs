@@ -32,8 +32,9 @@ use crate::tls::Role;
 
 /// The CRL's file name, in `ca/` and in the coordinator's folder.
 pub const CRL_FILE: &str = "crl.pem";
-/// How long a CRL says it is current. The coordinator keeps enforcing an older one (refusing
-/// everyone instead would be an outage) and says so in its log.
+/// How long a CRL says it is current (its next update). The coordinator keeps enforcing a CRL
+/// past that date: refusing everyone instead would be an outage, and accepting everyone would
+/// un-revoke.
 pub const CRL_VALIDITY_DAYS: i64 = 365;
 
 /// What can go wrong reading or writing a CRL.

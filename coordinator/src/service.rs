@@ -522,16 +522,6 @@ impl Coordinator {
             store.append_all(entries)?;
         }
         let crl = WatchedCrl::open(&dir.join(CRL_FILE), &dir.join(CA_CERT_FILE))?;
-        if let Some(c) = crl.crl() {
-            if c.next_update
-                .is_some_and(|t| t < time::OffsetDateTime::now_utc())
-            {
-                eprintln!(
-                    "fedchain coordinator: {} was due for renewal; it stays in force",
-                    crl.path().display()
-                );
-            }
-        }
         let (version, _) = watch::channel(0);
         let coordinator = Coordinator {
             shared: Arc::new(Shared {
