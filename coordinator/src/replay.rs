@@ -394,8 +394,10 @@ impl Replayer<'_> {
         }
     }
 
-    fn job_round(&mut self, index: u64, job: u64, round: u64) -> bool {
-        let Some(j) = self.jobs.get(&job) else {
+    /// Whether `job` was submitted; a record of an unknown job is a discrepancy.
+    fn known_job(&mut self, index: u64, job: u64, round: u64) -> bool {
+        let known = self.jobs.contains_key(&job);
+        if !known {
             self.bad(
                 job,
                 Some(round),
@@ -404,8 +406,15 @@ impl Replayer<'_> {
                 "a JobSubmitted record",
                 "none",
             );
+        }
+        known
+    }
+
+    fn job_round(&mut self, index: u64, job: u64, round: u64) -> bool {
+        if !self.known_job(index, job, round) {
             return false;
-        };
+        }
+        let j = &self.jobs[&job];
         if j.finished {
             self.bad(
                 job,
@@ -509,17 +518,10 @@ impl Replayer<'_> {
             return;
         };
         let report = (rows, metrics);
-        let Some(j) = self.jobs.get(&job) else {
-            self.bad(
-                job,
-                Some(round),
-                Some(index),
-                "known job",
-                "a JobSubmitted record",
-                "none",
-            );
+        if !self.known_job(index, job, round) {
             return;
-        };
+        }
+        let j = &self.jobs[&job];
         let latest = j.evaluating.as_ref().map(|(r, _)| *r);
         let models = j
             .evaluating
