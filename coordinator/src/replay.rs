@@ -221,13 +221,7 @@ impl Replayer<'_> {
             Body::CreditsMoved { movement } => {
                 if let Some((job, round, want)) = self.expected.pop_front() {
                     if want == movement {
-                        if let Some(r) = self
-                            .report
-                            .rounds
-                            .iter_mut()
-                            .rev()
-                            .find(|r| r.job == job && r.round == round)
-                        {
+                        if let Some(r) = self.round_report(job, round) {
                             r.credits_checked += 1;
                         }
                     } else {
@@ -583,15 +577,18 @@ impl Replayer<'_> {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.evaluated.insert(hospital, report);
         }
-        if let Some(r) = self
-            .report
+        if let Some(r) = self.round_report(job, round) {
+            r.evaluations_verified += 1;
+        }
+    }
+
+    /// The report of a finalized round, to count the checks of the records that follow it.
+    fn round_report(&mut self, job: u64, round: u64) -> Option<&mut RoundReport> {
+        self.report
             .rounds
             .iter_mut()
             .rev()
             .find(|r| r.job == job && r.round == round)
-        {
-            r.evaluations_verified += 1;
-        }
     }
 
     fn round_len(j: &JobReplay, round: u64) -> Option<(usize, fedchain_proto::v1::Quantization)> {
