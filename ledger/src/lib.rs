@@ -12,8 +12,10 @@
 //! Design choices:
 //! - Certificate Transparency's model: one operator runs the log, nobody has to trust it; trust comes
 //!   from signatures and consistency proofs, checkable offline with the ledger folder and public keys.
-//! - `sled` 0.34.7 as the embedded store, flushed (fsync) before any checkpoint is signed or
-//!   returned; after a crash the store reopens to a consistent prefix.
+//! - `sled` 0.34.7 as the embedded store. Its own flush is not an `fsync` on Linux, so
+//!   [`store::Store::flush`] adds one ([`durable`]): records are on disk before anything that
+//!   follows them (an acknowledgement, a signature) leaves the process, and after a crash the
+//!   store reopens to a consistent prefix.
 //!
 //! Architecture invariant: this crate stores ciphertexts, shares and models opaquely by digest; it
 //! knows nothing of Paillier, libtorch or gRPC.
@@ -21,6 +23,7 @@
 
 pub mod bench;
 pub mod credits;
+pub mod durable;
 mod error;
 pub mod merkle;
 pub mod note;

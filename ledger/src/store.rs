@@ -8,17 +8,22 @@
 //!
 //! Writes go through [`Store::append`] / [`Store::append_all`] only, which assign the next index and
 //! enforce the credit invariants before anything is written. A batch of records is one atomic sled
-//! batch. [`Store::checkpoint`] flushes (fsync) before it signs, and again before it returns, so a
-//! signed checkpoint never covers records that a crash could lose. On open the store checks that
-//! the records are contiguous and decode, and rebuilds the Merkle frontier and credit balances.
+//! batch. [`Store::flush`] is sled's flush followed by a real `fsync` of what sled wrote
+//! ([`crate::durable::SledSync`]): the log file, new blob files, and the directories that gained a
+//! name. [`Store::checkpoint`] flushes before it signs, and again before it returns, so a signed
+//! checkpoint never covers records that a crash (of the process, the OS or the file system) could
+//! lose. On open the store checks that the records are contiguous and decode, and rebuilds the
+//! Merkle frontier and credit balances.
 
 use crate::credits::Credits;
+use crate::durable::{self, SledSync};
 use crate::error::{LedgerError, Result};
 use crate::merkle::{self, Frontier};
 use crate::note::{self, Checkpoint, NoteSigner, NoteVerifier};
 use crate::record::{Actor, Body, Outcome, Record};
 use crate::{sha256, Hash};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Name of the sled database folder inside a ledger folder.
 pub const DB_DIR: &str = "db";
@@ -34,6 +39,8 @@ pub struct Store {
     leaves: Vec<Hash>,
     frontier: Frontier,
     credits: Credits,
+    /// The fsync half of [`Store::flush`] (behind a lock so that `flush` takes `&self`).
+    disk: Mutex<SledSync>,
 }
 
 /// One record to append: everything but its index.
@@ -87,11 +94,10 @@ impl Store {
                 "the log origin must be one non-empty line".into(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        durable::create_dir_all(dir)?;
         let db = open_db(&dir.join(DB_DIR))?;
+        // sled created its folder (on first open) without syncing the name into ours.
+        durable::sync_dir(dir)?;
         let meta = db.open_tree("meta")?;
         match meta.get("origin")? {
             Some(existing) if existing.as_ref() != origin.as_bytes() => {
@@ -104,7 +110,6 @@ impl Store {
             Some(_) => {}
             None => {
                 meta.insert("origin", origin.as_bytes())?;
-                db.flush()?;
             }
         }
         let records = db.open_tree("records")?;
@@ -117,7 +122,11 @@ impl Store {
             leaves: Vec::new(),
             frontier: Frontier::new(),
             credits: Credits::new(),
+            disk: Mutex::new(SledSync::new(&dir.join(DB_DIR))),
         };
+        // Makes the folder itself durable (sled's configuration file, a new origin) and teaches
+        // the syncer which files exist, so later flushes sync only what changes.
+        store.flush()?;
         store.load()?;
         Ok(store)
     }
@@ -308,10 +317,13 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Makes everything written so far durable (fsync).
+    /// Makes everything written so far durable: sled's flush, then `fsync` of the log file, of
+    /// every file sled created since the last flush (blobs of large values) and of the folders
+    /// whose names changed. When it returns `Ok`, the records survive an OS crash or power loss
+    /// on a disk that honours `fsync`.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
-        Ok(())
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).sync()
     }
 
     /// Flushes, then signs a checkpoint of the whole log with `signer`, stores it, flushes again
@@ -423,6 +435,41 @@ impl Store {
     /// Proof that the tree of size `old` is a prefix of the tree of size `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
         merkle::consistency_proof(&self.leaves, old, new)
+    }
+
+    /// Checks that this log reproduces `cp`, a checkpoint someone holds (a hospital's last
+    /// cosigned one): the same origin, at least `cp.size` records, and the first `cp.size` of them
+    /// hashing to `cp.root`. [`LedgerError::Inconsistent`] says how it falls short: records a
+    /// checkpoint covered were lost or changed, and appending now would fork the log.
+    pub fn reproduces(&self, cp: &Checkpoint) -> Result<()> {
+        if cp.origin != self.origin {
+            return Err(LedgerError::InvalidArgument(format!(
+                "the checkpoint is of the log '{}', not '{}'",
+                cp.origin, self.origin
+            )));
+        }
+        if cp.size > self.len() {
+            return Err(LedgerError::Inconsistent(format!(
+                "a checkpoint of {} records (root {}) was signed, but this ledger holds {} records: \
+                 {} records it covered are lost",
+                cp.size,
+                hex::encode(cp.root),
+                self.len(),
+                cp.size - self.len()
+            )));
+        }
+        let root = self.root_at(cp.size)?;
+        if root != cp.root {
+            return Err(LedgerError::Inconsistent(format!(
+                "a checkpoint of {} records has root {}, but this ledger's first {} records hash \
+                 to {}: records it covered were changed",
+                cp.size,
+                hex::encode(cp.root),
+                cp.size,
+                hex::encode(root)
+            )));
+        }
+        Ok(())
     }
 
     /// Root of the tree of the first `size` records.
