@@ -52,8 +52,8 @@
 //! a checkpoint that does not extend the last cosigned one, [`LedgerError::Io`] for the state file).
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -791,13 +791,26 @@ fn empty_root() -> Hash {
 }
 
 /// What a hospital keeps to act as a witness: its key, the log's key, and the last checkpoint it
-/// cosigned, persisted in a file.
+/// cosigned, persisted in a file as the signed note (the log's signature and its own), so that it
+/// can show a log that lost it what the log itself signed.
 #[derive(Debug)]
 pub struct Witness {
     signer: NoteSigner,
     log: NoteVerifier,
     state_path: PathBuf,
     last: Option<Checkpoint>,
+    /// The cosigned note of `last`; `None` for a state file written before notes were kept.
+    last_note: Option<String>,
+}
+
+/// The checkpoint a witness state file or a signed checkpoint note holds. The state file is the
+/// signed note (a bare checkpoint text in files written before this version); signatures are
+/// not checked here.
+pub fn checkpoint_in(text: &str) -> Result<Checkpoint> {
+    match parse(text) {
+        Ok(signed) => Checkpoint::from_text(&signed.text),
+        Err(_) => Checkpoint::from_text(text),
+    }
 }
 
 impl Witness {
@@ -818,20 +831,29 @@ impl Witness {
                 state_path.display()
             )));
         }
-        let last = match fs::read_to_string(state_path) {
+        let (last, last_note) = match fs::read_to_string(state_path) {
             Ok(text) => {
-                let cp = Checkpoint::from_text(&text).map_err(|e| {
+                let corrupt = |e: LedgerError| {
                     LedgerError::Corrupt(format!("witness state {}: {e}", state_path.display()))
-                })?;
+                };
+                let cp = checkpoint_in(&text).map_err(corrupt)?;
                 if cp.size == 0 && cp.root != empty_root() {
                     return Err(LedgerError::Corrupt(format!(
                         "witness state {}: size 0 with a root other than the empty tree's",
                         state_path.display()
                     )));
                 }
-                Some(cp)
+                let note = match parse(&text) {
+                    Ok(_) => {
+                        // Only a note the log really signed is worth keeping as evidence.
+                        open(&text, std::slice::from_ref(&log)).map_err(corrupt)?;
+                        Some(text)
+                    }
+                    Err(_) => None,
+                };
+                (Some(cp), note)
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => (None, None),
             Err(source) => {
                 return Err(LedgerError::Io {
                     path: state_path.to_path_buf(),
@@ -844,12 +866,19 @@ impl Witness {
             log,
             state_path: state_path.to_path_buf(),
             last,
+            last_note,
         })
     }
 
     /// The last checkpoint this witness cosigned, if any.
     pub fn last(&self) -> Option<&Checkpoint> {
         self.last.as_ref()
+    }
+
+    /// The signed note of [`Witness::last`]: the log's signature and this witness's cosignature.
+    /// `None` when nothing was cosigned yet, or the state predates notes being kept.
+    pub fn last_note(&self) -> Option<&str> {
+        self.last_note.as_deref()
     }
 
     /// This witness's public key, for clients counting a [`quorum`].
@@ -885,9 +914,9 @@ impl Witness {
         }
         let cosigned = add_signatures(note, &[&self.signer])?;
         // Durable before the cosignature leaves: temporary file, fsync, rename, fsync directory.
-        replace_file(&self.state_path, new.to_text().as_bytes())?;
+        crate::durable::replace_file(&self.state_path, cosigned.as_bytes())?;
         self.last = Some(new);
-        sync_parent_dir(&self.state_path)?;
+        self.last_note = Some(cosigned.clone());
         Ok(cosigned)
     }
 }
@@ -934,61 +963,4 @@ fn check_extends(last: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Result<
             ))
         },
     )
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Replaces `path` with `contents` atomically: a temporary file in the same directory is written,
-/// fsynced and renamed over `path`. On failure the temporary file is removed and `path` is
-/// untouched. Call [`sync_parent_dir`] afterwards to make the rename durable.
-fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| LedgerError::Io { path: p, source }
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        LedgerError::InvalidArgument(format!("{} has no file name", path.display()))
-    })?;
-    let tmp = parent_dir(path).join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(contents).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// Fsyncs the directory holding `path`, so that a rename into it survives a crash.
-#[cfg(unix)]
-fn sync_parent_dir(path: &Path) -> Result<()> {
-    let dir = parent_dir(path);
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| LedgerError::Io { path: dir, source })
-}
-
-/// Directory fsync is a Unix notion; elsewhere the rename is left to the OS.
-#[cfg(not(unix))]
-fn sync_parent_dir(_path: &Path) -> Result<()> {
-    Ok(())
 }

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use fedchain_ledger::note::{
-    add_signatures, open, parse, quorum, sign, Checkpoint, NoteSigner, NoteVerifier, Witness,
-    MAX_SIGNATURES,
+    add_signatures, checkpoint_in, open, parse, quorum, sign, Checkpoint, NoteSigner, NoteVerifier,
+    Witness, MAX_SIGNATURES,
 };
 use fedchain_ledger::{sha256, Hash, LedgerError};
 use proptest::prelude::*;
@@ -827,7 +827,9 @@ fn witness_accepts_first_then_extensions_with_valid_proofs() {
     let first = checkpoint(ORIGIN, &all[..3]);
     let cosigned = w.cosign(&s.signed(&first), &[]).unwrap();
     assert_eq!(w.last(), Some(&first));
-    assert_eq!(state_of(&s.path()).unwrap(), first.to_text());
+    // The state is the cosigned note itself: what the log signed, with this witness's line.
+    assert_eq!(state_of(&s.path()).unwrap(), cosigned);
+    assert_eq!(w.last_note(), Some(cosigned.as_str()));
     let (got, names) = quorum(&cosigned, &s.c.log.verifier(), &s.c.verifiers(), 1).unwrap();
     assert_eq!(got, first);
     assert_eq!(names, vec![s.c.witnesses[0].name()]);
@@ -842,7 +844,7 @@ fn witness_accepts_first_then_extensions_with_valid_proofs() {
             .unwrap_or_else(|e| panic!("{prev} -> {size}: {e}"));
         assert!(quorum(&out, &s.c.log.verifier(), &s.c.verifiers(), 1).is_ok());
         assert_eq!(w.last(), Some(&cp));
-        assert_eq!(state_of(&s.path()).unwrap(), cp.to_text());
+        assert_eq!(state_of(&s.path()).unwrap(), out);
         prev = size;
     }
 
@@ -1083,8 +1085,37 @@ fn witness_state_survives_reopen() {
     w.cosign(&s.signed(&cp25), &consistency_proof(10, &all))
         .unwrap();
     drop(w);
-    assert_eq!(s.witness().last(), Some(&cp25));
-    assert_eq!(state_of(&s.path()).unwrap(), cp25.to_text());
+    let reopened = s.witness();
+    assert_eq!(reopened.last(), Some(&cp25));
+    let kept = state_of(&s.path()).unwrap();
+    assert_eq!(reopened.last_note(), Some(kept.as_str()));
+    assert_eq!(checkpoint_in(&kept).unwrap(), cp25);
+    assert!(quorum(&kept, &s.c.log.verifier(), &s.c.verifiers(), 1).is_ok());
+}
+
+#[test]
+fn witness_state_of_earlier_versions_and_forged_notes() {
+    let s = Setup::new();
+    let all = leaves(12, "legacy");
+    // Before notes were kept, the state file held the bare checkpoint text: still accepted, with
+    // no note to show.
+    let cp8 = checkpoint(ORIGIN, &all[..8]);
+    std::fs::write(s.path(), cp8.to_text()).unwrap();
+    let mut w = s.witness();
+    assert_eq!(w.last(), Some(&cp8));
+    assert_eq!(w.last_note(), None);
+    assert_eq!(checkpoint_in(&cp8.to_text()).unwrap(), cp8);
+    let cp12 = checkpoint(ORIGIN, &all);
+    let out = w
+        .cosign(&s.signed(&cp12), &consistency_proof(8, &all))
+        .unwrap();
+    assert_eq!(w.last_note(), Some(out.as_str()));
+
+    // A state note the log did not sign is damage (or a forgery), never evidence.
+    let forged = cp12.sign(&[&s.c.witnesses[1]]).unwrap();
+    std::fs::write(s.path(), forged).unwrap();
+    let e = Witness::open(s.c.witnesses[0].clone(), s.c.log.verifier(), &s.path()).unwrap_err();
+    assert!(matches!(e, LedgerError::Corrupt(_)), "{e:?}");
 }
 
 #[test]

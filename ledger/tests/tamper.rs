@@ -645,3 +645,54 @@ fn store_refuses_to_extend_records_its_checkpoint_no_longer_matches() {
     let err = Store::open(dir.path(), ORIGIN).err().expect("must refuse");
     assert!(err.to_string().contains("lost or changed"), "{err}");
 }
+
+/// A hospital's cosigned checkpoint that the ledger lost (records and checkpoint both gone, as
+/// after a storage fault) is caught by [`Store::reproduces`], the check a coordinator runs on
+/// every witness state it receives; the ledger's own checkpoints, and its prefixes, pass.
+#[test]
+fn reproduces_finds_a_cosigned_checkpoint_the_ledger_lost() {
+    use fedchain_ledger::note::checkpoint_in;
+    use fedchain_ledger::LedgerError;
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let store = Store::open(dir.path(), ORIGIN).unwrap();
+    let held: Vec<_> = store
+        .checkpoints()
+        .unwrap()
+        .into_iter()
+        .map(|(_, note)| checkpoint_in(&note).unwrap())
+        .collect();
+    assert!(held.len() >= 2);
+    for cp in &held {
+        store.reproduces(cp).unwrap();
+    }
+    let newest = held.last().unwrap().clone();
+
+    // Longer than the ledger: records it covered are gone.
+    let beyond = fedchain_ledger::note::Checkpoint {
+        size: store.len() + 3,
+        ..newest.clone()
+    };
+    let e = store.reproduces(&beyond).unwrap_err();
+    assert!(matches!(e, LedgerError::Inconsistent(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("3 records it covered are lost"),
+        "{e}"
+    );
+    // Same size, another root: a fork.
+    let forked = fedchain_ledger::note::Checkpoint {
+        root: [7; 32],
+        ..newest.clone()
+    };
+    let e = store.reproduces(&forked).unwrap_err();
+    assert!(e.to_string().contains("were changed"), "{e}");
+    // Another log's checkpoint is not evidence about this one.
+    let foreign = fedchain_ledger::note::Checkpoint {
+        origin: "elsewhere/log".into(),
+        ..newest
+    };
+    assert!(matches!(
+        store.reproduces(&foreign),
+        Err(LedgerError::InvalidArgument(_))
+    ));
+}
