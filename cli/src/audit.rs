@@ -304,11 +304,7 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
 fn read_anchor(path: &std::path::Path) -> Result<Checkpoint> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let body = match note::parse(&text) {
-        Ok(signed) => signed.text,
-        Err(_) => text,
-    };
-    Checkpoint::from_text(&body)
+    note::checkpoint_in(&text)
         .with_context(|| format!("{} does not hold a checkpoint", path.display()))
 }
 

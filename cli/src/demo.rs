@@ -22,7 +22,7 @@ use fedchain_datasets::{
     TaskKind,
 };
 use fedchain_ledger::credits::Account;
-use fedchain_ledger::note::{self, Checkpoint};
+use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
 use fedchain_ledger::verify::{verify, Trust};
 use fedchain_models::{
@@ -663,7 +663,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     for h in &hospitals {
         let state = dir.join("worker-state").join(h).join("witness.txt");
         if let Ok(text) = std::fs::read_to_string(&state) {
-            trust.anchors.push(Checkpoint::from_text(&text)?);
+            trust.anchors.push(note::checkpoint_in(&text)?);
         }
     }
     let report = verify(&dir.join("ledger"), Some(&trust))?;

@@ -323,7 +323,12 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => {}
     }
     files::write_new(&tmp, bytes, PUBLIC_MODE).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // The revocation is in force once the rename survives a crash.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 /// Revokes the certificate of `party` in the consortium at `dir`, read from the party's folder

@@ -28,8 +28,11 @@
 
 mod auditors;
 mod hospitals;
+mod incident;
 mod jobs;
 mod researchers;
+
+pub use incident::INCIDENT_FILE;
 
 use crate::failpoint;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -152,6 +155,18 @@ pub enum ServiceError {
     /// The consortium CA's revocation list in the coordinator's folder.
     #[error("{0}; fix or remove it (a new one comes from `fedchain consortium revoke`)")]
     Revocation(#[from] RevocationError),
+    /// An incident stopped the coordinator (see [`INCIDENT_FILE`]): it must not go on from this
+    /// ledger until an operator has resolved it.
+    #[error(
+        "{summary}. The coordinator does not start while {path} exists: it says what was found \
+         and how to recover"
+    )]
+    Incident {
+        /// The incident report.
+        path: PathBuf,
+        /// Its first line.
+        summary: String,
+    },
 }
 
 type SResult<T> = Result<T, Status>;
@@ -436,6 +451,10 @@ struct Shared {
     /// The consortium CA's CRL in the coordinator's folder, re-read by the driver when the
     /// file changes.
     crl: Mutex<WatchedCrl>,
+    /// The incident that stopped this coordinator ([`incident`]): nothing more is appended.
+    halted: Mutex<Option<String>>,
+    /// Wakes [`Coordinator::serve`] to stop on an incident.
+    halt: tokio::sync::Notify,
 }
 
 /// The coordinator: open it, then [`Coordinator::serve`].
@@ -489,10 +508,8 @@ impl Coordinator {
         let mut known = vec![signer.verifier()];
         known.extend(trust.witnesses.iter().cloned());
 
-        std::fs::create_dir_all(&config.state).map_err(|source| ServiceError::Io {
-            path: config.state.clone(),
-            source,
-        })?;
+        fedchain_ledger::durable::create_dir_all(&config.state)?;
+        incident::refuse_open_incident(&config.state)?;
         let mut store = Store::open(&config.state, signer.name())?;
         let now = now_ms();
         if store.is_empty() && config.initial_credits > 0 {
@@ -544,6 +561,8 @@ impl Coordinator {
                 closing: AtomicBool::new(false),
                 failpoint,
                 crl: Mutex::new(crl),
+                halted: Mutex::new(None),
+                halt: tokio::sync::Notify::new(),
             }),
         };
         {
@@ -595,7 +614,10 @@ impl Coordinator {
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
         let shared = self.shared.clone();
         let shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = shared.halt.notified() => {}
+            }
             // End the task and watch streams, which would otherwise hold the shutdown forever.
             shared.closing.store(true, Ordering::SeqCst);
             shared.bump();
@@ -635,7 +657,14 @@ impl Coordinator {
         };
         driver.abort();
         self.shared.lock().store.flush()?;
-        Ok(result?)
+        result?;
+        match self.shared.halted() {
+            Some(summary) => Err(ServiceError::Incident {
+                path: self.shared.config.state.join(INCIDENT_FILE),
+                summary,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -679,6 +708,7 @@ impl Shared {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        self.refuse_if_halted()?;
         let records = st.store.append_all(entries).map_err(internal)?;
         // Durable before anyone is told: a coordinator killed after answering must not lose
         // what it acknowledged.
@@ -686,7 +716,18 @@ impl Shared {
         Ok(records.iter().map(|r| r.event).collect())
     }
 
+    /// After an incident nothing more goes on the ledger (see [`incident`]).
+    fn refuse_if_halted(&self) -> SResult<()> {
+        match self.halted() {
+            Some(why) => Err(Status::data_loss(format!(
+                "the coordinator stopped after an incident: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn checkpoint(&self, st: &mut State) -> SResult<()> {
+        self.refuse_if_halted()?;
         let note = st.store.checkpoint(&self.signer).map_err(internal)?;
         st.checkpoint = Some((st.store.len(), note));
         Ok(())

@@ -20,8 +20,13 @@
 //! - **evaluate**: scores a global model on its held-out rows; only the row count and mean
 //!   metrics leave.
 //!
-//! Tasks are idempotent: after a reconnect the coordinator resends what is pending, and a task
-//! this worker already completed is skipped.
+//! Tasks are idempotent, and the coordinator sends each one once per task stream: after a
+//! reconnect it resends what its ledger still has pending. A task this worker completed before
+//! is done again, because being asked again means the coordinator lost the result (a restart
+//! from a ledger that misses it); skipping it would leave the round without this hospital.
+//!
+//! Each task stream opens with the newest checkpoint this hospital cosigned, so that a
+//! coordinator whose ledger lost it stops (`DATA_LOSS`) instead of forking the log.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -133,7 +138,6 @@ pub struct Node {
     witness: Witness,
     device: Device,
     jobs: HashMap<u64, JobCtx>,
-    done: HashSet<String>,
     rng: ChaCha20Rng,
     /// Task streams opened so far (the reconnection backoff starts over after each).
     connections: u64,
@@ -179,8 +183,8 @@ impl Node {
             .iter()
             .map(|w| (w.name().to_owned(), w.public_key()))
             .collect();
-        std::fs::create_dir_all(&cfg.state)
-            .map_err(|e| setup(format!("cannot create {}: {e}", cfg.state.display())))?;
+        fedchain_ledger::durable::create_dir_all(&cfg.state)
+            .map_err(|e| setup(format!("cannot create the state folder: {e}")))?;
         let witness =
             Witness::open(identity.clone(), log, &cfg.state.join("witness.txt")).map_err(setup)?;
         let choice: DeviceChoice = cfg.device.parse().map_err(setup)?;
@@ -200,7 +204,6 @@ impl Node {
             witness,
             device,
             jobs: HashMap::new(),
-            done: HashSet::new(),
             rng: ChaCha20Rng::from_os_rng(),
             connections: 0,
         })
@@ -276,11 +279,24 @@ impl Node {
         let mut tasks = client
             .tasks(pb::TaskRequest {
                 hospital: self.name.clone(),
+                witnessed: self.witness.last_note().map(|note| pb::Checkpoint {
+                    note: note.to_string(),
+                }),
             })
             .await
-            .map_err(|s| NodeError::Connect {
-                url: self.cfg.coordinator.clone(),
-                reason: format!("{}: {}", s.code(), s.message()),
+            .map_err(|s| {
+                if s.code() == tonic::Code::DataLoss {
+                    self.log(&format!(
+                        "INCIDENT: the coordinator's ledger no longer holds the checkpoint this \
+                         hospital cosigned ({}); it stopped rather than fork the log. Tell its \
+                         operator; this worker keeps its witness state and retries.",
+                        s.message()
+                    ));
+                }
+                NodeError::Connect {
+                    url: self.cfg.coordinator.clone(),
+                    reason: format!("{}: {}", s.code(), s.message()),
+                }
             })?
             .into_inner();
         self.connections += 1;
@@ -299,12 +315,8 @@ impl Node {
             let Some(kind) = task.kind else { continue };
             let (key, outcome) = self.handle(&mut client, &mut ledger, kind).await;
             match outcome {
-                Ok(msg) => {
-                    self.done.insert(key);
-                    if !msg.is_empty() {
-                        self.log(&msg);
-                    }
-                }
+                Ok(msg) if msg.is_empty() => {}
+                Ok(msg) => self.log(&msg),
                 Err(msg) => self.log(&format!("{key}: {msg}")),
             }
         }
@@ -331,9 +343,6 @@ impl Node {
                     .unwrap_or_default()
             ),
         };
-        if self.done.contains(&key) {
-            return (key, Ok(String::new()));
-        }
         let result = match kind {
             Kind::Offer(o) => self.offer(client, o).await,
             Kind::Train(t) => self.train(client, t).await,

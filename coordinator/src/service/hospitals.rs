@@ -129,6 +129,10 @@ impl TrainingService for Coordinator {
 
     async fn tasks(&self, req: Request<pb::TaskRequest>) -> SResult<Response<Self::TasksStream>> {
         let h = self.shared.hospital_caller(&req, &req.get_ref().hospital)?;
+        if let Some(witnessed) = &req.get_ref().witnessed {
+            self.shared.check_witnessed(&h, &witnessed.note)?;
+        }
+        self.shared.refuse_if_halted()?;
         let leaf = leaf_cert(&req).unwrap_or_default();
         let shared = self.shared.clone();
         let mut version = shared.version.subscribe();

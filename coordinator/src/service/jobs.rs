@@ -238,6 +238,9 @@ impl Shared {
     /// The deadline driver: picks up a new CRL (waking the streams, which end for a revoked
     /// party) and advances every job.
     pub(super) fn drive(&self) {
+        if self.halted().is_some() {
+            return; // stopping after an incident: no deadline moves a job any more
+        }
         let revoked = self.refresh_crl();
         let mut st = self.lock();
         let now = now_ms();

@@ -334,6 +334,7 @@ fn assert_h3_refused_and_the_job_runs_without_it(cl: &mut Cluster, why: &str) {
         let e = fedchain_proto::v1::training_service_client::TrainingServiceClient::new(ch)
             .tasks(fedchain_proto::v1::TaskRequest {
                 hospital: "h3".into(),
+                witnessed: None,
             })
             .await
             .unwrap_err();
@@ -507,4 +508,169 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
         let evaluations = if r["round"] == 0 { 0 } else { 3 };
         assert_eq!(r["evaluations_verified"], evaluations, "{r}");
     }
+}
+
+/// Storage faults that lose what the coordinator acknowledged (an OS crash before `fsync`, a
+/// ledger restored from an older copy), played by restarting it on a copy of its ledger taken
+/// earlier. The workers keep running throughout, remembering what they were told.
+///
+/// 1. Work acknowledged and then lost: the coordinator asks for it again, and the workers redo it
+///    (they used to skip a task they had completed, so a hospital was penalised for a submission
+///    the coordinator had acknowledged, or the round failed).
+/// 2. A checkpoint the hospitals cosigned and the ledger lost: the coordinator must not sign a
+///    different history. When a hospital shows its witness state, it answers DATA_LOSS, writes
+///    its incident report, stops, and refuses to start again while the report is there.
+#[test]
+fn a_coordinator_that_lost_acknowledged_work_asks_again_and_stops_on_a_lost_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cl = start(dir);
+    let addr = cl.url.trim_start_matches("https://").to_string();
+    write_coordinator_config(dir, &addr, 120, "");
+    let restart = |cl: &mut Cluster, name: &str, failpoint: Option<&str>| {
+        let coordinator = &mut cl.procs.0[0];
+        coordinator.kill().unwrap();
+        coordinator.wait().unwrap();
+        let log = dir.join(name);
+        let env: Vec<(&str, &str)> = failpoint
+            .map(|f| ("FEDCHAIN_FAILPOINT", f))
+            .into_iter()
+            .collect();
+        let (coordinator, bound) = spawn_coordinator(dir, &log, &env);
+        assert_eq!(bound, addr, "the coordinator restarts on its address");
+        cl.procs.0[0] = coordinator;
+        log
+    };
+    let kill_coordinator = |cl: &mut Cluster| {
+        cl.procs.0[0].kill().unwrap();
+        cl.procs.0[0].wait().unwrap();
+    };
+    let copy_ledger = |from: &str, to: &str| {
+        let _ = std::fs::remove_dir_all(dir.join(to));
+        let ok = std::process::Command::new("cp")
+            .args(["-a", s(&dir.join(from)), s(&dir.join(to))])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cp {from} {to}");
+    };
+
+    // The older ledger: stopped at round 1's first submission (recorded, not yet answered).
+    let log = restart(&mut cl, "coordinator-1.log", Some("submission-recorded@1"));
+    submit(
+        &cl,
+        "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 2\nseed = 4\n\
+         round_deadline_seconds = 20\n",
+    );
+    wait_for_log(
+        &cl,
+        &log,
+        "failpoint submission-recorded reached (job 1, round 1)",
+        120,
+    );
+    kill_coordinator(&mut cl);
+    copy_ledger("ledger", "ledger-older");
+
+    // The others' submissions are recorded and acknowledged; the round closes, and the
+    // coordinator stops there.
+    let log = restart(&mut cl, "coordinator-2.log", Some("round-closed@1"));
+    wait_for_log(
+        &cl,
+        &log,
+        "failpoint round-closed reached (job 1, round 1)",
+        120,
+    );
+    kill_coordinator(&mut cl);
+
+    // Restarted on the older ledger, it asks again for what it lost, and gets it.
+    copy_ledger("ledger-older", "ledger");
+    restart(&mut cl, "coordinator-3.log", None);
+    let end = wait_for(&cl, 180, |st| {
+        st["state"] == "finished" || st["state"] == "failed"
+    });
+    assert_eq!(end["state"], "finished", "{end}\n{}", logs(dir));
+    // Every hospital cosigns the job's last checkpoint before the coordinator goes down again.
+    let witnessed = |h: &str| {
+        std::fs::read_to_string(dir.join(format!("state-{h}/witness.txt")))
+            .ok()
+            .and_then(|t| fedchain_ledger::note::checkpoint_in(&t).ok())
+            .map_or(0, |cp| cp.size)
+    };
+    let older_len = Store::open(&dir.join("ledger-older"), "fedchain-log")
+        .unwrap()
+        .len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ["h1", "h2", "h3"].iter().any(|h| witnessed(h) <= older_len) {
+        assert!(
+            Instant::now() < deadline,
+            "the hospitals never cosigned\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill_coordinator(&mut cl);
+    let (moves, store) = movements(dir);
+    let penalties: Vec<_> = moves
+        .iter()
+        .filter(|m| matches!(m, Movement::Penalty { .. }))
+        .collect();
+    assert!(
+        penalties.is_empty(),
+        "a hospital was penalised for work it had done: {penalties:?}\n{}",
+        logs(dir)
+    );
+    let round1 = (0..store.len())
+        .find_map(|i| match store.record(i).unwrap().0.body {
+            Body::RoundClosed {
+                round: 1,
+                participants,
+                ..
+            } => Some(participants),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(round1.len(), 3, "round 1 closed with {round1:?}");
+    drop(store);
+
+    // Now the hospitals hold checkpoints beyond the older ledger: restarting on it is a fork.
+    copy_ledger("ledger-older", "ledger");
+    let log = restart(&mut cl, "coordinator-4.log", None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(code) = cl.procs.0[0].try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator went on from a ledger that lost cosigned checkpoints\n{}\n{}",
+            std::fs::read_to_string(&log).unwrap(),
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!exit.success(), "{said}");
+    assert!(said.contains("INCIDENT: ledger fork"), "{said}");
+    let report = std::fs::read_to_string(dir.join("ledger/INCIDENT.txt")).unwrap();
+    assert!(report.contains("records it covered are lost"), "{report}");
+    // Nothing was appended to the forked ledger, and a restart refuses.
+    let after = Store::open(&dir.join("ledger"), "fedchain-log")
+        .unwrap()
+        .len();
+    assert_eq!(
+        after, older_len,
+        "the coordinator appended to a ledger it knew was forked"
+    );
+    let refused =
+        crate::util::fedchain(&["coordinator", "--config", s(&dir.join("coordinator.toml"))]);
+    let err = crate::util::failed_stderr(&refused, 1);
+    assert!(err.contains("INCIDENT.txt"), "{err}");
+    // The hospitals were told why.
+    let told = ["h1", "h2", "h3"].iter().any(|h| {
+        std::fs::read_to_string(dir.join(format!("{h}.log")))
+            .unwrap_or_default()
+            .contains("INCIDENT")
+    });
+    assert!(told, "{}", logs(dir));
+    stop(&mut cl);
 }

@@ -142,10 +142,36 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
             .await
             .unwrap();
 
+        // A witness state the log never signed cannot stop the coordinator: a "checkpoint" far
+        // beyond the ledger, signed by h1 alone, and bytes that are no note at all.
+        let forged = fedchain_ledger::note::Checkpoint {
+            origin: "fedchain-log".into(),
+            size: 1_000_000,
+            root: [1; 32],
+            extensions: vec![],
+        }
+        .sign(&[&id])
+        .unwrap();
+        for note in [forged, "not a note".to_string()] {
+            let e = c
+                .tasks(pb::TaskRequest {
+                    hospital: "h1".into(),
+                    witnessed: Some(pb::Checkpoint { note }),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+            assert!(
+                e.message().contains("not a checkpoint this log signed"),
+                "{e:?}"
+            );
+        }
+
         // The statistics round's task tells h1 what to send.
         let mut tasks = c
             .tasks(pb::TaskRequest {
                 hospital: "h1".into(),
+                witnessed: None,
             })
             .await
             .unwrap()
