@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Checks the dependency rules of ARCHITECTURE.md that the compiler cannot:
-#   - the coordinator never links libtorch (tch / torch-sys);
-#   - crypto, ledger, models, datasets and proto never depend on the coordinator or the worker;
+#   - the coordinator, fedchain-model-core and the fuzz targets never link libtorch (tch /
+#     torch-sys), nor do their tests;
+#   - crypto, ledger, model-core, models, datasets and proto never depend on the coordinator or
+#     the worker;
 #   - the shipped binary (`cargo build -p fedchain-cli`) has no crash-test failpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
 deps() { cargo tree --locked -q -e normal,build -p "$1" --prefix none | awk '{print $1}' | sort -u; }
 
-if deps fedchain-coordinator | grep -qxE 'tch|torch-sys'; then
-  echo "check-deps: fedchain-coordinator depends on libtorch (tch/torch-sys); it must not" >&2
-  cargo tree -q -p fedchain-coordinator -i tch >&2 || true
-  fail=1
-fi
-for c in fedchain-crypto fedchain-ledger fedchain-models fedchain-datasets fedchain-proto; do
+# Its tests too (dev-dependencies): `make test` builds the whole workspace in one cargo run, so
+# only the crate graph, not a feature flag, can keep libtorch out of these test binaries.
+for c in fedchain-coordinator fedchain-model-core fedchain-fuzzing; do
+  if cargo tree --locked -q -e normal,build,dev -p "$c" --prefix none | awk '{print $1}' | grep -qxE 'tch|torch-sys'; then
+    echo "check-deps: $c (or its tests) depends on libtorch (tch/torch-sys); it must not" >&2
+    cargo tree --locked -q -e normal,build,dev -p "$c" -i tch >&2 || true
+    fail=1
+  fi
+done
+for c in fedchain-crypto fedchain-ledger fedchain-model-core fedchain-models fedchain-datasets fedchain-proto; do
   if bad=$(deps "$c" | grep -xE 'fedchain-(coordinator|worker)'); then
     echo "check-deps: $c depends on $bad; the dependency must point the other way" >&2
     fail=1

@@ -16,7 +16,7 @@ use fedchain_crypto::update::UpdateCodec;
 use fedchain_crypto::CryptoError;
 use fedchain_datasets::TaskKind;
 use fedchain_ledger::{sha256, Hash};
-use fedchain_models::{num_parameters, ModelSpec};
+use fedchain_model_core::{num_parameters, ModelSpec};
 use fedchain_proto::limits;
 use fedchain_proto::v1::{dataset_schema, JobSpec, Quantization};
 use prost::Message;

@@ -34,7 +34,7 @@ use fedchain_ledger::credits::{round_movements_capped, Credits, Movement, Policy
 use fedchain_ledger::record::{signature_verifies, Body, JobStatus};
 use fedchain_ledger::store::Store;
 use fedchain_ledger::{sha256, Hash, LedgerError};
-use fedchain_models::{fedavg, init_params, num_parameters, ModelDigest};
+use fedchain_model_core::{fedavg, init_params, num_parameters, ModelDigest};
 use fedchain_proto::v1::JobSpec;
 use prost::Message;
 use serde::Serialize;

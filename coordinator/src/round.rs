@@ -67,7 +67,7 @@ use fedchain_ledger::credits::{round_movements_capped, Credits, Policy, RoundOut
 use fedchain_ledger::record::{signature_verifies, Actor, Body, Outcome, Role};
 use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
-use fedchain_models::{fedavg, ModelDigest};
+use fedchain_model_core::{fedavg, ModelDigest};
 
 use crate::consortium::COORDINATOR_NAME;
 

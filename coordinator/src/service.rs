@@ -53,7 +53,7 @@ use fedchain_ledger::record::{
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::verify::Trust;
 use fedchain_ledger::{sha256, Hash, LedgerError};
-use fedchain_models::{init_params, num_parameters, ModelDigest, ModelFile};
+use fedchain_model_core::{init_params, num_parameters, ModelDigest, ModelFile};
 use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
 use pb::job_service_server::{JobService, JobServiceServer};

@@ -23,7 +23,7 @@ use fedchain_ledger::merkle;
 use fedchain_ledger::note::{self, Checkpoint, NoteSigner};
 use fedchain_ledger::record::{Actor, Body, Outcome, Record, Role};
 use fedchain_ledger::Hash;
-use fedchain_models::{init_params, ModelFile, ModelKind, ModelSpec};
+use fedchain_model_core::{init_params, ModelFile, ModelKind, ModelSpec};
 use fedchain_proto::v1::{self as pb, JobSpec};
 use prost::Message;
 use rand::SeedableRng;

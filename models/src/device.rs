@@ -1,4 +1,4 @@
-use crate::error::{ModelError, Result};
+use fedchain_model_core::{ModelError, Result};
 use std::fmt;
 use std::str::FromStr;
 use tch::{Cuda, Device};

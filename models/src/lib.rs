@@ -1,42 +1,24 @@
-//! The model zoo of fedchain: logistic regression, MLP and a small CNN, on libtorch.
+//! The model zoo of fedchain on libtorch: logistic regression, MLP and a small CNN.
 //!
-//! A model is fixed by a [`ModelSpec`] (name plus hyperparameters), which a job carries so every
-//! party builds the same network. Its parameters travel as one flat `Vec<f32>` in a documented
-//! order (tensors sorted by name, see [`params`]) with a SHA-256 [`ModelDigest`] over the bytes, so
-//! every party agrees bit for bit on what a model is. Models are saved as safetensors files that
-//! carry their spec and digest ([`ModelFile`]).
-//!
-//! Design choice: everything that defines a model *as data* — spec, layout, seeded initialization,
-//! digest, file format, metrics — is pure Rust and compiled without libtorch (feature `torch`
-//! off). The coordinator uses only that half, so it never links libtorch, while hospitals and the
-//! CLI add the `torch` half ([`Model`], [`train()`], [`pick_device`]) to train and predict.
+//! Everything that defines a model *as data* — spec, layout, seeded initialization, digest, file
+//! format, FedAvg, metrics — lives in `fedchain-model-core` and is re-exported here, so a hospital
+//! and the CLI see one crate. This crate adds what needs libtorch: [`Model`] (a tch network built
+//! from the spec and checked against its layout), [`train()`], [`evaluate`] and [`pick_device`].
+//! The coordinator and the auditor depend on `fedchain-model-core` only, so they never link
+//! libtorch.
 //!
 //! This crate knows nothing of encryption, the ledger or the network.
 #![deny(missing_docs)]
 
-mod error;
-pub mod fedavg;
-mod file;
-pub mod metrics;
-pub mod params;
-mod spec;
+pub use fedchain_model_core::{
+    fedavg, init_params, layout, metrics, num_parameters, params, Metrics, ModelDigest, ModelError,
+    ModelFile, ModelKind, ModelSpec, ParamInfo, Result,
+};
 
-pub use error::{ModelError, Result};
-pub use file::ModelFile;
-pub use metrics::Metrics;
-pub use params::{init_params, layout, num_parameters, ModelDigest, ParamInfo};
-pub use spec::{ModelKind, ModelSpec};
-
-#[cfg(feature = "torch")]
 mod device;
-#[cfg(feature = "torch")]
 mod model;
-#[cfg(feature = "torch")]
 mod train;
 
-#[cfg(feature = "torch")]
 pub use device::{describe_device, pick_device, DeviceChoice};
-#[cfg(feature = "torch")]
 pub use model::Model;
-#[cfg(feature = "torch")]
 pub use train::{evaluate, train, EpochReport, Optimizer, TrainConfig};

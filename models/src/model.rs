@@ -1,8 +1,8 @@
-use crate::error::{ModelError, Result};
-use crate::file::ModelFile;
-use crate::params::{check_params, init_params, layout, ModelDigest, ParamInfo};
-use crate::spec::ModelSpec;
 use fedchain_datasets::{Dataset, TaskKind};
+use fedchain_model_core::params::{check_params, init_params, layout, ModelDigest, ParamInfo};
+use fedchain_model_core::ModelFile;
+use fedchain_model_core::ModelSpec;
+use fedchain_model_core::{ModelError, Result};
 use std::path::Path;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -189,7 +189,7 @@ impl Model {
                 .to_kind(Kind::Float)
                 .contiguous()
                 .view(-1);
-            flat.extend(Vec::<f32>::try_from(&host)?);
+            flat.extend(Vec::<f32>::try_from(&host).map_err(torch_error)?);
         }
         Ok(flat)
     }
@@ -204,7 +204,7 @@ impl Model {
                 let src = Tensor::from_slice(&flat[p.offset..p.offset + p.len()])
                     .view(shape.as_slice())
                     .to_device(self.device);
-                var.f_copy_(&src)?;
+                var.f_copy_(&src).map_err(torch_error)?;
             }
             Ok(())
         })
@@ -265,7 +265,7 @@ impl Model {
             TaskKind::Multiclass { .. } => out.argmax(-1, false).to_kind(Kind::Float),
             TaskKind::Regression => out.view(-1),
         };
-        Ok(Vec::<f32>::try_from(&pred.to_device(Device::Cpu))?)
+        Vec::<f32>::try_from(&pred.to_device(Device::Cpu)).map_err(torch_error)
     }
 }
 
@@ -299,4 +299,9 @@ pub(crate) fn loss(task: TaskKind, outputs: &Tensor, targets: &Tensor) -> Tensor
         TaskKind::Multiclass { .. } => outputs.cross_entropy_for_logits(targets),
         TaskKind::Regression => outputs.mse_loss(targets, tch::Reduction::Mean),
     }
+}
+
+/// libtorch's error, as the model crates report it.
+pub(crate) fn torch_error(e: tch::TchError) -> ModelError {
+    ModelError::Torch(e.to_string())
 }

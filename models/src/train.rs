@@ -1,7 +1,7 @@
-use crate::error::{ModelError, Result};
-use crate::metrics::{score, Metrics};
-use crate::model::{features_tensor, loss, targets_tensor, Model};
+use crate::model::{features_tensor, loss, targets_tensor, torch_error, Model};
 use fedchain_datasets::{Dataset, Standardizer};
+use fedchain_model_core::metrics::{score, Metrics};
+use fedchain_model_core::{ModelError, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -119,13 +119,15 @@ pub fn train(
             wd: config.weight_decay,
             ..Default::default()
         }
-        .build(model.var_store(), config.learning_rate)?,
+        .build(model.var_store(), config.learning_rate)
+        .map_err(torch_error)?,
         Optimizer::Sgd { momentum } => tch::nn::Sgd {
             momentum,
             wd: config.weight_decay,
             ..Default::default()
         }
-        .build(model.var_store(), config.learning_rate)?,
+        .build(model.var_store(), config.learning_rate)
+        .map_err(torch_error)?,
     };
     // Dropout masks come from libtorch's global generator; seed it so runs repeat.
     tch::manual_seed(config.seed as i64);

@@ -18,7 +18,7 @@ use fedchain_ledger::credits::{Account, Credits, Movement};
 use fedchain_ledger::record::{Body, Outcome};
 use fedchain_ledger::sha256;
 use fedchain_ledger::store::Entry;
-use fedchain_models::{fedavg, ModelDigest};
+use fedchain_model_core::{fedavg, ModelDigest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 

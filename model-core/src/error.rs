@@ -58,8 +58,7 @@ pub enum ModelError {
         /// The loss.
         loss: f64,
     },
-    /// libtorch reported an error.
-    #[cfg(feature = "torch")]
+    /// libtorch reported an error (in `fedchain-models`, the crate that links it).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(String),
 }
