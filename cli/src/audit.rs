@@ -78,7 +78,7 @@ pub enum AuditCommand {
 /// it (whose Merkle root must be the checkpoint's), and every blob the records name (each checked
 /// against its digest). Returns a one-line account.
 async fn mirror(url: &str, party: &Path, into: &Path) -> Result<String> {
-    use fedchain_coordinator::consortium::TRUST_FILE;
+    use fedchain_consortium::TRUST_FILE;
     use fedchain_ledger::record::{Body, Record};
     use fedchain_ledger::sha256;
     use fedchain_ledger::store::{Entry, Store};
@@ -181,45 +181,27 @@ async fn mirror(url: &str, party: &Path, into: &Path) -> Result<String> {
 }
 
 fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Result<ExitCode> {
-    use fedchain_coordinator::consortium::{Consortium, TRUST_FILE};
+    use fedchain_consortium::AuditorFolder;
     use fedchain_coordinator::replay::{replay, TrustedHospital};
-    use fedchain_crypto::keys::{PublicKey, PUBLIC_KEY_FILE};
-    use fedchain_ledger::note::NoteVerifier;
-    use std::collections::BTreeMap;
 
     let started = std::time::Instant::now();
-    let description = Consortium::load(party)?.description;
-    let pk = PublicKey::load(&party.join(PUBLIC_KEY_FILE))?;
-    anyhow::ensure!(
-        hex::encode(pk.digest()) == description.public_key_sha256,
-        "{} is not the public key consortium.json names",
-        party.join(PUBLIC_KEY_FILE).display()
-    );
-    let trust_path = party.join(TRUST_FILE);
-    let mut trust = Trust::parse(
-        &std::fs::read_to_string(&trust_path)
-            .with_context(|| format!("reading {}", trust_path.display()))?,
-    )?;
+    let folder = AuditorFolder::open(party)?;
+    let mut trust = folder.trust;
     for a in anchors {
         trust.anchors.push(read_anchor(a)?);
     }
-    let mut hospitals = BTreeMap::new();
-    for h in description.hospitals() {
-        let (Some(party), Some(vkey)) = (h.index, h.identity_vkey.as_deref()) else {
-            anyhow::bail!(
-                "consortium.json: hospital {:?} lacks its index or key",
-                h.name
-            );
-        };
-        let identity = NoteVerifier::from_vkey(vkey)?.public_key();
-        anyhow::ensure!(
-            trust.witnesses.iter().any(|w| w.public_key() == identity),
-            "hospital {:?}'s identity key is not in {}",
-            h.name,
-            trust_path.display()
-        );
-        hospitals.insert(h.name.clone(), TrustedHospital { party, identity });
-    }
+    let hospitals = folder
+        .hospitals
+        .into_iter()
+        .map(|(name, h)| {
+            let t = TrustedHospital {
+                share_index: h.share_index,
+                identity: h.identity,
+            };
+            (name, t)
+        })
+        .collect();
+    let pk = folder.public_key;
     let verified =
         verify(ledger, Some(&trust)).with_context(|| format!("verifying {}", ledger.display()))?;
     let store = fedchain_ledger::store::Store::open(ledger, trust.log.name())

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use fedchain_coordinator::consortium::{init, InitOptions};
-use fedchain_coordinator::revocation::{self, Reason};
+use fedchain_consortium::revocation::{self, Reason};
+use fedchain_consortium::{init, InitOptions};
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fedchain_coordinator::consortium::{self, InitOptions, TRUST_FILE};
+use fedchain_consortium::{self as consortium, InitOptions, TRUST_FILE};
 use fedchain_datasets::{
     partition, train_test_split, write_split, Builtin, Dataset, FeatureSums, Scheme, Standardizer,
     TaskKind,

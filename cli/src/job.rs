@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use fedchain_coordinator::consortium::TRUST_FILE;
-use fedchain_coordinator::tls::client_tls;
+use fedchain_consortium::tls::client_tls;
+use fedchain_consortium::TRUST_FILE;
 use fedchain_datasets::{Builtin, TaskKind};
 use fedchain_ledger::merkle;
 use fedchain_ledger::note;

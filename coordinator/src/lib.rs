@@ -29,13 +29,9 @@
 //! key share (provisioning writes none into its folder), multiplies ciphertexts and checks proofs.
 #![deny(missing_docs)]
 
-pub mod consortium;
 pub mod failpoint;
-mod files;
 pub mod job;
 pub mod refusals;
 pub mod replay;
-pub mod revocation;
 pub mod round;
 pub mod service;
-pub mod tls;

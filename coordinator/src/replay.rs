@@ -46,7 +46,7 @@ use crate::round::{decryption_context, first_decryptors};
 #[derive(Debug, Clone)]
 pub struct TrustedHospital {
     /// 1-based key-share index.
-    pub party: usize,
+    pub share_index: usize,
     /// Ed25519 identity key.
     pub identity: [u8; 32],
 }
@@ -118,7 +118,7 @@ impl ReplayReport {
 struct Member {
     name: String,
     samples: u64,
-    party: usize,
+    share_index: usize,
 }
 
 #[derive(Default)]
@@ -318,7 +318,7 @@ impl Replayer<'_> {
                             j.members.push(Member {
                                 name: hospital,
                                 samples,
-                                party: t.party,
+                                share_index: t.share_index,
                             });
                         }
                     }
@@ -763,7 +763,7 @@ impl Replayer<'_> {
             .members
             .iter()
             .find(|m| m.name == hospital)
-            .map(|m| m.party);
+            .map(|m| m.share_index);
         let context = decryption_context(job, round, &agg_digest);
         let Some(bytes) = self.blob(&digest) else {
             self.bad(
@@ -813,7 +813,7 @@ impl Replayer<'_> {
         // The hospitals asked to decrypt first: the t enrolled ones with the lowest key-share
         // indices (the coordinator's rule, derived here from the enrollments).
         let primaries = first_decryptors(
-            j.members.iter().map(|m| (m.name.as_str(), m.party)),
+            j.members.iter().map(|m| (m.name.as_str(), m.share_index)),
             threshold,
         );
         let outcome = RoundOutcome {

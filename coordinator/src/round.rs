@@ -69,7 +69,7 @@ use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{fedavg, ModelDigest};
 
-use crate::consortium::COORDINATOR_NAME;
+use fedchain_consortium::COORDINATOR_NAME;
 
 /// What a round is about; fixed when it opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub struct Enrolled {
     /// Declared training rows: its FedAvg weight (and its encryption weight).
     pub samples: u64,
     /// Its 1-based index in the consortium's threshold key (the index of its key share).
-    pub party: usize,
+    pub share_index: usize,
 }
 
 /// Where a round stands.
@@ -354,16 +354,21 @@ impl Round {
             if e.samples == 0 {
                 return bad(format!("hospital {:?} declares 0 samples", e.name));
             }
-            if e.party == 0 || e.party > pk.parties() {
+            if e.share_index == 0 || e.share_index > pk.parties() {
                 return bad(format!(
                     "hospital {:?} has key share index {}; the key has shares 1 to {}",
                     e.name,
-                    e.party,
+                    e.share_index,
                     pk.parties()
                 ));
             }
-            if enrolled.iter().filter(|o| o.party == e.party).count() > 1 {
-                return bad(format!("key share index {} is given twice", e.party));
+            if enrolled
+                .iter()
+                .filter(|o| o.share_index == e.share_index)
+                .count()
+                > 1
+            {
+                return bad(format!("key share index {} is given twice", e.share_index));
             }
             total = match total.checked_add(e.samples) {
                 Some(t) => t,
@@ -473,7 +478,7 @@ impl Round {
         self.enrolled
             .iter()
             .find(|e| e.name == hospital)
-            .map(|e| e.party)
+            .map(|e| e.share_index)
     }
 
     fn enrolled(&self, hospital: &str) -> Option<&Enrolled> {
@@ -787,7 +792,9 @@ impl Round {
     /// the enrollments alone, so an auditor recomputes it from the ledger.
     pub fn primaries(&self) -> Vec<String> {
         first_decryptors(
-            self.enrolled.iter().map(|e| (e.name.as_str(), e.party)),
+            self.enrolled
+                .iter()
+                .map(|e| (e.name.as_str(), e.share_index)),
             self.pk.threshold(),
         )
     }

@@ -2,7 +2,7 @@
 //! ledger.
 //!
 //! One state behind a mutex holds the ledger [`Store`] (sled) and every job. Handlers check
-//! the caller's role and name from its certificate ([`crate::tls::caller`]), read streamed bytes
+//! the caller's role and name from its certificate ([`fedchain_consortium::tls::caller`]), read streamed bytes
 //! outside the lock, then take the lock, let the job and its [`Round`] decide, append the
 //! resulting entries, and bump a version counter. Long-lived streams (a hospital's tasks, a
 //! researcher's watch) wake on that counter and send what changed, so the coordinator never dials
@@ -44,14 +44,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fedchain_crypto::keys::{PublicKey, PUBLIC_KEY_FILE};
+use fedchain_crypto::keys::PublicKey;
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::{self, Checkpoint, NoteSigner, NoteVerifier};
 use fedchain_ledger::record::{
     signature_verifies, Actor, Body, JobStatus as LedgerJobStatus, Outcome, Role as LRole,
 };
 use fedchain_ledger::store::{Entry, Store};
-use fedchain_ledger::verify::Trust;
 use fedchain_ledger::{sha256, Hash, LedgerError};
 use fedchain_model_core::{init_params, num_parameters, ModelDigest, ModelFile};
 use fedchain_proto::limits;
@@ -67,14 +66,14 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::consortium::{
-    Consortium, ConsortiumError, CA_CERT_FILE, COORDINATOR_NAME, LOG_SKEY_FILE, TRUST_FILE,
-};
+use fedchain_consortium::folder::EnrolledHospital;
+use fedchain_consortium::revocation::{self, RevocationError, WatchedCrl, CRL_FILE};
+use fedchain_consortium::tls::{self, caller, Role, TlsError};
+use fedchain_consortium::{ConsortiumError, CoordinatorFolder, CA_CERT_FILE, COORDINATOR_NAME};
+
 use crate::job::{self, ValidJob};
 use crate::refusals::{self, Admit, RefusalMeter};
-use crate::revocation::{self, RevocationError, WatchedCrl, CRL_FILE};
 use crate::round::{Enrolled, Phase, Round, RoundConfig, RoundError};
-use crate::tls::{self, caller, Role, TlsError};
 
 /// The coordinator's settings (`fedchain coordinator --config FILE`, TOML).
 #[derive(Debug, Clone, Deserialize)]
@@ -429,11 +428,6 @@ struct State {
     checking_share: HashSet<String>,
 }
 
-struct Hospital {
-    party: usize,
-    identity: [u8; 32],
-}
-
 struct Shared {
     config: Config,
     pk: Arc<PublicKey>,
@@ -441,7 +435,7 @@ struct Shared {
     known: Vec<NoteVerifier>,
     /// Cosignatures a checkpoint needs (the trust file's quorum).
     quorum: usize,
-    hospitals: BTreeMap<String, Hospital>,
+    hospitals: BTreeMap<String, EnrolledHospital>,
     state: Mutex<State>,
     version: watch::Sender<u64>,
     /// Set when the server shuts down: long-lived streams end so the shutdown can complete.
@@ -463,48 +457,21 @@ pub struct Coordinator {
     shared: Arc<Shared>,
 }
 
-fn read_text(path: &Path) -> Result<String, ServiceError> {
-    std::fs::read_to_string(path).map_err(|source| ServiceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 impl Coordinator {
     /// Opens the coordinator's folder and ledger: checks the folder holds the coordinator's
     /// material, mints the initial credits into a new ledger, and closes jobs a previous run left
     /// unfinished.
     pub fn open(config: Config) -> Result<Coordinator, ServiceError> {
         let failpoint = failpoint::from_env().map_err(ServiceError::Environment)?;
-        let dir = &config.dir;
-        tls::server_tls(dir)?;
-        let description = Consortium::load(dir)?.description;
-        let pk = PublicKey::load(&dir.join(PUBLIC_KEY_FILE))?;
-        if hex::encode(pk.digest()) != description.public_key_sha256 {
-            return Err(ServiceError::Folder(format!(
-                "{} is not the consortium's public key (consortium.json names another digest)",
-                dir.join(PUBLIC_KEY_FILE).display()
-            )));
-        }
-        let signer = NoteSigner::from_skey(read_text(&dir.join(LOG_SKEY_FILE))?.trim())?;
-        if signer.verifier().to_vkey() != description.log_vkey {
-            return Err(ServiceError::Folder(format!(
-                "{} does not match the log key of consortium.json",
-                dir.join(LOG_SKEY_FILE).display()
-            )));
-        }
-        let trust = Trust::parse(&read_text(&dir.join(TRUST_FILE))?)?;
-        let mut hospitals = BTreeMap::new();
-        for h in description.hospitals() {
-            let (Some(party), Some(vkey)) = (h.index, h.identity_vkey.as_deref()) else {
-                return Err(ServiceError::Folder(format!(
-                    "consortium.json: hospital {:?} has no key index or identity key",
-                    h.name
-                )));
-            };
-            let identity = NoteVerifier::from_vkey(vkey)?.public_key();
-            hospitals.insert(h.name.clone(), Hospital { party, identity });
-        }
+        let folder = CoordinatorFolder::open(&config.dir)?;
+        let CoordinatorFolder {
+            description,
+            public_key: pk,
+            log: signer,
+            trust,
+            hospitals,
+            ..
+        } = folder;
         let mut known = vec![signer.verifier()];
         known.extend(trust.witnesses.iter().cloned());
 
@@ -538,6 +505,7 @@ impl Coordinator {
             }
             store.append_all(entries)?;
         }
+        let dir = &config.dir;
         let crl = WatchedCrl::open(&dir.join(CRL_FILE), &dir.join(CA_CERT_FILE))?;
         let (version, _) = watch::channel(0);
         let coordinator = Coordinator {
@@ -734,7 +702,11 @@ impl Shared {
     }
 
     /// [`caller`], and refuses a revoked certificate.
-    fn authorize<T>(&self, req: &Request<T>, allowed: &[Role]) -> SResult<crate::tls::Peer> {
+    fn authorize<T>(
+        &self,
+        req: &Request<T>,
+        allowed: &[Role],
+    ) -> SResult<fedchain_consortium::tls::Peer> {
         if let Some(leaf) = leaf_cert(req) {
             self.check_revoked(&leaf)?;
         }

@@ -35,18 +35,56 @@ pub enum Action {
     E,
 }
 
-/// Who acts, in which role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Who acts, in which role: the one list of roles, which records carry and certificates name
+/// (`fedchain-consortium` writes it into them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// The coordinator service.
+    /// The coordinator: the gRPC server, the log operator.
     Coordinator,
-    /// A hospital's worker.
+    /// A hospital: trains on its own data, holds a key share, cosigns checkpoints.
     Hospital,
-    /// A researcher who submits jobs.
+    /// A researcher: submits jobs and receives the final model.
     Researcher,
-    /// An auditor.
+    /// An auditor: reads the ledger.
     Auditor,
+}
+
+impl Role {
+    /// Every role, in declaration order.
+    pub const ALL: [Role; 4] = [
+        Role::Coordinator,
+        Role::Hospital,
+        Role::Researcher,
+        Role::Auditor,
+    ];
+
+    /// The lowercase name used in records, certificates, files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Hospital => "hospital",
+            Role::Researcher => "researcher",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}"))
+    }
 }
 
 /// FHIR AuditEvent outcome codes.

@@ -32,21 +32,20 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fedchain_coordinator::consortium::{IDENTITY_SKEY_FILE, LOG_VKEY_FILE, SHARE_FILE, TRUST_FILE};
+use fedchain_consortium::tls::client_tls;
+use fedchain_consortium::HospitalFolder;
 use fedchain_coordinator::job::{self as cjob, statistics_quantization};
 use fedchain_coordinator::round::decryption_context;
-use fedchain_coordinator::tls::client_tls;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{self, Ciphertext, EncryptionTable};
-use fedchain_crypto::keys::{KeyShare, PublicKey, PUBLIC_KEY_FILE};
+use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_crypto::quantize::Rounding;
 use fedchain_crypto::threshold::partial_decrypt;
 use fedchain_datasets::{
     load_csv, train_test_split, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
 };
-use fedchain_ledger::note::{NoteSigner, NoteVerifier, Witness};
+use fedchain_ledger::note::{NoteSigner, Witness};
 use fedchain_ledger::record::Body;
-use fedchain_ledger::verify::Trust;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_models::{pick_device, DeviceChoice, ModelDigest, ModelFile, ModelSpec, TrainConfig};
 use fedchain_proto::v1 as pb;
@@ -143,46 +142,20 @@ pub struct Node {
     connections: u64,
 }
 
-fn read(path: &Path) -> Result<String, NodeError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| NodeError::Setup(format!("cannot read {}: {e}", path.display())))
-}
-
 impl Node {
     /// Loads the hospital folder: identity key, key share (checked against the public key), the
     /// consortium's trust file (the other hospitals' identity keys) and the witness state.
     pub fn open(cfg: WorkerConfig) -> Result<Node, NodeError> {
-        let name = match &cfg.name {
-            Some(n) => n.clone(),
-            None => cfg
-                .dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| setup("the hospital folder has no name; set `name`"))?,
-        };
-        let identity = NoteSigner::from_skey(read(&cfg.dir.join(IDENTITY_SKEY_FILE))?.trim())
-            .map_err(setup)?;
-        if identity.name() != name {
-            return Err(setup(format!(
-                "{} belongs to {:?}, not {name:?}",
-                cfg.dir.join(IDENTITY_SKEY_FILE).display(),
-                identity.name()
-            )));
-        }
-        let pk = PublicKey::load(&cfg.dir.join(PUBLIC_KEY_FILE)).map_err(setup)?;
-        let share = KeyShare::load(&cfg.dir.join(SHARE_FILE)).map_err(setup)?;
-        share.verify(&pk).map_err(setup)?;
-        let trust = Trust::parse(&read(&cfg.dir.join(TRUST_FILE))?).map_err(setup)?;
-        let log =
-            NoteVerifier::from_vkey(read(&cfg.dir.join(LOG_VKEY_FILE))?.trim()).map_err(setup)?;
-        if log.public_key() != trust.log.public_key() {
-            return Err(setup("log.vkey and trust.txt name different log keys"));
-        }
-        let peers = trust
-            .witnesses
-            .iter()
-            .map(|w| (w.name().to_owned(), w.public_key()))
-            .collect();
+        let folder = HospitalFolder::open(&cfg.dir, cfg.name.as_deref()).map_err(setup)?;
+        let peers = folder.peers().into_iter().collect();
+        let HospitalFolder {
+            name,
+            identity,
+            public_key: pk,
+            share,
+            log,
+            ..
+        } = folder;
         fedchain_ledger::durable::create_dir_all(&cfg.state)
             .map_err(|e| setup(format!("cannot create the state folder: {e}")))?;
         let witness =

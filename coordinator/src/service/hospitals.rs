@@ -22,7 +22,7 @@ impl TrainingService for Coordinator {
             public_key: s.pk.to_bytes(),
             spec: Some(job.valid.spec.clone()),
             spec_digest: pb_digest(&job.valid.digest),
-            party: hospital.party as u32,
+            party: hospital.share_index as u32,
             deposit: a.deposit,
             record_index: a.record,
         };
@@ -115,7 +115,7 @@ impl TrainingService for Coordinator {
             name: h.clone(),
             identity_key: hospital.identity,
             samples: r.declared_samples,
-            party: hospital.party,
+            share_index: hospital.share_index,
         });
         job.answers.insert(h.clone(), a.clone());
         let response = answer(job, &a);

@@ -49,10 +49,10 @@ impl Shared {
                     samples,
                     deposit,
                 } => {
-                    let party = self
+                    let share_index = self
                         .hospitals
                         .get(&hospital)
-                        .map(|h| h.party)
+                        .map(|h| h.share_index)
                         .ok_or_else(|| broken(i, format!("unknown hospital {hospital:?}")))?;
                     let j = st
                         .jobs
@@ -62,7 +62,7 @@ impl Shared {
                         name: hospital.clone(),
                         identity_key,
                         samples,
-                        party,
+                        share_index,
                     });
                     j.answers
                         .insert(hospital, EnrollAnswer { record: i, deposit });
@@ -139,7 +139,11 @@ impl Shared {
                         .blob(&share)?
                         .ok_or_else(|| broken(i, "a share blob is missing".into()))?;
                     let credits = st.store.credits().clone();
-                    let party = self.hospitals.get(&hospital).map(|h| h.party).unwrap_or(0);
+                    let party = self
+                        .hospitals
+                        .get(&hospital)
+                        .map(|h| h.share_index)
+                        .unwrap_or(0);
                     let j = st
                         .jobs
                         .get_mut(&job)

@@ -79,7 +79,7 @@ fn fixture(min_participants: usize, seed: u64) -> Fixture {
             name: name.to_string(),
             identity_key: signing_key(name).verifying_key().to_bytes(),
             samples: *samples,
-            party: i + 1,
+            share_index: i + 1,
         })
         .collect();
     let cfg = RoundConfig {
@@ -757,7 +757,7 @@ fn inconsistent_configurations_are_refused() {
                 name: name.to_string(),
                 identity_key: signing_key(name).verifying_key().to_bytes(),
                 samples: *samples,
-                party: i + 1,
+                share_index: i + 1,
             })
             .collect()
     };
@@ -790,10 +790,10 @@ fn inconsistent_configurations_are_refused() {
     zero[0].samples = 0;
     assert!(refused(new(cfg(2, LEN), zero, global.clone())));
     let mut same_share = enrolled(3);
-    same_share[2].party = 1;
+    same_share[2].share_index = 1;
     assert!(refused(new(cfg(2, LEN), same_share, global.clone())));
     let mut no_share = enrolled(3);
-    no_share[1].party = 0;
+    no_share[1].share_index = 0;
     assert!(refused(new(cfg(2, LEN), no_share, global.clone())));
     let mut heavy = enrolled(3);
     heavy[0].samples = 1000;
@@ -804,7 +804,7 @@ fn inconsistent_configurations_are_refused() {
         name: "h4".into(),
         identity_key: [1; 32],
         samples: 1,
-        party: 4,
+        share_index: 4,
     });
     for e in &mut four {
         e.samples = 1;

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fedchain_consortium::tls::server_tls;
 use fedchain_coordinator::round::decryption_context;
-use fedchain_coordinator::tls::server_tls;
 use fedchain_crypto::keys::PublicKey;
 use fedchain_datasets::{Builtin, TaskKind};
 use fedchain_ledger::sha256;

@@ -325,7 +325,7 @@ fn assert_h3_refused_and_the_job_runs_without_it(cl: &mut Cluster, why: &str) {
         let ch = tonic::transport::Endpoint::from_shared(cl.url.clone())
             .unwrap()
             .tls_config(
-                fedchain_coordinator::tls::client_tls(&dir.join("c/hospitals/h3"), "h3").unwrap(),
+                fedchain_consortium::tls::client_tls(&dir.join("c/hospitals/h3"), "h3").unwrap(),
             )
             .unwrap()
             .connect()

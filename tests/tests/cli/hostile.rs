@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use fedchain_consortium::tls::client_tls;
 use fedchain_coordinator::job;
-use fedchain_coordinator::tls::client_tls;
 use fedchain_crypto::djn::{encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::PublicKey;
 use fedchain_crypto::quantize::Rounding;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fedchain_consortium::tls::client_tls;
 use fedchain_coordinator::job;
-use fedchain_coordinator::tls::client_tls;
 use fedchain_crypto::djn::decode_ciphertexts;
 use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_crypto::quantize::Quantizer;

@@ -1,6 +1,6 @@
 //! Shared helpers.
 
-use fedchain_coordinator::consortium::{init, Consortium, InitOptions};
+use fedchain_consortium::{init, Consortium, InitOptions};
 use std::path::Path;
 
 /// Options for tests. The Paillier key size is irrelevant to provisioning and TLS, and 2048-bit

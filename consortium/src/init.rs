@@ -61,128 +61,12 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{ConsortiumError, Result};
 use crate::files::{self, PUBLIC_MODE, SECRET_MODE};
-use crate::tls::{Role, PARTY_URI_PREFIX};
+use crate::party::*;
 
-/// Name (and certificate name) of the coordinator party.
-pub const COORDINATOR_NAME: &str = "coordinator";
-/// Folder of the certificate authority.
-pub const CA_DIR: &str = "ca";
-/// Folder of the coordinator.
-pub const COORDINATOR_DIR: &str = "coordinator";
-/// Folder holding one folder per hospital.
-pub const HOSPITALS_DIR: &str = "hospitals";
-/// Folder holding one folder per researcher.
-pub const RESEARCHERS_DIR: &str = "researchers";
-/// Folder holding one folder per auditor.
-pub const AUDITORS_DIR: &str = "auditors";
-/// The CA certificate, in every party folder and in `ca/`.
-pub const CA_CERT_FILE: &str = "ca.pem";
-/// The CA's private key, in `ca/` only.
-pub const CA_KEY_FILE: &str = "ca.key";
-/// The log's signed-note signer key (coordinator only).
-pub const LOG_SKEY_FILE: &str = "log.skey";
-/// The log's signed-note verifier key.
-pub const LOG_VKEY_FILE: &str = "log.vkey";
-/// A hospital's signed-note signer key.
-pub const IDENTITY_SKEY_FILE: &str = "identity.skey";
-/// A hospital's signed-note verifier key.
-pub const IDENTITY_VKEY_FILE: &str = "identity.vkey";
-/// A hospital's threshold key share.
-pub const SHARE_FILE: &str = "share.key";
-/// The auditors' trust file (parsed by `fedchain_ledger::verify::Trust::parse`).
-pub const TRUST_FILE: &str = "trust.txt";
-/// The public description of the consortium.
-pub const DESCRIPTION_FILE: &str = "consortium.json";
 /// Version of the [`Description`] format.
 pub const DESCRIPTION_VERSION: u32 = 1;
-/// Longest party name.
-pub const MAX_NAME_LEN: usize = 63;
-
-/// File name of a party's certificate: `<name>.pem`.
-pub fn cert_file_name(name: &str) -> String {
-    format!("{name}.pem")
-}
-
-/// File name of a party's TLS private key: `<name>.key`.
-pub fn key_file_name(name: &str) -> String {
-    format!("{name}.key")
-}
-
-/// Errors of consortium provisioning. Messages name the file or the party involved.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsortiumError {
-    /// The target folder already holds something.
-    #[error("{path} is not empty; a consortium is created in an empty or new folder")]
-    NotEmpty {
-        /// The folder.
-        path: PathBuf,
-    },
-    /// The target exists and is not a folder.
-    #[error("{path} exists and is not a folder")]
-    NotADirectory {
-        /// The path.
-        path: PathBuf,
-    },
-    /// A party name is not allowed.
-    #[error("invalid party name {name:?}: {reason}")]
-    InvalidName {
-        /// The name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// Two parties share a name.
-    #[error("party name {name:?} is used twice (names are unique across all parties, and {COORDINATOR_NAME:?} is the coordinator's)")]
-    DuplicateName {
-        /// The name.
-        name: String,
-    },
-    /// The threshold is not between 1 and the number of hospitals.
-    #[error("the threshold must be between 1 and the number of hospitals ({hospitals}), got {threshold}")]
-    InvalidThreshold {
-        /// Requested threshold.
-        threshold: usize,
-        /// Number of hospitals.
-        hospitals: usize,
-    },
-    /// Another option is invalid.
-    #[error("invalid option: {0}")]
-    InvalidOption(String),
-    /// A file or folder could not be created, written or read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The threshold key ceremony failed, or a key file could not be written.
-    #[error("threshold key: {0}")]
-    Crypto(#[from] fedchain_crypto::CryptoError),
-    /// A signed-note key could not be made.
-    #[error("signed-note key: {0}")]
-    Note(#[from] fedchain_ledger::LedgerError),
-    /// A certificate or TLS key could not be made.
-    #[error("certificate for {party}: {source}")]
-    Certificate {
-        /// The party (or "the CA").
-        party: String,
-        /// The cause.
-        source: rcgen::Error,
-    },
-    /// The description file could not be read or decoded.
-    #[error("{path}: {source}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: serde_json::Error,
-    },
-}
-
-/// Result of this module.
-pub type Result<T, E = ConsortiumError> = std::result::Result<T, E>;
 
 /// Options of [`init`] beyond the hospitals and the threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,43 +211,6 @@ impl Consortium {
     }
 }
 
-/// Why `name` is not a valid party name, if it is not.
-pub(crate) fn name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Some(format!(
-            "is {} characters long, at most {MAX_NAME_LEN} allowed",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Some(format!(
-            "contains {c:?}; only lowercase letters a-z, digits and '-' are allowed"
-        ));
-    }
-    if name.starts_with('-') {
-        return Some("starts with '-'".into());
-    }
-    None
-}
-
-/// Checks a party name: 1 to [`MAX_NAME_LEN`] characters of `a-z`, `0-9` and `-`, not starting
-/// with `-`. Names become folder names, certificate URIs and signed-note key names.
-pub fn validate_name(name: &str) -> Result<()> {
-    match name_problem(name) {
-        Some(reason) => Err(ConsortiumError::InvalidName {
-            name: name.to_string(),
-            reason,
-        }),
-        None => Ok(()),
-    }
-}
-
 fn validate(hospitals: &[String], threshold: usize, options: &InitOptions) -> Result<()> {
     if hospitals.is_empty() {
         return Err(ConsortiumError::InvalidOption(
@@ -492,7 +339,7 @@ fn issue(
     params
         .distinguished_name
         .push(DnType::OrganizationName, "fedchain consortium");
-    for uri in [role.uri(), format!("{PARTY_URI_PREFIX}{name}")] {
+    for uri in [role_uri(role), party_uri(name)] {
         params
             .subject_alt_names
             .push(SanType::URI(uri.try_into().map_err(err())?));
@@ -855,7 +702,7 @@ mod tests {
             "é",
             &"a".repeat(MAX_NAME_LEN + 1),
         ] {
-            let err = validate_name(bad).unwrap_err();
+            let err = ConsortiumError::from(validate_name(bad).unwrap_err());
             assert!(
                 matches!(err, ConsortiumError::InvalidName { ref name, .. } if name == bad),
                 "{bad}: {err}"

@@ -19,20 +19,19 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use crate::consortium::{cert_file_name, key_file_name, CA_CERT_FILE, COORDINATOR_NAME};
+/// The roles [`caller`] admits (the one list of roles, [`crate::party::Role`]).
+pub use crate::party::Role;
+use crate::party::{
+    cert_file_name, key_file_name, name_problem, CA_CERT_FILE, COORDINATOR_NAME, PARTY_URI_PREFIX,
+    ROLE_URI_PREFIX,
+};
 
-/// Prefix of the SAN URI that names a certificate's role.
-pub const ROLE_URI_PREFIX: &str = "urn:fedchain:role:";
-/// Prefix of the SAN URI that names a certificate's party.
-pub const PARTY_URI_PREFIX: &str = "urn:fedchain:party:";
 /// Server name a client expects in the coordinator's certificate unless told otherwise (override
 /// it with [`ClientTlsConfig::domain_name`] on the value [`client_tls`] returns; the name must be
 /// one of the `coordinator_hosts` the consortium was created with).
@@ -79,62 +78,6 @@ pub enum TlsError {
 
 /// Result of this module.
 pub type Result<T, E = TlsError> = std::result::Result<T, E>;
-
-/// What a party may do, as written in its certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The coordinator: the gRPC server, the log operator.
-    Coordinator,
-    /// A hospital: trains on its own data, holds a key share, cosigns checkpoints.
-    Hospital,
-    /// A researcher: submits jobs and receives the final model.
-    Researcher,
-    /// An auditor: reads the ledger.
-    Auditor,
-}
-
-impl Role {
-    /// Every role, in declaration order.
-    pub const ALL: [Role; 4] = [
-        Role::Coordinator,
-        Role::Hospital,
-        Role::Researcher,
-        Role::Auditor,
-    ];
-
-    /// The lowercase name used in certificates, files and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Coordinator => "coordinator",
-            Role::Hospital => "hospital",
-            Role::Researcher => "researcher",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    /// The SAN URI naming this role: `urn:fedchain:role:<role>`.
-    pub fn uri(self) -> String {
-        format!("{ROLE_URI_PREFIX}{}", self.as_str())
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Role, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}"))
-    }
-}
 
 /// The party behind a verified certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -198,7 +141,7 @@ fn peer_from_cert(cert: &X509Certificate<'_>) -> Result<Peer> {
         }
     };
     let role = role.parse::<Role>().map_err(invalid)?;
-    if let Some(problem) = crate::consortium::name_problem(name) {
+    if let Some(problem) = name_problem(name) {
         return Err(invalid(format!("party name {name:?} {problem}")));
     }
     Ok(Peer {
@@ -276,6 +219,12 @@ fn load_party(
         });
     }
     Ok((ca_pem, cert_pem, peer, cert_path))
+}
+
+/// Checks the certificate in a party folder: it is `name`'s with `role`, and was issued by the CA
+/// certificate beside it. Returns the party it names.
+pub fn verify_party_certificate(dir: &Path, name: &str, role: Role) -> Result<Peer> {
+    Ok(load_party(dir, name, Some(role))?.2)
 }
 
 /// The coordinator's server TLS configuration from its folder (`ca.pem`, `coordinator.pem`,
@@ -456,7 +405,10 @@ mod tests {
     fn roles_round_trip() {
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
-            assert_eq!(role.uri(), format!("urn:fedchain:role:{role}"));
+            assert_eq!(
+                crate::party::role_uri(role),
+                format!("urn:fedchain:role:{role}")
+            );
         }
         assert!("admin".parse::<Role>().is_err());
     }

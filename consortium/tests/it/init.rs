@@ -4,10 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use fedchain_coordinator::consortium::{
-    init, Consortium, ConsortiumError, InitOptions, DESCRIPTION_FILE,
-};
-use fedchain_coordinator::tls::{peer_from_der, Peer, Role};
+use fedchain_consortium::tls::{peer_from_der, Peer, Role};
+use fedchain_consortium::{init, Consortium, ConsortiumError, InitOptions, DESCRIPTION_FILE};
 use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_ledger::note::{NoteSigner, NoteVerifier};
 use fedchain_ledger::verify::Trust;

@@ -24,11 +24,10 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::consortium::{
-    cert_file_name, Consortium, ConsortiumError, CA_CERT_FILE, CA_KEY_FILE, COORDINATOR_NAME,
-};
+use crate::error::ConsortiumError;
 use crate::files::{self, PUBLIC_MODE};
-use crate::tls::Role;
+use crate::init::Consortium;
+use crate::party::{cert_file_name, Role, CA_CERT_FILE, CA_KEY_FILE, COORDINATOR_NAME};
 
 /// The CRL's file name, in `ca/` and in the coordinator's folder.
 pub const CRL_FILE: &str = "crl.pem";
@@ -558,7 +557,7 @@ impl WatchedCrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consortium::{init, InitOptions};
+    use crate::init::{init, InitOptions};
 
     fn consortium(dir: &Path) {
         let options = InitOptions {

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fedchain_coordinator::consortium::Consortium;
-use fedchain_coordinator::tls::{caller, client_tls, rpc_name_layer, server_tls, Peer, Role};
+use fedchain_consortium::tls::{caller, client_tls, rpc_name_layer, server_tls, Peer, Role};
+use fedchain_consortium::Consortium;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Server};
 use tonic::{Code, Request, Status};
