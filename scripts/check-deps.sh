@@ -4,6 +4,7 @@
 #     torch-sys), nor do their tests;
 #   - crypto, ledger, model-core, models, datasets and proto never depend on the coordinator or
 #     the worker;
+#   - the worker and the fuzz targets never depend on the coordinator; fedchain-protocol knows no party;
 #   - the shipped binary (`cargo build -p fedchain-cli`) has no crash-test failpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +26,23 @@ for c in fedchain-crypto fedchain-ledger fedchain-model-core fedchain-models fed
     fail=1
   fi
 done
+# The worker and the auditor's crate learn the rules from fedchain-protocol and fedchain-consortium,
+# never from the coordinator: they stand beside it, not on it.
+for c in fedchain-worker fedchain-fuzzing; do
+  if deps "$c" | grep -qx 'fedchain-coordinator'; then
+    echo "check-deps: $c depends on fedchain-coordinator; take the rule from fedchain-protocol or fedchain-consortium" >&2
+    fail=1
+  fi
+done
+# The rules every party recomputes know no party: not the coordinator, the worker or the consortium's
+# files, and no libtorch.
+if deps fedchain-protocol | grep -qxE 'tch|torch-sys|fedchain-(coordinator|worker|consortium)'; then
+  echo "check-deps: fedchain-protocol depends on $(deps fedchain-protocol | grep -xE 'tch|torch-sys|fedchain-(coordinator|worker|consortium)' | tr '\n' ' '); it must know no party" >&2
+  fail=1
+fi
 if cargo tree --locked -q -e features -p fedchain-cli -i fedchain-coordinator | grep -q '"failpoints"'; then
   echo "check-deps: the fedchain binary would be built with the coordinator's failpoints; only tests may turn them on" >&2
   fail=1
 fi
-[ "$fail" -eq 0 ] && echo "check-deps: ok (coordinator free of libtorch; library crates independent of coordinator/worker; no failpoints in the binary)"
+[ "$fail" -eq 0 ] && echo "check-deps: ok (coordinator free of libtorch; library crates independent of coordinator/worker; worker beside the coordinator, not on it; protocol knows no party; no failpoints in the binary)"
 exit "$fail"

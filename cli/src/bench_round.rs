@@ -20,22 +20,19 @@ use anyhow::Result;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::deal;
-use fedchain_crypto::quantize::{Quantizer, Rounding};
+use fedchain_crypto::quantize::Rounding;
 use fedchain_crypto::threshold::{combine_verified, partial_decrypt, verify_share};
-use fedchain_crypto::update::UpdateCodec;
 use fedchain_datasets::Builtin;
 use fedchain_ledger::note::NoteSigner;
 use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::sha256;
 use fedchain_ledger::store::{Entry, Store};
-use fedchain_models::{
-    fedavg, init_params, pick_device, DeviceChoice, ModelDigest, ModelKind, TrainConfig,
-};
+use fedchain_models::{fedavg, pick_device, DeviceChoice, ModelDigest, ModelKind};
 use fedchain_worker::local_round;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::demo::{demo_job, plaintext_hospitals, pooled_metrics};
+use crate::simulation::{demo_job, plaintext_hospitals, pooled_metrics, round_config};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Phases {
@@ -160,24 +157,19 @@ pub fn run(
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let (pk, shares) = deal(bits, hospitals.len(), 2, &mut rng)?;
     let table = EncryptionTable::new(&pk);
-    let total: u64 = hospitals.iter().map(|h| h.samples()).sum();
-    let codec = UpdateCodec::new(&pk, Quantizer::new(job.frac_bits, job.clip)?, total)?;
+    let valid = fedchain_protocol::validate(&spec)?;
+    let total = fedchain_protocol::total_weight(hospitals.iter().map(|h| h.samples()));
+    let codec = fedchain_protocol::RoundPlan::new(&valid, 1, total).codec(&pk)?;
     let tmp = tempfile::tempdir()?;
     let mut store = Store::open(tmp.path(), "bench-log")?;
     let signer = NoteSigner::new("bench-log", [7; 32])?;
-    let mut global = init_params(&model, spec.seed);
+    let mut global = fedchain_protocol::starting_model(&valid);
     let (mut enc, mut plain) = (Phases::default(), Phases::default());
     let (mut enc_round, mut plain_round) = (0.0, 0.0);
     let mut ciphertexts = 0;
     let mut upload_bytes = 0;
     for round in 1..=rounds {
-        let config = TrainConfig {
-            epochs: spec.local_epochs as usize,
-            batch_size: spec.batch_size as usize,
-            learning_rate: spec.learning_rate,
-            seed: spec.seed.wrapping_add(round),
-            ..TrainConfig::default()
-        };
+        let config = round_config(&spec, round);
         let (mut train, mut encrypt, mut up, mut up_plain) = (vec![], vec![], 0.0, 0.0);
         let mut updates = Vec::new();
         let mut submissions = Vec::new();

@@ -17,25 +17,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedchain_consortium::{self as consortium, InitOptions, TRUST_FILE};
-use fedchain_datasets::{
-    partition, train_test_split, write_split, Builtin, Dataset, FeatureSums, Scheme, Standardizer,
-    TaskKind,
-};
+use fedchain_datasets::{write_split, Builtin};
 use fedchain_ledger::credits::Account;
 use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
 use fedchain_ledger::verify::{verify, Trust};
-use fedchain_models::{
-    describe_device, fedavg, init_params, pick_device, DeviceChoice, ModelKind, ModelSpec,
-    TrainConfig,
-};
+use fedchain_models::{describe_device, fedavg, pick_device, DeviceChoice, ModelKind};
 use fedchain_proto::v1 as pb;
-use fedchain_worker::{evaluate_global, local_round, LocalData};
+use fedchain_worker::local_round;
 use serde::Serialize;
 
 use crate::baseline::{self, BaselineArgs};
-use crate::job::{self, JobFile, RoundLine};
+use crate::job::{self, RoundLine};
 use crate::serve::runtime;
+use crate::simulation::{demo_job, demo_split, plaintext_hospitals, pooled_metrics, round_config};
 
 /// The demo's hospitals, in key-share order.
 pub const HOSPITALS: [&str; 3] = ["st-marys", "riverside", "northgate"];
@@ -93,48 +88,6 @@ pub struct DemoArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// The job the demo runs.
-pub fn demo_job(
-    dataset: Builtin,
-    model: Option<ModelKind>,
-    rounds: Option<u32>,
-    seed: u64,
-) -> JobFile {
-    let digits = dataset == Builtin::Digits;
-    let model = model.unwrap_or(if digits {
-        ModelKind::Cnn
-    } else {
-        ModelKind::Mlp
-    });
-    JobFile {
-        dataset: Some(dataset.name().to_string()),
-        schema: None,
-        model: model.name().to_string(),
-        rounds: rounds.unwrap_or(if digits { 5 } else { 8 }),
-        local_epochs: 2,
-        learning_rate: 2e-3,
-        batch_size: 32,
-        min_participants: 2,
-        round_deadline_seconds: 300,
-        credit_budget: 2000,
-        seed,
-        frac_bits: 16,
-        clip: 1.0,
-    }
-}
-
-/// The demo's split: one dataset per hospital.
-pub fn demo_split(
-    dataset: Builtin,
-    hospitals: usize,
-    alpha: f64,
-    seed: u64,
-) -> Result<(Dataset, fedchain_datasets::Partition)> {
-    let data = dataset.load()?;
-    let part = partition(&data, hospitals, Scheme::Dirichlet { alpha }, seed)?;
-    Ok((data, part))
 }
 
 #[derive(Debug, Serialize)]
@@ -242,16 +195,11 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         args.seed,
         &spec_pb,
     )?;
-    let mut global = init_params(&model, spec_pb.seed);
+    // The model round 1 starts from, as the coordinator derives it.
+    let mut global = fedchain_protocol::starting_model(&fedchain_protocol::validate(&spec_pb)?);
     let mut rounds = Vec::new();
     for round in 1..=u64::from(spec_pb.rounds) {
-        let config = TrainConfig {
-            epochs: spec_pb.local_epochs as usize,
-            batch_size: spec_pb.batch_size as usize,
-            learning_rate: spec_pb.learning_rate,
-            seed: spec_pb.seed.wrapping_add(round),
-            ..TrainConfig::default()
-        };
+        let config = round_config(&spec_pb, round);
         let updates = hospitals
             .iter()
             .map(|h| local_round(&model, &global, h, &config, device))
@@ -282,86 +230,6 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         coordinator_peak_rss_mib: None,
         dir: None,
     })
-}
-
-/// Each hospital's rows of the demo split, split and scaled exactly as its worker does: a seeded
-/// train/test split, then the pooled statistics of round 0 (computed here in plaintext).
-pub fn plaintext_hospitals(
-    dataset: Builtin,
-    hospitals: usize,
-    alpha: f64,
-    seed: u64,
-    spec_pb: &pb::JobSpec,
-) -> Result<(ModelSpec, Vec<LocalData>)> {
-    let (data, part) = demo_split(dataset, hospitals, alpha, seed)?;
-    let model = ModelSpec::from_json(
-        &spec_pb
-            .model
-            .as_ref()
-            .map(|m| m.canonical_json.clone())
-            .unwrap_or_default(),
-    )?;
-    let task = data.task();
-    let splits: Vec<(Dataset, Dataset)> = part
-        .datasets(&data)
-        .iter()
-        .map(|rows| train_test_split(rows, 0.2, spec_pb.seed).map_err(anyhow::Error::from))
-        .collect::<Result<_>>()?;
-    // Round 0: the pooled moments, the row-weighted average of each hospital's.
-    let mut pooled: Vec<f64> = Vec::new();
-    let mut total = 0f64;
-    for (train, _) in &splits {
-        let m = FeatureSums::of(train)
-            .moments()
-            .context("a hospital without rows")?;
-        pooled.resize(m.len(), 0.0);
-        for (p, v) in pooled.iter_mut().zip(&m) {
-            *p += f64::from(*v) * train.len() as f64;
-        }
-        total += train.len() as f64;
-    }
-    let moments: Vec<f32> = pooled.iter().map(|p| (p / total) as f32).collect();
-    let scaler =
-        Standardizer::from_moments(data.feature_names(), task == TaskKind::Regression, &moments)?;
-    let hospitals = splits
-        .iter()
-        .map(|(train, test)| -> Result<LocalData> {
-            Ok(LocalData {
-                train: scaler.apply(train)?,
-                test: scaler.apply(test)?,
-                scaler: scaler.clone(),
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok((model, hospitals))
-}
-
-/// Metrics over all hospitals' held-out rows, weighted as the coordinator weighs the reports.
-pub fn pooled_metrics(
-    model: &ModelSpec,
-    params: &[f32],
-    hospitals: &[LocalData],
-    device: tch::Device,
-) -> Result<Vec<(String, f64)>> {
-    let mut sums: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
-    for h in hospitals {
-        let m = evaluate_global(model, params, h, device)?;
-        for (name, v) in [("accuracy", m.accuracy), ("loss", m.loss), ("rmse", m.rmse)] {
-            if let Some(v) = v {
-                let v = if name == "rmse" { v * v } else { v };
-                let e = sums.entry(name).or_default();
-                e.0 += v * m.rows as f64;
-                e.1 += m.rows as f64;
-            }
-        }
-    }
-    Ok(sums
-        .into_iter()
-        .map(|(n, (s, w))| {
-            let mean = s / w;
-            (n.to_string(), if n == "rmse" { mean.sqrt() } else { mean })
-        })
-        .collect())
 }
 
 /// Child processes that are stopped when dropped.

@@ -16,6 +16,7 @@ mod job;
 mod keys;
 mod model;
 mod serve;
+mod simulation;
 mod train;
 
 use clap::{Parser, Subcommand};

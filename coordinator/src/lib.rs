@@ -30,7 +30,6 @@
 #![deny(missing_docs)]
 
 pub mod failpoint;
-pub mod job;
 pub mod refusals;
 pub mod replay;
 pub mod round;

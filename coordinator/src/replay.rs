@@ -34,13 +34,13 @@ use fedchain_ledger::credits::{round_movements_capped, Credits, Movement, Policy
 use fedchain_ledger::record::{signature_verifies, Body, JobStatus};
 use fedchain_ledger::store::Store;
 use fedchain_ledger::{sha256, Hash, LedgerError};
-use fedchain_model_core::{fedavg, init_params, num_parameters, ModelDigest};
+use fedchain_model_core::{fedavg, ModelDigest};
 use fedchain_proto::v1::JobSpec;
 use prost::Message;
 use serde::Serialize;
 
-use crate::job::{self, ValidJob};
 use crate::round::{decryption_context, first_decryptors};
+use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
 
 /// A hospital as the auditor trusts it: its key-share index and identity key.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ struct JobReplay {
     /// model, and the re-derived one when it differs (that fault is reported at the round).
     evaluating: Option<(u64, Vec<Hash>)>,
     /// The hospitals' evaluations of that model, by hospital.
-    evaluated: BTreeMap<String, job::Evaluation>,
+    evaluated: BTreeMap<String, protocol::Evaluation>,
 }
 
 fn short(h: &Hash) -> String {
@@ -261,7 +261,7 @@ impl Replayer<'_> {
                     }
                     Some(bytes) => match JobSpec::decode(bytes.as_slice())
                         .map_err(|e| e.to_string())
-                        .and_then(|s| job::validate(&s))
+                        .and_then(|s| protocol::validate(&s).map_err(|e| e.to_string()))
                     {
                         Ok(v) => Some(v),
                         Err(e) => {
@@ -363,7 +363,7 @@ impl Replayer<'_> {
                 j.finished = true;
                 let rounds = j.valid.as_ref().map(|v| u64::from(v.spec.rounds));
                 let done = j.last_finalized;
-                let summary = job::final_summary(j.evaluated.values());
+                let summary = protocol::final_summary(j.evaluated.values());
                 if status == JobStatus::Finished && done != rounds {
                     self.bad(
                         job,
@@ -450,7 +450,7 @@ impl Replayer<'_> {
         let trusted = self.hospitals.get(&hospital).map(|t| t.identity);
         let j = self.jobs.get_mut(&job).expect("checked");
         if j.total_weight.is_none() {
-            j.total_weight = Some(j.members.iter().map(|m| m.samples).sum());
+            j.total_weight = Some(protocol::total_weight(j.members.iter().map(|m| m.samples)));
         }
         let enrolled = j.members.iter().any(|m| m.name == hospital);
         let duplicate = j.state.subs.contains_key(&hospital);
@@ -561,11 +561,11 @@ impl Replayer<'_> {
                 models.iter().map(short).collect::<Vec<_>>().join(" or "),
                 short(&model),
             ))
-        } else if let Err(e) = job::validate_evaluation(report.0, &report.1) {
+        } else if let Err(e) = protocol::validate_evaluation(report.0, &report.1) {
             Some((
                 "evaluation figures",
                 "rows and metrics a hospital may report".to_string(),
-                e,
+                e.to_string(),
             ))
         } else {
             None
@@ -592,16 +592,8 @@ impl Replayer<'_> {
     }
 
     fn round_len(j: &JobReplay, round: u64) -> Option<(usize, fedchain_proto::v1::Quantization)> {
-        let v = j.valid.as_ref()?;
-        if round == 0 {
-            let features = v.spec.schema.as_ref()?.features.len();
-            Some((
-                job::statistics_len(features, v.task),
-                job::statistics_quantization(j.total_weight?),
-            ))
-        } else {
-            Some((num_parameters(&v.model), v.spec.quantization?))
-        }
+        let plan = RoundPlan::new(j.valid.as_ref()?, round, j.total_weight?);
+        Some((plan.len, plan.quantization))
     }
 
     fn closed(
@@ -655,7 +647,7 @@ impl Replayer<'_> {
                 format!("{}", participants.len()),
             );
         }
-        let codec = match job::codec(self.pk, &q, total) {
+        let codec = match protocol::codec(self.pk, &q, total) {
             Ok(c) => c,
             Err(e) => {
                 self.bad(
@@ -829,10 +821,17 @@ impl Replayer<'_> {
         };
         // Round 0 (statistics) starts from nothing; later rounds from the previous model, unless
         // an earlier round's model could not be re-derived.
-        let previous = match (&j.global, Self::round_len(j, round)) {
+        let plan = j
+            .valid
+            .as_ref()
+            .zip(j.total_weight)
+            .map(|(v, w)| RoundPlan::new(v, round, w));
+        let previous = match (&j.global, plan) {
             (_, None) => None,
-            (_, Some((len, q))) if round == 0 => Some((vec![0f32; len], len, q)),
-            (Some(g), Some((len, q))) => Some((g.clone(), len, q)),
+            (_, Some(p)) if p.kind == RoundKind::Statistics => {
+                Some((p.base(&[]), p.len, p.quantization))
+            }
+            (Some(g), Some(p)) => Some((p.base(g), p.len, p.quantization)),
             (None, Some(_)) => None,
         };
         let diverged = j.diverged;
@@ -895,7 +894,7 @@ impl Replayer<'_> {
         report.finalized = true;
         j.evaluated.clear();
         if round == 0 {
-            j.global = j.valid.as_ref().map(|v| init_params(&v.model, v.spec.seed));
+            j.global = j.valid.as_ref().map(protocol::starting_model);
             j.diverged = false;
             j.evaluating = None;
         } else {
@@ -945,7 +944,7 @@ impl Replayer<'_> {
             .sum();
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
         let codec =
-            job::codec(self.pk, q, j.total_weight.unwrap_or(0)).map_err(|e| e.to_string())?;
+            protocol::codec(self.pk, q, j.total_weight.unwrap_or(0)).map_err(|e| e.to_string())?;
         let plain = combine_verified(self.pk, n, &shares).map_err(|e| e.to_string())?;
         let avg = codec
             .decode_average(&plain, len, weight)

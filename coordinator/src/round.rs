@@ -70,6 +70,7 @@ use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{fedavg, ModelDigest};
 
 use fedchain_consortium::COORDINATOR_NAME;
+pub use fedchain_protocol::decryption::{decryption_context, first_decryptors};
 
 /// What a round is about; fixed when it opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,37 +267,6 @@ pub struct Round {
     /// Hospitals whose share was refused as invalid.
     invalid_shares: BTreeSet<String>,
     new_global: Option<Vec<f32>>,
-}
-
-/// The `threshold` hospitals with the lowest key-share indices among `(name, index)` pairs: the
-/// ones asked to decrypt first (see [`Round::primaries`]). Shared with the auditor's replay.
-pub fn first_decryptors<'a>(
-    hospitals: impl IntoIterator<Item = (&'a str, usize)>,
-    threshold: usize,
-) -> Vec<String> {
-    let mut by_party: Vec<(&str, usize)> = hospitals.into_iter().collect();
-    by_party.sort_by_key(|&(_, party)| party);
-    by_party
-        .into_iter()
-        .take(threshold)
-        .map(|(name, _)| name.to_owned())
-        .collect()
-}
-
-/// The bytes a decryption share's proof is bound to: domain, job, round and aggregate digest,
-/// each length-prefixed (u32, big-endian). Hospitals compute it from the `RoundClosed` record.
-pub fn decryption_context(job: u64, round: u64, aggregate: &Hash) -> Vec<u8> {
-    let mut m = Vec::with_capacity(96);
-    for part in [
-        b"fedchain/decryption/v1".as_slice(),
-        &job.to_be_bytes(),
-        &round.to_be_bytes(),
-        aggregate,
-    ] {
-        m.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        m.extend_from_slice(part);
-    }
-    m
 }
 
 fn hospital_actor(hospital: &str) -> Actor {

@@ -52,7 +52,7 @@ use fedchain_ledger::record::{
 };
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::{sha256, Hash, LedgerError};
-use fedchain_model_core::{init_params, num_parameters, ModelDigest, ModelFile};
+use fedchain_model_core::{num_parameters, ModelDigest, ModelFile};
 use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
 use pb::job_service_server::{JobService, JobServiceServer};
@@ -71,9 +71,9 @@ use fedchain_consortium::revocation::{self, RevocationError, WatchedCrl, CRL_FIL
 use fedchain_consortium::tls::{self, caller, Role, TlsError};
 use fedchain_consortium::{ConsortiumError, CoordinatorFolder, CA_CERT_FILE, COORDINATOR_NAME};
 
-use crate::job::{self, ValidJob};
 use crate::refusals::{self, Admit, RefusalMeter};
 use crate::round::{Enrolled, Phase, Round, RoundConfig, RoundError};
+use fedchain_protocol::{self as protocol, RoundPlan, ValidJob};
 
 /// The coordinator's settings (`fedchain coordinator --config FILE`, TOML).
 #[derive(Debug, Clone, Deserialize)]
@@ -347,7 +347,7 @@ struct Job {
     /// appended (or, on restore, read) it.
     finalized_record: Option<u64>,
     /// Per round, per hospital: held-out rows and mean metrics (its `ModelEvaluated` record).
-    evaluations: BTreeMap<u64, BTreeMap<String, job::Evaluation>>,
+    evaluations: BTreeMap<u64, BTreeMap<String, protocol::Evaluation>>,
     finished_record: Option<u64>,
 }
 
@@ -374,7 +374,7 @@ impl Job {
         let Some(reports) = self.evaluations.get(&r) else {
             return Vec::new();
         };
-        job::pooled_metrics(reports.values())
+        protocol::pooled_metrics(reports.values())
             .into_iter()
             .map(|(name, value)| pb::Metric { name, value })
             .collect()

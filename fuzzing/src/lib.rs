@@ -99,7 +99,7 @@ pub fn fixtures() -> &'static Fixtures {
             seed: 1,
         };
         assert!(
-            fedchain_coordinator::job::validate(&job).is_ok(),
+            fedchain_protocol::validate(&job).is_ok(),
             "the job spec seed must be valid"
         );
         let seeds = vec![
@@ -260,7 +260,7 @@ pub fn model_files(bytes: &[u8]) {
 /// A researcher's job spec (protobuf), then its validation.
 pub fn job_specs(bytes: &[u8]) {
     if let Ok(spec) = JobSpec::decode(bytes) {
-        let _ = fedchain_coordinator::job::validate(&spec);
+        let _ = fedchain_protocol::validate(&spec);
     }
 }
 

@@ -128,3 +128,16 @@ pub fn evaluate_global(
     let model = Model::from_params(spec, params, device)?;
     Ok(evaluate(&model, &data.test, Some(&data.scaler))?)
 }
+
+/// A hospital's report on a model, as it signs it and the ledger records it: its held-out rows and
+/// its mean metrics, finite ones only, sorted by name ([`fedchain_protocol::validate_evaluation`]
+/// checks the same shape, and [`fedchain_protocol::pooled_metrics`] pools these).
+pub fn report(m: &Metrics) -> fedchain_protocol::Evaluation {
+    let mut metrics: Vec<(String, f64)> =
+        [("accuracy", m.accuracy), ("loss", m.loss), ("rmse", m.rmse)]
+            .into_iter()
+            .filter_map(|(name, v)| v.filter(|v| v.is_finite()).map(|v| (name.to_string(), v)))
+            .collect();
+    metrics.sort_by(|a, b| a.0.cmp(&b.0));
+    (m.rows as u64, metrics)
+}

@@ -34,8 +34,6 @@ use std::time::{Duration, Instant};
 
 use fedchain_consortium::tls::client_tls;
 use fedchain_consortium::HospitalFolder;
-use fedchain_coordinator::job::{self as cjob, statistics_quantization};
-use fedchain_coordinator::round::decryption_context;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{self, Ciphertext, EncryptionTable};
 use fedchain_crypto::keys::{KeyShare, PublicKey};
@@ -50,6 +48,8 @@ use fedchain_ledger::{sha256, Hash};
 use fedchain_models::{pick_device, DeviceChoice, ModelDigest, ModelFile, ModelSpec, TrainConfig};
 use fedchain_proto::v1 as pb;
 use fedchain_proto::{limits, timing};
+use fedchain_protocol::statistics::STATISTICS_CLIP;
+use fedchain_protocol::{decryption_context, RoundPlan, ValidJob};
 use pb::ledger_service_client::LedgerServiceClient;
 use pb::training_service_client::TrainingServiceClient;
 use prost::Message;
@@ -116,8 +116,8 @@ fn setup(e: impl std::fmt::Display) -> NodeError {
 type TaskResult = Result<String, String>;
 
 struct JobCtx {
-    spec: pb::JobSpec,
-    model: ModelSpec,
+    /// The job's spec, validated with the protocol's rules.
+    valid: ValidJob,
     schema: Schema,
     train_raw: Dataset,
     test_raw: Dataset,
@@ -346,7 +346,8 @@ impl Node {
         job: u64,
         spec: pb::JobSpec,
     ) -> TaskResult {
-        let valid = cjob::validate(&spec).map_err(|e| format!("declining job {job}: {e}"))?;
+        let valid =
+            fedchain_protocol::validate(&spec).map_err(|e| format!("declining job {job}: {e}"))?;
         let schema_pb = spec.schema.clone().unwrap_or_default();
         let schema = Schema {
             features: Some(schema_pb.features.clone()),
@@ -388,8 +389,7 @@ impl Node {
         self.jobs.insert(
             job,
             JobCtx {
-                spec,
-                model: valid.model,
+                valid,
                 schema,
                 train_raw,
                 test_raw,
@@ -463,19 +463,22 @@ impl Node {
         let started = Instant::now();
         self.ensure_job(client, t.job).await?;
         let ctx = self.job(t.job)?;
-        let spec = ctx.spec.clone();
-        let model_spec = ctx.model.clone();
+        let spec = ctx.valid.spec.clone();
+        let model_spec = ctx.valid.model.clone();
+        // The round as the protocol defines it, checked against the task the coordinator sent.
+        let plan = RoundPlan::new(&ctx.valid, t.round, t.total_weight);
         let quantization = t.quantization.ok_or("the task has no quantization")?;
         let stats_round = t.kind == pb::RoundKind::Statistics as i32;
-        let expected_q = if stats_round {
-            statistics_quantization(t.total_weight)
-        } else {
-            spec.quantization.unwrap_or_default()
-        };
-        if quantization != expected_q {
+        if stats_round != (plan.kind == fedchain_protocol::RoundKind::Statistics) {
             return Err(format!(
-                "round {}: the task's quantization {quantization:?} is not the job's {expected_q:?}",
-                t.round
+                "round {}: the task's kind is not the round's ({:?})",
+                t.round, plan.kind
+            ));
+        }
+        if quantization != plan.quantization {
+            return Err(format!(
+                "round {}: the task's quantization {quantization:?} is not the round's {:?}",
+                t.round, plan.quantization
             ));
         }
         let (vector, weight, what) = if stats_round {
@@ -514,7 +517,7 @@ impl Node {
                 epochs: spec.local_epochs as usize,
                 batch_size: spec.batch_size as usize,
                 learning_rate: spec.learning_rate,
-                seed: spec.seed.wrapping_add(t.round),
+                seed: plan.training_seed,
                 ..TrainConfig::default()
             };
             let data = self.scaled(t.job, &t.statistics)?;
@@ -535,7 +538,8 @@ impl Node {
                 t.total_weight
             ));
         }
-        let codec = cjob::codec(&self.pk, &quantization, t.total_weight)
+        let codec = plan
+            .codec(&self.pk)
             .map_err(|e| format!("the round's codec: {e}"))?;
         let enc_started = Instant::now();
         let (table, rng) = (&self.table, &mut self.rng);
@@ -548,8 +552,7 @@ impl Node {
                 return Err(format!(
                     "{} feature moments exceed the statistics bound {}; not submitting clipped \
                      statistics",
-                    encrypted.clipped,
-                    cjob::STATISTICS_CLIP
+                    encrypted.clipped, STATISTICS_CLIP
                 ));
             }
             self.log(&format!(
@@ -633,7 +636,7 @@ impl Node {
     ) -> TaskResult {
         let started = Instant::now();
         self.ensure_job(client, d.job).await?;
-        let min = self.job(d.job)?.spec.min_participants.max(2) as usize;
+        let min = self.job(d.job)?.valid.spec.min_participants.max(2) as usize;
         let Some(aggregate_digest) = d
             .aggregate
             .as_ref()
@@ -817,26 +820,21 @@ impl Node {
         e: pb::EvaluateTask,
     ) -> TaskResult {
         self.ensure_job(client, e.job).await?;
-        let model_spec = self.job(e.job)?.model.clone();
+        let model_spec = self.job(e.job)?.valid.model.clone();
         let params = check_model(&e.inline, &e.model, &model_spec)?;
         let model = ModelDigest::of(&params).0;
         let device = self.device;
         let data = self.scaled(e.job, &e.statistics)?;
         let m = tokio::task::block_in_place(|| evaluate_global(&model_spec, &params, data, device))
             .map_err(|err| format!("evaluation failed: {err}"))?;
-        let mut metrics = Vec::new();
-        for (name, v) in [("accuracy", m.accuracy), ("loss", m.loss), ("rmse", m.rmse)] {
-            if let Some(value) = v.filter(|v| v.is_finite()) {
-                metrics.push(pb::Metric {
-                    name: name.into(),
-                    value,
-                });
-            }
-        }
-        metrics.sort_by(|a, b| a.name.cmp(&b.name));
-        let signed: Vec<(String, f64)> =
-            metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
-        let rows = m.rows as u64;
+        let (rows, signed) = crate::report(&m);
+        let metrics: Vec<pb::Metric> = signed
+            .iter()
+            .map(|(name, value)| pb::Metric {
+                name: name.clone(),
+                value: *value,
+            })
+            .collect();
         let signature = self.identity.sign_message(&Body::evaluation_message(
             e.job, e.round, &self.name, &model, rows, &signed,
         ));

@@ -17,7 +17,10 @@ fn every_folder_init_writes_opens_and_agrees_with_the_description() {
     );
     assert_eq!(coordinator.hospitals["oslo"].share_index, 1);
     assert_eq!(coordinator.hospitals["tromso"].share_index, 3);
-    assert_eq!(coordinator.researchers().collect::<Vec<_>>(), ["researcher"]);
+    assert_eq!(
+        coordinator.researchers().collect::<Vec<_>>(),
+        ["researcher"]
+    );
 
     for (i, name) in ["oslo", "bergen", "tromso"].iter().enumerate() {
         let h = HospitalFolder::open(&c.hospital_dir(name), None).unwrap();
@@ -58,8 +61,11 @@ fn folders_handed_to_the_wrong_party_or_mixed_are_refused() {
 
     // A key share from another consortium: it does not belong to this public key.
     let mixed = c.hospital_dir("bergen");
-    std::fs::copy(other.hospital_dir("bergen").join("share.key"), mixed.join("share.key"))
-        .unwrap();
+    std::fs::copy(
+        other.hospital_dir("bergen").join("share.key"),
+        mixed.join("share.key"),
+    )
+    .unwrap();
     assert!(HospitalFolder::open(&mixed, None).is_err());
 
     // The coordinator's public key swapped for another consortium's.

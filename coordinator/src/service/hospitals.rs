@@ -58,10 +58,10 @@ impl TrainingService for Coordinator {
                 status,
             ));
         }
-        if r.declared_samples == 0 || r.declared_samples > job::MAX_DECLARED_SAMPLES {
+        if r.declared_samples == 0 || r.declared_samples > protocol::MAX_DECLARED_SAMPLES {
             return Err(Status::invalid_argument(format!(
                 "declared_samples must be between 1 and {}, got {}",
-                job::MAX_DECLARED_SAMPLES,
+                protocol::MAX_DECLARED_SAMPLES,
                 r.declared_samples
             )));
         }
@@ -592,7 +592,8 @@ impl TrainingService for Coordinator {
             .iter()
             .map(|m| (m.name.clone(), m.value))
             .collect();
-        job::validate_evaluation(e.rows, &metrics).map_err(Status::invalid_argument)?;
+        protocol::validate_evaluation(e.rows, &metrics)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let model = digest_of(&e.model)?;
         let signature = <[u8; 64]>::try_from(e.signature.as_slice()).map_err(|_| {
             Status::invalid_argument(format!(

@@ -30,7 +30,7 @@ impl Shared {
                         .ok_or_else(|| broken(i, "the job spec blob is missing".into()))?;
                     let spec = pb::JobSpec::decode(bytes.as_slice())
                         .map_err(|e| broken(i, format!("job spec: {e}")))?;
-                    let valid = job::validate(&spec).map_err(|e| broken(i, e))?;
+                    let valid = protocol::validate(&spec).map_err(|e| broken(i, e.to_string()))?;
                     st.jobs.insert(
                         job,
                         new_job(
@@ -84,7 +84,8 @@ impl Shared {
                         .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
                     if matches!(j.phase, JobPhase::Enrolling { .. }) && round == 0 {
                         j.phase = JobPhase::Running;
-                        j.total_weight = j.enrolled.iter().map(|e| e.samples).sum();
+                        j.total_weight =
+                            protocol::total_weight(j.enrolled.iter().map(|e| e.samples));
                         self.open_round(st, job, 0, t)
                             .map_err(|s| broken(i, s.message().to_string()))?;
                     }
@@ -296,7 +297,8 @@ impl Shared {
                     let all = job.enrolled.len() == self.hospitals.len();
                     if all || (now >= deadline_ms && job.enrolled.len() >= needed) {
                         job.phase = JobPhase::Running;
-                        job.total_weight = job.enrolled.iter().map(|e| e.samples).sum();
+                        job.total_weight =
+                            protocol::total_weight(job.enrolled.iter().map(|e| e.samples));
                         self.open_round(st, id, 0, now)?;
                         changed = true;
                         continue;
@@ -393,22 +395,10 @@ impl Shared {
             .jobs
             .get_mut(&id)
             .ok_or_else(|| internal("job vanished"))?;
-        let schema = job.valid.spec.schema.clone().unwrap_or_default();
-        let (len, global, quantization) = if r == 0 {
-            let len = job::statistics_len(schema.features.len(), job.valid.task);
-            (
-                len,
-                vec![0f32; len],
-                job::statistics_quantization(job.total_weight),
-            )
-        } else {
-            (
-                job.global.len(),
-                job.global.clone(),
-                job.valid.spec.quantization.unwrap_or_default(),
-            )
-        };
-        let opened = job::codec(&self.pk, &quantization, job.total_weight)
+        let plan = RoundPlan::new(&job.valid, r, job.total_weight);
+        let quantization = plan.quantization;
+        let opened = plan
+            .codec(&self.pk)
             .map_err(|e| e.to_string())
             .and_then(|codec| {
                 let cfg = RoundConfig {
@@ -416,9 +406,10 @@ impl Shared {
                     round: r,
                     min_participants: job.valid.spec.min_participants as usize,
                     deadline_ms: now + u64::from(job.valid.spec.round_deadline_seconds) * 1000,
-                    len,
+                    len: plan.len,
                 };
-                Round::new(cfg, self.pk.clone(), codec, job.enrolled.clone(), global)
+                let base = plan.base(&job.global);
+                Round::new(cfg, self.pk.clone(), codec, job.enrolled.clone(), base)
                     .map_err(|e| e.to_string())
             });
         match opened {
@@ -448,7 +439,7 @@ impl Shared {
         let r = job.round_no;
         if r == 0 {
             job.stats = new;
-            job.global = init_params(&job.valid.model, job.valid.spec.seed);
+            job.global = protocol::starting_model(&job.valid);
         } else {
             job.global = new;
         }
@@ -487,8 +478,8 @@ impl Shared {
         let job = st.jobs.get(&id).ok_or_else(|| internal("job vanished"))?;
         let last = u64::from(job.valid.spec.rounds);
         let summary = match job.evaluations.get(&last) {
-            Some(reports) => job::final_summary(reports.values()),
-            None => job::final_summary(std::iter::empty()),
+            Some(reports) => protocol::final_summary(reports.values()),
+            None => protocol::final_summary(std::iter::empty()),
         };
         let hospitals: Vec<String> = job.enrolled.iter().map(|e| e.name.clone()).collect();
         let mut entries = vec![coord(
@@ -713,7 +704,7 @@ pub(super) fn new_job(
         total_weight: 0,
         round_no: 0,
         round: None,
-        quantization: job::statistics_quantization(0),
+        quantization: protocol::statistics_quantization(0),
         subs: BTreeMap::new(),
         closed_record: None,
         share_deadline_ms: None,

@@ -7,7 +7,8 @@ use super::*;
 impl JobService for Coordinator {
     async fn submit_job(&self, req: Request<pb::JobSpec>) -> SResult<Response<pb::JobStatus>> {
         let peer = self.shared.authorize(&req, &[Role::Researcher])?;
-        let valid = job::validate(req.get_ref()).map_err(Status::invalid_argument)?;
+        let valid = protocol::validate(req.get_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let s = &self.shared;
         let mut st = s.lock();
         let budget = valid.spec.credit_budget;

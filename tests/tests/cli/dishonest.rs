@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedchain_consortium::tls::server_tls;
-use fedchain_coordinator::round::decryption_context;
 use fedchain_crypto::keys::PublicKey;
 use fedchain_datasets::{Builtin, TaskKind};
 use fedchain_ledger::sha256;
 use fedchain_models::{ModelKind, ModelSpec};
 use fedchain_proto::v1 as pb;
+use fedchain_protocol::decryption_context;
 use pb::training_service_server::{TrainingService, TrainingServiceServer};
 use prost::Message;
 use tokio_stream::Stream;

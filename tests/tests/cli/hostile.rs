@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use fedchain_consortium::tls::client_tls;
-use fedchain_coordinator::job;
 use fedchain_crypto::djn::{encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::PublicKey;
 use fedchain_crypto::quantize::Rounding;
@@ -17,6 +16,7 @@ use fedchain_ledger::sha256;
 use fedchain_ledger::store::Store;
 use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
+use fedchain_protocol as job;
 use pb::training_service_client::TrainingServiceClient;
 use rand::SeedableRng;
 use tonic::transport::{Channel, Endpoint};

@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fedchain_consortium::tls::client_tls;
-use fedchain_coordinator::job;
 use fedchain_crypto::djn::decode_ciphertexts;
 use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_crypto::quantize::Quantizer;
@@ -24,6 +23,7 @@ use fedchain_ledger::record::Body;
 use fedchain_ledger::store::Store;
 use fedchain_models::{fedavg, init_params, ModelDigest, ModelFile, ModelKind, ModelSpec};
 use fedchain_proto::v1 as pb;
+use fedchain_protocol as job;
 use rand::SeedableRng;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 

@@ -1,0 +1,221 @@
+//! What a job is: validation of a researcher's [`JobSpec`] (typed errors naming the field) and its
+//! digest. Every party validates a spec with this one function: the coordinator when a researcher
+//! submits it, a hospital before it enrolls, the auditor when it replays the `JobSubmitted` record.
+
+use fedchain_crypto::quantize::Quantizer;
+use fedchain_datasets::TaskKind;
+use fedchain_ledger::{sha256, Hash};
+use fedchain_model_core::{num_parameters, ModelSpec};
+use fedchain_proto::limits;
+use fedchain_proto::v1::{dataset_schema, JobSpec};
+use prost::Message;
+
+/// Most training rows one hospital may declare (the packing slots grow with the total).
+pub const MAX_DECLARED_SAMPLES: u64 = 1 << 30;
+/// Most rounds a job may ask for.
+pub const MAX_ROUNDS: u32 = 10_000;
+/// Longest round deadline, in seconds (a day).
+pub const MAX_DEADLINE_SECONDS: u32 = 86_400;
+
+/// A job spec that passed [`validate`], with what is derived from it.
+#[derive(Debug, Clone)]
+pub struct ValidJob {
+    /// The spec as submitted.
+    pub spec: JobSpec,
+    /// Its canonical protobuf encoding (the blob the ledger keeps).
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, recorded in `JobSubmitted`.
+    pub digest: Hash,
+    /// The model architecture.
+    pub model: ModelSpec,
+    /// The task the schema declares.
+    pub task: TaskKind,
+}
+
+/// The part of a job spec that [`validate`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobField {
+    /// `schema`: the dataset's columns and task.
+    Schema,
+    /// `model`: the architecture, and whether it fits the schema.
+    Model,
+    /// `rounds`.
+    Rounds,
+    /// `local_epochs`.
+    LocalEpochs,
+    /// `learning_rate`.
+    LearningRate,
+    /// `batch_size`.
+    BatchSize,
+    /// `min_participants`.
+    MinParticipants,
+    /// `round_deadline_seconds`.
+    RoundDeadline,
+    /// `credit_budget`.
+    CreditBudget,
+    /// `quantization`.
+    Quantization,
+}
+
+/// A job spec refused by [`validate`]: the field, and a message that says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct JobError {
+    /// The part of the spec that is wrong.
+    pub field: JobField,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+fn bad(field: JobField, reason: impl Into<String>) -> JobError {
+    JobError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a researcher's spec; the error says which field is wrong and what is allowed.
+pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
+    use JobField::*;
+    let schema = spec
+        .schema
+        .as_ref()
+        .ok_or_else(|| bad(Schema, "the job has no dataset schema"))?;
+    if schema.target.is_empty() {
+        return Err(bad(Schema, "the schema names no target column"));
+    }
+    if schema.features.is_empty() {
+        return Err(bad(
+            Schema,
+            "the schema must list its feature columns (in model input order)",
+        ));
+    }
+    if schema.features.iter().any(|f| f == &schema.target) {
+        return Err(bad(
+            Schema,
+            format!(
+                "the target column {:?} is also listed as a feature",
+                schema.target
+            ),
+        ));
+    }
+    let task = task_of(schema.task.as_ref()).map_err(|e| bad(Schema, e))?;
+    let model_json = spec
+        .model
+        .as_ref()
+        .map(|m| m.canonical_json.as_str())
+        .ok_or_else(|| bad(Model, "the job has no model spec"))?;
+    let model =
+        ModelSpec::from_json(model_json).map_err(|e| bad(Model, format!("model spec: {e}")))?;
+    if model.canonical_json() != model_json {
+        return Err(bad(
+            Model,
+            "the model spec is not in canonical JSON form (serialize it with ModelSpec::canonical_json)",
+        ));
+    }
+    model
+        .check_fits(schema.features.len(), task)
+        .map_err(|e| bad(Model, format!("model spec does not fit the schema: {e}")))?;
+    let file_bytes = num_parameters(&model) * 4 + 4096;
+    if file_bytes > limits::MAX_INLINE_MODEL_BYTES {
+        return Err(bad(
+            Model,
+            format!(
+                "the model has {} parameters; this coordinator sends models inline, up to {} bytes",
+                num_parameters(&model),
+                limits::MAX_INLINE_MODEL_BYTES
+            ),
+        ));
+    }
+    if spec.rounds == 0 || spec.rounds > MAX_ROUNDS {
+        return Err(bad(
+            Rounds,
+            format!(
+                "rounds must be between 1 and {MAX_ROUNDS}, got {}",
+                spec.rounds
+            ),
+        ));
+    }
+    if spec.local_epochs == 0 || spec.local_epochs > 1000 {
+        return Err(bad(
+            LocalEpochs,
+            format!(
+                "local_epochs must be between 1 and 1000, got {}",
+                spec.local_epochs
+            ),
+        ));
+    }
+    if !(spec.learning_rate.is_finite() && spec.learning_rate > 0.0 && spec.learning_rate < 10.0) {
+        return Err(bad(
+            LearningRate,
+            format!(
+                "learning_rate must be a positive number below 10, got {}",
+                spec.learning_rate
+            ),
+        ));
+    }
+    if spec.batch_size == 0 || spec.batch_size > 1 << 20 {
+        return Err(bad(
+            BatchSize,
+            format!(
+                "batch_size must be between 1 and 2^20, got {}",
+                spec.batch_size
+            ),
+        ));
+    }
+    if spec.min_participants < 2 {
+        return Err(bad(
+            MinParticipants,
+            format!(
+                "min_participants must be at least 2 (hospitals never decrypt a single hospital's \
+                 update), got {}",
+                spec.min_participants
+            ),
+        ));
+    }
+    if spec.round_deadline_seconds == 0 || spec.round_deadline_seconds > MAX_DEADLINE_SECONDS {
+        return Err(bad(
+            RoundDeadline,
+            format!(
+                "round_deadline_seconds must be between 1 and {MAX_DEADLINE_SECONDS}, got {}",
+                spec.round_deadline_seconds
+            ),
+        ));
+    }
+    if spec.credit_budget == 0 {
+        return Err(bad(
+            CreditBudget,
+            "credit_budget must be positive: it pays the hospitals",
+        ));
+    }
+    let q = spec
+        .quantization
+        .as_ref()
+        .ok_or_else(|| bad(Quantization, "the job has no quantization"))?;
+    Quantizer::new(q.frac_bits, q.clip)
+        .map_err(|e| bad(Quantization, format!("quantization: {e}")))?;
+    let bytes = spec.encode_to_vec();
+    Ok(ValidJob {
+        spec: spec.clone(),
+        digest: sha256(&bytes),
+        bytes,
+        model,
+        task,
+    })
+}
+
+/// The task of a schema's `task` field.
+pub fn task_of(task: Option<&dataset_schema::Task>) -> Result<TaskKind, String> {
+    match task {
+        Some(dataset_schema::Task::Binary(_)) => Ok(TaskKind::Binary),
+        Some(dataset_schema::Task::Regression(_)) => Ok(TaskKind::Regression),
+        Some(dataset_schema::Task::Multiclass(m)) if m.classes >= 2 => Ok(TaskKind::Multiclass {
+            classes: m.classes as usize,
+        }),
+        Some(dataset_schema::Task::Multiclass(m)) => Err(format!(
+            "a multiclass task needs at least 2 classes, got {}",
+            m.classes
+        )),
+        None => Err("the schema has no task (binary, multiclass or regression)".into()),
+    }
+}
