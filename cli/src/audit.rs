@@ -73,116 +73,36 @@ pub enum AuditCommand {
     },
 }
 
-/// Copies the coordinator's ledger into `into` over the ledger service: the latest checkpoint
-/// (signed by the log and cosigned by a quorum of the trust file's hospitals), every record up to
-/// it (whose Merkle root must be the checkpoint's), and every blob the records name (each checked
-/// against its digest). Returns a one-line account.
+/// Copies the coordinator's ledger into `into` over the ledger service, checked against the trust
+/// file of the party folder `party` (see `fedchain_audit::mirror`). Returns a one-line account.
 async fn mirror(url: &str, party: &Path, into: &Path) -> Result<String> {
     use fedchain_consortium::TRUST_FILE;
-    use fedchain_ledger::record::{Body, Record};
-    use fedchain_ledger::sha256;
-    use fedchain_ledger::store::{Entry, Store};
     use fedchain_proto::v1 as pb;
 
-    let trust = Trust::parse(&std::fs::read_to_string(party.join(TRUST_FILE))?)?;
+    let trust_path = party.join(TRUST_FILE);
+    let trust = Trust::parse(
+        &std::fs::read_to_string(&trust_path)
+            .with_context(|| format!("cannot read {}", trust_path.display()))?,
+    )?;
     let ch = crate::job::connect(url, party).await?;
     let mut client = pb::ledger_service_client::LedgerServiceClient::new(ch)
         .max_decoding_message_size(fedchain_proto::limits::MAX_MESSAGE_BYTES);
-    let note_text = client
-        .get_checkpoint(pb::CheckpointRequest { size: None })
+    let m = fedchain_audit::mirror(&mut client, &trust, into)
         .await
-        .map_err(|s| anyhow::anyhow!("GetCheckpoint: {}", s.message()))?
-        .into_inner()
-        .note;
-    let (cp, cosigners) = note::quorum(&note_text, &trust.log, &trust.witnesses, trust.quorum)
-        .context("the coordinator's latest checkpoint is not signed by the log and a quorum")?;
-    let origin = trust.log.name().to_string();
-    let mut store = Store::open(into, &origin)?;
-    let mut records = client
-        .get_records(pb::RecordRange {
-            start: 0,
-            end: cp.size,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("GetRecords: {}", s.message()))?
-        .into_inner();
-    let mut blobs = 0;
-    while let Some(entry) = records
-        .message()
-        .await
-        .map_err(|s| anyhow::anyhow!("GetRecords: {}", s.message()))?
-    {
-        anyhow::ensure!(
-            entry.index == store.len(),
-            "record {} arrived out of order",
-            entry.index
-        );
-        let record = Record::decode(&entry.record)
-            .with_context(|| format!("record {} is not canonical", entry.index))?;
-        let wanted = match &record.body {
-            Body::JobSubmitted { spec, .. } => vec![*spec],
-            Body::UpdateSubmitted { ciphertexts, .. } => vec![*ciphertexts],
-            Body::DecryptionShare { share, .. } => vec![*share],
-            _ => Vec::new(),
-        };
-        for digest in wanted {
-            let mut stream = client
-                .get_blob(pb::Digest {
-                    sha256: digest.to_vec(),
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("GetBlob {}: {}", hex::encode(digest), s.message()))?
-                .into_inner();
-            let mut bytes = Vec::new();
-            while let Some(c) = stream
-                .message()
-                .await
-                .map_err(|s| anyhow::anyhow!("GetBlob: {}", s.message()))?
-            {
-                bytes.extend_from_slice(&c.data);
-            }
-            anyhow::ensure!(
-                sha256(&bytes) == digest,
-                "blob {} does not match its digest",
-                hex::encode(digest)
-            );
-            store.put_blob(&bytes)?;
-            blobs += 1;
-        }
-        let appended = store.append_all(vec![Entry {
-            time_ms: record.time_ms,
-            actor: record.actor.clone(),
-            outcome: record.outcome,
-            body: record.body.clone(),
-        }])?;
-        anyhow::ensure!(
-            appended[0].encode()? == entry.record,
-            "record {} does not re-encode to the bytes served",
-            entry.index
-        );
-    }
-    anyhow::ensure!(
-        store.len() == cp.size && store.root() == cp.root,
-        "the records served do not reproduce the checkpoint's tree (size {}, root {})",
-        cp.size,
-        hex::encode(cp.root)
-    );
-    // The coordinator's checkpoint goes with the copy, so the copy verifies (and anchors apply).
-    let mut known = vec![trust.log.clone()];
-    known.extend(trust.witnesses.iter().cloned());
-    store.import_checkpoint(&note_text, &known)?;
+        .with_context(|| format!("mirroring the ledger of {url}"))?;
     Ok(format!(
-        "mirrored {} records and {blobs} blobs from {url}: they reproduce the checkpoint of size {} \
+        "mirrored {} records and {} blobs from {url}: they reproduce the checkpoint of size {} \
          signed by the log and cosigned by {}",
-        cp.size,
-        cp.size,
-        cosigners.join(", ")
+        m.records,
+        m.blobs,
+        m.records,
+        m.cosigners.join(", ")
     ))
 }
 
 fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Result<ExitCode> {
+    use fedchain_audit::replay;
     use fedchain_consortium::AuditorFolder;
-    use fedchain_coordinator::replay::{replay, TrustedHospital};
 
     let started = std::time::Instant::now();
     let folder = AuditorFolder::open(party)?;
@@ -190,17 +110,7 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
     for a in anchors {
         trust.anchors.push(read_anchor(a)?);
     }
-    let hospitals = folder
-        .hospitals
-        .into_iter()
-        .map(|(name, h)| {
-            let t = TrustedHospital {
-                share_index: h.share_index,
-                identity: h.identity,
-            };
-            (name, t)
-        })
-        .collect();
+    let hospitals = folder.hospitals;
     let pk = folder.public_key;
     let verified =
         verify(ledger, Some(&trust)).with_context(|| format!("verifying {}", ledger.display()))?;

@@ -8,12 +8,8 @@ use clap::{Args, Subcommand};
 use fedchain_consortium::tls::client_tls;
 use fedchain_consortium::TRUST_FILE;
 use fedchain_datasets::{Builtin, TaskKind};
-use fedchain_ledger::merkle;
-use fedchain_ledger::note;
-use fedchain_ledger::record::{Body, Record};
-use fedchain_ledger::sha256;
 use fedchain_ledger::verify::Trust;
-use fedchain_models::{ModelFile, ModelKind, ModelSpec};
+use fedchain_models::{ModelKind, ModelSpec};
 use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -558,51 +554,8 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
         }
     }
     let r = release.ok_or_else(|| anyhow!("the coordinator sent no release header"))?;
-    let digest = |d: &Option<pb::Digest>| -> Result<[u8; 32]> {
-        d.as_ref()
-            .and_then(|d| <[u8; 32]>::try_from(d.sha256.as_slice()).ok())
-            .ok_or_else(|| anyhow!("the release carries a malformed digest"))
-    };
-    if sha256(&file) != digest(&r.file)? || file.len() as u64 != r.file_bytes {
-        bail!("the downloaded file does not match the digest and length the release announced");
-    }
-    let model = ModelFile::from_bytes(&file, out)?;
-    let model_digest = model.digest().0;
-    if model_digest != digest(&r.model)? {
-        bail!("the model's parameters do not match the release's model digest");
-    }
-    let record = Record::decode(&r.record).context("the release's ledger record")?;
-    match record.body {
-        Body::RoundFinalized {
-            job,
-            round,
-            model_after,
-            ..
-        } if job == id && round == r.round && model_after == model_digest => {}
-        other => bail!(
-            "the ledger record {} does not finalize this model for job {id}: {other:?}",
-            r.record_index
-        ),
-    }
-    let note_text = r.checkpoint.map(|c| c.note).unwrap_or_default();
-    let (cp, cosigners) = note::quorum(&note_text, &trust.log, &trust.witnesses, trust.quorum)
-        .context("the checkpoint does not carry the log's signature and a quorum of hospitals")?;
-    let proof: Vec<[u8; 32]> = r
-        .inclusion
-        .unwrap_or_default()
-        .hashes
-        .iter()
-        .map(|h| <[u8; 32]>::try_from(h.sha256.as_slice()))
-        .collect::<Result<_, _>>()
-        .map_err(|_| anyhow!("a proof hash is not 32 bytes"))?;
-    merkle::verify_inclusion(
-        &merkle::leaf_hash(&r.record),
-        r.record_index,
-        cp.size,
-        &proof,
-        &cp.root,
-    )
-    .context("the record is not in the checkpoint's tree")?;
+    let v = fedchain_audit::verify_release(id, &r, &file, &trust)
+        .context("the release does not verify; nothing was written")?;
     let tmp = out.with_extension("partial");
     std::fs::write(&tmp, &file)
         .and_then(|()| std::fs::rename(&tmp, out))
@@ -611,11 +564,11 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
         job: id,
         round: r.round,
         path: out.to_path_buf(),
-        model_sha256: hex::encode(model_digest),
+        model_sha256: hex::encode(v.model_digest),
         file_bytes: r.file_bytes,
-        record_index: r.record_index,
-        checkpoint_size: cp.size,
-        cosigned_by: cosigners,
+        record_index: v.record_index,
+        checkpoint_size: v.checkpoint_size,
+        cosigned_by: v.cosigned_by,
     })
 }
 

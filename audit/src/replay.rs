@@ -39,17 +39,12 @@ use fedchain_proto::v1::JobSpec;
 use prost::Message;
 use serde::Serialize;
 
-use crate::round::{decryption_context, first_decryptors};
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
+use fedchain_protocol::{decryption_context, first_decryptors};
 
-/// A hospital as the auditor trusts it: its key-share index and identity key.
-#[derive(Debug, Clone)]
-pub struct TrustedHospital {
-    /// 1-based key-share index.
-    pub share_index: usize,
-    /// Ed25519 identity key.
-    pub identity: [u8; 32],
-}
+/// A hospital as the auditor trusts it (from `consortium.json` and the trust file, through
+/// `fedchain_consortium::AuditorFolder`): its key-share index and identity key.
+pub use fedchain_consortium::folder::EnrolledHospital as TrustedHospital;
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Serialize)]

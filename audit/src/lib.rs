@@ -1,0 +1,25 @@
+//! What an auditor and a researcher check, trusting only the consortium's public files.
+//!
+//! - [`replay`]: re-derive every round from a ledger folder: signatures, aggregates, decryption
+//!   share proofs, recombination, FedAvg, model digests, credits, evaluations. Independent of the
+//!   coordinator's round machine: it shares only the rules of `fedchain-protocol`.
+//! - [`mirror`](mirror::mirror): copy a running coordinator's ledger over its ledger service,
+//!   checking the checkpoint's signatures and quorum, every record's encoding and the Merkle root
+//!   they reproduce, and every blob's digest.
+//! - [`release`]: check a released model before a researcher uses it: file and parameter
+//!   digests, the `RoundFinalized` record, and its inclusion in a checkpoint cosigned by a quorum.
+//!
+//! Architecture invariant: this is security code, so it lives in a library with typed errors and
+//! in-process tests, not in the command-line tool. It never depends on the coordinator crate: an
+//! auditor must not need the operator's code to check the operator.
+#![deny(missing_docs)]
+
+mod error;
+pub mod mirror;
+pub mod release;
+pub mod replay;
+
+pub use error::AuditError;
+pub use mirror::{mirror, Mirrored};
+pub use release::{verify_release, VerifiedRelease};
+pub use replay::{replay, ReplayReport};

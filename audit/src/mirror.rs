@@ -1,0 +1,144 @@
+//! Mirroring a running coordinator's ledger over its ledger service, trusting nothing it serves.
+//!
+//! [`mirror`] copies into a new ledger folder the coordinator's latest checkpoint, which must be
+//! signed by the log and cosigned by a quorum of the trust file's hospitals, every record up to it
+//! (each canonical, in order, and together reproducing the checkpoint's Merkle root), and every
+//! blob the records name (each checked against its digest). What it copies verifies offline like
+//! the coordinator's own folder; anything that does not check is an [`AuditError::Untrusted`].
+
+use std::path::Path;
+
+use fedchain_ledger::note;
+use fedchain_ledger::record::{Body, Record};
+use fedchain_ledger::sha256;
+use fedchain_ledger::store::{Entry, Store};
+use fedchain_ledger::verify::Trust;
+use fedchain_proto::v1 as pb;
+use pb::ledger_service_client::LedgerServiceClient;
+use tonic::transport::Channel;
+
+use crate::error::{rpc, untrusted, AuditError};
+
+/// What [`mirror`] copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    /// Records copied: the checkpoint's tree size.
+    pub records: u64,
+    /// Blobs copied (job specs, submissions, decryption shares).
+    pub blobs: usize,
+    /// The hospitals whose cosignatures on the checkpoint verified.
+    pub cosigners: Vec<String>,
+}
+
+/// The blobs a replay needs from a record.
+fn blobs_of(body: &Body) -> Vec<[u8; 32]> {
+    match body {
+        Body::JobSubmitted { spec, .. } => vec![*spec],
+        Body::UpdateSubmitted { ciphertexts, .. } => vec![*ciphertexts],
+        Body::DecryptionShare { share, .. } => vec![*share],
+        _ => Vec::new(),
+    }
+}
+
+/// Copies the ledger `client` serves into the new folder `into`, checking it against `trust`.
+pub async fn mirror(
+    client: &mut LedgerServiceClient<Channel>,
+    trust: &Trust,
+    into: &Path,
+) -> Result<Mirrored, AuditError> {
+    let note_text = client
+        .get_checkpoint(pb::CheckpointRequest { size: None })
+        .await
+        .map_err(rpc("GetCheckpoint"))?
+        .into_inner()
+        .note;
+    let (cp, cosigners) = note::quorum(&note_text, &trust.log, &trust.witnesses, trust.quorum)
+        .map_err(|e| {
+            untrusted(format!(
+                "the coordinator's latest checkpoint is not signed by the log and a quorum: {e}"
+            ))
+        })?;
+    let mut store = Store::open(into, trust.log.name())?;
+    if !store.is_empty() {
+        return Err(untrusted(format!(
+            "{} already holds a ledger; mirror into a new folder",
+            into.display()
+        )));
+    }
+    let mut records = client
+        .get_records(pb::RecordRange {
+            start: 0,
+            end: cp.size,
+        })
+        .await
+        .map_err(rpc("GetRecords"))?
+        .into_inner();
+    let mut blobs = 0;
+    while let Some(entry) = records.message().await.map_err(rpc("GetRecords"))? {
+        if entry.index != store.len() {
+            return Err(untrusted(format!(
+                "record {} arrived out of order (expected {})",
+                entry.index,
+                store.len()
+            )));
+        }
+        let record = Record::decode(&entry.record)
+            .map_err(|e| untrusted(format!("record {} is not canonical: {e}", entry.index)))?;
+        for digest in blobs_of(&record.body) {
+            let mut stream = client
+                .get_blob(pb::Digest {
+                    sha256: digest.to_vec(),
+                })
+                .await
+                .map_err(rpc("GetBlob"))?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(c) = stream.message().await.map_err(rpc("GetBlob"))? {
+                bytes.extend_from_slice(&c.data);
+                if bytes.len() as u64 > fedchain_proto::limits::MAX_STREAM_BYTES {
+                    return Err(untrusted(format!(
+                        "blob {} is larger than the protocol allows",
+                        hex::encode(digest)
+                    )));
+                }
+            }
+            if sha256(&bytes) != digest {
+                return Err(untrusted(format!(
+                    "blob {} does not match its digest",
+                    hex::encode(digest)
+                )));
+            }
+            store.put_blob(&bytes)?;
+            blobs += 1;
+        }
+        let appended = store.append_all(vec![Entry {
+            time_ms: record.time_ms,
+            actor: record.actor.clone(),
+            outcome: record.outcome,
+            body: record.body.clone(),
+        }])?;
+        if appended[0].encode()? != entry.record {
+            return Err(untrusted(format!(
+                "record {} does not re-encode to the bytes served",
+                entry.index
+            )));
+        }
+    }
+    if store.len() != cp.size || store.root() != cp.root {
+        return Err(untrusted(format!(
+            "the records served do not reproduce the checkpoint's tree (size {}, root {})",
+            cp.size,
+            hex::encode(cp.root)
+        )));
+    }
+    // The coordinator's checkpoint goes with the copy, so the copy verifies (and anchors apply).
+    let mut known = vec![trust.log.clone()];
+    known.extend(trust.witnesses.iter().cloned());
+    store.import_checkpoint(&note_text, &known)?;
+    store.flush()?;
+    Ok(Mirrored {
+        records: cp.size,
+        blobs,
+        cosigners,
+    })
+}

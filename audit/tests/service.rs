@@ -1,0 +1,392 @@
+//! The auditor's client code against a ledger service in process (a real HTTP/2 server and channel
+//! over a tokio duplex pipe, no ports, as `proto/tests/grpc.rs` does), serving a real sled ledger
+//! with real signatures: `mirror` copies what verifies and refuses what a dishonest coordinator
+//! could serve, and `verify_release` accepts the model the hospitals committed to and nothing else.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::{Signer, SigningKey};
+use fedchain_audit::{mirror, verify_release, AuditError};
+use fedchain_ledger::credits::{Account, Movement};
+use fedchain_ledger::note::{self, NoteSigner};
+use fedchain_ledger::record::{Actor, Body, Outcome, Role};
+use fedchain_ledger::store::{Entry, Store};
+use fedchain_ledger::verify::{verify, Trust};
+use fedchain_ledger::Hash;
+use fedchain_model_core::{init_params, ModelDigest, ModelFile, ModelSpec};
+use fedchain_proto::v1 as pb;
+use hyper_util::rt::TokioIo;
+use pb::ledger_service_client::LedgerServiceClient;
+use pb::ledger_service_server::{LedgerService, LedgerServiceServer};
+use tokio_stream::Stream;
+use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tonic::{Request, Response, Status};
+
+const ORIGIN: &str = "fedchain.audit-test";
+const HOSPITALS: [&str; 3] = ["h1", "h2", "h3"];
+
+fn log_key() -> NoteSigner {
+    NoteSigner::new(ORIGIN, [5; 32]).unwrap()
+}
+
+/// A hospital's identity key: it signs submissions and cosigns checkpoints.
+fn hospital_key(i: usize) -> NoteSigner {
+    NoteSigner::new(HOSPITALS[i], [60 + i as u8; 32]).unwrap()
+}
+
+fn trust(quorum: usize) -> Trust {
+    Trust {
+        log: log_key().verifier(),
+        witnesses: (0..3).map(|i| hospital_key(i).verifier()).collect(),
+        quorum,
+        anchors: Vec::new(),
+    }
+}
+
+fn entry(id: &str, role: Role, body: Body) -> Entry {
+    Entry {
+        time_ms: 1_700_000_000_000,
+        actor: Actor {
+            id: id.into(),
+            role,
+        },
+        outcome: Outcome::Success,
+        body,
+    }
+}
+
+/// What the test ledger holds beyond its records.
+struct Built {
+    /// The released model file.
+    model_file: Vec<u8>,
+    /// Index of its `RoundFinalized` record.
+    finalized: u64,
+}
+
+/// A ledger with a job, three signed submissions with their blobs, a finalized round that
+/// released a real model, and a checkpoint cosigned by h1 and h2.
+fn build(store: &mut Store) -> Built {
+    let spec_blob = store.put_blob(b"a job spec").unwrap();
+    let mut entries = vec![
+        entry(
+            "coordinator",
+            Role::Coordinator,
+            Body::CreditsMoved {
+                movement: Movement::Mint {
+                    to: Account::Researcher("ada".into()),
+                    amount: 100,
+                },
+            },
+        ),
+        entry(
+            "ada",
+            Role::Researcher,
+            Body::JobSubmitted {
+                job: 1,
+                spec: spec_blob,
+                researcher: "ada".into(),
+                budget: 100,
+            },
+        ),
+    ];
+    for (i, h) in HOSPITALS.iter().enumerate() {
+        entries.push(entry(
+            h,
+            Role::Hospital,
+            Body::HospitalEnrolled {
+                job: 1,
+                hospital: h.to_string(),
+                identity_key: hospital_key(i).verifier().public_key(),
+                samples: 100,
+                deposit: 0,
+            },
+        ));
+    }
+    for (i, h) in HOSPITALS.iter().enumerate() {
+        // 200 KB: larger than sled keeps inline, as real ciphertext vectors are.
+        let bytes: Vec<u8> = (0..200_000u32).map(|b| (b % 251) as u8 ^ i as u8).collect();
+        let digest = store.put_blob(&bytes).unwrap();
+        let key = SigningKey::from_bytes(&[60 + i as u8; 32]);
+        let signature = key.sign(&Body::submission_message(1, 1, h, &digest));
+        entries.push(entry(
+            h,
+            Role::Hospital,
+            Body::UpdateSubmitted {
+                job: 1,
+                round: 1,
+                hospital: h.to_string(),
+                ciphertexts: digest,
+                signature: signature.to_bytes(),
+            },
+        ));
+    }
+    let spec = ModelSpec::LogisticRegression {
+        inputs: 4,
+        outputs: 1,
+    };
+    let params = init_params(&spec, 3);
+    let model_file = ModelFile::new(spec, params.clone())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    entries.push(entry(
+        "coordinator",
+        Role::Coordinator,
+        Body::RoundFinalized {
+            job: 1,
+            round: 1,
+            model_before: [0; 32],
+            model_after: ModelDigest::of(&params).0,
+            metrics: Vec::new(),
+        },
+    ));
+    let records = store.append_all(entries).unwrap();
+    let finalized = records.last().unwrap().event;
+    let signed = store.checkpoint(&log_key()).unwrap();
+    let cosigned = note::add_signatures(&signed, &[&hospital_key(0), &hospital_key(1)]).unwrap();
+    let mut known = vec![log_key().verifier()];
+    known.extend((0..3).map(|i| hospital_key(i).verifier()));
+    store.add_cosignatures(&cosigned, &known).unwrap();
+    Built {
+        model_file,
+        finalized,
+    }
+}
+
+/// What a dishonest coordinator does to what it serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lie {
+    None,
+    /// Serves the checkpoint with only the log's signature.
+    NoQuorum,
+    /// Flips a byte of record 1 (its JSON stays valid: a digit of a number).
+    AlteredRecord,
+    /// Serves other bytes for a submission's blob.
+    SwappedBlob,
+    /// Serves record 2 before record 1.
+    Reordered,
+}
+
+struct FakeLedger {
+    store: Arc<Mutex<Store>>,
+    lie: Lie,
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LedgerService for FakeLedger {
+    async fn get_checkpoint(
+        &self,
+        _: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        let store = self.store.lock().unwrap();
+        let (_, note_text) = store.checkpoints().unwrap().pop().unwrap();
+        let note_text = if self.lie == Lie::NoQuorum {
+            let mut n = note::parse(&note_text).unwrap();
+            n.signatures.truncate(1);
+            n.encode()
+        } else {
+            note_text
+        };
+        Ok(Response::new(pb::Checkpoint { note: note_text }))
+    }
+
+    type GetRecordsStream = Stream_<pb::RecordEntry>;
+    async fn get_records(
+        &self,
+        req: Request<pb::RecordRange>,
+    ) -> Result<Response<Self::GetRecordsStream>, Status> {
+        let r = req.into_inner();
+        let store = self.store.lock().unwrap();
+        let mut out: Vec<pb::RecordEntry> = (r.start..r.end)
+            .map(|index| pb::RecordEntry {
+                index,
+                record: store.record(index).unwrap().1,
+            })
+            .collect();
+        match self.lie {
+            Lie::AlteredRecord => {
+                let bytes = &mut out[1].record;
+                let at = bytes.iter().rposition(|b| b.is_ascii_digit()).unwrap();
+                bytes[at] = if bytes[at] == b'9' {
+                    b'8'
+                } else {
+                    bytes[at] + 1
+                };
+            }
+            Lie::Reordered => out.swap(1, 2),
+            _ => {}
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            out.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        _: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::Proof>, Status> {
+        Err(Status::unimplemented("not used by the auditor's mirror"))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        _: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::Proof>, Status> {
+        Err(Status::unimplemented("not used by the auditor's mirror"))
+    }
+
+    type GetBlobStream = Stream_<pb::Chunk>;
+    async fn get_blob(
+        &self,
+        req: Request<pb::Digest>,
+    ) -> Result<Response<Self::GetBlobStream>, Status> {
+        let digest: Hash = req.into_inner().sha256.try_into().unwrap();
+        let store = self.store.lock().unwrap();
+        let mut bytes = store
+            .blob(&digest)
+            .unwrap()
+            .ok_or_else(|| Status::not_found("no such blob"))?;
+        if self.lie == Lie::SwappedBlob && bytes.len() > 1000 {
+            bytes[500] ^= 1;
+        }
+        let chunks: Vec<Result<pb::Chunk, Status>> = bytes
+            .chunks(64 * 1024)
+            .map(|c| Ok(pb::Chunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+/// Serves `service` on one end of an in-memory pipe; returns a channel on the other.
+async fn in_process(service: FakeLedger) -> Channel {
+    let (client_io, server_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(LedgerServiceServer::new(service))
+            .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io)))
+            .await
+    });
+    let mut client_io = Some(client_io);
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let io = client_io.take();
+            async move {
+                io.map(TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the in-process pipe is already taken"))
+            }
+        }))
+        .await
+        .expect("connect over the in-process pipe")
+}
+
+async fn mirror_with(
+    lie: Lie,
+    into: &std::path::Path,
+) -> Result<fedchain_audit::Mirrored, AuditError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(tmp.path(), ORIGIN).unwrap();
+    build(&mut store);
+    let channel = in_process(FakeLedger {
+        store: Arc::new(Mutex::new(store)),
+        lie,
+    })
+    .await;
+    mirror(&mut LedgerServiceClient::new(channel), &trust(2), into).await
+}
+
+#[tokio::test]
+async fn mirror_copies_a_ledger_that_verifies_offline() {
+    let into = tempfile::tempdir().unwrap();
+    let m = mirror_with(Lie::None, into.path()).await.unwrap();
+    assert_eq!(m.records, 9);
+    assert_eq!(m.blobs, 4, "the spec and three submissions");
+    assert_eq!(m.cosigners, ["h1", "h2"]);
+    let report = verify(into.path(), Some(&trust(2))).unwrap();
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.checkpointed_size, 9);
+}
+
+#[tokio::test]
+async fn mirror_refuses_what_a_dishonest_coordinator_serves() {
+    for (lie, why) in [
+        (Lie::NoQuorum, "quorum"),
+        // Still a canonical record, so only the Merkle root gives it away.
+        (Lie::AlteredRecord, "do not reproduce the checkpoint's tree"),
+        (Lie::SwappedBlob, "does not match its digest"),
+        (Lie::Reordered, "out of order"),
+    ] {
+        let into = tempfile::tempdir().unwrap();
+        let e = mirror_with(lie, into.path()).await.unwrap_err();
+        assert!(
+            matches!(e, AuditError::Untrusted(_)) && e.to_string().contains(why),
+            "{lie:?}: {e}"
+        );
+    }
+}
+
+/// The release the coordinator would send for the finalized round, built from the ledger.
+fn release(store: &Store, built: &Built) -> pb::ModelRelease {
+    let (size, note_text) = store.checkpoints().unwrap().pop().unwrap();
+    let proof = store.inclusion_proof(built.finalized, size).unwrap();
+    let file = ModelFile::from_bytes(&built.model_file, std::path::Path::new("m")).unwrap();
+    pb::ModelRelease {
+        job: 1,
+        round: 1,
+        model: Some(pb::Digest {
+            sha256: file.digest().0.to_vec(),
+        }),
+        file: Some(pb::Digest {
+            sha256: fedchain_ledger::sha256(&built.model_file).to_vec(),
+        }),
+        file_bytes: built.model_file.len() as u64,
+        record_index: built.finalized,
+        record: store.record(built.finalized).unwrap().1,
+        checkpoint: Some(pb::Checkpoint { note: note_text }),
+        inclusion: Some(pb::Proof {
+            hashes: proof
+                .iter()
+                .map(|h| pb::Digest { sha256: h.to_vec() })
+                .collect(),
+        }),
+    }
+}
+
+#[test]
+fn a_release_verifies_only_as_the_hospitals_committed_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(tmp.path(), ORIGIN).unwrap();
+    let built = build(&mut store);
+    let good = release(&store, &built);
+    let v = verify_release(1, &good, &built.model_file, &trust(2)).unwrap();
+    assert_eq!(v.round, 1);
+    assert_eq!(v.record_index, built.finalized);
+    assert_eq!(v.cosigned_by, ["h1", "h2"]);
+
+    let refused = |r: &pb::ModelRelease, file: &[u8], quorum: usize| {
+        verify_release(1, r, file, &trust(quorum))
+            .expect_err("must be refused")
+            .to_string()
+    };
+    // Another file than announced.
+    let mut other = built.model_file.clone();
+    *other.last_mut().unwrap() ^= 1;
+    assert!(refused(&good, &other, 2).contains("does not match the digest"));
+    // Another job's release.
+    assert!(verify_release(2, &good, &built.model_file, &trust(2))
+        .unwrap_err()
+        .to_string()
+        .contains("does not finalize this model for job 2"));
+    // A checkpoint short of the researcher's quorum.
+    assert!(refused(&good, &built.model_file, 3).contains("quorum"));
+    // A proof that does not put the record in the checkpoint.
+    let mut bad_proof = good.clone();
+    bad_proof.inclusion.as_mut().unwrap().hashes[0].sha256[0] ^= 1;
+    assert!(refused(&bad_proof, &built.model_file, 2).contains("not in the checkpoint's tree"));
+    // A record index that is not the record's.
+    let mut moved = good.clone();
+    moved.record_index -= 1;
+    assert!(refused(&moved, &built.model_file, 2).contains("not in the checkpoint's tree"));
+}
