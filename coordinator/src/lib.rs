@@ -5,6 +5,8 @@
 //!   submissions, closes at the deadline or when everyone submitted, multiplies the ciphertexts,
 //!   verifies decryption shares as they arrive, combines `t` of them, applies FedAvg and prices the
 //!   round (credit policy v1), returning the ledger entries to append and a typed error per refusal.
+//! - [`job`]: one job's lifecycle as a pure machine, as `round` is one round's: requests, time
+//!   and credits in; ledger writes, tasks in domain types and typed errors out.
 //! - [`service`]: the coordinator process: job, training and ledger services over mutual TLS, the
 //!   job lifecycle, checkpoints cosigned by hospitals, and recovery from the ledger after a crash.
 //! - [`failpoint`]: named places where a crash test stops the coordinator (test builds only).
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod failpoint;
+pub mod job;
 pub mod refusals;
 pub mod round;
 pub mod service;

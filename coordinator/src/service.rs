@@ -30,6 +30,8 @@ mod auditors;
 mod hospitals;
 mod incident;
 mod jobs;
+
+use jobs::{job_state, job_status, progress, wire_metrics};
 mod researchers;
 
 pub use incident::INCIDENT_FILE;
@@ -47,12 +49,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fedchain_crypto::keys::PublicKey;
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::{self, Checkpoint, NoteSigner, NoteVerifier};
-use fedchain_ledger::record::{
-    signature_verifies, Actor, Body, JobStatus as LedgerJobStatus, Outcome, Role as LRole,
-};
+use fedchain_ledger::record::{Actor, Body, Outcome, Role as LRole};
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::{sha256, Hash, LedgerError};
-use fedchain_model_core::{num_parameters, ModelDigest, ModelFile};
 use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
 use pb::job_service_server::{JobService, JobServiceServer};
@@ -71,9 +70,12 @@ use fedchain_consortium::revocation::{self, RevocationError, WatchedCrl, CRL_FIL
 use fedchain_consortium::tls::{self, caller, Role, TlsError};
 use fedchain_consortium::{ConsortiumError, CoordinatorFolder, CA_CERT_FILE, COORDINATOR_NAME};
 
+use crate::job::{
+    Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task, Writes,
+};
 use crate::refusals::{self, Admit, RefusalMeter};
-use crate::round::{Enrolled, Phase, Round, RoundConfig, RoundError};
-use fedchain_protocol::{self as protocol, RoundPlan, ValidJob};
+use crate::round::{Phase, RoundError};
+use fedchain_protocol::{self as protocol, RoundKind};
 
 /// The coordinator's settings (`fedchain coordinator --config FILE`, TOML).
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +156,12 @@ pub enum ServiceError {
     /// The consortium CA's revocation list in the coordinator's folder.
     #[error("{0}; fix or remove it (a new one comes from `fedchain consortium revoke`)")]
     Revocation(#[from] RevocationError),
+    /// Writing the ledger failed; the coordinator stopped so that a restart resumes from the
+    /// ledger (see `service/incident.rs`).
+    #[error(
+        "{0}; restart the coordinator once the disk is fixed: it resumes every job from the ledger"
+    )]
+    Storage(String),
     /// An incident stopped the coordinator (see [`INCIDENT_FILE`]): it must not go on from this
     /// ledger until an operator has resolved it.
     #[error(
@@ -170,10 +178,7 @@ pub enum ServiceError {
 
 type SResult<T> = Result<T, Status>;
 
-/// How long the `t` first hospitals (by key-share index) have to deliver their decryption shares
-/// before the others are asked too. Decrypting costs each hospital one 4096-bit exponentiation per
-/// ciphertext, so asking everyone at once would waste `n - t` hospitals' work in the normal case.
-pub const BACKUP_DECRYPT_MS: u64 = 3_000;
+pub use crate::job::BACKUP_DECRYPT_MS;
 /// After a restart, when the deadlines of whatever was in progress start again: time for every
 /// worker to notice the restart and reconnect (its longest backoff), with a margin. The first
 /// decryptors' head start over the backups counts from then too.
@@ -293,126 +298,6 @@ async fn read_body<T>(
     Ok(bytes)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum JobPhase {
-    Enrolling { deadline_ms: u64 },
-    Running,
-    Evaluating { deadline_ms: u64 },
-    Finished,
-    Failed,
-}
-
-#[derive(Debug, Clone)]
-struct SubInfo {
-    digest: Hash,
-    signature: [u8; 64],
-    ciphertexts: u32,
-    bytes: u64,
-}
-
-#[derive(Debug, Clone)]
-struct EnrollAnswer {
-    record: u64,
-    deposit: u64,
-}
-
-struct Job {
-    id: u64,
-    valid: ValidJob,
-    researcher: String,
-    submitted_record: u64,
-    phase: JobPhase,
-    reason: String,
-    enrolled: Vec<Enrolled>,
-    answers: BTreeMap<String, EnrollAnswer>,
-    total_weight: u64,
-    round_no: u64,
-    round: Option<Round>,
-    quantization: pb::Quantization,
-    subs: BTreeMap<String, SubInfo>,
-    closed_record: Option<u64>,
-    share_deadline_ms: Option<u64>,
-    /// When the first decryptors were asked, in effect: the round's closing, or after a restart
-    /// the resumption plus [`RESUME_GRACE_MS`]. The backup decryptors are asked
-    /// [`BACKUP_DECRYPT_MS`] later.
-    closed_ms: u64,
-    backups_asked: bool,
-    stats: Vec<f32>,
-    global: Vec<f32>,
-    model_file: Vec<u8>,
-    model_digest: Hash,
-    /// The latest finalized model round, with its RoundFinalized record.
-    finalized: Option<(u64, u64)>,
-    /// Index of the RoundFinalized record of the round that just finalized, set by whoever
-    /// appended (or, on restore, read) it.
-    finalized_record: Option<u64>,
-    /// Per round, per hospital: held-out rows and mean metrics (its `ModelEvaluated` record).
-    evaluations: BTreeMap<u64, BTreeMap<String, protocol::Evaluation>>,
-    finished_record: Option<u64>,
-}
-
-impl Job {
-    fn is_enrolled(&self, hospital: &str) -> bool {
-        self.answers.contains_key(hospital)
-    }
-
-    fn terminal(&self) -> bool {
-        matches!(self.phase, JobPhase::Finished | JobPhase::Failed)
-    }
-
-    fn state(&self) -> pb::JobState {
-        match self.phase {
-            JobPhase::Enrolling { .. } => pb::JobState::Enrolling,
-            JobPhase::Running | JobPhase::Evaluating { .. } => pb::JobState::Running,
-            JobPhase::Finished => pb::JobState::Finished,
-            JobPhase::Failed => pb::JobState::Failed,
-        }
-    }
-
-    /// Row-weighted means of the hospitals' reports on round `r`'s model.
-    fn metrics(&self, r: u64) -> Vec<pb::Metric> {
-        let Some(reports) = self.evaluations.get(&r) else {
-            return Vec::new();
-        };
-        protocol::pooled_metrics(reports.values())
-            .into_iter()
-            .map(|(name, value)| pb::Metric { name, value })
-            .collect()
-    }
-
-    fn evaluated_by_all(&self, r: u64) -> bool {
-        self.evaluations
-            .get(&r)
-            .is_some_and(|e| e.len() == self.enrolled.len())
-    }
-
-    fn progress(&self) -> Option<pb::RoundProgress> {
-        let round = self.round.as_ref()?;
-        let (phase, participants) = match round.phase() {
-            Phase::Collecting => (pb::RoundPhase::Training, round.submitted()),
-            Phase::Decrypting => (pb::RoundPhase::Decrypting, round.submitted()),
-            Phase::Finalized => (pb::RoundPhase::Finalized, round.submitted()),
-            Phase::Failed(_) => (pb::RoundPhase::Unspecified, round.submitted()),
-        };
-        let finalized = phase == pb::RoundPhase::Finalized;
-        Some(pb::RoundProgress {
-            round: self.round_no,
-            phase: phase as i32,
-            participants,
-            metrics: if finalized {
-                self.metrics(self.round_no)
-            } else {
-                Vec::new()
-            },
-            model: if finalized && self.round_no > 0 {
-                pb_digest(&self.model_digest)
-            } else {
-                None
-            },
-        })
-    }
-}
-
 struct State {
     store: Store,
     jobs: BTreeMap<u64, Job>,
@@ -446,7 +331,7 @@ struct Shared {
     /// file changes.
     crl: Mutex<WatchedCrl>,
     /// The incident that stopped this coordinator ([`incident`]): nothing more is appended.
-    halted: Mutex<Option<String>>,
+    halted: Mutex<Option<incident::Halt>>,
     /// Wakes [`Coordinator::serve`] to stop on an incident.
     halt: tokio::sync::Notify,
 }
@@ -627,10 +512,11 @@ impl Coordinator {
         self.shared.lock().store.flush()?;
         result?;
         match self.shared.halted() {
-            Some(summary) => Err(ServiceError::Incident {
+            Some(incident::Halt::Fork(summary)) => Err(ServiceError::Incident {
                 path: self.shared.config.state.join(INCIDENT_FILE),
                 summary,
             }),
+            Some(incident::Halt::Storage(cause)) => Err(ServiceError::Storage(cause)),
             None => Ok(()),
         }
     }
@@ -677,26 +563,33 @@ impl Shared {
             return Ok(Vec::new());
         }
         self.refuse_if_halted()?;
-        let records = st.store.append_all(entries).map_err(internal)?;
+        // The append is the commit point: if it fails, memory may be ahead of the ledger, so
+        // the coordinator stops rather than act on it (see `service/incident.rs`).
+        let records = st
+            .store
+            .append_all(entries)
+            .map_err(|e| self.storage_failed(e))?;
         // Durable before anyone is told: a coordinator killed after answering must not lose
         // what it acknowledged.
-        st.store.flush().map_err(internal)?;
+        st.store.flush().map_err(|e| self.storage_failed(e))?;
         Ok(records.iter().map(|r| r.event).collect())
     }
 
-    /// After an incident nothing more goes on the ledger (see [`incident`]).
+    /// Once stopped (see [`incident`]), nothing more goes on the ledger and nothing is answered
+    /// but why.
     fn refuse_if_halted(&self) -> SResult<()> {
-        match self.halted() {
-            Some(why) => Err(Status::data_loss(format!(
-                "the coordinator stopped after an incident: {why}"
-            ))),
+        match self.halt_status() {
+            Some(status) => Err(status),
             None => Ok(()),
         }
     }
 
     fn checkpoint(&self, st: &mut State) -> SResult<()> {
         self.refuse_if_halted()?;
-        let note = st.store.checkpoint(&self.signer).map_err(internal)?;
+        let note = st
+            .store
+            .checkpoint(&self.signer)
+            .map_err(|e| self.storage_failed(e))?;
         st.checkpoint = Some((st.store.len(), note));
         Ok(())
     }
@@ -707,6 +600,7 @@ impl Shared {
         req: &Request<T>,
         allowed: &[Role],
     ) -> SResult<fedchain_consortium::tls::Peer> {
+        self.refuse_if_halted()?;
         if let Some(leaf) = leaf_cert(req) {
             self.check_revoked(&leaf)?;
         }

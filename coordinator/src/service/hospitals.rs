@@ -12,41 +12,28 @@ impl TrainingService for Coordinator {
         let s = &self.shared;
         let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
         let r = req.into_inner();
-        let mut st = s.lock();
-        let job = st
-            .jobs
-            .get(&r.job_id)
-            .ok_or_else(|| job_not_found(r.job_id))?;
         let hospital = &s.hospitals[&h];
-        let answer = |job: &Job, a: &EnrollAnswer| pb::EnrollResponse {
-            public_key: s.pk.to_bytes(),
-            spec: Some(job.valid.spec.clone()),
-            spec_digest: pb_digest(&job.valid.digest),
-            party: hospital.share_index as u32,
-            deposit: a.deposit,
-            record_index: a.record,
+        let identity: [u8; 32] = match r.identity_key.as_slice().try_into() {
+            Ok(key) if key == hospital.identity => key,
+            _ => [0; 32],
         };
-        if let Some(a) = job.answers.get(&h) {
-            let same = job
-                .enrolled
-                .iter()
-                .any(|e| e.name == h && e.identity_key.as_slice() == r.identity_key);
-            if !same {
-                return Err(Status::already_exists(format!(
-                    "hospital {h:?} is enrolled in job {} with another identity key",
-                    r.job_id
-                )));
+        let now = now_ms();
+        let mut st = s.lock();
+        let deposit = s.config.deposit;
+        let State { store, jobs, .. } = &mut *st;
+        let job = jobs
+            .get_mut(&r.job_id)
+            .ok_or_else(|| job_not_found(r.job_id))?;
+        // A rejoining worker gets its recorded enrollment whatever it declares now.
+        let enrolled = job.is_enrolled(&h);
+        if !enrolled && identity != hospital.identity {
+            if !matches!(job.phase, JobPhase::Enrolling { .. }) {
+                let e = JobError::NotEnrolling {
+                    job: r.job_id,
+                    state: job.state_name(),
+                };
+                return Err(job_status(&e));
             }
-            return Ok(Response::new(answer(job, a)));
-        }
-        if !matches!(job.phase, JobPhase::Enrolling { .. }) {
-            return Err(Status::failed_precondition(format!(
-                "job {} no longer accepts enrollments (it is {})",
-                r.job_id,
-                job.state().as_str_name()
-            )));
-        }
-        if r.identity_key != hospital.identity {
             let status = Status::permission_denied(format!(
                 "the identity key is not the one the consortium provisioned for hospital {h:?} \
                  (hospitals/{h}/identity.vkey)"
@@ -58,68 +45,36 @@ impl TrainingService for Coordinator {
                 status,
             ));
         }
-        if r.declared_samples == 0 || r.declared_samples > protocol::MAX_DECLARED_SAMPLES {
-            return Err(Status::invalid_argument(format!(
-                "declared_samples must be between 1 and {}, got {}",
-                protocol::MAX_DECLARED_SAMPLES,
-                r.declared_samples
-            )));
-        }
-        let deposit = s.config.deposit;
-        let balance = st.store.credits().balance(&Account::Hospital(h.clone()));
-        if balance < deposit {
-            return Err(Status::failed_precondition(format!(
-                "hospital {h:?} holds {balance} credits; enrolling needs a deposit of {deposit}"
-            )));
-        }
-        let now = now_ms();
-        let mut entries = vec![entry(
-            now,
-            &h,
-            LRole::Hospital,
-            Outcome::Success,
-            Body::HospitalEnrolled {
-                job: r.job_id,
-                hospital: h.clone(),
-                identity_key: hospital.identity,
-                samples: r.declared_samples,
-                deposit,
-            },
-        )];
-        if deposit > 0 {
-            entries.push(entry(
-                now,
-                &h,
-                LRole::Hospital,
-                Outcome::Success,
-                Body::CreditsMoved {
-                    movement: Movement::PostDeposit {
-                        job: r.job_id,
-                        hospital: h.clone(),
-                        amount: deposit,
-                    },
-                },
-            ));
-        }
-        let idx = s.append(&mut st, entries)?;
-        s.fail_here("enrolled", r.job_id, 0);
-        let a = EnrollAnswer {
-            record: idx[0],
+        let enrollment = Enrollment {
+            hospital: &h,
+            identity,
+            share_index: hospital.share_index,
+            declared: r.declared_samples,
             deposit,
         };
+        let writes = job
+            .enroll(enrollment, now, store.credits())
+            .map_err(|e| job_status(&e))?;
+        if let Some(writes) = writes {
+            s.apply(&mut st, r.job_id, 0, writes)?;
+            s.step(&mut st, r.job_id, now)?;
+        }
         let job = st
             .jobs
-            .get_mut(&r.job_id)
-            .ok_or_else(|| internal("job vanished"))?;
-        job.enrolled.push(Enrolled {
-            name: h.clone(),
-            identity_key: hospital.identity,
-            samples: r.declared_samples,
-            share_index: hospital.share_index,
-        });
-        job.answers.insert(h.clone(), a.clone());
-        let response = answer(job, &a);
-        s.step(&mut st, r.job_id, now)?;
+            .get(&r.job_id)
+            .ok_or_else(|| job_not_found(r.job_id))?;
+        let a = job
+            .answers
+            .get(&h)
+            .ok_or_else(|| internal("an enrollment without its record"))?;
+        let response = pb::EnrollResponse {
+            public_key: s.pk.to_bytes(),
+            spec: Some(job.valid.spec.clone()),
+            spec_digest: pb_digest(&job.valid.digest),
+            party: hospital.share_index as u32,
+            deposit: a.deposit,
+            record_index: a.record,
+        };
         drop(st);
         s.bump();
         Ok(Response::new(response))
@@ -239,16 +194,19 @@ impl TrainingService for Coordinator {
         {
             // Refuse early, before reading megabytes, what cannot be accepted anyway.
             let mut st = s.lock();
-            let open = st.jobs.get(&header.job).and_then(|j| {
-                j.round
-                    .as_ref()
-                    .filter(|r| j.round_no == header.round && *r.phase() == Phase::Collecting)
-            });
-            if open.is_none() {
-                let status = Status::failed_precondition(format!(
+            let open = st
+                .jobs
+                .get(&header.job)
+                .map(|j| j.collecting(header.round).map(|_| ()));
+            let refused = match open {
+                None => Some(Status::failed_precondition(format!(
                     "job {} is not collecting submissions for round {}",
                     header.job, header.round
-                ));
+                ))),
+                Some(Err(e)) => Some(job_status(&e)),
+                Some(Ok(())) => None,
+            };
+            if let Some(status) = refused {
                 return Err(s.reject(&mut st, &h, request, status));
             }
         }
@@ -274,32 +232,20 @@ impl TrainingService for Coordinator {
         let Some(job) = st.jobs.get_mut(&header.job) else {
             return Err(job_not_found(header.job));
         };
-        if job.round_no != header.round {
-            let status = Status::failed_precondition(format!(
-                "job {} is in round {}, not {}",
-                header.job, job.round_no, header.round
-            ));
-            return Err(s.reject(&mut st, &h, request, status));
+        let submission = Submission {
+            hospital: &h,
+            round: header.round,
+            bytes: &bytes,
+            digest,
+            signature,
+            ciphertexts: header.ciphertexts,
+        };
+        let (writes, result) = job.submit(now, submission);
+        if let Err(e @ JobError::WrongRound(_)) = &result {
+            return Err(s.reject(&mut st, &h, request, job_status(e)));
         }
-        let round = job.round.as_mut().ok_or_else(|| internal("no round"))?;
-        let (entries, result) = round.submit(now, &h, &bytes, signature);
-        if result.is_ok() {
-            job.subs.insert(
-                h.clone(),
-                SubInfo {
-                    digest,
-                    signature,
-                    ciphertexts: header.ciphertexts,
-                    bytes: bytes.len() as u64,
-                },
-            );
-            st.store.put_blob(&bytes).map_err(internal)?;
-        }
-        let idx = s.append(&mut st, entries)?;
-        if let Err(e) = result {
-            return Err(round_status(&e));
-        }
-        s.fail_here("submission-recorded", header.job, header.round);
+        let idx = s.apply(&mut st, header.job, header.round, writes)?;
+        result.map_err(|e| job_status(&e))?;
         s.step(&mut st, header.job, now)?;
         drop(st);
         s.bump();
@@ -467,63 +413,29 @@ impl TrainingService for Coordinator {
         if checked.is_some() {
             st.checking_share.remove(&h);
         }
-        let credits = st.store.credits().clone();
-        let Some(job) = st.jobs.get_mut(&header.job) else {
+        let aggregate = digest_of(&header.aggregate).ok();
+        let State { store, jobs, .. } = &mut *st;
+        let Some(job) = jobs.get_mut(&header.job) else {
             return Err(job_not_found(header.job));
         };
-        if header.round < job.round_no
-            || (header.round == job.round_no
-                && job
-                    .round
-                    .as_ref()
-                    .is_some_and(|r| *r.phase() == Phase::Finalized))
-        {
-            // A backup share that arrived after the round was decrypted: not needed, not wrong.
-            return Err(Status::failed_precondition(format!(
-                "round {} of job {} is already decrypted; the share is not needed",
-                header.round, header.job
-            )));
-        }
-        if job.round_no != header.round || job.round.is_none() {
-            let status = Status::failed_precondition(format!(
-                "job {} is in round {}, not {}",
-                header.job, job.round_no, header.round
-            ));
-            return Err(s.reject(&mut st, &h, request, status));
-        }
-        let round = job.round.as_mut().ok_or_else(|| internal("no round"))?;
-        if round.aggregate_digest().map(|d| pb_digest(&d)) != Some(header.aggregate.clone()) {
-            let status =
-                Status::invalid_argument("the share names another aggregate than this round's");
-            return Err(s.reject(&mut st, &h, request, status));
-        }
-        let (entries, result) =
-            round.submit_share(now, &h, header.party as usize, &bytes, checked, &credits);
-        let finalized_at = entries
-            .iter()
-            .position(|e| matches!(e.body, Body::RoundFinalized { .. }));
-        // The share's bytes are kept when a record names them (valid or not), not for a refusal.
-        if entries
-            .iter()
-            .any(|e| matches!(e.body, Body::DecryptionShare { .. }))
-        {
-            st.store.put_blob(&bytes).map_err(internal)?;
-        }
-        let idx = s.append(&mut st, entries)?;
-        if let (Some(k), Some(job)) = (finalized_at, st.jobs.get_mut(&header.job)) {
-            job.finalized_record = idx.get(k).copied();
-        }
-        if let Err(e) = &result {
-            if !matches!(e, RoundError::Finalize(_)) {
-                return Err(round_status(e));
-            }
-        }
-        let point = if finalized_at.is_some() {
-            "round-finalized"
-        } else {
-            "share-recorded"
+        let share = ShareSubmission {
+            hospital: &h,
+            round: header.round,
+            aggregate,
+            share_index: header.party as usize,
+            bytes: &bytes,
+            checked,
         };
-        s.fail_here(point, header.job, header.round);
+        let (writes, result) = job.submit_share(now, share, store.credits());
+        match &result {
+            Err(e @ (JobError::WrongRound(_) | JobError::OtherAggregate)) => {
+                return Err(s.reject(&mut st, &h, request, job_status(e)));
+            }
+            Err(e @ JobError::AlreadyDecrypted { .. }) => return Err(job_status(e)),
+            _ => {}
+        }
+        let idx = s.apply(&mut st, header.job, header.round, writes)?;
+        result.map_err(|e| job_status(&e))?;
         s.step(&mut st, header.job, now)?;
         drop(st);
         s.bump();
@@ -603,65 +515,21 @@ impl TrainingService for Coordinator {
         })?;
         let now = now_ms();
         let mut st = s.lock();
-        let job = st.jobs.get(&e.job).ok_or_else(|| job_not_found(e.job))?;
-        let Some(me) = job.enrolled.iter().find(|x| x.name == h) else {
-            return Err(Status::permission_denied(format!(
-                "hospital {h:?} is not enrolled in job {}",
-                e.job
-            )));
-        };
-        if job.terminal() || job.finalized.map(|(r, _)| r) != Some(e.round) {
-            return Err(Status::failed_precondition(format!(
-                "round {} of job {} has no model awaiting evaluation",
-                e.round, e.job
-            )));
-        }
-        if model != job.model_digest {
-            return Err(Status::failed_precondition(format!(
-                "the model evaluated ({}) is not round {}'s global model ({})",
-                hex::encode(model),
-                e.round,
-                hex::encode(job.model_digest)
-            )));
-        }
-        if job
-            .evaluations
-            .get(&e.round)
-            .is_some_and(|reports| reports.contains_key(&h))
-        {
+        let job = st
+            .jobs
+            .get_mut(&e.job)
+            .ok_or_else(|| job_not_found(e.job))?;
+        let writes = match job.evaluate(now, &h, e.round, model, (e.rows, metrics), signature) {
             // A retry after a lost answer: the first report stands, and is on the ledger.
-            return Ok(Response::new(pb::Ack { record_index: None }));
-        }
-        let message = Body::evaluation_message(e.job, e.round, &h, &model, e.rows, &metrics);
-        if !signature_verifies(&me.identity_key, &message, &signature) {
-            let status = Status::unauthenticated(format!(
-                "the evaluation's signature does not verify with {h}'s identity key"
-            ));
-            let request = format!("evaluation/job/{}/round/{}/hospital/{h}", e.job, e.round);
-            return Err(s.reject(&mut st, &h, request, status));
-        }
-        let record = entry(
-            now,
-            &h,
-            LRole::Hospital,
-            Outcome::Success,
-            Body::ModelEvaluated {
-                job: e.job,
-                round: e.round,
-                hospital: h.clone(),
-                model,
-                rows: e.rows,
-                metrics: metrics.clone(),
-                signature,
-            },
-        );
-        let idx = s.append(&mut st, vec![record])?;
-        if let Some(job) = st.jobs.get_mut(&e.job) {
-            job.evaluations
-                .entry(e.round)
-                .or_default()
-                .insert(h, (e.rows, metrics));
-        }
+            Ok(None) => return Ok(Response::new(pb::Ack { record_index: None })),
+            Ok(Some(writes)) => writes,
+            Err(err @ JobError::BadEvaluationSignature(_)) => {
+                let request = format!("evaluation/job/{}/round/{}/hospital/{h}", e.job, e.round);
+                return Err(s.reject(&mut st, &h, request, job_status(&err)));
+            }
+            Err(err) => return Err(job_status(&err)),
+        };
+        let idx = s.apply(&mut st, e.job, e.round, writes)?;
         s.step(&mut st, e.job, now)?;
         drop(st);
         s.bump();

@@ -29,13 +29,67 @@ pub(super) fn refuse_open_incident(state: &Path) -> Result<(), ServiceError> {
     }
 }
 
+/// Why the coordinator stopped serving on its own.
+#[derive(Debug, Clone)]
+pub(super) enum Halt {
+    /// The ledger lost records a hospital cosigned: an incident, recorded in [`INCIDENT_FILE`].
+    Fork(String),
+    /// Writing the ledger failed (a full or failing disk). Nothing that failed to be written was
+    /// acknowledged, and memory may hold state the ledger does not, so the coordinator stops; a
+    /// restart resumes from what the ledger holds.
+    Storage(String),
+}
+
 impl Shared {
-    /// The incident that stopped this coordinator, if any.
-    pub(super) fn halted(&self) -> Option<String> {
+    /// Why this coordinator stopped, if it did.
+    pub(super) fn halted(&self) -> Option<Halt> {
         self.halted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The answer to every request once stopped.
+    pub(super) fn halt_status(&self) -> Option<Status> {
+        self.halted().map(|h| match h {
+            Halt::Fork(why) => {
+                Status::data_loss(format!("the coordinator stopped after an incident: {why}"))
+            }
+            Halt::Storage(why) => Status::unavailable(format!(
+                "{why}; the coordinator stopped and resumes from its ledger when restarted"
+            )),
+        })
+    }
+
+    /// Stops the coordinator (the first halt wins): no append, no deadline, no answer but the
+    /// halt's, and the server ends with an error.
+    fn halt(&self, halt: Halt) {
+        let mut halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+        if halted.is_none() {
+            *halted = Some(halt);
+            self.closing.store(true, Ordering::SeqCst);
+            self.halt.notify_one();
+            self.bump();
+        }
+    }
+
+    /// A write to the ledger failed: stops, naming the folder and the cause, and returns the
+    /// status for the request that was being answered (it was not acknowledged).
+    pub(super) fn storage_failed(&self, e: impl std::fmt::Display) -> Status {
+        let why = format!(
+            "writing the ledger in {} failed: {e}",
+            self.config.state.display()
+        );
+        if self.halted().is_none() {
+            eprintln!(
+                "fedchain coordinator: STORAGE ERROR: {why}\n\
+                 fedchain coordinator: stopping; nothing that failed to be written was \
+                 acknowledged, and a restart resumes every job from the ledger"
+            );
+        }
+        self.halt(Halt::Storage(why));
+        self.halt_status()
+            .unwrap_or_else(|| Status::unavailable("the coordinator is stopping"))
     }
 
     /// Checks a hospital's witness state (`note`, the newest checkpoint it cosigned) against the
@@ -82,24 +136,18 @@ impl Shared {
              The checkpoint {hospital} holds, signed by this log:\n\n{note_text}",
             now_ms()
         );
-        {
-            let mut halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
-            if halted.is_none() {
-                *halted = Some(summary.clone());
-                let written = durable::replace_file(&path, report.as_bytes());
-                eprintln!(
-                    "fedchain coordinator: INCIDENT: {summary}\n\
-                     fedchain coordinator: stopping; report {} ({})",
-                    path.display(),
-                    match written {
-                        Ok(()) => "written".to_string(),
-                        Err(e) => format!("NOT written: {e}"),
-                    }
-                );
-                self.closing.store(true, Ordering::SeqCst);
-                self.halt.notify_one();
-                self.bump();
-            }
+        if self.halted().is_none() {
+            let written = durable::replace_file(&path, report.as_bytes());
+            eprintln!(
+                "fedchain coordinator: INCIDENT: {summary}\n\
+                 fedchain coordinator: stopping; report {} ({})",
+                path.display(),
+                match written {
+                    Ok(()) => "written".to_string(),
+                    Err(e) => format!("NOT written: {e}"),
+                }
+            );
+            self.halt(Halt::Fork(summary.clone()));
         }
         Status::data_loss(format!(
             "{summary}; the coordinator stopped (see {INCIDENT_FILE} in its ledger folder)"

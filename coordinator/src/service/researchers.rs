@@ -1,6 +1,5 @@
 //! The researchers' service: submit a job, follow it, download its model.
 
-use super::jobs::new_job;
 use super::*;
 
 #[tonic::async_trait]
@@ -11,52 +10,13 @@ impl JobService for Coordinator {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let s = &self.shared;
         let mut st = s.lock();
-        let budget = valid.spec.credit_budget;
-        let balance = st
-            .store
-            .credits()
-            .balance(&Account::Researcher(peer.name.clone()));
-        if balance < budget {
-            return Err(Status::failed_precondition(format!(
-                "researcher {:?} holds {balance} credits; the job's credit_budget is {budget}",
-                peer.name
-            )));
-        }
         let id = st.next_job;
         let now = now_ms();
-        st.store.put_blob(&valid.bytes).map_err(internal)?;
-        let idx = s.append(
-            &mut st,
-            vec![
-                entry(
-                    now,
-                    &peer.name,
-                    LRole::Researcher,
-                    Outcome::Success,
-                    Body::JobSubmitted {
-                        job: id,
-                        spec: valid.digest,
-                        researcher: peer.name.clone(),
-                        budget,
-                    },
-                ),
-                entry(
-                    now,
-                    &peer.name,
-                    LRole::Researcher,
-                    Outcome::Success,
-                    Body::CreditsMoved {
-                        movement: Movement::Fund {
-                            job: id,
-                            researcher: peer.name.clone(),
-                            amount: budget,
-                        },
-                    },
-                ),
-            ],
-        )?;
+        let writes = Job::submission(id, &valid, &peer.name, now, st.store.credits())
+            .map_err(|e| job_status(&e))?;
+        let idx = s.apply(&mut st, id, 0, writes)?;
         st.next_job += 1;
-        let job = new_job(
+        let job = Job::new(
             id,
             valid,
             peer.name,
@@ -141,7 +101,7 @@ impl JobService for Coordinator {
             if job.phase != JobPhase::Finished {
                 return Err(Status::failed_precondition(format!(
                     "job {id} is {}: only a finished job's model can be downloaded{}",
-                    job.state().as_str_name(),
+                    job_state(job).as_str_name(),
                     if job.reason.is_empty() {
                         String::new()
                     } else {
@@ -214,7 +174,7 @@ fn watch_events(
         job: job.id,
         event: Some(event),
     };
-    if let Some(p) = job.progress() {
+    if let Some(p) = progress(job) {
         let key = (p.round, p.phase, p.participants.len());
         if *last != Some(key) {
             *last = Some(key);
@@ -236,7 +196,7 @@ fn watch_events(
                     round,
                     phase: pb::RoundPhase::Finalized as i32,
                     participants: Vec::new(),
-                    metrics: job.metrics(round),
+                    metrics: wire_metrics(job, round),
                     model: None,
                 })));
             }
@@ -247,7 +207,7 @@ fn watch_events(
         JobPhase::Finished => {
             out.push(ev(Event::Finished(pb::job_event::Finished {
                 model: pb_digest(&job.model_digest),
-                metrics: job.metrics(u64::from(job.valid.spec.rounds)),
+                metrics: wire_metrics(job, u64::from(job.valid.spec.rounds)),
                 record_index,
             })));
             (out, true)

@@ -1,0 +1,498 @@
+//! The job machine without a network or a process: a whole 3-hospital, 2-of-3 encrypted job from
+//! enrollment to `JobFinished`, with real keys, real encryption, signatures and decryption
+//! shares. A small in-memory ledger stands in for the store: it assigns record indices and
+//! applies credit movements, as the service does. Then the same records are fed to a fresh job
+//! through `restore`, which must reach the same state.
+
+use std::sync::{Arc, OnceLock};
+
+use fedchain_coordinator::job::{
+    Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task, Writes,
+};
+use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
+use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
+use fedchain_crypto::quantize::Rounding;
+use fedchain_crypto::threshold::partial_decrypt;
+use fedchain_ledger::credits::{Account, Credits, Movement};
+use fedchain_ledger::note::NoteSigner;
+use fedchain_ledger::record::{Body, JobStatus};
+use fedchain_ledger::{sha256, Hash};
+use fedchain_model_core::{ModelDigest, ModelSpec};
+use fedchain_proto::v1 as pb;
+use fedchain_protocol::{self as protocol, RoundKind, RoundPlan};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const JOB: u64 = 1;
+const HOSPITALS: [(&str, u64); 3] = [("h1", 40), ("h2", 25), ("h3", 35)];
+const DEPOSIT: u64 = 10;
+
+struct Keys {
+    pk: Arc<PublicKey>,
+    shares: Vec<KeyShare>,
+    table: EncryptionTable,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let (pk, shares) = deal(512, 3, 2, &mut ChaCha20Rng::seed_from_u64(21)).unwrap();
+        Keys {
+            table: EncryptionTable::new(&pk),
+            pk: Arc::new(pk),
+            shares,
+        }
+    })
+}
+
+fn identity(h: &str) -> NoteSigner {
+    NoteSigner::new(h, sha256(format!("identity of {h}").as_bytes())).unwrap()
+}
+
+fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
+    let model = ModelSpec::LogisticRegression {
+        inputs: 3,
+        outputs: 1,
+    };
+    protocol::validate(&pb::JobSpec {
+        schema: Some(pb::DatasetSchema {
+            features: vec!["a".into(), "b".into(), "c".into()],
+            target: "y".into(),
+            task: Some(pb::dataset_schema::Task::Binary(
+                pb::dataset_schema::Binary {},
+            )),
+        }),
+        model: Some(pb::ModelSpec {
+            canonical_json: model.canonical_json(),
+        }),
+        rounds,
+        local_epochs: 1,
+        learning_rate: 0.1,
+        batch_size: 8,
+        min_participants: 2,
+        round_deadline_seconds: 60,
+        credit_budget: 300,
+        seed: 5,
+        quantization: Some(pb::Quantization {
+            frac_bits: 16,
+            clip: 1.0,
+        }),
+    })
+    .unwrap()
+}
+
+/// What the store would hold: every record (index = position), the blobs, the balances.
+struct Ledger {
+    records: Vec<(u64, Body)>,
+    blobs: Vec<Vec<u8>>,
+    credits: Credits,
+    checkpoints: usize,
+}
+
+impl Ledger {
+    fn new() -> Ledger {
+        let mut credits = Credits::new();
+        credits
+            .apply(&Movement::Mint {
+                to: Account::Researcher("ada".into()),
+                amount: 1000,
+            })
+            .unwrap();
+        for (h, _) in HOSPITALS {
+            credits
+                .apply(&Movement::Mint {
+                    to: Account::Hospital(h.into()),
+                    amount: 100,
+                })
+                .unwrap();
+        }
+        Ledger {
+            records: Vec::new(),
+            blobs: Vec::new(),
+            credits,
+            checkpoints: 0,
+        }
+    }
+
+    /// Writes `w` as the service does and tells the job what was recorded.
+    fn commit(&mut self, job: &mut Job, w: Writes, now: u64) {
+        self.blobs.extend(w.blobs);
+        for e in w.entries {
+            if let Body::CreditsMoved { movement } = &e.body {
+                self.credits.apply(movement).unwrap();
+            }
+            let index = self.records.len() as u64;
+            job.recorded(index, &e.body);
+            self.records.push((now, e.body));
+        }
+        self.checkpoints += usize::from(w.checkpoint);
+    }
+
+    fn env(&self) -> JobEnv<'_> {
+        JobEnv {
+            pk: &keys().pk,
+            hospitals: HOSPITALS.len(),
+            evaluation_ms: 30_000,
+            credits: &self.credits,
+        }
+    }
+
+    /// Steps the job until it rests at `now`.
+    fn settle(&mut self, job: &mut Job, now: u64) {
+        while let Some(w) = job.step(now, &self.env()).unwrap() {
+            self.commit(job, w, now);
+        }
+    }
+
+    fn blob(&self, digest: &Hash) -> Option<Vec<u8>> {
+        self.blobs.iter().find(|b| sha256(b) == *digest).cloned()
+    }
+}
+
+fn train_task(job: &Job, h: &str) -> RoundPlan {
+    let tasks = job.tasks_for(h, true);
+    match tasks.iter().find(|t| matches!(t, Task::Train { .. })) {
+        Some(Task::Train { plan, .. }) => plan.clone(),
+        _ => panic!("{h} has no train task: {tasks:?}"),
+    }
+}
+
+/// Every hospital submits an encrypted vector for the current round, as its worker would.
+fn submit_all(job: &mut Job, ledger: &mut Ledger, now: u64, rng: &mut ChaCha20Rng) {
+    for (i, (h, rows)) in HOSPITALS.iter().enumerate() {
+        let plan = train_task(job, h);
+        let values: Vec<f32> = (0..plan.len)
+            .map(|k| ((i + 1) as f32 * 0.01) * (k as f32 + 1.0))
+            .collect();
+        let codec = plan.codec(&keys().pk).unwrap();
+        let enc = codec
+            .encrypt(&keys().table, &values, *rows, Rounding::Nearest, rng)
+            .unwrap();
+        let bytes = encode_ciphertexts(&keys().pk, &enc.ciphertexts);
+        let digest = sha256(&bytes);
+        let message = Body::submission_message(JOB, plan.round, h, &digest);
+        let (w, r) = job.submit(
+            now,
+            Submission {
+                hospital: h,
+                round: plan.round,
+                bytes: &bytes,
+                digest,
+                signature: identity(h).sign_message(&message),
+                ciphertexts: enc.ciphertexts.len() as u32,
+            },
+        );
+        r.unwrap();
+        assert_eq!(w.after_entries, Some("submission-recorded"));
+        ledger.commit(job, w, now);
+    }
+}
+
+/// The hospitals asked to decrypt send their shares, as their workers would.
+fn decrypt(job: &mut Job, ledger: &mut Ledger, now: u64, rng: &mut ChaCha20Rng) -> Vec<String> {
+    let mut asked = Vec::new();
+    for (i, (h, _)) in HOSPITALS.iter().enumerate() {
+        let Some(Task::Decrypt {
+            round,
+            aggregate,
+            context,
+            ..
+        }) = job
+            .tasks_for(h, true)
+            .into_iter()
+            .find(|t| matches!(t, Task::Decrypt { .. }))
+        else {
+            continue;
+        };
+        asked.push(h.to_string());
+        let agg_bytes = ledger.blob(&aggregate).expect("the aggregate is a blob");
+        assert_eq!(
+            context,
+            protocol::decryption_context(JOB, round, &aggregate)
+        );
+        let agg = decode_ciphertexts(&keys().pk, &agg_bytes, None).unwrap();
+        let share = partial_decrypt(&keys().pk, &keys().shares[i], &agg, &context, rng).unwrap();
+        let bytes = share.to_bytes(&keys().pk);
+        let (w, r) = job.submit_share(
+            now,
+            ShareSubmission {
+                hospital: h,
+                round,
+                aggregate: Some(aggregate),
+                share_index: i + 1,
+                bytes: &bytes,
+                checked: None,
+            },
+            &ledger.credits.clone(),
+        );
+        r.unwrap();
+        ledger.commit(job, w, now);
+    }
+    asked
+}
+
+#[test]
+fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state() {
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let mut ledger = Ledger::new();
+    let valid = spec(1);
+    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
+    assert_eq!(w.blobs, vec![valid.bytes.clone()]);
+    let mut job = Job::new(JOB, valid, "ada".into(), 0, 10_000);
+    ledger.commit(&mut job, w, 1);
+
+    // Enrollment: offers go out, each hospital posts its deposit; a second enrollment with the
+    // same key is its recorded enrollment again, with another key a refusal.
+    assert_eq!(job.tasks_for("h1", true), vec![Task::Offer { job: JOB }]);
+    assert!(job.tasks_for("h1", false).is_empty());
+    for (i, (h, rows)) in HOSPITALS.iter().enumerate() {
+        let req = Enrollment {
+            hospital: h,
+            identity: identity(h).verifier().public_key(),
+            share_index: i + 1,
+            declared: *rows,
+            deposit: DEPOSIT,
+        };
+        let w = job
+            .enroll(req.clone(), 2, &ledger.credits)
+            .unwrap()
+            .unwrap();
+        ledger.commit(&mut job, w, 2);
+        assert!(job
+            .enroll(req.clone(), 2, &ledger.credits)
+            .unwrap()
+            .is_none());
+        let other = Enrollment {
+            identity: [9; 32],
+            ..req
+        };
+        assert!(matches!(
+            job.enroll(other, 2, &ledger.credits),
+            Err(JobError::OtherIdentity { .. })
+        ));
+    }
+    assert_eq!(
+        job.answers["h2"].record, 4,
+        "records 0-1 submit, then 2 per enrollment"
+    );
+
+    // All enrolled: round 0, the statistics round, opens at once.
+    ledger.settle(&mut job, 3);
+    assert_eq!(job.phase, JobPhase::Running);
+    let plan = train_task(&job, "h3");
+    assert_eq!(plan.kind, RoundKind::Statistics);
+    assert_eq!(plan.total_weight, 100);
+    assert_eq!(plan.quantization, protocol::statistics_quantization(100));
+    assert_eq!(
+        plan,
+        RoundPlan::new(&job.valid, 0, 100),
+        "the protocol's plan"
+    );
+
+    for round in 0..=1u64 {
+        submit_all(&mut job, &mut ledger, 10 + round, &mut rng);
+        // A late resubmission for the round is refused, and recorded.
+        let (w, r) = job.submit(
+            11,
+            Submission {
+                hospital: "h1",
+                round: round + 5,
+                bytes: b"x",
+                digest: sha256(b"x"),
+                signature: [0; 64],
+                ciphertexts: 1,
+            },
+        );
+        assert!(matches!(r, Err(JobError::WrongRound(_))), "{r:?}");
+        assert!(w.entries.is_empty());
+        // All submitted: the round closes, aggregate blob first.
+        let w = job.step(20, &ledger.env()).unwrap().expect("closes");
+        assert_eq!(
+            (w.blobs.len(), w.after_blobs),
+            (1, Some("aggregate-stored"))
+        );
+        assert!(matches!(w.entries[0].body, Body::RoundClosed { .. }));
+        ledger.commit(&mut job, w, 20);
+        assert_eq!(job.closed_record, Some(ledger.records.len() as u64 - 1));
+        // The two lowest key-share indices decrypt first.
+        assert_eq!(decrypt(&mut job, &mut ledger, 21, &mut rng), ["h1", "h2"]);
+        let checkpoints = ledger.checkpoints;
+        ledger.settle(&mut job, 22);
+        assert_eq!(
+            ledger.checkpoints,
+            checkpoints + 1,
+            "a checkpoint per finalized round"
+        );
+        // A backup share after the round was decrypted is not needed, and not recorded.
+        let (w, r) = job.submit_share(
+            23,
+            ShareSubmission {
+                hospital: "h3",
+                round,
+                aggregate: None,
+                share_index: 3,
+                bytes: b"late",
+                checked: None,
+            },
+            &ledger.credits.clone(),
+        );
+        assert!(matches!(r, Err(JobError::AlreadyDecrypted { .. })), "{r:?}");
+        assert!(w.entries.is_empty());
+    }
+    // Round 0 pooled the moments: the row-weighted mean of the hospitals' vectors.
+    let expected0 = (0.01 * 40.0 + 0.02 * 25.0 + 0.03 * 35.0) / 100.0;
+    assert!((job.stats[0] - expected0).abs() < 1e-4, "{:?}", job.stats);
+    assert_eq!(
+        job.phase,
+        JobPhase::Evaluating {
+            deadline_ms: 22 + 30_000
+        }
+    );
+    let (round, _) = job.finalized.expect("round 1 finalized");
+    assert_eq!(round, 1);
+
+    // Evaluations: the wrong model and a forged signature are refused; the rest are recorded.
+    let model = job.model_digest;
+    assert_eq!(model, ModelDigest::of(&job.global).0);
+    let report = |acc: f64| (50u64, vec![("accuracy".to_string(), acc)]);
+    let sign = |h: &str, acc: f64| {
+        let (rows, metrics) = report(acc);
+        identity(h).sign_message(&Body::evaluation_message(JOB, 1, h, &model, rows, &metrics))
+    };
+    assert!(matches!(
+        job.evaluate(30, "h1", 1, [3; 32], report(0.9), sign("h1", 0.9)),
+        Err(JobError::OtherModel { .. })
+    ));
+    assert!(matches!(
+        job.evaluate(30, "h1", 1, model, report(0.9), sign("h2", 0.9)),
+        Err(JobError::BadEvaluationSignature(_))
+    ));
+    for (h, acc) in [("h1", 0.9), ("h2", 0.8), ("h3", 0.7)] {
+        let w = job
+            .evaluate(31, h, 1, model, report(acc), sign(h, acc))
+            .unwrap()
+            .unwrap();
+        ledger.commit(&mut job, w, 31);
+        assert!(job
+            .evaluate(31, h, 1, model, report(acc), sign(h, acc))
+            .unwrap()
+            .is_none());
+    }
+    ledger.settle(&mut job, 32);
+    assert_eq!(job.phase, JobPhase::Finished);
+    let finished = ledger
+        .records
+        .iter()
+        .find_map(|(_, b)| match b {
+            Body::JobFinished { status, reason, .. } => Some((*status, reason.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(finished.0, JobStatus::Finished);
+    assert_eq!(
+        finished.1,
+        "final model on 150 held-out rows: accuracy=0.800000"
+    );
+    // Deposits back, the escrow's rest refunded: nothing left in the job's accounts.
+    for (h, _) in HOSPITALS {
+        let deposit = Account::Deposit {
+            job: JOB,
+            hospital: h.into(),
+        };
+        assert_eq!(ledger.credits.balance(&deposit), 0);
+    }
+    assert_eq!(ledger.credits.balance(&Account::Escrow(JOB)), 0);
+
+    // Restore: the same records fed to a fresh job give the same job.
+    let mut again = Job::new(JOB, spec(1), "ada".into(), 0, 0);
+    let shares: std::collections::HashMap<&str, usize> = [("h1", 1), ("h2", 2), ("h3", 3)].into();
+    for (i, (t, body)) in ledger.records.iter().enumerate() {
+        if matches!(body, Body::JobSubmitted { .. } | Body::CreditsMoved { .. }) {
+            continue;
+        }
+        let blob = match body {
+            Body::UpdateSubmitted { ciphertexts, .. } => ledger.blob(ciphertexts),
+            Body::DecryptionShare { share, .. } => ledger.blob(share),
+            _ => None,
+        };
+        let index = match body {
+            Body::HospitalEnrolled { hospital, .. } | Body::DecryptionShare { hospital, .. } => {
+                shares[hospital.as_str()]
+            }
+            _ => 0,
+        };
+        again
+            .restore(i as u64, *t, body, blob.as_deref(), index, &ledger.env())
+            .unwrap_or_else(|e| panic!("record {i}: {e}"));
+    }
+    assert_eq!(again.phase, JobPhase::Finished);
+    assert_eq!(again.model_digest, job.model_digest);
+    assert_eq!(again.stats, job.stats);
+    assert_eq!(again.evaluations, job.evaluations);
+    assert_eq!(again.finalized, job.finalized);
+    assert_eq!(again.finished_record, job.finished_record);
+    assert_eq!(again.answers["h3"].record, job.answers["h3"].record);
+}
+
+#[test]
+fn a_job_short_of_hospitals_fails_at_its_deadline_and_gives_the_money_back() {
+    let mut ledger = Ledger::new();
+    let valid = spec(2);
+    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
+    let mut job = Job::new(JOB, valid, "ada".into(), 0, 1_000);
+    ledger.commit(&mut job, w, 1);
+    let req = Enrollment {
+        hospital: "h1",
+        identity: identity("h1").verifier().public_key(),
+        share_index: 1,
+        declared: 0,
+        deposit: DEPOSIT,
+    };
+    assert_eq!(
+        job.enroll(req.clone(), 2, &ledger.credits).err(),
+        Some(JobError::DeclaredSamples(0))
+    );
+    let rich = Enrollment {
+        declared: 10,
+        deposit: 1_000,
+        ..req.clone()
+    };
+    assert!(matches!(
+        job.enroll(rich, 2, &ledger.credits),
+        Err(JobError::CannotDeposit { balance: 100, .. })
+    ));
+    let w = job
+        .enroll(
+            Enrollment {
+                declared: 10,
+                ..req
+            },
+            2,
+            &ledger.credits,
+        )
+        .unwrap()
+        .unwrap();
+    ledger.commit(&mut job, w, 2);
+    // Before the deadline nothing happens; at it, one hospital is too few.
+    assert!(job.step(999, &ledger.env()).unwrap().is_none());
+    let w = job.step(1_000, &ledger.env()).unwrap().expect("fails");
+    assert!(w.checkpoint);
+    ledger.commit(&mut job, w, 1_000);
+    assert_eq!(job.phase, JobPhase::Failed);
+    assert!(
+        job.reason.contains("only 1 hospitals enrolled"),
+        "{}",
+        job.reason
+    );
+    assert_eq!(ledger.credits.balance(&Account::Escrow(JOB)), 0);
+    assert_eq!(ledger.credits.balance(&Account::Hospital("h1".into())), 100);
+    assert_eq!(
+        ledger.credits.balance(&Account::Researcher("ada".into())),
+        1000
+    );
+    assert!(job.step(2_000, &ledger.env()).unwrap().is_none());
+    assert!(matches!(
+        Job::submission(2, &spec(2), "ada", 1, &Credits::new()),
+        Err(JobError::CannotFund { .. })
+    ));
+}
