@@ -361,13 +361,15 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     let exe = std::env::current_exe()?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
+    let mut coordinator = fedchain_coordinator::service::Config::new(
+        c.coordinator_dir(),
+        dir.join("ledger"),
+        "127.0.0.1:0".parse()?,
+    );
+    coordinator.enroll_seconds = 120;
     write(
         &dir.join("coordinator.toml"),
-        &format!(
-            "dir = {:?}\nstate = {:?}\nlisten = \"127.0.0.1:0\"\nenroll_seconds = 120\n",
-            c.coordinator_dir(),
-            dir.join("ledger")
-        ),
+        &toml::to_string(&coordinator)?,
     )?;
     let log = |name: &str| -> Result<Stdio> {
         Ok(std::fs::File::create(logs.join(format!("{name}.log")))?.into())
@@ -413,15 +415,14 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     };
     for (i, h) in hospitals.iter().enumerate() {
         let cfg = dir.join(format!("worker-{h}.toml"));
-        write(
-            &cfg,
-            &format!(
-                "coordinator = {url:?}\ndir = {:?}\ndata = {:?}\nstate = {:?}\ndevice = {device_name:?}\n",
-                c.hospital_dir(h),
-                dir.join("data").join(format!("hospital-{}.csv", i + 1)),
-                dir.join("worker-state").join(h),
-            ),
-        )?;
+        let mut worker = fedchain_worker::node::WorkerConfig::new(
+            url.clone(),
+            c.hospital_dir(h),
+            dir.join("data").join(format!("hospital-{}.csv", i + 1)),
+            dir.join("worker-state").join(h),
+        );
+        worker.device = device_name.clone();
+        write(&cfg, &toml::to_string(&worker)?)?;
         procs.0.push((
             h.clone(),
             Command::new(&exe)

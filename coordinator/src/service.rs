@@ -58,7 +58,7 @@ use pb::job_service_server::{JobService, JobServiceServer};
 use pb::ledger_service_server::{LedgerService, LedgerServiceServer};
 use pb::training_service_server::{TrainingService, TrainingServiceServer};
 use prost::Message;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -77,8 +77,9 @@ use crate::refusals::{self, Admit, RefusalMeter};
 use crate::round::{Phase, RoundError};
 use fedchain_protocol::{self as protocol, RoundKind};
 
-/// The coordinator's settings (`fedchain coordinator --config FILE`, TOML).
-#[derive(Debug, Clone, Deserialize)]
+/// The coordinator's settings (`fedchain coordinator --config FILE`, TOML). Tools that write one
+/// serialize this type (`toml::to_string`), so a written file always reads back.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The coordinator's folder from `fedchain consortium init` (`DIR/coordinator`).
@@ -103,6 +104,23 @@ pub struct Config {
     /// `consortium.json` lists them): their holders are refused on every RPC, whatever their role.
     #[serde(default)]
     pub revoked: Vec<String>,
+}
+
+impl Config {
+    /// The settings for a coordinator of the folder `dir` keeping its ledger in `state` and
+    /// listening on `listen`, everything else at its default.
+    pub fn new(dir: PathBuf, state: PathBuf, listen: SocketAddr) -> Config {
+        Config {
+            dir,
+            state,
+            listen,
+            enroll_seconds: defaults::enroll_seconds(),
+            deposit: defaults::deposit(),
+            initial_credits: defaults::initial_credits(),
+            evaluation_seconds: defaults::evaluation_seconds(),
+            revoked: Vec::new(),
+        }
+    }
 }
 
 mod defaults {
@@ -452,6 +470,28 @@ impl Coordinator {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServiceError> {
+        self.serve_incoming(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+
+    /// As [`Coordinator::serve`], on connections from `incoming`: a listener's, or in-memory
+    /// pipes (the in-process tests), each still authenticated by mutual TLS. A connection's
+    /// `ConnectInfo` must be `TcpConnectInfo`, which tonic reads the client's certificates under.
+    pub async fn serve_incoming<S, IO>(
+        self,
+        incoming: S,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServiceError>
+    where
+        S: Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected<
+                ConnectInfo = tonic::transport::server::TcpConnectInfo,
+            > + Unpin
+            + Send
+            + 'static,
+    {
         let tls = tls::server_tls(&self.shared.config.dir)?;
         let driver = {
             let shared = self.shared.clone();
@@ -495,7 +535,7 @@ impl Coordinator {
                     .max_decoding_message_size(m)
                     .max_encoding_message_size(m),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+            .serve_with_incoming_shutdown(incoming, shutdown);
         // After the signal, in-flight calls get 5 seconds to finish.
         let grace = async {
             if fired_rx.await.is_ok() {

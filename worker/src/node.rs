@@ -55,14 +55,15 @@ use pb::training_service_client::TrainingServiceClient;
 use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tch::Device;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{evaluate_global, local_round, LocalData};
 
-/// A worker's settings (TOML).
-#[derive(Debug, Clone, Deserialize)]
+/// A worker's settings (TOML). Tools that write one serialize this type (`toml::to_string`), so
+/// a written file always reads back.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// The coordinator's URL, e.g. `https://coordinator.example.org:7443`.
@@ -70,7 +71,7 @@ pub struct WorkerConfig {
     /// The hospital's folder from `fedchain consortium init` (`DIR/hospitals/<name>`).
     pub dir: PathBuf,
     /// The hospital's name; by default the folder's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The hospital's CSV file.
     pub data: PathBuf,
@@ -82,6 +83,22 @@ pub struct WorkerConfig {
     /// Fraction of the rows held out for evaluating global models.
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
+}
+
+impl WorkerConfig {
+    /// The settings of a worker for the hospital folder `dir`, dialing `coordinator`, training on
+    /// the CSV `data` and keeping its state in `state`, everything else at its default.
+    pub fn new(coordinator: String, dir: PathBuf, data: PathBuf, state: PathBuf) -> WorkerConfig {
+        WorkerConfig {
+            coordinator,
+            dir,
+            name: None,
+            data,
+            state,
+            device: default_device(),
+            test_fraction: default_test_fraction(),
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -140,7 +157,19 @@ pub struct Node {
     rng: ChaCha20Rng,
     /// Task streams opened so far (the reconnection backoff starts over after each).
     connections: u64,
+    /// How to reach the coordinator when not by its URL.
+    dial: Option<Dial>,
 }
+
+/// Connects an endpoint (TLS and timeouts set) some other way than by dialing its URL.
+pub type Dial = std::sync::Arc<
+    dyn Fn(
+            Endpoint,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Channel, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl Node {
     /// Loads the hospital folder: identity key, key share (checked against the public key), the
@@ -179,6 +208,7 @@ impl Node {
             jobs: HashMap::new(),
             rng: ChaCha20Rng::from_os_rng(),
             connections: 0,
+            dial: None,
         })
     }
 
@@ -196,6 +226,13 @@ impl Node {
         eprintln!("[{}] {msg}", self.name);
     }
 
+    /// Reaches the coordinator through `dial` instead of dialing its URL: the in-process tests
+    /// hand the connection an in-memory pipe. Mutual TLS, timeouts and everything else stay.
+    pub fn with_dial(mut self, dial: Dial) -> Node {
+        self.dial = Some(dial);
+        self
+    }
+
     async fn connect(&self) -> Result<Channel, NodeError> {
         let url = self.cfg.coordinator.clone();
         let err = |reason: String| NodeError::Connect {
@@ -203,15 +240,19 @@ impl Node {
             reason,
         };
         let tls = client_tls(&self.cfg.dir, &self.name).map_err(setup)?;
-        Endpoint::from_shared(url.clone())
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| err(e.to_string()))?
             .tls_config(tls)
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .connect()
-            .await
-            .map_err(|e| err(format!("{e} ({})", source_chain(&e))))
+            .http2_keep_alive_interval(Duration::from_secs(20));
+        match &self.dial {
+            Some(dial) => dial(endpoint).await.map_err(err),
+            None => endpoint
+                .connect()
+                .await
+                .map_err(|e| err(format!("{e} ({})", source_chain(&e)))),
+        }
     }
 
     /// Works until the process is stopped: connects, follows the task stream, and reconnects

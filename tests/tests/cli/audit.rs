@@ -1,11 +1,11 @@
 //! `fedchain audit verify` and `fedchain bench ledger` through the binary: a clean ledger exits 0,
 //! a tampered one exits 1 and names what it found.
 
-use crate::util::{fedchain, json};
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::NoteSigner;
 use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::store::{Entry, Store, DB_DIR};
+use fedchain_tests::{fedchain, json};
 
 fn ledger(dir: &std::path::Path) -> NoteSigner {
     let signer = NoteSigner::new("fedchain.e2e", [5u8; 32]).unwrap();

@@ -3,11 +3,11 @@
 //! cosigned by its hospitals verifies with the generated trust file.
 //! 512-bit Paillier keys keep this fast; provisioning does not depend on the size.
 
-use crate::util::{failed_stderr, fedchain, json, ok_stdout};
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::{add_signatures, NoteSigner};
 use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::store::{Entry, Store};
+use fedchain_tests::{failed_stderr, fedchain, json, ok_stdout};
 use std::path::Path;
 
 fn skey(path: &Path) -> NoteSigner {

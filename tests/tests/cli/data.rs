@@ -1,5 +1,5 @@
-use crate::util::{failed_stderr, fedchain, json, ok_stdout};
 use fedchain_datasets::{load_csv, Builtin};
+use fedchain_tests::{failed_stderr, fedchain, json, ok_stdout};
 
 #[test]
 fn split_writes_one_csv_per_hospital_and_a_summary() {

@@ -20,8 +20,8 @@ use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::job::{s, spawn, Procs};
-use crate::util::{fedchain, ok_stdout};
+use fedchain_tests::{fedchain, ok_stdout};
+use fedchain_tests::{s, spawn, Procs};
 
 type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -227,14 +227,11 @@ fn a_hospital_refuses_to_decrypt_a_single_contribution() {
             .await
             .unwrap();
     });
-    std::fs::write(
-        dir.join("h1.toml"),
-        format!(
-            "coordinator = \"https://{addr}\"\ndir = \"c/hospitals/h1\"\n\
-             data = \"data/hospital-1.csv\"\nstate = \"state-h1\"\ndevice = \"cpu\"\n"
-        ),
-    )
-    .unwrap();
+    let layout = fedchain_tests::Layout::new(dir);
+    layout.write_toml(
+        "h1.toml",
+        &layout.worker_config("h1", &format!("https://{addr}")),
+    );
     let _worker = Procs(vec![spawn(
         &["worker", "--config", s(&dir.join("h1.toml"))],
         &dir.join("h1.log"),

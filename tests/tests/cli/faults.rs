@@ -8,11 +8,11 @@ use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::record::Body;
 use fedchain_ledger::store::Store;
 
-use crate::job::{
-    as_party, logs, replay_ledger, s, spawn, spawn_coordinator, start, start_enrolling,
-    write_coordinator_config, Cluster, Procs,
+use fedchain_coordinator::service::Config;
+use fedchain_tests::{
+    as_party, fedchain, json, logs, ok_stdout, replay_ledger, s, spawn, spawn_coordinator, start,
+    start_enrolling, write_coordinator_config, Cluster, Layout, Procs,
 };
-use crate::util::{fedchain, json, ok_stdout};
 
 fn status(cl: &Cluster) -> serde_json::Value {
     let alice = cl.dir.join("c/researchers/alice");
@@ -251,11 +251,7 @@ fn a_revoked_hospital_is_refused_and_the_others_carry_on() {
         .as_str()
         .unwrap()
         .to_string();
-    restart_with(
-        &mut cl,
-        &format!("revoked = [\"{h3}\"]\n"),
-        "coordinator-revoked.log",
-    );
+    restart_with(&mut cl, |c| c.revoked = vec![h3], "coordinator-revoked.log");
     assert_h3_refused_and_the_job_runs_without_it(&mut cl, "has been revoked by this consortium");
 }
 
@@ -305,14 +301,16 @@ fn a_hospital_revoked_by_the_ca_is_refused_without_a_restart() {
     );
 }
 
-/// Restarts the coordinator on its address with a 3 s enrollment window and the config lines
-/// `extra`, logging to `log` in the test folder.
-fn restart_with(cl: &mut Cluster, extra: &str, log: &str) {
+/// Restarts the coordinator on its address with a 3 s enrollment window and its configuration
+/// changed by `change`, logging to `log` in the test folder.
+fn restart_with(cl: &mut Cluster, change: impl FnOnce(&mut Config), log: &str) {
     let coordinator = &mut cl.procs.0[0];
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
     let addr = cl.url.trim_start_matches("https://");
-    write_coordinator_config(&cl.dir, addr, 3, extra);
+    let mut config = Layout::new(&cl.dir).coordinator_config(addr, 3);
+    change(&mut config);
+    write_coordinator_config(&cl.dir, &config);
     cl.procs.0[0] = spawn_coordinator(&cl.dir, &cl.dir.join(log), &[]).0;
 }
 
@@ -394,7 +392,7 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
     let dir = tmp.path();
     let mut cl = start(dir);
     let addr = cl.url.trim_start_matches("https://").to_string();
-    write_coordinator_config(dir, &addr, 120, "");
+    write_coordinator_config(dir, &Layout::new(dir).coordinator_config(&addr, 120));
     // Restarts the coordinator on the same address, as an operator would, with `failpoint` armed.
     let restart = |cl: &mut Cluster, k: usize, failpoint: Option<&str>| {
         let coordinator = &mut cl.procs.0[0];
@@ -421,7 +419,7 @@ fn a_coordinator_killed_in_every_phase_of_a_round_resumes_the_job() {
                 "dataset = \"breast-cancer\"\nmodel = \"mlp\"\nrounds = 4\nseed = 2\n",
             );
             watcher.0.push(
-                std::process::Command::new(crate::util::fedchain_bin())
+                std::process::Command::new(fedchain_tests::fedchain_bin())
                     .args(as_party(
                         &["job", "watch", "1", "--json"],
                         &cl.url,
@@ -526,7 +524,7 @@ fn a_coordinator_that_lost_acknowledged_work_asks_again_and_stops_on_a_lost_chec
     let dir = tmp.path();
     let mut cl = start(dir);
     let addr = cl.url.trim_start_matches("https://").to_string();
-    write_coordinator_config(dir, &addr, 120, "");
+    write_coordinator_config(dir, &Layout::new(dir).coordinator_config(&addr, 120));
     let restart = |cl: &mut Cluster, name: &str, failpoint: Option<&str>| {
         let coordinator = &mut cl.procs.0[0];
         coordinator.kill().unwrap();
@@ -662,8 +660,8 @@ fn a_coordinator_that_lost_acknowledged_work_asks_again_and_stops_on_a_lost_chec
         "the coordinator appended to a ledger it knew was forked"
     );
     let refused =
-        crate::util::fedchain(&["coordinator", "--config", s(&dir.join("coordinator.toml"))]);
-    let err = crate::util::failed_stderr(&refused, 1);
+        fedchain_tests::fedchain(&["coordinator", "--config", s(&dir.join("coordinator.toml"))]);
+    let err = fedchain_tests::failed_stderr(&refused, 1);
     assert!(err.contains("INCIDENT.txt"), "{err}");
     // The hospitals were told why.
     let told = ["h1", "h2", "h3"].iter().any(|h| {

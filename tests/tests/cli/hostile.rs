@@ -22,8 +22,8 @@ use rand::SeedableRng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::job::{as_party, logs, replay_ledger, s, start_with};
-use crate::util::{fedchain, json, ok_stdout};
+use fedchain_tests::{as_party, logs, replay_ledger, s, start_with};
+use fedchain_tests::{fedchain, json, ok_stdout};
 
 fn header(
     job: u64,

@@ -1,7 +1,7 @@
 //! The threshold key ceremony and share checks through the binary, and the crypto and round
 //! benchmark commands. 512-bit keys keep these fast; the maths does not depend on the size.
 
-use crate::util::{failed_stderr, fedchain, json, ok_stdout};
+use fedchain_tests::{failed_stderr, fedchain, json, ok_stdout};
 
 #[test]
 fn ceremony_writes_public_key_and_owner_only_shares_that_check() {

@@ -1,7 +1,7 @@
 //! The binary must find libtorch by itself (rpath) and keep libtorch_cuda linked, or a hospital's
 //! GPU is silently never used.
 
-use crate::util::{fedchain, fedchain_bin, ok_stdout};
+use fedchain_tests::{fedchain, fedchain_bin, ok_stdout};
 use std::process::Command;
 
 #[test]

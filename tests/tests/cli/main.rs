@@ -12,4 +12,3 @@ mod keys;
 mod link;
 mod replay;
 mod train;
-mod util;

@@ -16,7 +16,7 @@ use fedchain_ledger::store::{Entry, Store, DB_DIR};
 use fedchain_ledger::verify::Trust;
 use fedchain_ledger::Hash;
 
-use crate::util::{fedchain, json, ok_stdout};
+use fedchain_tests::{fedchain, json, ok_stdout};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

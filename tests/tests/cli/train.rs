@@ -1,4 +1,4 @@
-use crate::util::{failed_stderr, fedchain, json, ok_stdout};
+use fedchain_tests::{failed_stderr, fedchain, json, ok_stdout};
 
 fn accuracy(run: &serde_json::Value, part: &str) -> f64 {
     run[part]["accuracy"].as_f64().unwrap()
