@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use fedchain_consortium::tls::client_tls;
+use fedchain_consortium::tls::client_tls_for;
 use fedchain_consortium::TRUST_FILE;
 use fedchain_datasets::{Builtin, TaskKind};
 use fedchain_ledger::verify::Trust;
@@ -102,7 +102,7 @@ fn endpoint(url: &str, party_dir: &Path) -> Result<Endpoint> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| anyhow!("{} is not a party folder", party_dir.display()))?;
-    let tls = client_tls(party_dir, &name)?;
+    let tls = client_tls_for(party_dir, &name, url)?;
     Ok(Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a URL"))?
         .tls_config(tls)?

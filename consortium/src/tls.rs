@@ -32,9 +32,8 @@ use crate::party::{
     ROLE_URI_PREFIX,
 };
 
-/// Server name a client expects in the coordinator's certificate unless told otherwise (override
-/// it with [`ClientTlsConfig::domain_name`] on the value [`client_tls`] returns; the name must be
-/// one of the `coordinator_hosts` the consortium was created with).
+/// Server name [`client_tls`] expects in the coordinator's certificate; [`client_tls_for`] expects
+/// the host of the URL it dials instead, as a standard gRPC client does.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 
 /// Errors of this module. Messages name the file involved.
@@ -65,6 +64,14 @@ pub enum TlsError {
         expected: String,
         /// What the certificate says.
         found: String,
+    },
+    /// A coordinator URL without a usable host.
+    #[error("{url:?} is not a coordinator URL (https://HOST:PORT): {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A party's certificate was not issued by the CA certificate beside it.
     #[error("{cert} was not issued by the CA in {ca} (folders from different consortiums?)")]
@@ -265,6 +272,32 @@ pub fn client_tls(party_dir: &Path, name: &str) -> Result<ClientTlsConfig> {
         .domain_name(DEFAULT_SERVER_NAME))
 }
 
+/// The host of a coordinator URL (`https://HOST:PORT`), the name its certificate must be valid
+/// for: a DNS name, or an IP address (IPv6 without its brackets).
+pub fn server_name(url: &str) -> Result<String> {
+    let uri: http::Uri = url.parse().map_err(|e| TlsError::InvalidUrl {
+        url: url.to_string(),
+        reason: format!("{e}"),
+    })?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| TlsError::InvalidUrl {
+            url: url.to_string(),
+            reason: "it names no host".into(),
+        })?;
+    Ok(host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string())
+}
+
+/// [`client_tls`] for dialing the coordinator at `url`: its certificate is checked against the
+/// URL's host, which must be one of the `coordinator_hosts` the consortium was created with.
+pub fn client_tls_for(party_dir: &Path, name: &str, url: &str) -> Result<ClientTlsConfig> {
+    Ok(client_tls(party_dir, name)?.domain_name(server_name(url)?))
+}
+
 /// The gRPC method a request is for (`package.Service/Method`), recorded by [`rpc_name_layer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcName(pub String);
@@ -419,5 +452,22 @@ mod tests {
         let status = caller(&req, &[Role::Hospital]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         assert!(status.message().contains("this RPC"), "{status:?}");
+    }
+}
+
+#[cfg(test)]
+mod server_name_tests {
+    use super::server_name;
+
+    #[test]
+    fn the_server_name_is_the_urls_host() {
+        assert_eq!(
+            server_name("https://coordinator.example.org:7443").unwrap(),
+            "coordinator.example.org"
+        );
+        assert_eq!(server_name("https://127.0.0.1:7443").unwrap(), "127.0.0.1");
+        assert_eq!(server_name("https://[::1]:7443").unwrap(), "::1");
+        assert!(server_name("not a url").is_err());
+        assert!(server_name("/path/only").is_err());
     }
 }

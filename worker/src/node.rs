@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fedchain_consortium::tls::client_tls;
+use fedchain_consortium::tls::client_tls_for;
 use fedchain_consortium::HospitalFolder;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{self, Ciphertext, EncryptionTable};
@@ -239,7 +239,7 @@ impl Node {
             url: url.clone(),
             reason,
         };
-        let tls = client_tls(&self.cfg.dir, &self.name).map_err(setup)?;
+        let tls = client_tls_for(&self.cfg.dir, &self.name, &url).map_err(setup)?;
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| err(e.to_string()))?
             .tls_config(tls)

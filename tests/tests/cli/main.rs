@@ -10,5 +10,6 @@ mod hostile;
 mod job;
 mod keys;
 mod link;
+mod operator;
 mod replay;
 mod train;
