@@ -549,7 +549,9 @@ impl Coordinator {
             () = grace => Ok(()),
         };
         driver.abort();
-        self.shared.lock().store.flush()?;
+        if self.shared.halted().is_none() {
+            self.shared.lock().store.flush()?;
+        }
         result?;
         match self.shared.halted() {
             Some(incident::Halt::Fork(summary)) => Err(ServiceError::Incident {

@@ -120,8 +120,14 @@ pub fn start_with(dir: &Path, workers: &[&str]) -> Cluster {
 
 /// As [`start_with`], with jobs enrolling for `enroll_seconds`.
 pub fn start_enrolling(dir: &Path, workers: &[&str], enroll_seconds: u64) -> Cluster {
+    Layout::new(dir).provision();
+    launch(dir, workers, enroll_seconds)
+}
+
+/// Starts the coordinator and the workers of `workers` in the provisioned layout `dir`, jobs
+/// enrolling for `enroll_seconds`.
+pub fn launch(dir: &Path, workers: &[&str], enroll_seconds: u64) -> Cluster {
     let layout = Layout::new(dir);
-    layout.provision();
     write_coordinator_config(
         dir,
         &layout.coordinator_config("127.0.0.1:0", enroll_seconds),

@@ -10,12 +10,13 @@
 
 pub mod bin;
 pub mod cluster;
+pub mod disk;
 pub mod in_process;
 pub mod layout;
 
 pub use bin::{failed_stderr, fedchain, fedchain_bin, json, ok_stdout};
 pub use cluster::{
-    as_party, logs, replay_ledger, spawn, spawn_coordinator, spawn_with, start, start_enrolling,
-    start_with, write_coordinator_config, Cluster, Procs,
+    as_party, launch, logs, replay_ledger, spawn, spawn_coordinator, spawn_with, start,
+    start_enrolling, start_with, write_coordinator_config, Cluster, Procs,
 };
 pub use layout::{s, Layout, HOSPITALS};

@@ -114,6 +114,9 @@ impl TrainingService for Coordinator {
                     _ = tx.closed() => return,
                 }
                 if shared.closing.load(Ordering::SeqCst) {
+                    if let Some(status) = shared.halt_status() {
+                        let _ = tx.send(Err(status)).await;
+                    }
                     return;
                 }
             }

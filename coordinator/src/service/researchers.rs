@@ -72,6 +72,10 @@ impl JobService for Coordinator {
                 }
                 if done || version.changed().await.is_err() || shared.closing.load(Ordering::SeqCst)
                 {
+                    // A coordinator that stopped on its own says why before the stream ends.
+                    if let Some(status) = shared.halt_status() {
+                        let _ = tx.send(Err(status)).await;
+                    }
                     return;
                 }
             }
