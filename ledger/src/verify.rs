@@ -220,10 +220,16 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
     let mut checkpointed_size = 0;
     let mut short: Vec<(u64, String)> = Vec::new();
     let newest = checkpoints.last()?.map(|(k, _)| k);
+    // Every checkpoint the log signed stays stored (cosignatures only add to it): an anchor must
+    // find its own among these, not just records that hash to its root.
+    let mut stored: std::collections::BTreeMap<u64, Hash> = Default::default();
     for item in checkpoints.iter() {
         let (key, value) = item?;
         count += 1;
         let text = String::from_utf8_lossy(&value);
+        if let Ok(cp) = note::parse(&text).and_then(|n| note::Checkpoint::from_text(&n.text)) {
+            stored.insert(cp.size, cp.root);
+        }
         let cp = match check_checkpoint(&text, trust) {
             Ok((cp, None)) => cp,
             Ok((cp, Some(why))) => {
@@ -291,6 +297,16 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
                 format!(
                     "a hospital holds a cosigned checkpoint of size {size} (root {}) that this \
                      ledger no longer reproduces: history was rewritten or truncated",
+                    hex::encode(anchor.root)
+                ),
+            );
+        } else if stored.get(&size) != Some(&anchor.root) {
+            f.add(
+                None,
+                "checkpoint",
+                format!(
+                    "a hospital holds a cosigned checkpoint of size {size} (root {}) that this \
+                     ledger no longer holds: the checkpoint was deleted, though its records remain",
                     hex::encode(anchor.root)
                 ),
             );

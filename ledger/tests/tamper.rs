@@ -696,3 +696,32 @@ fn reproduces_finds_a_cosigned_checkpoint_the_ledger_lost() {
         Err(LedgerError::InvalidArgument(_))
     ));
 }
+
+/// Deleting only the newest cosigned checkpoint (its records intact) hides nothing from the
+/// records' point of view, but it is tampering all the same: a hospital's witness file names it,
+/// and verify with that anchor must fail rather than note that the last records are uncovered.
+#[test]
+fn an_anchor_whose_checkpoint_was_deleted_is_a_failure() {
+    use fedchain_ledger::note::checkpoint_in;
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let newest = {
+        let store = Store::open(dir.path(), ORIGIN).unwrap();
+        let (_, note) = store.checkpoints().unwrap().pop().unwrap();
+        checkpoint_in(&note).unwrap()
+    };
+    let anchored = |dir: &Path| {
+        let mut t = trust();
+        t.anchors.push(newest.clone());
+        verify(dir, Some(&t)).unwrap()
+    };
+    assert!(anchored(dir.path()).ok());
+    with_db(dir.path(), |db| {
+        let t = db.open_tree("checkpoints").unwrap();
+        let last = t.iter().keys().last().unwrap().unwrap();
+        t.remove(last).unwrap();
+    });
+    // Without the anchor it only looks unfinished; with it, it is a finding.
+    assert!(check(dir.path()).ok());
+    assert_fails(&anchored(dir.path()), "no longer holds");
+}
