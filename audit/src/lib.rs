@@ -6,6 +6,8 @@
 //! - [`mirror`](mirror::mirror): copy a running coordinator's ledger over its ledger service,
 //!   checking the checkpoint's signatures and quorum, every record's encoding and the Merkle root
 //!   they reproduce, and every blob's digest.
+//! - [`checkpoints`]: every signed checkpoint of a ledger (a folder, or a coordinator's ledger
+//!   service), each checked against the trust file.
 //! - [`release`]: check a released model before a researcher uses it: file and parameter
 //!   digests, the `RoundFinalized` record, and its inclusion in a checkpoint cosigned by a quorum.
 //!
@@ -14,6 +16,7 @@
 //! auditor must not need the operator's code to check the operator.
 #![deny(missing_docs)]
 
+pub mod checkpoints;
 mod error;
 pub mod mirror;
 pub mod release;

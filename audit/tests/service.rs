@@ -238,6 +238,29 @@ impl LedgerService for FakeLedger {
         Err(Status::unimplemented("not used by the auditor's mirror"))
     }
 
+    async fn list_checkpoints(
+        &self,
+        req: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::CheckpointList>, Status> {
+        // One checkpoint per page, so that the client's paging is exercised.
+        let after = req.into_inner().after;
+        let store = self.store.lock().unwrap();
+        let all: Vec<(u64, String)> = store
+            .checkpoints()
+            .unwrap()
+            .into_iter()
+            .filter(|(size, _)| *size > after)
+            .collect();
+        Ok(Response::new(pb::CheckpointList {
+            checkpoints: all
+                .first()
+                .map(|(_, note)| pb::Checkpoint { note: note.clone() })
+                .into_iter()
+                .collect(),
+            next_after: (all.len() > 1).then(|| all[0].0),
+        }))
+    }
+
     type GetBlobStream = Stream_<pb::Chunk>;
     async fn get_blob(
         &self,
@@ -389,4 +412,59 @@ fn a_release_verifies_only_as_the_hospitals_committed_to_it() {
     let mut moved = good.clone();
     moved.record_index -= 1;
     assert!(refused(&moved, &built.model_file, 2).contains("not in the checkpoint's tree"));
+}
+
+#[tokio::test]
+async fn checkpoints_are_listed_page_by_page_and_checked_against_the_trust_file() {
+    use fedchain_audit::checkpoints;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(tmp.path(), ORIGIN).unwrap();
+    build(&mut store);
+    // A newer checkpoint that no hospital cosigned yet: the newest must carry the quorum.
+    store
+        .append(entry(
+            "coordinator",
+            Role::Coordinator,
+            Body::RequestRejected {
+                request: "x".into(),
+                reason: "y".into(),
+            },
+        ))
+        .unwrap();
+    store.checkpoint(&log_key()).unwrap();
+    let offline = checkpoints::of_store(&store, &trust(2)).unwrap();
+    assert_eq!(offline.len(), 2);
+    assert!(
+        offline[0].ok && offline[0].problem.is_none(),
+        "{:?}",
+        offline[0]
+    );
+    assert_eq!(offline[0].cosigners, ["h1", "h2"]);
+    assert!(
+        !offline[1].ok,
+        "the newest lacks its quorum: {:?}",
+        offline[1]
+    );
+    let channel = in_process(FakeLedger {
+        store: Arc::new(Mutex::new(store)),
+        lie: Lie::None,
+    })
+    .await;
+    let online = checkpoints::of_service(&mut LedgerServiceClient::new(channel), &trust(2))
+        .await
+        .unwrap();
+    assert_eq!(online, offline);
+    // A note whose log signature does not verify is a failure whatever its place.
+    let mut notes: Vec<String> = vec![];
+    let forged = fedchain_ledger::note::Checkpoint {
+        origin: ORIGIN.into(),
+        size: 1,
+        root: [0; 32],
+        extensions: vec![],
+    }
+    .sign(&[&hospital_key(0)])
+    .unwrap();
+    notes.push(forged);
+    let checked = checkpoints::check(&notes, &trust(2));
+    assert!(!checked[0].ok && checked[0].problem.is_some());
 }

@@ -46,6 +46,24 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// List the ledger's signed checkpoints: tree size, root and the hospitals whose cosignatures
+    /// verify, each checked against the trust file. Exit 0 when every signature verifies and the
+    /// newest checkpoint carries its quorum, 1 otherwise.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["ledger", "coordinator"])))]
+    Checkpoints {
+        /// The ledger folder (offline; stop the coordinator or copy the folder first).
+        #[arg(long, value_name = "DIR")]
+        ledger: Option<PathBuf>,
+        /// Or ask a running coordinator's ledger service, as the party of --consortium.
+        #[arg(long, value_name = "URL")]
+        coordinator: Option<String>,
+        /// A party folder from `consortium init`: its trust.txt holds the keys to check with.
+        #[arg(long, value_name = "DIR")]
+        consortium: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay every round from the ledger alone: re-multiply the submitted ciphertexts, re-verify
     /// every decryption share and recombine, re-apply FedAvg and compare model digests, check
     /// signatures against the trusted identity keys, recompute every credit movement. Runs
@@ -71,6 +89,82 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Lists the checkpoints of a ledger folder or a running coordinator, checked against the trust
+/// file of the party folder `party`.
+fn checkpoints(
+    ledger: Option<&Path>,
+    url: Option<&str>,
+    party: &Path,
+    json: bool,
+) -> Result<ExitCode> {
+    use fedchain_audit::checkpoints;
+    use fedchain_consortium::TRUST_FILE;
+
+    let trust_path = party.join(TRUST_FILE);
+    let trust = Trust::parse(
+        &std::fs::read_to_string(&trust_path)
+            .with_context(|| format!("cannot read {}", trust_path.display()))?,
+    )?;
+    let views = match (ledger, url) {
+        (Some(dir), _) => {
+            let store = fedchain_ledger::store::Store::open(dir, trust.log.name())
+                .with_context(|| format!("opening {}", dir.display()))?;
+            checkpoints::of_store(&store, &trust)?
+        }
+        (None, Some(url)) => crate::serve::runtime()?.block_on(async {
+            let ch = crate::job::connect(url, party).await?;
+            let mut client =
+                fedchain_proto::v1::ledger_service_client::LedgerServiceClient::new(ch)
+                    .max_decoding_message_size(fedchain_proto::limits::MAX_MESSAGE_BYTES);
+            checkpoints::of_service(&mut client, &trust)
+                .await
+                .with_context(|| format!("listing the checkpoints of {url}"))
+        })?,
+        (None, None) => unreachable!("clap requires one source"),
+    };
+    let ok = !views.is_empty() && views.iter().all(|v| v.ok);
+    if json {
+        let v = serde_json::json!({ "ok": ok, "checkpoints": views });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{:>8}  {:<16}  {:<7}  cosigners", "size", "root", "quorum");
+        for v in &views {
+            println!(
+                "{:>8}  {:<16}  {:<7}  {}{}",
+                v.size,
+                &v.root[..v.root.len().min(16)],
+                format!("{}/{}", v.cosigners.len(), v.quorum),
+                if v.cosigners.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.cosigners.join(", ")
+                },
+                match (&v.problem, v.ok) {
+                    (Some(p), false) => format!("  FAIL: {p}"),
+                    (Some(p), true) => format!("  note: {p}"),
+                    (None, _) => String::new(),
+                }
+            );
+        }
+        println!(
+            "{} checkpoints; {}",
+            views.len(),
+            if ok {
+                "every signature verifies and the newest carries its quorum"
+            } else if views.is_empty() {
+                "no checkpoint was signed yet"
+            } else {
+                "FAILED"
+            }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Copies the coordinator's ledger into `into` over the ledger service, checked against the trust
@@ -243,6 +337,12 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             }
             (None, None) => unreachable!("clap requires one source"),
         },
+        AuditCommand::Checkpoints {
+            ledger,
+            coordinator,
+            consortium,
+            json,
+        } => checkpoints(ledger.as_deref(), coordinator.as_deref(), &consortium, json),
         AuditCommand::Verify {
             ledger,
             trust,

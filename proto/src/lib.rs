@@ -107,6 +107,11 @@ pub mod limits {
     /// stream can make its receiver commit before the digest is checked.
     pub const MAX_STREAM_BYTES: u64 = 256 * 1024 * 1024;
 
+    /// Most checkpoints in one `ListCheckpoints` answer: 1,000. A cosigned note is well under a
+    /// kilobyte per signer, so a page stays far below [`MAX_MESSAGE_BYTES`] with a few dozen
+    /// hospitals.
+    pub const MAX_LISTED_CHECKPOINTS: usize = 1000;
+
     // The limits only work together: a chunk and its envelope must fit in a message, and the
     // largest submission at 3072-bit keys (768-byte ciphertexts) must fit in a stream.
     const _: () = assert!(CHUNK_BYTES * 2 <= MAX_MESSAGE_BYTES);

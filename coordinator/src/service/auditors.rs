@@ -77,6 +77,37 @@ impl LedgerService for Coordinator {
         Ok(Response::new(pb_proof(&proof)))
     }
 
+    async fn list_checkpoints(
+        &self,
+        req: Request<pb::ListCheckpointsRequest>,
+    ) -> SResult<Response<pb::CheckpointList>> {
+        self.shared
+            .authorize(&req, &[Role::Auditor, Role::Researcher, Role::Hospital])?;
+        let after = req.get_ref().after;
+        let st = self.shared.lock();
+        let mut page: Vec<(u64, String)> = st
+            .store
+            .checkpoints()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(size, _)| *size > after)
+            .collect();
+        let more = page.len() > limits::MAX_LISTED_CHECKPOINTS;
+        page.truncate(limits::MAX_LISTED_CHECKPOINTS);
+        let next_after = if more {
+            page.last().map(|(size, _)| *size)
+        } else {
+            None
+        };
+        Ok(Response::new(pb::CheckpointList {
+            checkpoints: page
+                .into_iter()
+                .map(|(_, note)| pb::Checkpoint { note })
+                .collect(),
+            next_after,
+        }))
+    }
+
     type GetBlobStream = BoxStream<pb::Chunk>;
 
     async fn get_blob(&self, req: Request<pb::Digest>) -> SResult<Response<Self::GetBlobStream>> {

@@ -207,6 +207,42 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
         );
     }
 
+    // The auditor lists the live ledger's checkpoints: each signed by the log, sizes rising, and
+    // (once the hospitals answered) the newest cosigned by a quorum.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let out = fedchain(&[
+            "audit",
+            "checkpoints",
+            "--coordinator",
+            &url,
+            "--consortium",
+            s(&dir.join("c/auditors/audra")),
+            "--json",
+        ]);
+        if out.status.success() {
+            break json(&out);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newest checkpoint never reached its quorum: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let listed = listed["checkpoints"].as_array().unwrap().clone();
+    assert!(
+        listed.len() > ROUNDS as usize,
+        "one per finalized round at least: {listed:?}"
+    );
+    let sizes: Vec<u64> = listed.iter().map(|c| c["size"].as_u64().unwrap()).collect();
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    let newest = listed.last().unwrap();
+    assert!(
+        newest["cosigners"].as_array().unwrap().len() >= 2,
+        "{newest}"
+    );
+
     // Stop everything cleanly (SIGTERM), waiting for the last checkpoint's cosignatures first.
     std::thread::sleep(Duration::from_millis(500));
     for child in cl.procs.0.iter_mut().rev() {
@@ -236,6 +272,26 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
     ]);
     let report = json(&audit);
     assert_eq!(report["findings"].as_array().unwrap().len(), 0, "{report}");
+    // The same list offline, from the stopped coordinator's folder.
+    let offline = json(&fedchain(&[
+        "audit",
+        "checkpoints",
+        "--ledger",
+        s(&ledger),
+        "--consortium",
+        s(&dir.join("c/auditors/audra")),
+        "--json",
+    ]));
+    let offline_sizes: Vec<u64> = offline["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        offline_sizes.starts_with(&sizes),
+        "{offline_sizes:?} vs {sizes:?}"
+    );
 
     let recorded = check_ledger_against_plaintext(dir, &model_path);
     assert_eq!(

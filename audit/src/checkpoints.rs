@@ -1,0 +1,101 @@
+//! The checkpoints of a ledger, each checked against the trust file: what `fedchain audit
+//! checkpoints` lists, from a ledger folder or from a running coordinator's ledger service.
+
+use fedchain_ledger::note;
+use fedchain_ledger::store::Store;
+use fedchain_ledger::verify::Trust;
+use fedchain_proto::v1 as pb;
+use pb::ledger_service_client::LedgerServiceClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::error::{rpc, AuditError};
+
+/// One signed checkpoint, as checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointView {
+    /// Tree size.
+    pub size: u64,
+    /// Merkle root, hex.
+    pub root: String,
+    /// Hospitals whose cosignatures verified.
+    pub cosigners: Vec<String>,
+    /// Cosignatures the trust file requires.
+    pub quorum: usize,
+    /// Whether the log's signature verified and the quorum is met.
+    pub ok: bool,
+    /// What is wrong, when something is: a signature that does not verify, or a short quorum.
+    pub problem: Option<String>,
+}
+
+/// Checks the signed checkpoint notes `notes` (smallest size first) against `trust`. A
+/// checkpoint short of its quorum is a problem only when it is the newest: an older one may have
+/// been superseded before its witnesses answered, which hides nothing (the newest covers it).
+pub fn check(notes: &[String], trust: &Trust) -> Vec<CheckpointView> {
+    let last = notes.len().saturating_sub(1);
+    notes
+        .iter()
+        .enumerate()
+        .map(
+            |(i, text)| match note::cosigned(text, &trust.log, &trust.witnesses) {
+                Ok(c) => {
+                    let short = c.shortfall(trust.quorum);
+                    let problem = match short {
+                        Some(why) if i == last => Some(why),
+                        Some(why) => {
+                            Some(format!("{why} (superseded before its witnesses answered)"))
+                        }
+                        None => None,
+                    };
+                    CheckpointView {
+                        size: c.checkpoint.size,
+                        root: hex::encode(c.checkpoint.root),
+                        ok: problem.is_none() || i != last,
+                        cosigners: c.cosigners,
+                        quorum: trust.quorum,
+                        problem,
+                    }
+                }
+                Err(e) => {
+                    let cp = note::checkpoint_in(text).ok();
+                    CheckpointView {
+                        size: cp.as_ref().map_or(0, |c| c.size),
+                        root: cp.map(|c| hex::encode(c.root)).unwrap_or_default(),
+                        cosigners: Vec::new(),
+                        quorum: trust.quorum,
+                        ok: false,
+                        problem: Some(e.to_string()),
+                    }
+                }
+            },
+        )
+        .collect()
+}
+
+/// The checkpoints stored in a ledger folder, checked.
+pub fn of_store(store: &Store, trust: &Trust) -> Result<Vec<CheckpointView>, AuditError> {
+    let notes: Vec<String> = store.checkpoints()?.into_iter().map(|(_, n)| n).collect();
+    Ok(check(&notes, trust))
+}
+
+/// Every checkpoint a coordinator's ledger service lists, page by page, checked.
+pub async fn of_service(
+    client: &mut LedgerServiceClient<Channel>,
+    trust: &Trust,
+) -> Result<Vec<CheckpointView>, AuditError> {
+    let mut notes = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client
+            .list_checkpoints(pb::ListCheckpointsRequest { after })
+            .await
+            .map_err(rpc("ListCheckpoints"))?
+            .into_inner();
+        notes.extend(page.checkpoints.into_iter().map(|c| c.note));
+        match page.next_after {
+            Some(next) if next > after => after = next,
+            _ => break,
+        }
+    }
+    Ok(check(&notes, trust))
+}
