@@ -9,9 +9,9 @@
 //! - a certificate names its party and role as SAN URIs, `urn:fedchain:party:<name>` and
 //!   `urn:fedchain:role:<coordinator|hospital|researcher|auditor>`, exactly one of each
 //!   ([`peer_from_der`] refuses anything else);
-//! - each RPC calls [`caller`] with the roles it allows, which answers `UNAUTHENTICATED` when no
-//!   certificate came with the request and `PERMISSION_DENIED`, naming the role and the RPC, when
-//!   the role is not allowed.
+//! - each RPC calls [`caller`] with the roles it allows, which answers `PERMISSION_DENIED`, naming
+//!   the role and the RPC, when the role is not allowed. A client without a certificate never
+//!   reaches an RPC: [`server_tls`] requires one, so the handshake fails first.
 //!
 //! tonic does not hand an RPC its own path, so [`caller`] names the RPC from an [`RpcName`]
 //! extension that [`rpc_name_layer`] records on every request (install it once with
@@ -331,9 +331,10 @@ fn rpc_of<T>(req: &Request<T>) -> String {
 /// Who is calling, if their role may call this RPC.
 ///
 /// Reads the client certificate the TLS handshake verified against the consortium CA and returns
-/// its [`Peer`]. Refuses with `UNAUTHENTICATED` when the request came without a certificate (or
-/// not over TLS at all) or the certificate names no valid role and party, and with
-/// `PERMISSION_DENIED`, naming the caller's role and the RPC, when its role is not in `allowed`.
+/// its [`Peer`]. Refuses with `PERMISSION_DENIED`, naming the caller's role and the RPC, when its
+/// role is not in `allowed`. Under [`server_tls`] every request carries a certificate that names a
+/// valid role and party (`consortium init` issues no other); on a server configured otherwise, a
+/// request without one, or with one that names none, is refused with `UNAUTHENTICATED`.
 pub fn caller<T>(req: &Request<T>, allowed: &[Role]) -> Result<Peer, Status> {
     let certs = req.peer_certs();
     let Some(leaf) = certs.as_ref().and_then(|certs| certs.first()) else {

@@ -281,6 +281,36 @@ fn chunks(bytes: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
     bytes.chunks(limits::CHUNK_BYTES).map(<[u8]>::to_vec)
 }
 
+/// A response rewriter, as a function pointer (a nameable layer type).
+type TooLarge = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// tonic answers a message larger than the decoding limit with `OUT_OF_RANGE` before any handler
+/// runs; gRPC's convention, and this service's own answer to an oversized stream, is
+/// `RESOURCE_EXHAUSTED`. Such an answer is headers only, so the status is rewritten there.
+fn too_large_is_resource_exhausted(
+    mut res: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = res.headers_mut();
+    let out_of_range = headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too large") || m.contains("too%20large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
+}
+
+/// A message of a stream over the decoding limit: the same answer as [`too_large_is_resource_exhausted`].
+fn too_large(s: Status) -> Status {
+    if s.code() == tonic::Code::OutOfRange && s.message().contains("too large") {
+        Status::resource_exhausted(s.message().to_string())
+    } else {
+        s
+    }
+}
+
 /// Reads a stream's slices after its header: refuses more than `total` bytes, or fewer.
 async fn read_body<T>(
     stream: &mut Streaming<T>,
@@ -294,7 +324,7 @@ async fn read_body<T>(
         )));
     }
     let mut bytes = Vec::with_capacity(total as usize);
-    while let Some(msg) = stream.message().await? {
+    while let Some(msg) = stream.message().await.map_err(too_large)? {
         let Some(part) = slice(msg) else {
             return Err(Status::invalid_argument(
                 "only byte slices may follow the header",
@@ -520,6 +550,9 @@ impl Coordinator {
             .tls_config(tls)?
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .layer(tls::rpc_name_layer())
+            .layer(tower::util::MapResponseLayer::new(
+                too_large_is_resource_exhausted as TooLarge,
+            ))
             .add_service(
                 JobServiceServer::new(self.clone())
                     .max_decoding_message_size(m)

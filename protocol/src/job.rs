@@ -219,3 +219,24 @@ pub fn task_of(task: Option<&dataset_schema::Task>) -> Result<TaskKind, String> 
         None => Err("the schema has no task (binary, multiclass or regression)".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedchain_proto::v1 as pb;
+
+    #[test]
+    fn a_schema_without_features_is_refused_naming_them() {
+        let spec = pb::JobSpec {
+            schema: Some(pb::DatasetSchema {
+                features: Vec::new(),
+                target: "y".into(),
+                task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+            }),
+            ..Default::default()
+        };
+        let e = validate(&spec).unwrap_err();
+        assert_eq!(e.field, JobField::Schema);
+        assert!(e.reason.contains("feature columns"), "{e}");
+    }
+}

@@ -140,3 +140,32 @@ async fn a_three_hospital_encrypted_job_runs_to_the_end_in_process() {
         job_seconds.as_secs_f64()
     );
 }
+
+/// A job that fails before any round opened says so on the watch stream: `Failed.round` is absent
+/// (it used to read 0, which also means "the statistics round failed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_fails_while_enrolling_names_no_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    layout.provision();
+    let config = layout.coordinator_config("127.0.0.1:0", 1);
+    let cluster = InProcess::start(&layout, config, &["h1"]).await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+    let id = jobs.submit_job(spec(1, 3)).await.unwrap().into_inner().job;
+    let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    let failed = loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(60), events.message())
+            .await
+            .expect("the job ends")
+            .unwrap()
+            .expect("a terminal event");
+        match event.event {
+            Some(pb::job_event::Event::Failed(f)) => break f,
+            Some(pb::job_event::Event::Finished(_)) => panic!("one hospital cannot finish a job"),
+            _ => {}
+        }
+    };
+    assert!(failed.reason.contains("enrolled"), "{}", failed.reason);
+    assert_eq!(failed.round, None);
+    cluster.stop().await.unwrap();
+}

@@ -219,7 +219,8 @@ fn watch_events(
         JobPhase::Failed => {
             out.push(ev(Event::Failed(pb::job_event::Failed {
                 reason: job.reason.clone(),
-                round: job.round_no,
+                // No round opened: the job failed while enrolling.
+                round: job.round.as_ref().map(|_| job.round_no),
                 record_index,
             })));
             (out, true)

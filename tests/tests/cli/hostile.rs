@@ -167,6 +167,16 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
             );
         }
 
+        // A request larger than the protocol's message limit: RESOURCE_EXHAUSTED, as for an
+        // oversized stream (tonic's own answer would be OUT_OF_RANGE).
+        let mut big = TrainingServiceClient::new(connect().await)
+            .max_encoding_message_size(2 * limits::MAX_MESSAGE_BYTES);
+        let e = big
+            .enroll(enroll("h1", vec![7; limits::MAX_MESSAGE_BYTES + 1]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
         // The statistics round's task tells h1 what to send.
         let mut tasks = c
             .tasks(pb::TaskRequest {
