@@ -28,7 +28,7 @@ use fedchain_worker::local_round;
 use serde::Serialize;
 
 use crate::baseline::{self, BaselineArgs};
-use crate::job::{self, RoundLine};
+use crate::job::{self, MetricMap, RoundLine};
 use crate::serve::runtime;
 use crate::simulation::{demo_job, demo_split, plaintext_hospitals, pooled_metrics, round_config};
 
@@ -97,7 +97,7 @@ struct Summary {
     model: String,
     hospitals: Vec<String>,
     rounds: Vec<RoundLine>,
-    final_metrics: Vec<(String, f64)>,
+    final_metrics: MetricMap,
     seconds: f64,
     seconds_per_round: f64,
     credits: Vec<(String, u64)>,
@@ -162,7 +162,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn show(m: &[(String, f64)]) -> String {
+fn show(m: &MetricMap) -> String {
     m.iter()
         .map(|(n, v)| {
             if n == "accuracy" {

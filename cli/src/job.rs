@@ -304,11 +304,15 @@ pub async fn submit(ch: Channel, spec: pb::JobSpec) -> Result<pb::JobStatus> {
         .into_inner())
 }
 
+/// Named metrics as commands print them: a JSON object (`{"accuracy": 0.97}`), keys sorted. The
+/// ledger keeps its own canonical encoding (sorted pairs); this is only what tools read.
+pub type MetricMap = std::collections::BTreeMap<String, f64>;
+
 /// One model round as a watcher saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundLine {
     pub round: u64,
-    pub metrics: Vec<(String, f64)>,
+    pub metrics: MetricMap,
 }
 
 /// How a watched job ended.
@@ -317,16 +321,16 @@ pub struct Watched {
     pub job: u64,
     pub finished: bool,
     pub rounds: Vec<RoundLine>,
-    pub final_metrics: Vec<(String, f64)>,
+    pub final_metrics: MetricMap,
     pub reason: String,
     pub model_sha256: Option<String>,
 }
 
-fn metrics_of(m: &[pb::Metric]) -> Vec<(String, f64)> {
+fn metrics_of(m: &[pb::Metric]) -> MetricMap {
     m.iter().map(|m| (m.name.clone(), m.value)).collect()
 }
 
-fn show_metrics(m: &[(String, f64)]) -> String {
+fn show_metrics(m: &MetricMap) -> String {
     m.iter()
         .map(|(n, v)| format!("{n} {v:.4}"))
         .collect::<Vec<_>>()
@@ -374,7 +378,7 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         job: id,
         finished: false,
         rounds: Vec::new(),
-        final_metrics: Vec::new(),
+        final_metrics: MetricMap::new(),
         reason: String::new(),
         model_sha256: None,
     };

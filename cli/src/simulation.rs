@@ -128,10 +128,12 @@ pub fn pooled_metrics(
     params: &[f32],
     hospitals: &[LocalData],
     device: tch::Device,
-) -> Result<Vec<(String, f64)>> {
+) -> Result<crate::job::MetricMap> {
     let reports = hospitals
         .iter()
         .map(|h| Ok(report(&evaluate_global(model, params, h, device)?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(fedchain_protocol::pooled_metrics(&reports))
+    Ok(fedchain_protocol::pooled_metrics(&reports)
+        .into_iter()
+        .collect())
 }
