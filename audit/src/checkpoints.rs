@@ -31,7 +31,32 @@ pub struct CheckpointView {
 /// Checks the signed checkpoint notes `notes` (smallest size first) against `trust`. A
 /// checkpoint short of its quorum is a problem only when it is the newest: an older one may have
 /// been superseded before its witnesses answered, which hides nothing (the newest covers it).
-pub fn check(notes: &[String], trust: &Trust) -> Vec<CheckpointView> {
+/// `live`: the notes come from a running coordinator, whose newest checkpoint may still be
+/// collecting cosignatures; then that is a note too, provided an older one carries the quorum.
+pub fn check(notes: &[String], trust: &Trust, live: bool) -> Vec<CheckpointView> {
+    let mut views = check_strict(notes, trust);
+    let earlier_quorum = views
+        .iter()
+        .rev()
+        .skip(1)
+        .any(|v| v.ok && v.problem.is_none());
+    if let Some(newest) = views.last_mut() {
+        let signed = newest
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("cosigned by"));
+        if live && !newest.ok && signed && earlier_quorum {
+            newest.ok = true;
+            newest.problem = newest
+                .problem
+                .take()
+                .map(|p| format!("{p} (still collecting cosignatures)"));
+        }
+    }
+    views
+}
+
+fn check_strict(notes: &[String], trust: &Trust) -> Vec<CheckpointView> {
     let last = notes.len().saturating_sub(1);
     notes
         .iter()
@@ -75,7 +100,7 @@ pub fn check(notes: &[String], trust: &Trust) -> Vec<CheckpointView> {
 /// The checkpoints stored in a ledger folder, checked.
 pub fn of_store(store: &Store, trust: &Trust) -> Result<Vec<CheckpointView>, AuditError> {
     let notes: Vec<String> = store.checkpoints()?.into_iter().map(|(_, n)| n).collect();
-    Ok(check(&notes, trust))
+    Ok(check(&notes, trust, false))
 }
 
 /// Every checkpoint a coordinator's ledger service lists, page by page, checked.
@@ -97,5 +122,5 @@ pub async fn of_service(
             _ => break,
         }
     }
-    Ok(check(&notes, trust))
+    Ok(check(&notes, trust, true))
 }

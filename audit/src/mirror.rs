@@ -1,7 +1,7 @@
 //! Mirroring a running coordinator's ledger over its ledger service, trusting nothing it serves.
 //!
-//! [`mirror`] copies into a new ledger folder the coordinator's latest checkpoint, which must be
-//! signed by the log and cosigned by a quorum of the trust file's hospitals, every record up to it
+//! [`mirror`] copies into a new ledger folder the coordinator's newest checkpoint that is signed by
+//! the log and cosigned by a quorum of the trust file's hospitals, every record up to it
 //! (each canonical, in order, and together reproducing the checkpoint's Merkle root), and every
 //! blob the records name (each checked against its digest). What it copies verifies offline like
 //! the coordinator's own folder; anything that does not check is an [`AuditError::Untrusted`].
@@ -46,18 +46,35 @@ pub async fn mirror(
     trust: &Trust,
     into: &Path,
 ) -> Result<Mirrored, AuditError> {
-    let note_text = client
-        .get_checkpoint(pb::CheckpointRequest { size: None })
-        .await
-        .map_err(rpc("GetCheckpoint"))?
-        .into_inner()
-        .note;
-    let (cp, cosigners) = note::quorum(&note_text, &trust.log, &trust.witnesses, trust.quorum)
-        .map_err(|e| {
-            untrusted(format!(
-                "the coordinator's latest checkpoint is not signed by the log and a quorum: {e}"
-            ))
-        })?;
+    // The newest checkpoint a quorum already cosigned: a live coordinator's very newest one may
+    // still be collecting cosignatures.
+    let mut notes = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client
+            .list_checkpoints(pb::ListCheckpointsRequest { after })
+            .await
+            .map_err(rpc("ListCheckpoints"))?
+            .into_inner();
+        notes.extend(page.checkpoints.into_iter().map(|c| c.note));
+        match page.next_after {
+            Some(next) if next > after => after = next,
+            _ => break,
+        }
+    }
+    let newest = notes.iter().rev().find_map(|text| {
+        note::quorum(text, &trust.log, &trust.witnesses, trust.quorum)
+            .ok()
+            .map(|(cp, cosigners)| (text.clone(), cp, cosigners))
+    });
+    let Some((note_text, cp, cosigners)) = newest else {
+        return Err(untrusted(format!(
+            "none of the coordinator's {} checkpoints is signed by the log and cosigned by a \
+             quorum of {} hospitals",
+            notes.len(),
+            trust.quorum
+        )));
+    };
     let mut store = Store::open(into, trust.log.name())?;
     if !store.is_empty() {
         return Err(untrusted(format!(

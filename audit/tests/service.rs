@@ -250,6 +250,15 @@ impl LedgerService for FakeLedger {
             .unwrap()
             .into_iter()
             .filter(|(size, _)| *size > after)
+            .map(|(size, text)| {
+                if self.lie == Lie::NoQuorum {
+                    let mut n = note::parse(&text).unwrap();
+                    n.signatures.truncate(1);
+                    (size, n.encode())
+                } else {
+                    (size, text)
+                }
+            })
             .collect();
         Ok(Response::new(pb::CheckpointList {
             checkpoints: all
@@ -453,7 +462,17 @@ async fn checkpoints_are_listed_page_by_page_and_checked_against_the_trust_file(
     let online = checkpoints::of_service(&mut LedgerServiceClient::new(channel), &trust(2))
         .await
         .unwrap();
-    assert_eq!(online, offline);
+    assert_eq!(online[0], offline[0]);
+    // Live, the newest may still be collecting cosignatures: a note, since an older one has them.
+    assert!(online[1].ok, "{:?}", online[1]);
+    assert!(
+        online[1]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("still collecting")),
+        "{:?}",
+        online[1]
+    );
     // A note whose log signature does not verify is a failure whatever its place.
     let mut notes: Vec<String> = vec![];
     let forged = fedchain_ledger::note::Checkpoint {
@@ -465,6 +484,6 @@ async fn checkpoints_are_listed_page_by_page_and_checked_against_the_trust_file(
     .sign(&[&hospital_key(0)])
     .unwrap();
     notes.push(forged);
-    let checked = checkpoints::check(&notes, &trust(2));
+    let checked = checkpoints::check(&notes, &trust(2), true);
     assert!(!checked[0].ok && checked[0].problem.is_some());
 }

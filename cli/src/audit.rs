@@ -91,6 +91,26 @@ pub enum AuditCommand {
     },
 }
 
+/// An error opening the ledger folder `dir`, with what to do when a running coordinator holds
+/// it: sled lets one process open a folder at a time, and copying a live folder is not safe.
+fn live(e: anyhow::Error, dir: &Path) -> anyhow::Error {
+    let busy = e
+        .chain()
+        .any(|c| c.to_string().contains("is in use by another process"));
+    let e = e.context(format!("cannot read the ledger in {}", dir.display()));
+    if busy {
+        e.context(
+            "a running coordinator holds this ledger folder. Audit it live over its ledger \
+             service instead: `fedchain audit replay --coordinator URL --consortium PARTY_DIR` \
+             (it mirrors and verifies every record) or `fedchain audit checkpoints --coordinator \
+             URL --consortium PARTY_DIR`; or stop the coordinator, or copy the folder while it is \
+             stopped",
+        )
+    } else {
+        e
+    }
+}
+
 /// Lists the checkpoints of a ledger folder or a running coordinator, checked against the trust
 /// file of the party folder `party`.
 fn checkpoints(
@@ -110,7 +130,7 @@ fn checkpoints(
     let views = match (ledger, url) {
         (Some(dir), _) => {
             let store = fedchain_ledger::store::Store::open(dir, trust.log.name())
-                .with_context(|| format!("opening {}", dir.display()))?;
+                .map_err(|e| live(e.into(), dir))?;
             checkpoints::of_store(&store, &trust)?
         }
         (None, Some(url)) => crate::serve::runtime()?.block_on(async {
@@ -206,10 +226,9 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
     }
     let hospitals = folder.hospitals;
     let pk = folder.public_key;
-    let verified =
-        verify(ledger, Some(&trust)).with_context(|| format!("verifying {}", ledger.display()))?;
+    let verified = verify(ledger, Some(&trust)).map_err(|e| live(e.into(), ledger))?;
     let store = fedchain_ledger::store::Store::open(ledger, trust.log.name())
-        .with_context(|| format!("opening {}", ledger.display()))?;
+        .map_err(|e| live(e.into(), ledger))?;
     let report = replay(&store, &pk, &hospitals)?;
     drop(store);
     let ok = verified.ok() && report.ok();
@@ -302,7 +321,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             origin,
             out,
         } => {
-            let bundle = crate::fhir::export(&ledger, &origin)?;
+            let bundle = crate::fhir::export(&ledger, &origin).map_err(|e| live(e, &ledger))?;
             let text = serde_json::to_string_pretty(&bundle)?;
             match out {
                 Some(path) => {
@@ -362,8 +381,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let report = verify(&ledger, trust.as_ref())
-                .with_context(|| format!("verifying {}", ledger.display()))?;
+            let report = verify(&ledger, trust.as_ref()).map_err(|e| live(e.into(), &ledger))?;
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["ok"] = serde_json::Value::Bool(report.ok());

@@ -3,9 +3,11 @@
 use crate::dataset_args::DatasetArgs;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use fedchain_datasets::{partition, write_split, Builtin, Scheme};
+use fedchain_datasets::{partition, write_split_as, Builtin, Scheme};
 use std::path::PathBuf;
 
+// Parsed once per run; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Split a dataset across hospitals: one CSV per hospital plus summary.json.
@@ -16,9 +18,14 @@ pub enum DataCommand {
     Split {
         #[command(flatten)]
         data: DatasetArgs,
-        /// Number of hospitals.
-        #[arg(long)]
-        hospitals: usize,
+        /// Number of hospitals (or give --names).
+        #[arg(long, required_unless_present = "names")]
+        hospitals: Option<usize>,
+        /// The hospitals' names, in order: each one's rows go to NAME.csv (`hospital-1.csv`...
+        /// without it). Use the names of `consortium init --hospitals`, so each file's owner is
+        /// plain.
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        names: Vec<String>,
         /// iid, dirichlet or quantity.
         #[arg(long, default_value = "iid")]
         scheme: String,
@@ -51,6 +58,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Split {
             data,
             hospitals,
+            names,
             scheme,
             alpha,
             seed,
@@ -66,8 +74,23 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                     out.display()
                 );
             }
+            let hospitals = match (hospitals, names.len()) {
+                (Some(n), k) if k > 0 && n != k => {
+                    bail!("--hospitals {n} but --names lists {k} names; give one of them, or agree")
+                }
+                (Some(n), _) => n,
+                (None, k) => k,
+            };
+            for n in &names {
+                fedchain_consortium::validate_name(n)?;
+            }
+            let names = if names.is_empty() {
+                (1..=hospitals).map(|k| format!("hospital-{k}")).collect()
+            } else {
+                names
+            };
             let part = partition(&ds, hospitals, scheme, seed)?;
-            let summary = write_split(&ds, &part, &out)?;
+            let summary = write_split_as(&ds, &part, &out, &names)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
@@ -80,11 +103,15 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                     seed
                 );
                 println!("{}", summary.to_table());
-                println!(
-                    "wrote {}/hospital-1.csv .. hospital-{}.csv and summary.json",
-                    out.display(),
-                    hospitals
-                );
+                for h in &summary.hospitals {
+                    println!(
+                        "wrote {}: {} rows for hospital {}",
+                        out.join(&h.file).display(),
+                        h.rows,
+                        names[h.hospital - 1]
+                    );
+                }
+                println!("wrote {}", out.join("summary.json").display());
             }
             Ok(())
         }

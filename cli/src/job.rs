@@ -487,18 +487,16 @@ impl Outage {
                 let t = std::time::Instant::now();
                 self.since = Some(t);
                 match bar {
-                    Some(b) => {
-                        b.set_message(format!("coordinator unreachable, reconnecting ({why})"))
-                    }
-                    None => eprintln!("coordinator unreachable ({why}); reconnecting"),
+                    Some(b) => b.set_message(format!("waiting for the coordinator ({why})")),
+                    None => eprintln!("waiting for the coordinator ({why}); retrying"),
                 }
                 t
             }
         };
         if since.elapsed() > WATCH_PATIENCE {
             return Err(anyhow!(
-                "the coordinator has been unreachable for {} s ({why}); `fedchain job watch {id}` \
-                 resumes the watch once it is up again",
+                "the coordinator has not been ready for {} s ({why}); run the command again \
+                 (for job {id}) once it is",
                 WATCH_PATIENCE.as_secs()
             ));
         }
@@ -538,11 +536,17 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
         &std::fs::read_to_string(trust_path)
             .with_context(|| format!("cannot read {}", trust_path.display()))?,
     )?;
-    let mut stream = jobs(ch)
-        .download_model(pb::JobId { id })
-        .await
-        .map_err(status_err)?
-        .into_inner();
+    // Right after a job finishes, the checkpoint covering its model may still be collecting the
+    // hospitals' cosignatures (UNAVAILABLE): wait for it, as `job watch` waits out a restart.
+    let mut client = jobs(ch);
+    let mut outage = Outage::default();
+    let mut stream = loop {
+        match client.download_model(pb::JobId { id }).await {
+            Ok(s) => break s.into_inner(),
+            Err(e) if transient(&e) => outage.wait(id, e.message(), None).await?,
+            Err(e) => return Err(status_err(e)),
+        }
+    };
     let mut release = None;
     let mut file = Vec::new();
     while let Some(m) = stream.message().await.map_err(status_err)? {

@@ -537,9 +537,12 @@ impl Coordinator {
         let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
         let shared = self.shared.clone();
         let shutdown = async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = shared.halt.notified() => {}
+            let halted = tokio::select! {
+                () = shutdown => false,
+                () = shared.halt.notified() => true,
+            };
+            if !halted {
+                shared.await_cosigned(Duration::from_secs(5)).await;
             }
             // End the task and watch streams, which would otherwise hold the shutdown forever.
             shared.closing.store(true, Ordering::SeqCst);
@@ -606,6 +609,42 @@ impl Shared {
     /// A crash test's failpoint: see [`crate::failpoint`].
     fn fail_here(&self, name: &'static str, job: u64, round: u64) {
         failpoint::hit(&self.failpoint, name, job, round);
+    }
+
+    /// Whether `note` carries the cosignatures of a quorum of the consortium's hospitals (counted
+    /// by name; `add_cosignatures` verified every line before it was stored).
+    fn has_quorum(&self, note: &str) -> bool {
+        note::parse(note).is_ok_and(|n| {
+            n.signatures
+                .iter()
+                .filter(|sig| self.hospitals.contains_key(&sig.name))
+                .count()
+                >= self.quorum
+        })
+    }
+
+    /// On a clean stop: gives the hospitals up to `limit` to cosign the newest checkpoint, so that
+    /// the ledger left behind verifies as it is (the newest checkpoint carries its quorum).
+    async fn await_cosigned(&self, limit: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let pending = {
+                let st = self.lock();
+                st.checkpoint
+                    .as_ref()
+                    .filter(|(_, note)| !self.has_quorum(note))
+                    .map(|(size, _)| *size)
+            };
+            let Some(size) = pending else { return };
+            if started.elapsed() >= limit {
+                eprintln!(
+                    "fedchain coordinator: stopping with checkpoint {size} short of its quorum; \
+                     the hospitals cosign it when the coordinator is back"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn bump(&self) {

@@ -35,7 +35,9 @@ pub use builtin::Builtin;
 pub use dataset::{Dataset, Schema, TaskKind};
 pub use error::{DataError, Result};
 pub use loader::{load_csv, parse_csv};
-pub use partition::{partition, write_split, HospitalSummary, Partition, PartitionSummary, Scheme};
+pub use partition::{
+    partition, write_split, write_split_as, HospitalSummary, Partition, PartitionSummary, Scheme,
+};
 pub use split::train_test_split;
 pub use standardize::FeatureSums;
 pub use standardize::{Standardizer, TargetScale};

@@ -290,6 +290,9 @@ pub struct PartitionSummary {
 pub struct HospitalSummary {
     /// Hospital number, starting at 1 (as in `hospital-1.csv`).
     pub hospital: usize,
+    /// The file its rows were written to, when they were (`hospital-1.csv`, `oslo.csv`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub file: String,
     /// Number of rows.
     pub rows: usize,
     /// Rows per label bin, in the order of [`PartitionSummary::label_names`].
@@ -314,6 +317,7 @@ impl Partition {
                 }
                 HospitalSummary {
                     hospital: h + 1,
+                    file: String::new(),
                     rows: rows.len(),
                     label_histogram,
                 }
@@ -424,15 +428,47 @@ pub fn write_split(
     partition: &Partition,
     out_dir: &Path,
 ) -> Result<PartitionSummary> {
+    let names: Vec<String> = (1..=partition.hospitals.len())
+        .map(|k| format!("hospital-{k}"))
+        .collect();
+    write_split_as(ds, partition, out_dir, &names)
+}
+
+/// As [`write_split`], with each hospital's rows in `out_dir/<name>.csv`, the names in hospital
+/// order (one per hospital, each a plain file name).
+pub fn write_split_as(
+    ds: &Dataset,
+    partition: &Partition,
+    out_dir: &Path,
+    names: &[String],
+) -> Result<PartitionSummary> {
     partition.check(ds)?;
+    if names.len() != partition.hospitals.len() {
+        return Err(DataError::InvalidArgument(format!(
+            "{} names for {} hospitals",
+            names.len(),
+            partition.hospitals.len()
+        )));
+    }
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.'))
+    {
+        return Err(DataError::InvalidArgument(format!(
+            "{bad:?} cannot name a hospital's file"
+        )));
+    }
     std::fs::create_dir_all(out_dir).map_err(|source| DataError::Io {
         path: out_dir.to_path_buf(),
         source,
     })?;
-    for (h, part) in partition.datasets(ds).iter().enumerate() {
-        part.write_csv(&out_dir.join(format!("hospital-{}.csv", h + 1)))?;
+    for (part, name) in partition.datasets(ds).iter().zip(names) {
+        part.write_csv(&out_dir.join(format!("{name}.csv")))?;
     }
-    let summary = partition.summary(ds);
+    let mut summary = partition.summary(ds);
+    for (h, name) in summary.hospitals.iter_mut().zip(names) {
+        h.file = format!("{name}.csv");
+    }
     // Plain data (strings, integers, finite floats): serialization cannot fail.
     let json = serde_json::to_string_pretty(&summary).expect("a summary always serializes");
     let path = out_dir.join("summary.json");

@@ -118,24 +118,17 @@ impl JobService for Coordinator {
                 .ok_or_else(|| internal("a finished job without a finalized round"))?;
             // The latest checkpoint covering the record that a quorum of hospitals cosigned
             // already (the newest one may still be collecting cosignatures).
-            let cosigners = |note: &str| {
-                note::parse(note).map_or(0, |n| {
-                    n.signatures
-                        .iter()
-                        .filter(|sig| self.shared.hospitals.contains_key(&sig.name))
-                        .count()
-                })
-            };
             let (size, note) = st
                 .store
                 .checkpoints()
                 .map_err(internal)?
                 .into_iter()
-                .filter(|(size, note)| *size > index && cosigners(note) >= self.shared.quorum)
+                .filter(|(size, note)| *size > index && self.shared.has_quorum(note))
                 .max_by_key(|(size, _)| *size)
                 .ok_or_else(|| {
                     Status::unavailable(
-                        "no checkpoint covering the final model is cosigned by a quorum of                          hospitals yet; retry in a few seconds",
+                        "no checkpoint covering the final model is cosigned by a quorum of hospitals \
+                         yet; retry in a few seconds",
                     )
                 })?;
             let (_, record) = st.store.record(index).map_err(internal)?;

@@ -160,3 +160,61 @@ fn data_list_names_the_bundled_datasets() {
         .collect();
     assert_eq!(names, ["breast-cancer", "diabetes", "digits"]);
 }
+
+/// `--names` writes each hospital's rows to its own name, says which file is whose, and refuses
+/// names that disagree with `--hospitals` or that no party could have.
+#[test]
+fn split_names_the_files_after_the_hospitals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exports");
+    let text = ok_stdout(&fedchain(&[
+        "data",
+        "split",
+        "--dataset",
+        "diabetes",
+        "--names",
+        "oslo,bergen,tromso",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    for name in ["oslo", "bergen", "tromso"] {
+        assert!(out.join(format!("{name}.csv")).exists(), "{text}");
+        assert!(text.contains(&format!("for hospital {name}")), "{text}");
+    }
+    assert!(!out.join("hospital-1.csv").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["hospitals"][1]["file"], "bergen.csv");
+
+    let other = dir.path().join("other");
+    let err = failed_stderr(
+        &fedchain(&[
+            "data",
+            "split",
+            "--dataset",
+            "diabetes",
+            "--hospitals",
+            "2",
+            "--names",
+            "a,b,c",
+            "--out",
+            other.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(err.contains("--names lists 3 names"), "{err}");
+    let err = failed_stderr(
+        &fedchain(&[
+            "data",
+            "split",
+            "--dataset",
+            "diabetes",
+            "--names",
+            "Oslo,../x",
+            "--out",
+            other.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(err.contains("invalid party name"), "{err}");
+}

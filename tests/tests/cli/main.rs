@@ -11,5 +11,6 @@ mod job;
 mod keys;
 mod link;
 mod operator;
+mod readme;
 mod replay;
 mod train;

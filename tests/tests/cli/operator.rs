@@ -54,6 +54,22 @@ fn clients_check_the_coordinators_certificate_against_the_urls_host() {
         "the certificate does not name localhost: {err}"
     );
 
+    // Auditing the live ledger folder says how to do it instead (sled lets one process in).
+    let out = fedchain(&[
+        "audit",
+        "verify",
+        "--ledger",
+        s(&layout.ledger()),
+        "--trust",
+        s(&layout.audra().join("trust.txt")),
+    ]);
+    let err = failed_stderr(&out, 1);
+    assert!(
+        err.contains("a running coordinator holds this ledger folder")
+            && err.contains("fedchain audit replay --coordinator"),
+        "{err}"
+    );
+
     // A worker dialing the IP connects too.
     std::fs::create_dir_all(dir.join("data")).unwrap();
     std::fs::write(layout.data("h1"), "a,b\n1,2\n").unwrap();
