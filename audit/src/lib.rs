@@ -1,6 +1,6 @@
 //! What an auditor and a researcher check, trusting only the consortium's public files.
 //!
-//! - [`replay`]: re-derive every round from a ledger folder: signatures, aggregates, decryption
+//! - [`replay`](mod@replay): re-derive every round from a ledger folder: signatures, aggregates, decryption
 //!   share proofs, recombination, FedAvg, model digests, credits, evaluations. Independent of the
 //!   coordinator's round machine: it shares only the rules of `fedchain-protocol`.
 //! - [`mirror`](mirror::mirror): copy a running coordinator's ledger over its ledger service,

@@ -28,7 +28,7 @@
 mod error;
 mod files;
 pub mod folder;
-mod init;
+pub mod init;
 pub mod party;
 pub mod revocation;
 pub mod tls;

@@ -33,7 +33,7 @@
 //! - **Decrypting** ([`Round::submit_share`]): hospitals decrypt the aggregate only, bound to
 //!   [`decryption_context`]`(job, round, aggregate digest)`. Key shares belong to every hospital of
 //!   the consortium, not just this round's participants, so any enrolled hospital's share is
-//!   accepted. Each enrolled hospital carries its key share index ([`Enrolled::party`], from the
+//!   accepted. Each enrolled hospital carries its key share index ([`Enrolled::share_index`], from the
 //!   consortium), and a share must carry its sender's index. Each share is
 //!   checked on arrival ([`threshold::verify_share`]; the service may run that check away from the
 //!   round with [`Round::share_check`], and the verdict counts only for the same bytes against the

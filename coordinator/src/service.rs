@@ -3,7 +3,7 @@
 //!
 //! One state behind a mutex holds the ledger [`Store`] (sled) and every job. Handlers check
 //! the caller's role and name from its certificate ([`fedchain_consortium::tls::caller`]), read streamed bytes
-//! outside the lock, then take the lock, let the job and its [`Round`] decide, append the
+//! outside the lock, then take the lock, let the job and its [`Round`](crate::round::Round) decide, append the
 //! resulting entries, and bump a version counter. Long-lived streams (a hospital's tasks, a
 //! researcher's watch) wake on that counter and send what changed, so the coordinator never dials
 //! anybody. A driver task wakes every 100 ms for deadlines.

@@ -1,9 +1,9 @@
-//! Helpers shared by the end-to-end tests: find and run the real `fedchain` binary.
+//! Find and run the real `fedchain` binary.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The `fedchain` binary of this build (target/<profile>/fedchain, next to this test's deps/).
+/// The `fedchain` binary of this build (`target/<profile>/fedchain`, next to this test's `deps/`).
 pub fn fedchain_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
