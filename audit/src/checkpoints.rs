@@ -11,6 +11,10 @@ use tonic::transport::Channel;
 
 use crate::error::{rpc, AuditError};
 
+/// Most checkpoints an auditor reads from one coordinator: a bound on what a hostile service can
+/// make it hold (a checkpoint per finalized round for a thousand years of daily rounds is fewer).
+pub const MAX_CHECKPOINTS: usize = 1_000_000;
+
 /// One signed checkpoint, as checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckpointView {
@@ -97,10 +101,21 @@ fn check_strict(notes: &[String], trust: &Trust) -> Vec<CheckpointView> {
         .collect()
 }
 
-/// The checkpoints stored in a ledger folder, checked.
+/// The checkpoints stored in a ledger folder, checked, each against the folder's records too:
+/// a signed root the records do not reproduce is a failure.
 pub fn of_store(store: &Store, trust: &Trust) -> Result<Vec<CheckpointView>, AuditError> {
     let notes: Vec<String> = store.checkpoints()?.into_iter().map(|(_, n)| n).collect();
-    Ok(check(&notes, trust, false))
+    let mut views = check(&notes, trust, false);
+    for (view, text) in views.iter_mut().zip(&notes) {
+        let Ok(cp) = note::checkpoint_in(text) else {
+            continue;
+        };
+        if let Err(e) = store.reproduces(&cp) {
+            view.ok = false;
+            view.problem = Some(e.to_string());
+        }
+    }
+    Ok(views)
 }
 
 /// Every checkpoint a coordinator's ledger service lists, page by page, checked.
@@ -111,6 +126,11 @@ pub async fn of_service(
     let mut notes = Vec::new();
     let mut after = 0;
     loop {
+        if notes.len() > MAX_CHECKPOINTS {
+            return Err(crate::error::untrusted(format!(
+                "the coordinator lists more than {MAX_CHECKPOINTS} checkpoints"
+            )));
+        }
         let page = client
             .list_checkpoints(pb::ListCheckpointsRequest { after })
             .await

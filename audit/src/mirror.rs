@@ -51,6 +51,12 @@ pub async fn mirror(
     let mut notes = Vec::new();
     let mut after = 0;
     loop {
+        if notes.len() > crate::checkpoints::MAX_CHECKPOINTS {
+            return Err(untrusted(format!(
+                "the coordinator lists more than {} checkpoints",
+                crate::checkpoints::MAX_CHECKPOINTS
+            )));
+        }
         let page = client
             .list_checkpoints(pb::ListCheckpointsRequest { after })
             .await
@@ -82,62 +88,73 @@ pub async fn mirror(
             into.display()
         )));
     }
-    let mut records = client
-        .get_records(pb::RecordRange {
-            start: 0,
-            end: cp.size,
-        })
-        .await
-        .map_err(rpc("GetRecords"))?
-        .into_inner();
     let mut blobs = 0;
-    while let Some(entry) = records.message().await.map_err(rpc("GetRecords"))? {
-        if entry.index != store.len() {
-            return Err(untrusted(format!(
-                "record {} arrived out of order (expected {})",
-                entry.index,
-                store.len()
-            )));
-        }
-        let record = Record::decode(&entry.record)
-            .map_err(|e| untrusted(format!("record {} is not canonical: {e}", entry.index)))?;
-        for digest in blobs_of(&record.body) {
-            let mut stream = client
-                .get_blob(pb::Digest {
-                    sha256: digest.to_vec(),
-                })
-                .await
-                .map_err(rpc("GetBlob"))?
-                .into_inner();
-            let mut bytes = Vec::new();
-            while let Some(c) = stream.message().await.map_err(rpc("GetBlob"))? {
-                bytes.extend_from_slice(&c.data);
-                if bytes.len() as u64 > fedchain_proto::limits::MAX_STREAM_BYTES {
+    // The service streams a bounded number of records per call: ask again from where it stopped.
+    while store.len() < cp.size {
+        let before = store.len();
+        let mut records = client
+            .get_records(pb::RecordRange {
+                start: before,
+                end: cp.size,
+            })
+            .await
+            .map_err(rpc("GetRecords"))?
+            .into_inner();
+        while let Some(entry) = records.message().await.map_err(rpc("GetRecords"))? {
+            if entry.index != store.len() {
+                return Err(untrusted(format!(
+                    "record {} arrived out of order (expected {})",
+                    entry.index,
+                    store.len()
+                )));
+            }
+            let record = Record::decode(&entry.record)
+                .map_err(|e| untrusted(format!("record {} is not canonical: {e}", entry.index)))?;
+            for digest in blobs_of(&record.body) {
+                let mut stream = client
+                    .get_blob(pb::Digest {
+                        sha256: digest.to_vec(),
+                    })
+                    .await
+                    .map_err(rpc("GetBlob"))?
+                    .into_inner();
+                let mut bytes = Vec::new();
+                while let Some(c) = stream.message().await.map_err(rpc("GetBlob"))? {
+                    bytes.extend_from_slice(&c.data);
+                    if bytes.len() as u64 > fedchain_proto::limits::MAX_STREAM_BYTES {
+                        return Err(untrusted(format!(
+                            "blob {} is larger than the protocol allows",
+                            hex::encode(digest)
+                        )));
+                    }
+                }
+                if sha256(&bytes) != digest {
                     return Err(untrusted(format!(
-                        "blob {} is larger than the protocol allows",
+                        "blob {} does not match its digest",
                         hex::encode(digest)
                     )));
                 }
+                store.put_blob(&bytes)?;
+                blobs += 1;
             }
-            if sha256(&bytes) != digest {
+            let appended = store.append_all(vec![Entry {
+                time_ms: record.time_ms,
+                actor: record.actor.clone(),
+                outcome: record.outcome,
+                body: record.body.clone(),
+            }])?;
+            if appended[0].encode()? != entry.record {
                 return Err(untrusted(format!(
-                    "blob {} does not match its digest",
-                    hex::encode(digest)
+                    "record {} does not re-encode to the bytes served",
+                    entry.index
                 )));
             }
-            store.put_blob(&bytes)?;
-            blobs += 1;
         }
-        let appended = store.append_all(vec![Entry {
-            time_ms: record.time_ms,
-            actor: record.actor.clone(),
-            outcome: record.outcome,
-            body: record.body.clone(),
-        }])?;
-        if appended[0].encode()? != entry.record {
+        if store.len() == before {
             return Err(untrusted(format!(
-                "record {} does not re-encode to the bytes served",
-                entry.index
+                "the coordinator served no records from {before} on, though its checkpoint \
+                 covers {}",
+                cp.size
             )));
         }
     }

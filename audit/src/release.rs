@@ -42,12 +42,21 @@ fn digest(d: &Option<pb::Digest>) -> Result<Hash, AuditError> {
 }
 
 /// Checks the release `r` of job `job` and the model `file` that came with it against `trust`.
+/// `round`: the round whose model was asked for (the job's last, for its final model), which the
+/// release must be; a coordinator must not pass off an earlier round's model as the final one.
 pub fn verify_release(
     job: u64,
+    round: u64,
     r: &pb::ModelRelease,
     file: &[u8],
     trust: &Trust,
 ) -> Result<VerifiedRelease, AuditError> {
+    if r.round != round {
+        return Err(untrusted(format!(
+            "the release is round {}'s model, not round {round}'s",
+            r.round
+        )));
+    }
     if sha256(file) != digest(&r.file)? || file.len() as u64 != r.file_bytes {
         return Err(untrusted(
             "the downloaded file does not match the digest and length the release announced",

@@ -200,7 +200,9 @@ impl LedgerService for FakeLedger {
     ) -> Result<Response<Self::GetRecordsStream>, Status> {
         let r = req.into_inner();
         let store = self.store.lock().unwrap();
-        let mut out: Vec<pb::RecordEntry> = (r.start..r.end)
+        // A few records per call, as the real service bounds each call: the client asks again.
+        let end = r.end.min(r.start + 3);
+        let mut out: Vec<pb::RecordEntry> = (r.start..end)
             .map(|index| pb::RecordEntry {
                 index,
                 record: store.record(index).unwrap().1,
@@ -392,13 +394,13 @@ fn a_release_verifies_only_as_the_hospitals_committed_to_it() {
     let mut store = Store::open(tmp.path(), ORIGIN).unwrap();
     let built = build(&mut store);
     let good = release(&store, &built);
-    let v = verify_release(1, &good, &built.model_file, &trust(2)).unwrap();
+    let v = verify_release(1, 1, &good, &built.model_file, &trust(2)).unwrap();
     assert_eq!(v.round, 1);
     assert_eq!(v.record_index, built.finalized);
     assert_eq!(v.cosigned_by, ["h1", "h2"]);
 
     let refused = |r: &pb::ModelRelease, file: &[u8], quorum: usize| {
-        verify_release(1, r, file, &trust(quorum))
+        verify_release(1, 1, r, file, &trust(quorum))
             .expect_err("must be refused")
             .to_string()
     };
@@ -407,7 +409,12 @@ fn a_release_verifies_only_as_the_hospitals_committed_to_it() {
     *other.last_mut().unwrap() ^= 1;
     assert!(refused(&good, &other, 2).contains("does not match the digest"));
     // Another job's release.
-    assert!(verify_release(2, &good, &built.model_file, &trust(2))
+    // An earlier round's model passed off as the one asked for.
+    assert!(verify_release(1, 2, &good, &built.model_file, &trust(2))
+        .unwrap_err()
+        .to_string()
+        .contains("not round 2's"));
+    assert!(verify_release(2, 1, &good, &built.model_file, &trust(2))
         .unwrap_err()
         .to_string()
         .contains("does not finalize this model for job 2"));

@@ -539,6 +539,13 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
     // Right after a job finishes, the checkpoint covering its model may still be collecting the
     // hospitals' cosignatures (UNAVAILABLE): wait for it, as `job watch` waits out a restart.
     let mut client = jobs(ch);
+    // The model asked for is the job's last round's, which the release must be.
+    let last = client
+        .get_job(pb::JobId { id })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .rounds;
     let mut outage = Outage::default();
     let mut stream = loop {
         match client.download_model(pb::JobId { id }).await {
@@ -562,7 +569,7 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
         }
     }
     let r = release.ok_or_else(|| anyhow!("the coordinator sent no release header"))?;
-    let v = fedchain_audit::verify_release(id, &r, &file, &trust)
+    let v = fedchain_audit::verify_release(id, u64::from(last), &r, &file, &trust)
         .context("the release does not verify; nothing was written")?;
     let tmp = out.with_extension("partial");
     std::fs::write(&tmp, &file)

@@ -192,6 +192,14 @@ pub enum JobError {
         /// The round.
         round: u64,
     },
+    /// The job has finished or failed: nothing more is accepted for it.
+    #[error("job {job} has {state}; nothing more is accepted for it")]
+    Ended {
+        /// The job.
+        job: u64,
+        /// Its state.
+        state: &'static str,
+    },
     /// A share of another aggregate.
     #[error("the share names another aggregate than this round's")]
     OtherAggregate,
@@ -851,6 +859,13 @@ impl Job {
         }))
     }
 
+    fn ended(&self) -> JobError {
+        JobError::Ended {
+            job: self.id,
+            state: self.state_name(),
+        }
+    }
+
     /// The lowercase name of the job's state, for messages.
     pub fn state_name(&self) -> &'static str {
         match self.phase {
@@ -884,6 +899,9 @@ impl Job {
             signature,
             ciphertexts,
         } = sub;
+        if self.terminal() {
+            return (Writes::default(), Err(self.ended()));
+        }
         if self.round_no != round {
             let why = format!("job {} is in round {}, not {round}", self.id, self.round_no);
             return (Writes::default(), Err(JobError::WrongRound(why)));
@@ -930,6 +948,11 @@ impl Job {
             bytes,
             checked,
         } = share;
+        // A backup share that arrives after the job ended (at a share deadline, say) must not
+        // finalize a round of a failed job.
+        if self.terminal() {
+            return (Writes::default(), Err(self.ended()));
+        }
         let decrypted = round < self.round_no
             || (round == self.round_no
                 && self
@@ -1158,6 +1181,18 @@ impl Job {
             _ => {}
         }
         Ok(())
+    }
+
+    /// After a restore: the end of a job that restore decided (a round that could not open again)
+    /// but that the ledger does not hold yet, to be written now.
+    pub fn unrecorded_end(&self, now: u64, env: &JobEnv<'_>) -> Option<Writes> {
+        if self.finished_record.is_some() {
+            return None;
+        }
+        match self.phase {
+            JobPhase::Failed => Some(self.end(JobStatus::Failed, self.reason.clone(), now, env)),
+            _ => None,
+        }
     }
 
     /// After a restore: fresh deadlines for whatever is in progress, counted from `back`, when

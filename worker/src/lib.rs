@@ -10,6 +10,7 @@
 //! digests and aggregate metrics do. Nothing here returns rows, only parameters and metrics.
 #![deny(missing_docs)]
 
+pub mod commitments;
 pub mod node;
 
 use fedchain_datasets::{train_test_split, DataError, Dataset, Standardizer};

@@ -23,7 +23,10 @@
 //! Tasks are idempotent, and the coordinator sends each one once per task stream: after a
 //! reconnect it resends what its ledger still has pending. A task this worker completed before
 //! is done again, because being asked again means the coordinator lost the result (a restart
-//! from a ledger that misses it); skipping it would leave the round without this hospital.
+//! from a ledger that misses it); skipping it would leave the round without this hospital. But
+//! only on the same input: the aggregate decrypted and the model trained in each round are kept
+//! ([`crate::commitments`], fsynced before the answer leaves), and a second, different one in the
+//! same round is refused, since two answers could be subtracted to expose a hospital's update.
 //!
 //! Each task stream opens with the newest checkpoint this hospital cosigned, so that a
 //! coordinator whose ledger lost it stops (`DATA_LOSS`) instead of forking the log.
@@ -59,6 +62,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::commitments::{Act, Commitments};
 use crate::{evaluate_global, local_round, LocalData};
 
 /// A worker's settings (TOML). Tools that write one serialize this type (`toml::to_string`), so
@@ -159,6 +163,8 @@ pub struct Node {
     connections: u64,
     /// How to reach the coordinator when not by its URL.
     dial: Option<Dial>,
+    /// The aggregates decrypted and models trained, per job and round (see [`Commitments`]).
+    commitments: Commitments,
 }
 
 /// Connects an endpoint (TLS and timeouts set) some other way than by dialing its URL.
@@ -189,6 +195,7 @@ impl Node {
             .map_err(|e| setup(format!("cannot create the state folder: {e}")))?;
         let witness =
             Witness::open(identity.clone(), log, &cfg.state.join("witness.txt")).map_err(setup)?;
+        let commitments = Commitments::open(&cfg.state.join("commitments.txt")).map_err(setup)?;
         let choice: DeviceChoice = cfg.device.parse().map_err(setup)?;
         let device = pick_device(choice).map_err(setup)?;
         if !(cfg.test_fraction > 0.0 && cfg.test_fraction < 1.0) {
@@ -209,6 +216,7 @@ impl Node {
             rng: ChaCha20Rng::from_os_rng(),
             connections: 0,
             dial: None,
+            commitments,
         })
     }
 
@@ -553,6 +561,9 @@ impl Node {
                 None => return Err("the task carries no model".into()),
             };
             let global = check_model(&file, &t.model, &model_spec)?;
+            // One round, one starting model: written before the update leaves.
+            self.commitments
+                .commit(Act::Train, t.job, t.round, ModelDigest::of(&global).0)?;
             let device = self.device;
             let config = TrainConfig {
                 epochs: spec.local_epochs as usize,
@@ -708,6 +719,13 @@ impl Node {
         }
         match self.rebuild(client, &d, aggregate_digest).await {
             Ok(cts) => {
+                // Once per round, whatever the coordinator asks: written before the share leaves.
+                if let Err(why) =
+                    self.commitments
+                        .commit(Act::Decrypt, d.job, d.round, aggregate_digest)
+                {
+                    return self.refuse(client, &d, why).await;
+                }
                 let (pk, share, rng) = (&self.pk, &self.share, &mut self.rng);
                 let share =
                     tokio::task::block_in_place(|| partial_decrypt(pk, share, &cts, &context, rng))

@@ -485,9 +485,13 @@ impl TrainingService for Coordinator {
             )));
         }
         let text = merged.encode();
+        s.refuse_if_halted()?;
         st.store
             .add_cosignatures(&text, &s.known)
-            .map_err(|e| Status::invalid_argument(format!("cosignature refused: {e}")))?;
+            .map_err(|e| match e {
+                LedgerError::Storage(_) | LedgerError::Io { .. } => s.storage_failed(e),
+                e => Status::invalid_argument(format!("cosignature refused: {e}")),
+            })?;
         if let Some((size, note)) = st.checkpoint.as_mut() {
             if *size == cp.size {
                 *note = text;

@@ -74,12 +74,20 @@ impl Shared {
     }
 
     /// A write to the ledger failed: stops, naming the folder and the cause, and returns the
-    /// status for the request that was being answered (it was not acknowledged).
-    pub(super) fn storage_failed(&self, e: impl std::fmt::Display) -> Status {
-        let why = format!(
-            "writing the ledger in {} failed: {e}",
-            self.config.state.display()
-        );
+    /// status for the request that was being answered (it was not acknowledged). The store
+    /// refusing what the coordinator produced (a credit invariant, an encoding) is a bug, not the
+    /// disk: it stops the same way, and says which.
+    pub(super) fn storage_failed(&self, e: LedgerError) -> Status {
+        let why = match &e {
+            LedgerError::Storage(_) | LedgerError::Io { .. } => format!(
+                "writing the ledger in {} failed: {e}",
+                self.config.state.display()
+            ),
+            _ => format!(
+                "the ledger in {} refused what the coordinator produced, a bug to report: {e}",
+                self.config.state.display()
+            ),
+        };
         if self.halted().is_none() {
             eprintln!(
                 "fedchain coordinator: STORAGE ERROR: {why}\n\

@@ -14,6 +14,7 @@ pub(super) fn job_status(e: &JobError) -> Status {
         | JobError::CannotFund { .. }
         | JobError::WrongRound(_)
         | JobError::AlreadyDecrypted { .. }
+        | JobError::Ended { .. }
         | JobError::NoModelToEvaluate { .. }
         | JobError::OtherModel { .. } => Status::failed_precondition(msg),
         JobError::OtherIdentity { .. } => Status::already_exists(msg),
@@ -47,6 +48,7 @@ impl Shared {
         round: u64,
         writes: Writes,
     ) -> SResult<Vec<u64>> {
+        self.refuse_if_halted()?;
         for blob in &writes.blobs {
             st.store
                 .put_blob(blob)
@@ -126,6 +128,18 @@ impl Shared {
                 .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
             j.restore(i, t, &record.body, blob.as_deref(), share_index, &env)
                 .map_err(|e| broken(i, e.to_string()))?;
+        }
+        // What restore decided but the ledger does not hold yet (a round that cannot open again
+        // fails its job): written now, so the job's credits are released and its end recorded.
+        let ids: Vec<u64> = st.jobs.keys().copied().collect();
+        for id in ids {
+            let State { store, jobs, .. } = &mut *st;
+            let env = self.env(store);
+            let end = jobs.get(&id).and_then(|j| j.unrecorded_end(now, &env));
+            if let Some(writes) = end {
+                self.apply(st, id, 0, writes)
+                    .map_err(|s| ServiceError::Folder(format!("job {id}: {}", s.message())))?;
+            }
         }
         // Fresh deadlines for whatever is in progress, counted from when the workers can be back
         // (their longest reconnection backoff, with a margin).

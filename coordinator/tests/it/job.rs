@@ -477,7 +477,46 @@ fn a_job_short_of_hospitals_fails_at_its_deadline_and_gives_the_money_back() {
     assert!(job.step(999, &ledger.env()).unwrap().is_none());
     let w = job.step(1_000, &ledger.env()).unwrap().expect("fails");
     assert!(w.checkpoint);
+    // Until its JobFinished is on the ledger, a restored job that decided to fail says so again
+    // (the service writes it after restoring); once recorded, not.
+    let again = job
+        .unrecorded_end(1_000, &ledger.env())
+        .expect("not recorded yet");
+    assert_eq!(again.entries.len(), w.entries.len());
     ledger.commit(&mut job, w, 1_000);
+    assert!(job.unrecorded_end(1_000, &ledger.env()).is_none());
+    // A failed job takes nothing more: no late submission, no late share.
+    let (w, r) = job.submit(
+        1_001,
+        Submission {
+            hospital: "h1",
+            round: 0,
+            bytes: b"x",
+            digest: sha256(b"x"),
+            signature: [0; 64],
+            ciphertexts: 1,
+        },
+    );
+    assert!(
+        matches!(r, Err(JobError::Ended { .. })) && w.entries.is_empty(),
+        "{r:?}"
+    );
+    let (w, r) = job.submit_share(
+        1_001,
+        ShareSubmission {
+            hospital: "h1",
+            round: 0,
+            aggregate: None,
+            share_index: 1,
+            bytes: b"late",
+            checked: None,
+        },
+        &ledger.credits.clone(),
+    );
+    assert!(
+        matches!(r, Err(JobError::Ended { .. })) && w.entries.is_empty(),
+        "{r:?}"
+    );
     assert_eq!(job.phase, JobPhase::Failed);
     assert!(
         job.reason.contains("only 1 hospitals enrolled"),

@@ -2,7 +2,9 @@
 //! the coordinator's certificate): it offers a job, then asks the hospital to decrypt an
 //! "aggregate" of a single contributor, which would reveal that hospital's update. The worker
 //! must refuse, say so on the refusal RPC (which a real coordinator records on the ledger), and
-//! never send a decryption share.
+//! never send a decryption share. And a subtler one: it asks for the decryption of a genuine
+//! aggregate of all three hospitals, then of two of them in the same round; subtracting the two
+//! would give the third hospital's update, so the worker decrypts the first and refuses the second.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,10 @@ struct Dishonest {
     spec: pb::JobSpec,
     pk: Vec<u8>,
     seen: Arc<Mutex<Seen>>,
+    /// The decryption tasks to send after the offer.
+    decrypts: Vec<pb::Task>,
+    /// What each FetchRound call serves, in order.
+    bundles: Mutex<std::collections::VecDeque<Vec<pb::RoundBundle>>>,
 }
 
 fn unimplemented<T>() -> Result<T, Status> {
@@ -66,7 +72,6 @@ impl TrainingService for Dishonest {
         &self,
         _: Request<pb::TaskRequest>,
     ) -> Result<Response<Self::TasksStream>, Status> {
-        let aggregate = [42u8; 32];
         let offer = pb::Task {
             kind: Some(pb::task::Kind::Offer(pb::JobOffer {
                 job: 1,
@@ -77,19 +82,10 @@ impl TrainingService for Dishonest {
                 deposit: 0,
             })),
         };
-        let decrypt = pb::Task {
-            kind: Some(pb::task::Kind::Decrypt(pb::DecryptTask {
-                job: 1,
-                round: 1,
-                aggregate: Some(pb::Digest {
-                    sha256: aggregate.to_vec(),
-                }),
-                contributors: vec!["h1".into()],
-                context: decryption_context(1, 1, &aggregate),
-            })),
-        };
-        // Keep the stream open after the two tasks, as a coordinator does.
-        let s = tokio_stream::iter(vec![Ok(offer), Ok(decrypt)]).chain(tokio_stream::pending());
+        let mut tasks = vec![Ok(offer)];
+        tasks.extend(self.decrypts.iter().cloned().map(Ok));
+        // Keep the stream open after the tasks, as a coordinator does.
+        let s = tokio_stream::iter(tasks).chain(tokio_stream::pending());
         Ok(Response::new(Box::pin(s)))
     }
 
@@ -111,7 +107,12 @@ impl TrainingService for Dishonest {
         &self,
         _: Request<pb::RoundRef>,
     ) -> Result<Response<Self::FetchRoundStream>, Status> {
-        unimplemented()
+        match self.bundles.lock().unwrap().pop_front() {
+            Some(bundle) => Ok(Response::new(Box::pin(tokio_stream::iter(
+                bundle.into_iter().map(Ok),
+            )))),
+            None => unimplemented(),
+        }
     }
     async fn submit_decryption_share(
         &self,
@@ -178,10 +179,64 @@ fn spec() -> pb::JobSpec {
     }
 }
 
-#[test]
-fn a_hospital_refuses_to_decrypt_a_single_contribution() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// A consortium (512-bit key: the size does not matter here) and h1's worker, against a stand-in
+/// coordinator that sends `decrypts` after the offer and serves `bundles`; returns what it saw
+/// once `done` holds.
+fn run_against(
+    c: &std::path::Path,
+    dir: &std::path::Path,
+    decrypts: Vec<pb::Task>,
+    bundles: Vec<Vec<pb::RoundBundle>>,
+    done: impl Fn(&Seen) -> bool,
+) -> Arc<Mutex<Seen>> {
+    let pk = PublicKey::load(&c.join("hospitals/h1/public.key")).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = Dishonest {
+        spec: spec(),
+        pk: pk.to_bytes(),
+        seen: seen.clone(),
+        decrypts,
+        bundles: Mutex::new(bundles.into()),
+    };
+    let tls = server_tls(&c.join("coordinator")).unwrap();
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(TrainingServiceServer::new(service))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let layout = fedchain_tests::Layout::new(dir);
+    layout.write_toml(
+        "h1.toml",
+        &layout.worker_config("h1", &format!("https://{addr}")),
+    );
+    let _worker = Procs(vec![spawn(
+        &["worker", "--config", s(&dir.join("h1.toml"))],
+        &dir.join("h1.log"),
+    )]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&seen.lock().unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not get there; its log:\n{}",
+            std::fs::read_to_string(dir.join("h1.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(rt);
+    seen
+}
+
+fn provision(dir: &std::path::Path) -> std::path::PathBuf {
     let c = dir.join("c");
     ok_stdout(&fedchain(&[
         "consortium",
@@ -205,47 +260,35 @@ fn a_hospital_refuses_to_decrypt_a_single_contribution() {
         "--out",
         s(&dir.join("data")),
     ]));
-    let pk = PublicKey::load(&c.join("hospitals/h1/public.key")).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = Dishonest {
-        spec: spec(),
-        pk: pk.to_bytes(),
-        seen: seen.clone(),
-    };
-    let tls = server_tls(&c.join("coordinator")).unwrap();
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(TrainingServiceServer::new(service))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let layout = fedchain_tests::Layout::new(dir);
-    layout.write_toml(
-        "h1.toml",
-        &layout.worker_config("h1", &format!("https://{addr}")),
-    );
-    let _worker = Procs(vec![spawn(
-        &["worker", "--config", s(&dir.join("h1.toml"))],
-        &dir.join("h1.log"),
-    )]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().unwrap().refusals.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no refusal; worker log:\n{}",
-            std::fs::read_to_string(dir.join("h1.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    c
+}
+
+fn decrypt_task(aggregate: [u8; 32], contributors: &[&str]) -> pb::Task {
+    pb::Task {
+        kind: Some(pb::task::Kind::Decrypt(pb::DecryptTask {
+            job: 1,
+            round: 1,
+            aggregate: Some(pb::Digest {
+                sha256: aggregate.to_vec(),
+            }),
+            contributors: contributors.iter().map(|h| h.to_string()).collect(),
+            context: decryption_context(1, 1, &aggregate),
+        })),
     }
-    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn a_hospital_refuses_to_decrypt_a_single_contribution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = provision(dir);
+    let seen = run_against(
+        &c,
+        dir,
+        vec![decrypt_task([42; 32], &["h1"])],
+        Vec::new(),
+        |seen| !seen.refusals.is_empty(),
+    );
     let seen = seen.lock().unwrap();
     assert!(seen.enrolled);
     assert_eq!(
@@ -259,4 +302,127 @@ fn a_hospital_refuses_to_decrypt_a_single_contribution() {
     );
     let log = std::fs::read_to_string(dir.join("h1.log")).unwrap();
     assert!(log.contains("REFUSED to decrypt"), "{log}");
+}
+
+/// Genuine, signed submissions of the three hospitals for round 1, and the bundle a coordinator
+/// serves for the aggregate of `which` of them, with that aggregate's digest.
+fn bundle(
+    c: &std::path::Path,
+    submissions: &[(String, Vec<u8>, [u8; 64], u32)],
+    which: &[&str],
+) -> (Vec<pb::RoundBundle>, [u8; 32]) {
+    use fedchain_crypto::aggregate::aggregate;
+    use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts};
+    use pb::round_bundle::Part;
+    let pk = PublicKey::load(&c.join("hospitals/h1/public.key")).unwrap();
+    let mut out = Vec::new();
+    let mut vectors = Vec::new();
+    let mut n = 0;
+    for (h, bytes, signature, count) in submissions.iter().filter(|s| which.contains(&s.0.as_str()))
+    {
+        out.push(pb::RoundBundle {
+            part: Some(Part::Submission(pb::Submission {
+                job: 1,
+                round: 1,
+                hospital: h.clone(),
+                ciphertexts: *count,
+                total_bytes: bytes.len() as u64,
+                ciphertext_digest: Some(pb::Digest {
+                    sha256: sha256(bytes).to_vec(),
+                }),
+                signature: signature.to_vec(),
+            })),
+        });
+        out.push(pb::RoundBundle {
+            part: Some(Part::Chunk(bytes.clone())),
+        });
+        vectors.push(decode_ciphertexts(&pk, bytes, None).unwrap());
+        n = *count;
+    }
+    let agg = aggregate(&pk, &vectors).unwrap();
+    let digest = sha256(&encode_ciphertexts(&pk, &agg));
+    out.push(pb::RoundBundle {
+        part: Some(Part::Aggregate(pb::Aggregate {
+            job: 1,
+            round: 1,
+            contributors: which.iter().map(|h| h.to_string()).collect(),
+            digest: Some(pb::Digest {
+                sha256: digest.to_vec(),
+            }),
+            ciphertexts: n,
+            record_index: 0,
+        })),
+    });
+    (out, digest)
+}
+
+#[test]
+fn a_hospital_decrypts_one_aggregate_per_round_so_two_cannot_be_subtracted() {
+    use fedchain_crypto::djn::{encode_ciphertexts, EncryptionTable};
+    use fedchain_crypto::quantize::Rounding;
+    use fedchain_ledger::note::NoteSigner;
+    use fedchain_ledger::record::Body;
+    use rand::SeedableRng;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let c = provision(dir);
+    let pk = PublicKey::load(&c.join("hospitals/h1/public.key")).unwrap();
+    let valid = fedchain_protocol::validate(&spec()).unwrap();
+    let codec = fedchain_protocol::RoundPlan::new(&valid, 1, 300)
+        .codec(&pk)
+        .unwrap();
+    let table = EncryptionTable::new(&pk);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    let len = fedchain_models::num_parameters(&valid.model);
+    let submissions: Vec<(String, Vec<u8>, [u8; 64], u32)> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| {
+            let update = vec![0.01f32; len];
+            let enc = codec
+                .encrypt(&table, &update, 100, Rounding::Nearest, &mut rng)
+                .unwrap();
+            let bytes = encode_ciphertexts(&pk, &enc.ciphertexts);
+            let id = NoteSigner::from_skey(
+                std::fs::read_to_string(c.join(format!("hospitals/{h}/identity.skey")))
+                    .unwrap()
+                    .trim(),
+            )
+            .unwrap();
+            let signature = id.sign_message(&Body::submission_message(1, 1, h, &sha256(&bytes)));
+            (
+                h.to_string(),
+                bytes,
+                signature,
+                enc.ciphertexts.len() as u32,
+            )
+        })
+        .collect();
+    let (all, all_digest) = bundle(&c, &submissions, &["h1", "h2", "h3"]);
+    let (two, two_digest) = bundle(&c, &submissions, &["h1", "h2"]);
+    let seen = run_against(
+        &c,
+        dir,
+        vec![
+            decrypt_task(all_digest, &["h1", "h2", "h3"]),
+            decrypt_task(two_digest, &["h1", "h2"]),
+        ],
+        vec![all, two],
+        |seen| seen.shares + seen.refusals.len() >= 2,
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.shares, 1,
+        "the first aggregate is decrypted: {:?}",
+        seen.refusals
+    );
+    assert_eq!(seen.refusals.len(), 1);
+    assert!(
+        seen.refusals[0].contains("another aggregate"),
+        "{:?}",
+        seen.refusals
+    );
+    // The worker remembers across a restart: its state folder holds what it answered.
+    let kept = std::fs::read_to_string(dir.join("state-h1/commitments.txt")).unwrap();
+    assert!(kept.contains(&hex::encode(all_digest)), "{kept}");
 }
