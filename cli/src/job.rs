@@ -84,11 +84,53 @@ pub struct ClientArgs {
 }
 
 /// Dials the coordinator with the party's certificate.
+///
+/// A refused connection is retried for up to [`REFUSED_PATIENCE`]: a coordinator that was just
+/// started (or is restarting) takes a moment to listen, and a script that starts one and then
+/// submits a job must not race it. Other failures (TLS, DNS, timeouts) are reported at once.
 pub async fn connect(url: &str, party_dir: &Path) -> Result<Channel> {
-    endpoint(url, party_dir)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))
+    let endpoint = endpoint(url, party_dir)?;
+    let deadline = std::time::Instant::now() + REFUSED_PATIENCE;
+    let mut said = false;
+    loop {
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(ch),
+            Err(e) if refused(&e) && std::time::Instant::now() < deadline => {
+                if !said {
+                    eprintln!("waiting for the coordinator at {url} (connection refused)");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                let hint = if refused(&e) {
+                    " (nothing listens there: is `fedchain coordinator` running, with this \
+                     address in its `listen`?)"
+                } else {
+                    ""
+                };
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot reach the coordinator at {url}{hint}")));
+            }
+        }
+    }
+}
+
+/// How long [`connect`] waits for a coordinator that refuses connections.
+const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Whether `e` is, at its root, a refused TCP connection.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// As [`connect`], but the connection is made by the first call, so that a coordinator that is

@@ -35,13 +35,34 @@ fn clients_check_the_coordinators_certificate_against_the_urls_host() {
         "--bits",
         "512",
     ]));
-    write_coordinator_config(dir, &layout.coordinator_config("127.0.0.1:0", 60));
+    // A client started before the coordinator listens waits for it (a script that starts a
+    // coordinator and then submits a job used to race it and fail with "connection refused").
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    write_coordinator_config(dir, &layout.coordinator_config(&listen, 60));
+    let alice = layout.alice();
+    let by_ip = format!("https://127.0.0.1:{port}");
+    let early = std::process::Command::new(fedchain_bin())
+        .args(as_party(&["job", "status", "1"], &by_ip, s(&alice)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
     let (coordinator, addr) = spawn_coordinator(dir, &layout.log("coordinator"), &[]);
     let mut procs = Procs(vec![coordinator]);
-    let port = addr.rsplit(':').next().unwrap();
-    let alice = layout.alice();
+    assert_eq!(addr, listen);
+    let early = early.wait_with_output().unwrap();
+    let err = failed_stderr(&early, 1);
+    assert!(
+        err.contains("waiting for the coordinator") && err.contains("no job 1"),
+        "{err}"
+    );
 
-    let by_ip = format!("https://127.0.0.1:{port}");
     let out = fedchain(&as_party(&["job", "status", "1"], &by_ip, s(&alice)));
     let err = failed_stderr(&out, 1);
     assert!(err.contains("no job 1"), "TLS must succeed by IP: {err}");
