@@ -5,7 +5,7 @@
 #   - system packages: a C/C++ toolchain (libtorch's glue is C++), GMP (for Paillier), Python venv
 #   - .venv with torch==2.11.0 from PyPI (the version tch 0.24.0 requires; the CUDA build, so the
 #     same setup uses the GPU on a hospital's CUDA machine), and .venv/libtorch -> its torch/ folder,
-#     which .cargo/config.toml hands to the build as LIBTORCH
+#     which .cargo/config.toml hands to the build as LIBTORCH; safetensors, for the README's PyTorch lines
 #   - protoc is not needed: the proto crate builds with a vendored protoc (protoc-bin-vendored)
 #
 # Environment:
@@ -15,6 +15,7 @@
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
+SAFETENSORS_VERSION=0.8.0
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
@@ -79,6 +80,13 @@ if ! torch_installed; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "${extra[@]}" "torch==$TORCH_VERSION" \
     || die "pip could not install torch==$TORCH_VERSION (needs network access to PyPI and Python 3.10-3.14)"
   torch_installed || die "torch==$TORCH_VERSION did not install correctly in .venv"
+fi
+# safetensors: the README's few lines of PyTorch that load a released model (tested by readme.rs).
+if ! .venv/bin/python -c 'import importlib.metadata as md, sys; sys.exit(md.version("safetensors") != sys.argv[1])' \
+    "$SAFETENSORS_VERSION" >/dev/null 2>&1; then
+  say "installing safetensors==$SAFETENSORS_VERSION into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "safetensors==$SAFETENSORS_VERSION" \
+    || die "pip could not install safetensors==$SAFETENSORS_VERSION (needs network access to PyPI)"
 fi
 torch_dir="$(.venv/bin/python -c 'import importlib.util as u; print(u.find_spec("torch").submodule_search_locations[0])')"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "no libtorch in $torch_dir/lib; remove .venv and re-run"

@@ -9,7 +9,8 @@
 //! - [`checkpoints`]: every signed checkpoint of a ledger (a folder, or a coordinator's ledger
 //!   service), each checked against the trust file.
 //! - [`release`]: check a released model before a researcher uses it: file and parameter
-//!   digests, the `RoundFinalized` record, and its inclusion in a checkpoint cosigned by a quorum.
+//!   digests, the `RoundFinalized` record, and its inclusion in a checkpoint cosigned by a quorum;
+//!   then its preprocessing against the job's spec and round 0's statistics in that checkpoint.
 //!
 //! Architecture invariant: this is security code, so it lives in a library with typed errors and
 //! in-process tests, not in the command-line tool. It never depends on the coordinator crate: an
@@ -24,5 +25,5 @@ pub mod replay;
 
 pub use error::AuditError;
 pub use mirror::{mirror, Mirrored};
-pub use release::{verify_release, VerifiedRelease};
+pub use release::{verify_preprocessing, verify_release, VerifiedPreprocessing, VerifiedRelease};
 pub use replay::{replay, ReplayReport};

@@ -7,18 +7,20 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signer, SigningKey};
-use fedchain_audit::{mirror, verify_release, AuditError};
+use fedchain_audit::{mirror, verify_preprocessing, verify_release, AuditError};
+use fedchain_datasets::{Standardizer, TaskKind};
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::{self, NoteSigner};
 use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::verify::{verify, Trust};
 use fedchain_ledger::Hash;
-use fedchain_model_core::{init_params, ModelDigest, ModelFile, ModelSpec};
+use fedchain_model_core::{init_params, ModelDigest, ModelFile, ModelSpec, Preprocessing};
 use fedchain_proto::v1 as pb;
 use hyper_util::rt::TokioIo;
 use pb::ledger_service_client::LedgerServiceClient;
 use pb::ledger_service_server::{LedgerService, LedgerServiceServer};
+use prost::Message;
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 use tonic::{Request, Response, Status};
@@ -56,6 +58,53 @@ fn entry(id: &str, role: Role, body: Body) -> Entry {
     }
 }
 
+/// The job's columns: four features and a binary target.
+const FEATURES: [&str; 4] = ["age", "bmi", "bp", "glucose"];
+/// Round 0's result: the features' pooled means, then their mean squares.
+const STATISTICS: [f32; 8] = [50.0, 25.0, 80.0, 5.5, 2600.0, 634.0, 6500.0, 31.0];
+
+fn job_spec() -> pb::JobSpec {
+    let model = ModelSpec::LogisticRegression {
+        inputs: 4,
+        outputs: 1,
+    };
+    pb::JobSpec {
+        schema: Some(pb::DatasetSchema {
+            features: FEATURES.iter().map(|f| f.to_string()).collect(),
+            target: "sick".into(),
+            task: Some(pb::dataset_schema::Task::Binary(
+                pb::dataset_schema::Binary {},
+            )),
+        }),
+        model: Some(pb::ModelSpec {
+            canonical_json: model.canonical_json(),
+        }),
+        rounds: 1,
+        local_epochs: 1,
+        learning_rate: 1e-2,
+        batch_size: 32,
+        min_participants: 2,
+        round_deadline_seconds: 60,
+        credit_budget: 100,
+        seed: 1,
+        quantization: Some(pb::Quantization {
+            frac_bits: 16,
+            clip: 1.0,
+        }),
+    }
+}
+
+/// The job's preprocessing with the scaling `statistics` define.
+fn preprocessing(statistics: &[f32]) -> Preprocessing {
+    let names: Vec<String> = FEATURES.iter().map(|f| f.to_string()).collect();
+    Preprocessing {
+        target: "sick".into(),
+        task: TaskKind::Binary,
+        scaling: Standardizer::from_moments(&names, false, statistics).unwrap(),
+        statistics: Some(statistics.to_vec()),
+    }
+}
+
 /// What the test ledger holds beyond its records.
 struct Built {
     /// The released model file.
@@ -67,7 +116,7 @@ struct Built {
 /// A ledger with a job, three signed submissions with their blobs, a finalized round that
 /// released a real model, and a checkpoint cosigned by h1 and h2.
 fn build(store: &mut Store) -> Built {
-    let spec_blob = store.put_blob(b"a job spec").unwrap();
+    let spec_blob = store.put_blob(&job_spec().encode_to_vec()).unwrap();
     let mut entries = vec![
         entry(
             "coordinator",
@@ -103,6 +152,18 @@ fn build(store: &mut Store) -> Built {
             },
         ));
     }
+    // Round 0: the pooled moments of the features, from which every hospital scaled its rows.
+    entries.push(entry(
+        "coordinator",
+        Role::Coordinator,
+        Body::RoundFinalized {
+            job: 1,
+            round: 0,
+            model_before: [0; 32],
+            model_after: ModelDigest::of(&STATISTICS).0,
+            metrics: Vec::new(),
+        },
+    ));
     for (i, h) in HOSPITALS.iter().enumerate() {
         // 200 KB: larger than sled keeps inline, as real ciphertext vectors are.
         let bytes: Vec<u8> = (0..200_000u32).map(|b| (b % 251) as u8 ^ i as u8).collect();
@@ -127,6 +188,8 @@ fn build(store: &mut Store) -> Built {
     };
     let params = init_params(&spec, 3);
     let model_file = ModelFile::new(spec, params.clone())
+        .unwrap()
+        .with_preprocessing(preprocessing(&STATISTICS))
         .unwrap()
         .to_bytes()
         .unwrap();
@@ -209,7 +272,7 @@ impl LedgerService for FakeLedger {
             })
             .collect();
         match self.lie {
-            Lie::AlteredRecord => {
+            Lie::AlteredRecord if out.len() > 1 => {
                 let bytes = &mut out[1].record;
                 let at = bytes.iter().rposition(|b| b.is_ascii_digit()).unwrap();
                 bytes[at] = if bytes[at] == b'9' {
@@ -218,7 +281,7 @@ impl LedgerService for FakeLedger {
                     bytes[at] + 1
                 };
             }
-            Lie::Reordered => out.swap(1, 2),
+            Lie::Reordered if out.len() > 2 => out.swap(1, 2),
             _ => {}
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(
@@ -228,9 +291,19 @@ impl LedgerService for FakeLedger {
 
     async fn get_inclusion_proof(
         &self,
-        _: Request<pb::InclusionProofRequest>,
+        req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::Proof>, Status> {
-        Err(Status::unimplemented("not used by the auditor's mirror"))
+        let r = req.into_inner();
+        let store = self.store.lock().unwrap();
+        let hashes = store
+            .inclusion_proof(r.index, r.size)
+            .map_err(|e| Status::out_of_range(e.to_string()))?;
+        Ok(Response::new(pb::Proof {
+            hashes: hashes
+                .iter()
+                .map(|h| pb::Digest { sha256: h.to_vec() })
+                .collect(),
+        }))
     }
 
     async fn get_consistency_proof(
@@ -335,12 +408,12 @@ async fn mirror_with(
 async fn mirror_copies_a_ledger_that_verifies_offline() {
     let into = tempfile::tempdir().unwrap();
     let m = mirror_with(Lie::None, into.path()).await.unwrap();
-    assert_eq!(m.records, 9);
+    assert_eq!(m.records, 10);
     assert_eq!(m.blobs, 4, "the spec and three submissions");
     assert_eq!(m.cosigners, ["h1", "h2"]);
     let report = verify(into.path(), Some(&trust(2))).unwrap();
     assert!(report.ok(), "{:?}", report.findings);
-    assert_eq!(report.checkpointed_size, 9);
+    assert_eq!(report.checkpointed_size, 10);
 }
 
 #[tokio::test]
@@ -428,6 +501,90 @@ fn a_release_verifies_only_as_the_hospitals_committed_to_it() {
     let mut moved = good.clone();
     moved.record_index -= 1;
     assert!(refused(&moved, &built.model_file, 2).contains("not in the checkpoint's tree"));
+}
+
+/// Verifies the release of `file` (announced as `good` announced its file) and then its
+/// preprocessing against the ledger served with `lie`.
+async fn preprocessing_of(
+    store: &Arc<Mutex<Store>>,
+    good: &pb::ModelRelease,
+    file: &[u8],
+    lie: Lie,
+) -> Result<fedchain_audit::VerifiedPreprocessing, AuditError> {
+    let mut r = good.clone();
+    r.file = Some(pb::Digest {
+        sha256: fedchain_ledger::sha256(file).to_vec(),
+    });
+    r.file_bytes = file.len() as u64;
+    // The parameters are the ones the hospitals committed to: the release itself verifies.
+    let v = verify_release(1, 1, &r, file, &trust(2)).unwrap();
+    let channel = in_process(FakeLedger {
+        store: store.clone(),
+        lie,
+    })
+    .await;
+    verify_preprocessing(&mut LedgerServiceClient::new(channel), 1, &v).await
+}
+
+/// The preprocessing a file carries is not covered by the parameter digest, so a dishonest
+/// coordinator could release the committed parameters with another scaling, other columns or
+/// none of its statistics. `verify_preprocessing` accepts only the job's schema and the
+/// statistics round 0 finalized, from records included in the release's checkpoint.
+#[tokio::test]
+async fn a_releases_preprocessing_verifies_only_as_the_ledger_records_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(tmp.path(), ORIGIN).unwrap();
+    let built = build(&mut store);
+    let good = release(&store, &built);
+    let store = Arc::new(Mutex::new(store));
+
+    let ok = preprocessing_of(&store, &good, &built.model_file, Lie::None)
+        .await
+        .unwrap();
+    assert_eq!((ok.job_record, ok.statistics_record), (1, 5));
+
+    let model = ModelFile::from_bytes(&built.model_file, std::path::Path::new("m")).unwrap();
+    let with = |p: Option<Preprocessing>| {
+        let f = ModelFile::new(model.spec().clone(), model.params().to_vec()).unwrap();
+        match p {
+            Some(p) => f.with_preprocessing(p).unwrap().to_bytes().unwrap(),
+            None => f.to_bytes().unwrap(),
+        }
+    };
+    let mut shifted = STATISTICS;
+    shifted[0] += 10.0;
+    let mut reordered = preprocessing(&STATISTICS);
+    reordered.scaling.feature_names.swap(0, 1);
+    let mut bare = preprocessing(&STATISTICS);
+    bare.statistics = None;
+    for (file, lie, why) in [
+        (
+            with(Some(preprocessing(&shifted))),
+            Lie::None,
+            "does not come from the statistics the hospitals finalized in round 0",
+        ),
+        (with(Some(reordered)), Lie::None, "is not job 1's schema"),
+        (
+            with(Some(bare)),
+            Lie::None,
+            "does not carry the pooled statistics",
+        ),
+        (with(None), Lie::None, "carries no preprocessing"),
+        // The JobSubmitted record served altered: its bytes are not the checkpoint's leaf.
+        (
+            built.model_file.clone(),
+            Lie::AlteredRecord,
+            "record 1 is not in the checkpoint's tree",
+        ),
+    ] {
+        let e = preprocessing_of(&store, &good, &file, lie)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, AuditError::Untrusted(_)) && e.to_string().contains(why),
+            "{why}: {e}"
+        );
+    }
 }
 
 #[tokio::test]

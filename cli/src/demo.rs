@@ -503,11 +503,16 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     let job_seconds = job_started.elapsed().as_secs_f64();
     say(format!(
         "5. {RESEARCHER} downloaded {} and verified it: digests, RoundFinalized record {}, \
-         inclusion in checkpoint {} cosigned by {}",
+         inclusion in checkpoint {} cosigned by {}, preprocessing from the job's schema and \
+         round 0's statistics (records {} and {}); `fedchain predict --model {} --csv ROWS` \
+         applies it to raw rows",
         downloaded.path.display(),
         downloaded.record_index,
         downloaded.checkpoint_size,
-        downloaded.cosigned_by.join(", ")
+        downloaded.cosigned_by.join(", "),
+        downloaded.job_record_index,
+        downloaded.statistics_record_index,
+        downloaded.path.display()
     ));
 
     // 5. Stop everything, then audit.

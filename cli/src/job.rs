@@ -14,6 +14,7 @@ use fedchain_proto::limits;
 use fedchain_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use pb::job_service_client::JobServiceClient;
+use pb::ledger_service_client::LedgerServiceClient;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
@@ -567,11 +568,16 @@ pub struct Downloaded {
     pub record_index: u64,
     pub checkpoint_size: u64,
     pub cosigned_by: Vec<String>,
+    /// The JobSubmitted record whose spec names the file's features, target and task.
+    pub job_record_index: u64,
+    /// Round 0's RoundFinalized record, whose digest is the file's pooled statistics.
+    pub statistics_record_index: u64,
 }
 
 /// Downloads job `id`'s model and verifies, against the trust file in the party folder: the file
 /// digest, the parameter digest, that the RoundFinalized record names it, that the record is in a
-/// checkpoint signed by the log and cosigned by a quorum of hospitals.
+/// checkpoint signed by the log and cosigned by a quorum of hospitals; and that the file's
+/// preprocessing is the job's schema and round 0's statistics, records of the same checkpoint.
 pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Result<Downloaded> {
     use pb::model_download::Part;
     let trust = Trust::parse(
@@ -580,6 +586,8 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
     )?;
     // Right after a job finishes, the checkpoint covering its model may still be collecting the
     // hospitals' cosignatures (UNAVAILABLE): wait for it, as `job watch` waits out a restart.
+    let mut ledger =
+        LedgerServiceClient::new(ch.clone()).max_decoding_message_size(limits::MAX_MESSAGE_BYTES);
     let mut client = jobs(ch);
     // The model asked for is the job's last round's, which the release must be.
     let last = client
@@ -613,6 +621,9 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
     let r = release.ok_or_else(|| anyhow!("the coordinator sent no release header"))?;
     let v = fedchain_audit::verify_release(id, u64::from(last), &r, &file, &trust)
         .context("the release does not verify; nothing was written")?;
+    let p = fedchain_audit::verify_preprocessing(&mut ledger, id, &v)
+        .await
+        .context("the model's preprocessing does not verify; nothing was written")?;
     let tmp = out.with_extension("partial");
     std::fs::write(&tmp, &file)
         .and_then(|()| std::fs::rename(&tmp, out))
@@ -626,6 +637,8 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
         record_index: v.record_index,
         checkpoint_size: v.checkpoint_size,
         cosigned_by: v.cosigned_by,
+        job_record_index: p.job_record,
+        statistics_record_index: p.statistics_record,
     })
 }
 
@@ -708,14 +721,19 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                     println!(
                         "wrote {} ({} bytes): model {} of job {id} after round {}\n  verified: \
                          file and parameter digests, RoundFinalized record {} names it, included in \
-                         checkpoint of size {} signed by the log and cosigned by {}",
+                         checkpoint of size {} signed by the log and cosigned by {}; its \
+                         preprocessing is the job's schema (record {}) and round 0's statistics \
+                         (record {}): `fedchain predict --model {} --csv ROWS` applies it",
                         d.path.display(),
                         d.file_bytes,
                         d.model_sha256,
                         d.round,
                         d.record_index,
                         d.checkpoint_size,
-                        d.cosigned_by.join(", ")
+                        d.cosigned_by.join(", "),
+                        d.job_record_index,
+                        d.statistics_record_index,
+                        d.path.display()
                     );
                 }
                 Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ mod fhir;
 mod job;
 mod keys;
 mod model;
+mod predict;
 mod serve;
 mod simulation;
 mod train;
@@ -40,6 +41,9 @@ enum Command {
     /// Inspect model files.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Apply a released model to raw rows: predictions, and the metrics when the rows carry the
+    /// target.
+    Predict(predict::PredictArgs),
     /// Run the demo: a whole encrypted federated job on loopback (consortium, coordinator, three
     /// hospital workers, researcher, auditor).
     Demo(demo::DemoArgs),
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => done(data::run(cmd)),
         Command::Train(args) => done(train::run(args)),
         Command::Model(cmd) => done(model::run(cmd)),
+        Command::Predict(args) => done(predict::run(args)),
         Command::Demo(args) => done(demo::run(args)),
         Command::Coordinator(args) => done(serve::coordinator(args)),
         Command::Worker(args) => done(serve::worker(args)),

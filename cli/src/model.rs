@@ -30,6 +30,7 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
                     "parameters": m.params().len(),
                     "digest": m.digest().to_hex(),
                     "tensors": tensors,
+                    "preprocessing": m.preprocessing(),
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
@@ -39,6 +40,19 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             println!("spec:       {}", m.spec().canonical_json());
             println!("parameters: {}", m.params().len());
             println!("digest:     sha256:{} (verified)", m.digest());
+            match m.preprocessing() {
+                Some(p) => {
+                    println!(
+                    "applies to: rows of {} feature columns ({} ...), target {} ({}), scaled as \
+                     the hospitals scaled them: `fedchain predict --model FILE --csv ROWS`",
+                    p.scaling.feature_names.len(),
+                    p.scaling.feature_names.first().map(String::as_str).unwrap_or(""),
+                    p.target,
+                    p.task
+                )
+                }
+                None => println!("applies to: no preprocessing recorded (scale rows yourself)"),
+            }
             println!("tensors (flat order):");
             for t in tensors {
                 println!(

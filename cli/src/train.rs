@@ -141,7 +141,17 @@ pub fn run_training(
     let digest = model.digest()?;
     let saved = match out {
         Some(path) => {
-            model.save(path)?;
+            // The file carries its preprocessing, so `fedchain predict` applies it to raw rows;
+            // the standardizer beside it stays for tools that read it.
+            model
+                .to_file()?
+                .with_preprocessing(fedchain_models::Preprocessing {
+                    target: data.target_name().to_string(),
+                    task: data.task(),
+                    scaling: scaler.clone(),
+                    statistics: None,
+                })?
+                .save(path)?;
             let stats = standardizer_path(path);
             std::fs::write(&stats, scaler.to_json())
                 .with_context(|| format!("writing {}", stats.display()))?;

@@ -19,11 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fedchain_crypto::keys::PublicKey;
+use fedchain_datasets::{Standardizer, TaskKind};
 use fedchain_ledger::credits::{Account, Credits, Movement};
 use fedchain_ledger::record::{signature_verifies, Actor, Body, JobStatus, Outcome, Role};
 use fedchain_ledger::store::Entry;
 use fedchain_ledger::Hash;
-use fedchain_model_core::{num_parameters, ModelDigest, ModelFile};
+use fedchain_model_core::{num_parameters, ModelDigest, ModelError, ModelFile, Preprocessing};
 use fedchain_proto::v1::Quantization;
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
 
@@ -684,7 +685,10 @@ impl Job {
         } else {
             self.global = new;
         }
+        // The file carries how the hospitals prepared their rows, so a researcher can apply the
+        // released model to raw data.
         let file = ModelFile::new(self.valid.model.clone(), self.global.clone())
+            .and_then(|f| f.with_preprocessing(self.preprocessing()?))
             .and_then(|f| f.to_bytes())
             .map_err(|e| JobError::Broken(format!("the new model's file: {e}")))?;
         self.model_digest = ModelDigest::of(&self.global).0;
@@ -705,6 +709,20 @@ impl Job {
             };
         }
         Ok(writes)
+    }
+
+    /// The features, target, task and the consortium's pooled scaling (round 0's result).
+    fn preprocessing(&self) -> fedchain_model_core::Result<Preprocessing> {
+        let schema = self.valid.spec.schema.clone().unwrap_or_default();
+        let regression = self.valid.task == TaskKind::Regression;
+        let scaling = Standardizer::from_moments(&schema.features, regression, &self.stats)
+            .map_err(|e| ModelError::InvalidArgument(format!("the pooled statistics: {e}")))?;
+        Ok(Preprocessing {
+            target: schema.target,
+            task: self.valid.task,
+            scaling,
+            statistics: Some(self.stats.clone()),
+        })
     }
 
     /// Ends the job, `Finished` with the pooled figures of the final model as its summary.

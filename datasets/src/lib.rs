@@ -34,7 +34,7 @@ mod standardize;
 pub use builtin::Builtin;
 pub use dataset::{Dataset, Schema, TaskKind};
 pub use error::{DataError, Result};
-pub use loader::{load_csv, parse_csv};
+pub use loader::{load_csv, load_rows, parse_csv, Rows};
 pub use partition::{
     partition, write_split, write_split_as, HospitalSummary, Partition, PartitionSummary, Scheme,
 };

@@ -73,7 +73,13 @@ fn parse_bytes(bytes: &[u8], source_name: &str, schema: &Schema) -> Result<Datas
         });
     }
     let header = read_header(&record, source_name)?;
-    let (feature_cols, target_col) = resolve_columns(&header, schema, source_name)?;
+    let (feature_cols, target_col) = resolve_columns(
+        &header,
+        schema.features.as_deref(),
+        Some(&schema.target),
+        source_name,
+    )?;
+    let target_col = target_col.expect("a target was asked for");
 
     let mut features = Vec::new();
     let mut targets = Vec::new();
@@ -210,12 +216,14 @@ fn read_header(record: &csv::StringRecord, source_name: &str) -> Result<Vec<Stri
     Ok(header)
 }
 
-/// Maps the schema's column names to header positions: (feature columns, target column).
+/// Maps the schema's column names to header positions: (feature columns, target column). Without a
+/// target (rows a model is applied to), the features must be named.
 fn resolve_columns(
     header: &[String],
-    schema: &Schema,
+    features: Option<&[String]>,
+    target: Option<&str>,
     source_name: &str,
-) -> Result<(Vec<usize>, usize)> {
+) -> Result<(Vec<usize>, Option<usize>)> {
     let index: HashMap<&str, usize> = header
         .iter()
         .enumerate()
@@ -232,13 +240,14 @@ fn resolve_columns(
             })
     };
 
-    let target = find(&schema.target)?;
-    let features = match &schema.features {
+    let target = target.map(find).transpose()?;
+    let target_name = target.map(|t| header[t].as_str()).unwrap_or("");
+    let features = match features {
         Some(names) => {
             let mut seen = HashSet::new();
             let mut cols = Vec::with_capacity(names.len());
             for name in names {
-                if name == &schema.target {
+                if target.is_some() && name == target_name {
                     return Err(DataError::InvalidArgument(format!(
                         "{source_name}: column '{name}' is the target, so it cannot also be a feature"
                     )));
@@ -252,15 +261,120 @@ fn resolve_columns(
             }
             cols
         }
-        None => (0..header.len()).filter(|&c| c != target).collect(),
+        None => (0..header.len()).filter(|&c| Some(c) != target).collect(),
     };
     if features.is_empty() {
         return Err(DataError::InvalidArgument(format!(
-            "{source_name}: no feature columns; the schema must name at least one besides the target '{}'",
-            schema.target
+            "{source_name}: no feature columns; the schema must name at least one besides the target '{target_name}'"
         )));
     }
     Ok((features, target))
+}
+
+/// Rows of feature values without a target: what a released model is applied to. Every value is
+/// finite; every row has [`Rows::n_features`] values, in the order the model takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    name: String,
+    feature_names: Vec<String>,
+    features: Vec<f32>,
+}
+
+impl Rows {
+    /// Where the rows came from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The feature columns, in order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// Values per row.
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.features.len() / self.feature_names.len()
+    }
+
+    /// True when there are no rows (never, for loaded rows).
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// Every value, row-major.
+    pub fn features(&self) -> &[f32] {
+        &self.features
+    }
+}
+
+/// Loads the columns `features`, in this order, of the CSV file at `path`: other columns (a
+/// target, identifiers) are ignored. Errors name the file, line and column as [`load_csv`]'s do.
+pub fn load_rows(path: &Path, features: &[String]) -> Result<Rows> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let source_name = path.display().to_string();
+    let source_name = source_name.as_str();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes.as_slice());
+    let mut lines = Lines::new(&bytes);
+    let mut record = csv::StringRecord::new();
+    if !rdr
+        .read_record(&mut record)
+        .map_err(|e| csv_error(e, source_name, &mut lines))?
+    {
+        return Err(DataError::Empty {
+            source_name: source_name.to_string(),
+        });
+    }
+    let header = read_header(&record, source_name)?;
+    let (feature_cols, _) = resolve_columns(&header, Some(features), None, source_name)?;
+    let mut values = Vec::new();
+    while rdr
+        .read_record(&mut record)
+        .map_err(|e| csv_error(e, source_name, &mut lines))?
+    {
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+        if record.len() != header.len() {
+            return Err(DataError::RaggedRow {
+                source_name: source_name.to_string(),
+                line,
+                expected: header.len(),
+                found: record.len(),
+            });
+        }
+        for &col in &feature_cols {
+            let cell = Cell {
+                source_name,
+                line,
+                column: &header[col],
+                value: &record[col],
+            };
+            values.push(cell.number()?.1);
+        }
+    }
+    if values.is_empty() {
+        return Err(DataError::NoRows {
+            source_name: source_name.to_string(),
+        });
+    }
+    Ok(Rows {
+        name: source_name.to_string(),
+        feature_names: feature_cols.iter().map(|&c| header[c].clone()).collect(),
+        features: values,
+    })
 }
 
 /// One cell with enough context to build an error message about it.
@@ -729,5 +843,70 @@ mod tests {
     fn classification_targets_are_written_as_integers() {
         let ds = parse("age,bmi,sick\n1,2,1.0\n3,4,0\n", &binary_schema()).unwrap();
         assert_eq!(ds.to_csv_string(), "age,bmi,sick\n1,2,1\n3,4,0\n");
+    }
+
+    #[test]
+    fn rows_take_the_named_features_in_order_and_ignore_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new-patients.csv");
+        std::fs::write(
+            &path,
+            "id,bmi,sick,age
+A,22.5,1,40
+B,31,0,55
+",
+        )
+        .unwrap();
+        let rows = load_rows(&path, &["age".into(), "bmi".into()]).unwrap();
+        assert_eq!(rows.feature_names(), ["age", "bmi"]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.features(), [40.0, 22.5, 55.0, 31.0]);
+        // The same rows without the target column load alike.
+        std::fs::write(
+            &path,
+            "bmi,age
+22.5,40
+31,55
+",
+        )
+        .unwrap();
+        assert_eq!(
+            load_rows(&path, &["age".into(), "bmi".into()])
+                .unwrap()
+                .features(),
+            rows.features()
+        );
+    }
+
+    #[test]
+    fn rows_errors_name_the_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new-patients.csv");
+        let names = ["age".to_string(), "bmi".to_string()];
+        std::fs::write(
+            &path,
+            "age,weight
+40,80
+",
+        )
+        .unwrap();
+        let err = load_rows(&path, &names).unwrap_err();
+        assert!(err.to_string().contains("bmi"), "{err}");
+        std::fs::write(
+            &path,
+            "age,bmi
+40,22
+41,n/a
+",
+        )
+        .unwrap();
+        let err = load_rows(&path, &names).unwrap_err();
+        assert_message(&err, &path.display().to_string(), 3, Some("bmi"));
+        std::fs::write(
+            &path, "age,bmi
+",
+        )
+        .unwrap();
+        assert!(load_rows(&path, &names).is_err(), "no rows");
     }
 }

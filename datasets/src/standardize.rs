@@ -100,6 +100,27 @@ impl Standardizer {
         Ok(out)
     }
 
+    /// Scales rows without a target (what a released model is applied to), as [`Standardizer::apply`]
+    /// scales a dataset's features: same features, in the same order.
+    pub fn apply_rows(&self, rows: &crate::Rows) -> Result<Vec<f32>> {
+        self.check_shape()?;
+        if rows.feature_names() != self.feature_names.as_slice() {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: features [{}] do not match the standardizer's [{}]",
+                rows.name(),
+                rows.feature_names().join(", "),
+                self.feature_names.join(", ")
+            )));
+        }
+        let d = self.means.len();
+        Ok(rows
+            .features()
+            .iter()
+            .enumerate()
+            .map(|(k, x)| scale(*x, self.means[k % d], self.stds[k % d]))
+            .collect())
+    }
+
     /// Maps a standardized regression target (e.g. a model prediction) back to original units.
     /// The identity when there is no target scaling.
     pub fn unscale_target(&self, y: f32) -> f32 {

@@ -6,10 +6,19 @@
 //! self-describing: loading rebuilds the spec, checks every tensor against the layout, and refuses
 //! a file whose parameters do not hash to the recorded digest. Any safetensors reader (for example
 //! Python's `safetensors.torch.load_file`) can read the tensors.
+//!
+//! A released model also carries `fedchain.preprocessing` ([`Preprocessing`]): the features in the
+//! order the model takes them, the target and task, and the scaling the hospitals trained with (the
+//! consortium's pooled means and standard deviations, with the pooled moments they derive from), so
+//! that it applies to raw rows. It is not part of the parameter digest: the same parameters may
+//! travel with or without it. What vouches for it is the ledger: the job's spec names the features,
+//! target and task, and round 0's `RoundFinalized` record names the digest of the moments
+//! (`fedchain_audit::release` checks both).
 
 use crate::error::{ModelError, Result};
 use crate::params::{check_params, layout, ModelDigest};
 use crate::spec::ModelSpec;
+use fedchain_datasets::{Standardizer, TaskKind};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,12 +27,31 @@ const FORMAT: &str = "1";
 const KEY_FORMAT: &str = "fedchain.format";
 const KEY_SPEC: &str = "fedchain.model_spec";
 const KEY_DIGEST: &str = "fedchain.params_sha256";
+const KEY_PREPROCESSING: &str = "fedchain.preprocessing";
+
+/// How rows were prepared before the model saw them, so that a released model applies to raw
+/// rows: the features (in the model's input order) and their scaling, the target and the task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preprocessing {
+    /// The target column, when rows carry it (to score predictions against).
+    pub target: String,
+    /// The task the model was trained for.
+    pub task: TaskKind,
+    /// The features and their scaling (for regression, the target's too).
+    pub scaling: Standardizer,
+    /// The pooled moments the scaling derives from ([`Standardizer::from_moments`]): in a
+    /// federated release, round 0's result, whose digest the ledger records, so a researcher can
+    /// check the scaling against what the hospitals cosigned. Absent for a model trained locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<Vec<f32>>,
+}
 
 /// A model as data: its spec and its flat parameter vector (validated against each other).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFile {
     spec: ModelSpec,
     params: Vec<f32>,
+    preprocessing: Option<Preprocessing>,
 }
 
 impl ModelFile {
@@ -31,7 +59,43 @@ impl ModelFile {
     pub fn new(spec: ModelSpec, params: Vec<f32>) -> Result<ModelFile> {
         spec.validate()?;
         check_params(&spec, &params)?;
-        Ok(ModelFile { spec, params })
+        Ok(ModelFile {
+            spec,
+            params,
+            preprocessing: None,
+        })
+    }
+
+    /// The same model, carrying `p`: its features must be as many as the model takes, and its
+    /// task one the model fits.
+    pub fn with_preprocessing(mut self, p: Preprocessing) -> Result<ModelFile> {
+        self.spec
+            .check_fits(p.scaling.feature_names.len(), p.task)
+            .map_err(|e| ModelError::InvalidArgument(format!("preprocessing: {e}")))?;
+        if p.scaling.target.is_some() != (p.task == TaskKind::Regression) {
+            return Err(ModelError::InvalidArgument(
+                "preprocessing: a target scaling goes with a regression task, and only with one"
+                    .into(),
+            ));
+        }
+        if let Some(stats) = &p.statistics {
+            let regression = p.task == TaskKind::Regression;
+            let derived =
+                Standardizer::from_moments(&p.scaling.feature_names, regression, stats)
+                    .map_err(|e| ModelError::InvalidArgument(format!("preprocessing: {e}")))?;
+            if derived != p.scaling {
+                return Err(ModelError::InvalidArgument(
+                    "preprocessing: the scaling is not the one its statistics define".into(),
+                ));
+            }
+        }
+        self.preprocessing = Some(p);
+        Ok(self)
+    }
+
+    /// How rows were prepared for this model, when the file says.
+    pub fn preprocessing(&self) -> Option<&Preprocessing> {
+        self.preprocessing.as_ref()
     }
 
     /// The spec.
@@ -44,7 +108,7 @@ impl ModelFile {
         &self.params
     }
 
-    /// Consumes the file into its parts.
+    /// Consumes the file into its parts (the preprocessing, if any, is dropped).
     pub fn into_parts(self) -> (ModelSpec, Vec<f32>) {
         (self.spec, self.params)
     }
@@ -75,11 +139,16 @@ impl ModelFile {
                     .map_err(|e| ModelError::Format(format!("tensor {}: {e:?}", p.name)))
             })
             .collect::<Result<Vec<_>>>()?;
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             (KEY_FORMAT.to_string(), FORMAT.to_string()),
             (KEY_SPEC.to_string(), self.spec.canonical_json()),
             (KEY_DIGEST.to_string(), self.digest().to_hex()),
         ]);
+        if let Some(p) = &self.preprocessing {
+            // Strings, finite floats and tags: serialization cannot fail.
+            let json = serde_json::to_string(p).expect("preprocessing always serializes");
+            metadata.insert(KEY_PREPROCESSING.to_string(), json);
+        }
         safetensors::serialize(views, &Some(metadata))
             .map_err(|e| ModelError::Format(format!("safetensors encoding: {e:?}")))
     }
@@ -141,7 +210,17 @@ impl ModelFile {
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             );
         }
-        let file = ModelFile::new(spec, params).map_err(|e| bad(e.to_string()))?;
+        let mut file = ModelFile::new(spec, params).map_err(|e| bad(e.to_string()))?;
+        if let Some(json) = meta.get(KEY_PREPROCESSING) {
+            let p: Preprocessing = serde_json::from_str(json)
+                .map_err(|e| bad(format!("'{KEY_PREPROCESSING}' is unreadable: {e}")))?;
+            let scaling =
+                Standardizer::from_json(&serde_json::to_string(&p.scaling).unwrap_or_default())
+                    .map_err(|e| bad(format!("'{KEY_PREPROCESSING}': {e}")))?;
+            file = file
+                .with_preprocessing(Preprocessing { scaling, ..p })
+                .map_err(|e| bad(e.to_string()))?;
+        }
         let actual = file.digest();
         if actual != recorded {
             return Err(bad(format!(
@@ -213,6 +292,61 @@ mod tests {
         let back = ModelFile::load(&path).unwrap();
         assert_eq!(back, file);
         assert_eq!(back.digest(), file.digest());
+    }
+
+    #[test]
+    fn preprocessing_travels_with_the_file_outside_the_digest() {
+        use fedchain_datasets::{Standardizer, TaskKind};
+        let spec = ModelSpec::LogisticRegression {
+            inputs: 2,
+            outputs: 1,
+        };
+        let model = || ModelFile::new(spec.clone(), init_params(&spec, 3)).unwrap();
+        let names = vec!["age".to_string(), "bmi".to_string()];
+        let moments = [50.0, 25.0, 2600.0, 634.0];
+        let scaling = Standardizer::from_moments(&names, false, &moments).unwrap();
+        let p = Preprocessing {
+            target: "sick".into(),
+            task: TaskKind::Binary,
+            scaling,
+            statistics: Some(moments.to_vec()),
+        };
+        let file = model().with_preprocessing(p.clone()).unwrap();
+        // The digest names the parameters, which the hospitals cosigned; the preprocessing is
+        // the release's instructions for use.
+        assert_eq!(file.digest(), model().digest());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        file.save(&path).unwrap();
+        let back = ModelFile::load(&path).unwrap();
+        assert_eq!(back.preprocessing(), Some(&p));
+        assert_eq!(back, file);
+
+        // Refused: a target scaling on a classification task; features the model does not take.
+        let with_target = [50.0, 25.0, 2600.0, 634.0, 0.5, 0.5];
+        let regression = Standardizer::from_moments(&names, true, &with_target).unwrap();
+        let wrong = Preprocessing {
+            scaling: regression,
+            statistics: None,
+            ..p.clone()
+        };
+        assert!(model().with_preprocessing(wrong).is_err());
+        let three = vec!["age".to_string(), "bmi".to_string(), "bp".to_string()];
+        let moments = [50.0, 25.0, 80.0, 2600.0, 634.0, 6500.0];
+        let wider = Preprocessing {
+            scaling: Standardizer::from_moments(&three, false, &moments).unwrap(),
+            statistics: None,
+            ..p.clone()
+        };
+        assert!(model().with_preprocessing(wider).is_err());
+        let mut other_statistics = p.clone();
+        other_statistics.statistics = Some(vec![51.0, 25.0, 2600.0, 634.0]);
+        let err = model().with_preprocessing(other_statistics).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not the one its statistics define"),
+            "{err}"
+        );
     }
 
     #[test]

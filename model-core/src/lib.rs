@@ -23,7 +23,7 @@ pub mod params;
 mod spec;
 
 pub use error::{ModelError, Result};
-pub use file::ModelFile;
+pub use file::{ModelFile, Preprocessing};
 pub use metrics::Metrics;
 pub use params::{init_params, layout, num_parameters, ModelDigest, ParamInfo};
 pub use spec::{ModelKind, ModelSpec};

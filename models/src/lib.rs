@@ -12,7 +12,7 @@
 
 pub use fedchain_model_core::{
     fedavg, init_params, layout, metrics, num_parameters, params, Metrics, ModelDigest, ModelError,
-    ModelFile, ModelKind, ModelSpec, ParamInfo, Result,
+    ModelFile, ModelKind, ModelSpec, ParamInfo, Preprocessing, Result,
 };
 
 mod device;

@@ -257,10 +257,29 @@ impl Model {
     /// Predictions for every row of `data`: the class index (as f32) for classification, the
     /// value for regression (in the units of `data`'s target).
     pub fn predict(&self, data: &Dataset) -> Result<Vec<f32>> {
-        self.spec.check_fits(data.n_features(), data.task())?;
-        let xs = features_tensor(data, self.device);
+        self.predict_rows(data.features(), data.n_features(), data.task())
+    }
+
+    /// Predictions for rows given as row-major `features` of `n_features` values each, for
+    /// `task`: as [`Model::predict`], for rows that carry no target.
+    pub fn predict_rows(
+        &self,
+        features: &[f32],
+        n_features: usize,
+        task: TaskKind,
+    ) -> Result<Vec<f32>> {
+        self.spec.check_fits(n_features, task)?;
+        if n_features == 0 || !features.len().is_multiple_of(n_features) {
+            return Err(ModelError::InvalidArgument(format!(
+                "{} values do not make rows of {n_features}",
+                features.len()
+            )));
+        }
+        let xs = Tensor::from_slice(features)
+            .view([(features.len() / n_features) as i64, n_features as i64])
+            .to_device(self.device);
         let out = tch::no_grad(|| self.forward_t(&xs, false));
-        let pred = match data.task() {
+        let pred = match task {
             TaskKind::Binary => out.view(-1).gt(0.0).to_kind(Kind::Float),
             TaskKind::Multiclass { .. } => out.argmax(-1, false).to_kind(Kind::Float),
             TaskKind::Regression => out.view(-1),

@@ -17,7 +17,7 @@ use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_crypto::quantize::Quantizer;
 use fedchain_crypto::threshold::{combine, partial_decrypt};
 use fedchain_crypto::update::UpdateCodec;
-use fedchain_datasets::{Builtin, TaskKind};
+use fedchain_datasets::{load_csv, train_test_split, Builtin, TaskKind};
 use fedchain_ledger::credits::Account;
 use fedchain_ledger::record::Body;
 use fedchain_ledger::store::Store;
@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use fedchain_tests::{
-    as_party, failed_stderr, fedchain, json, logs, ok_stdout, s, start, Cluster, HOSPITALS,
+    as_party, failed_stderr, fedchain, json, logs, ok_stdout, s, start, Cluster, Layout, HOSPITALS,
 };
 
 const ROUNDS: u64 = 3;
@@ -118,6 +118,72 @@ fn check_refusals(cl: &Cluster) {
     assert!(err.contains("PermissionDenied"), "{err}");
 }
 
+/// The released model is usable on raw rows: `fedchain predict` on the union of the hospitals'
+/// held-out rows (raw, as in their CSV files) scores exactly the accuracy the job reported from
+/// the hospitals' own evaluations, because the file carries the features, the consortium's
+/// scaling and the task. Without the target column it still predicts, the same classes.
+fn check_release_applies(cl: &Cluster, model: &Path, job_accuracy: f64) {
+    let schema = Builtin::BreastCancer.schema();
+    let mut union = String::new();
+    for h in HOSPITALS {
+        let rows = load_csv(&Layout::new(&cl.dir).data(h), &schema).unwrap();
+        // The split every worker makes: its configured fraction (0.2 by default), the job's seed.
+        let (_, held_out) = train_test_split(&rows, 0.2, 1).unwrap();
+        let text = held_out.to_csv_string();
+        let body = if union.is_empty() {
+            text.as_str()
+        } else {
+            text.split_once('\n').unwrap().1
+        };
+        union.push_str(body);
+    }
+    let with_target = cl.dir.join("held-out.csv");
+    std::fs::write(&with_target, &union).unwrap();
+    let scored = json(&fedchain(&[
+        "predict",
+        "--model",
+        s(model),
+        "--csv",
+        s(&with_target),
+        "--json",
+    ]));
+    let accuracy = scored["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - job_accuracy).abs() < 1e-9,
+        "predict on the hospitals' held-out rows: {accuracy}, the job reported {job_accuracy}"
+    );
+
+    // Features only (the target column dropped, the columns reordered): the same predictions.
+    let target = schema.target.clone();
+    let mut reader = csv::Reader::from_path(&with_target).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = (0..header.len())
+        .rev()
+        .filter(|&i| header[i] != target)
+        .collect();
+    let mut writer = csv::Writer::from_path(cl.dir.join("features-only.csv")).unwrap();
+    writer
+        .write_record(keep.iter().map(|&i| &header[i]))
+        .unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        writer
+            .write_record(keep.iter().map(|&i| &record[i]))
+            .unwrap();
+    }
+    writer.flush().unwrap();
+    let unscored = json(&fedchain(&[
+        "predict",
+        "--model",
+        s(model),
+        "--csv",
+        s(&cl.dir.join("features-only.csv")),
+        "--json",
+    ]));
+    assert!(unscored["metrics"].is_null(), "{unscored}");
+    assert_eq!(unscored["predictions"], scored["predictions"]);
+}
+
 #[test]
 fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
     let tmp = tempfile::tempdir().unwrap();
@@ -179,6 +245,13 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
     let downloaded = downloaded.expect("the model could not be downloaded and verified");
     assert_eq!(downloaded["round"], ROUNDS);
     assert_eq!(downloaded["cosigned_by"].as_array().unwrap().len(), 3);
+    // Its preprocessing checked against the job's spec and round 0's statistics on the ledger.
+    assert!(
+        downloaded["job_record_index"].as_u64().unwrap()
+            < downloaded["statistics_record_index"].as_u64().unwrap(),
+        "{downloaded}"
+    );
+    check_release_applies(&cl, &model_path, accuracy);
 
     check_refusals(&cl);
 

@@ -11,14 +11,23 @@ use fedchain_tests::fedchain_bin;
 
 /// The walk-through's shell commands, from README.md.
 fn walkthrough() -> String {
+    readme_block(
+        "<!-- walkthrough:start -->",
+        "<!-- walkthrough:end -->",
+        "```sh\n",
+    )
+}
+
+/// The code block (opened by `fence`) between README.md's `start` and `end` markers.
+fn readme_block(start: &str, end: &str, fence: &str) -> String {
     let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let text = std::fs::read_to_string(&readme).expect("README.md");
     let start = text
-        .find("<!-- walkthrough:start -->")
-        .expect("the README marks its walk-through");
-    let end = text.find("<!-- walkthrough:end -->").expect("and its end");
+        .find(start)
+        .unwrap_or_else(|| panic!("the README marks a block with {start}"));
+    let end = start + text[start..].find(end).expect("and its end");
     let block = &text[start..end];
-    let open = block.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let open = block.find(fence).expect("a code block") + fence.len();
     let close = block.rfind("```").expect("closed");
     block[open..close].to_string()
 }
@@ -90,4 +99,67 @@ fn the_readmes_walkthrough_runs_as_written() {
         assert!(dir.join(made).exists(), "{made} is missing\n{said}");
     }
     assert!(said.contains("verdict: OK"), "{said}");
+    assert!(said.contains("5 rows of new-patients.csv"), "{said}");
+    let scored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tromso-scored.json")).unwrap())
+            .unwrap();
+    let accuracy = scored["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{scored}");
+    // The README's PyTorch lines predict what `fedchain predict` does: on the five rows as written,
+    // and on a whole export (enough rows that a wrong scaling or layer would show).
+    let python = readme_block(
+        "<!-- pytorch:start -->",
+        "<!-- pytorch:end -->",
+        "```python\n",
+    );
+    for rows in ["new-patients.csv", "exports/tromso.csv"] {
+        let from_torch = run_python(dir, &python.replace("new-patients.csv", rows));
+        let out = Command::new(fedchain_bin())
+            .args([
+                "predict",
+                "--model",
+                "model.safetensors",
+                "--csv",
+                rows,
+                "--json",
+            ])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let from_fedchain: Vec<i64> = v["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap() as i64)
+            .collect();
+        assert!(from_fedchain.len() >= 5, "{v}");
+        assert_eq!(
+            from_torch, from_fedchain,
+            "{rows}: PyTorch and fedchain disagree"
+        );
+    }
+}
+
+/// Runs `script` with the project's `.venv` Python in `dir`; its output is a JSON list of classes.
+fn run_python(dir: &Path, script: &str) -> Vec<i64> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    std::fs::write(dir.join("apply.py"), script).unwrap();
+    let out = Command::new(&python)
+        .arg("apply.py")
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh creates it)", python.display()));
+    assert!(
+        out.status.success(),
+        "the README's PyTorch lines failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }

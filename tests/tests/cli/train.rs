@@ -119,6 +119,50 @@ fn short_run_beats_baseline_and_saved_model_matches_its_digest() {
         assert_eq!(again["model_digest"], run["model_digest"]);
     }
 
+    // The file says how to prepare rows, so it applies to the raw CSV; bad rows are clear errors.
+    assert_eq!(
+        info["preprocessing"]["target"], "diagnosis_benign",
+        "{info}"
+    );
+    let csv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../datasets/data/breast_cancer.csv"
+    );
+    let m = model.to_str().unwrap();
+    let scored = json(&fedchain(&[
+        "predict", "--model", m, "--csv", csv, "--json",
+    ]));
+    assert_eq!(scored["rows"], 569);
+    assert!(
+        scored["metrics"]["accuracy"].as_f64().unwrap() > accuracy(&run, "baseline") + 0.1,
+        "{scored}"
+    );
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "mean_radius,mean_texture\n14.1,19.3\n").unwrap();
+    let err = failed_stderr(
+        &fedchain(&["predict", "--model", m, "--csv", rows.to_str().unwrap()]),
+        1,
+    );
+    assert!(
+        err.contains("mean_perimeter") && err.contains("rows.csv"),
+        "{err}"
+    );
+    let header = std::fs::read_to_string(csv).unwrap();
+    let (header, first) = {
+        let mut lines = header.lines();
+        (
+            lines.next().unwrap().to_string(),
+            lines.next().unwrap().to_string(),
+        )
+    };
+    let broken = first.replacen(|c: char| c.is_ascii_digit(), "x", 1);
+    std::fs::write(&rows, format!("{header}\n{first}\n{broken}\n")).unwrap();
+    let err = failed_stderr(
+        &fedchain(&["predict", "--model", m, "--csv", rows.to_str().unwrap()]),
+        1,
+    );
+    assert!(err.contains("line 3"), "{err}");
+
     // A corrupted file is refused, naming the problem.
     let mut bytes = std::fs::read(&model).unwrap();
     let n = bytes.len();
