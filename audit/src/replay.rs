@@ -30,8 +30,10 @@ use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, Ciphertext};
 use fedchain_crypto::keys::PublicKey;
 use fedchain_crypto::threshold::{combine_verified, verify_share, DecryptionShare};
-use fedchain_ledger::credits::{round_movements_capped, Credits, Movement, Policy, RoundOutcome};
-use fedchain_ledger::record::{signature_verifies, Body, JobStatus};
+use fedchain_ledger::credits::{
+    end_movements, round_movements_capped, Credits, Movement, Policy, RoundOutcome,
+};
+use fedchain_ledger::record::{signature_verifies, Actor, Body, JobStatus, Role};
 use fedchain_ledger::store::Store;
 use fedchain_ledger::{sha256, Hash, LedgerError};
 use fedchain_model_core::{fedavg, ModelDigest};
@@ -99,6 +101,12 @@ pub struct ReplayReport {
     pub jobs: usize,
     /// Per round, what was verified.
     pub rounds: Vec<RoundReport>,
+    /// Jobs cancelled by their researcher (a `JobFinished` record of status cancelled, whose
+    /// actor is the job's researcher).
+    pub cancelled: usize,
+    /// Movements that end a job (deposits returned, the escrow's rest refunded) recomputed and
+    /// found as recorded.
+    pub end_credits_checked: usize,
     /// Everything that does not check out; empty when the ledger is consistent.
     pub discrepancies: Vec<Discrepancy>,
 }
@@ -129,6 +137,7 @@ struct RoundState {
 
 struct JobReplay {
     valid: Option<ValidJob>,
+    researcher: String,
     members: Vec<Member>,
     total_weight: Option<u64>,
     round: u64,
@@ -159,7 +168,9 @@ struct Replayer<'a> {
     hospitals: &'a BTreeMap<String, TrustedHospital>,
     jobs: BTreeMap<u64, JobReplay>,
     credits: Credits,
-    expected: VecDeque<(u64, u64, Movement)>,
+    /// Movements the policy prescribes, not seen yet: (job, round, movement), the round absent
+    /// for the movements that end a job.
+    expected: VecDeque<(u64, Option<u64>, Movement)>,
     expected_from: u64,
     report: ReplayReport,
 }
@@ -197,18 +208,23 @@ impl Replayer<'_> {
     fn flush_expected(&mut self) {
         while let Some((job, round, m)) = self.expected.pop_front() {
             let from = self.expected_from;
+            let after = if round.is_some() {
+                "RoundFinalized"
+            } else {
+                "JobFinished"
+            };
             self.bad(
                 job,
-                Some(round),
+                round,
                 Some(from),
                 "credit movement prescribed by the policy",
                 format!("{m:?}"),
-                "no such CreditsMoved record after RoundFinalized",
+                format!("no such CreditsMoved record after {after}"),
             );
         }
     }
 
-    fn record(&mut self, index: u64, body: Body) {
+    fn record(&mut self, index: u64, actor: &Actor, body: Body) {
         if !matches!(body, Body::CreditsMoved { .. }) {
             self.flush_expected();
         }
@@ -216,13 +232,18 @@ impl Replayer<'_> {
             Body::CreditsMoved { movement } => {
                 if let Some((job, round, want)) = self.expected.pop_front() {
                     if want == movement {
-                        if let Some(r) = self.round_report(job, round) {
-                            r.credits_checked += 1;
+                        match round {
+                            Some(round) => {
+                                if let Some(r) = self.round_report(job, round) {
+                                    r.credits_checked += 1;
+                                }
+                            }
+                            None => self.report.end_credits_checked += 1,
                         }
                     } else {
                         self.bad(
                             job,
-                            Some(round),
+                            round,
                             Some(index),
                             "credit movement prescribed by the policy",
                             format!("{want:?}"),
@@ -241,7 +262,12 @@ impl Replayer<'_> {
                     );
                 }
             }
-            Body::JobSubmitted { job, spec, .. } => {
+            Body::JobSubmitted {
+                job,
+                spec,
+                researcher,
+                ..
+            } => {
                 let valid = match self.blob(&spec) {
                     None => {
                         self.bad(
@@ -270,6 +296,7 @@ impl Replayer<'_> {
                     job,
                     JobReplay {
                         valid,
+                        researcher,
                         members: Vec::new(),
                         total_weight: None,
                         round: 0,
@@ -356,6 +383,15 @@ impl Replayer<'_> {
                     return;
                 };
                 j.finished = true;
+                // What ending the job moves, checked as the records that follow it come.
+                let hospitals = j.members.iter().map(|m| m.name.as_str());
+                self.expected = end_movements(job, &j.researcher, hospitals, &self.credits)
+                    .into_iter()
+                    .map(|m| (job, None, m))
+                    .collect();
+                self.expected_from = index;
+                let researcher = j.researcher.clone();
+                let j = &self.jobs[&job];
                 let rounds = j.valid.as_ref().map(|v| u64::from(v.spec.rounds));
                 let done = j.last_finalized;
                 let summary = protocol::final_summary(j.evaluated.values());
@@ -377,6 +413,19 @@ impl Replayer<'_> {
                         summary,
                         reason,
                     );
+                } else if status == JobStatus::Cancelled {
+                    if actor.role == Role::Researcher && actor.id == researcher {
+                        self.report.cancelled += 1;
+                    } else {
+                        self.bad(
+                            job,
+                            done,
+                            Some(index),
+                            "a job is cancelled by the researcher who submitted it",
+                            format!("researcher {researcher}"),
+                            format!("{:?} {}", actor.role, actor.id),
+                        );
+                    }
                 }
             }
             Body::RequestRejected { .. } => {}
@@ -878,7 +927,10 @@ impl Replayer<'_> {
         // The policy's movements for this round, against the balances before them: they depend
         // on who took part, not on the model, so they are checked either way.
         let movements = round_movements_capped(&Policy::V1, job, round, &outcome, &self.credits);
-        self.expected = movements.into_iter().map(|m| (job, round, m)).collect();
+        self.expected = movements
+            .into_iter()
+            .map(|m| (job, Some(round), m))
+            .collect();
         self.expected_from = index;
         let j = self.jobs.get_mut(&job).expect("checked");
         let mut report = std::mem::take(&mut j.state).report;
@@ -968,7 +1020,7 @@ pub fn replay(
     };
     for index in 0..store.len() {
         let (record, _) = store.record(index)?;
-        r.record(index, record.body);
+        r.record(index, &record.actor, record.body);
     }
     r.flush_expected();
     r.report.records = store.len();

@@ -271,6 +271,11 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
                 }
             );
         }
+        println!(
+            "  jobs' ends: {} credit movements recomputed (deposits returned, escrow refunded); \
+             {} cancelled by their researcher",
+            report.end_credits_checked, report.cancelled
+        );
         let at = |what: &str, n: Option<u64>| n.map(|n| format!(" {what} {n}")).unwrap_or_default();
         for f in &verified.findings {
             println!("FAIL {}{}: {}", f.object, at("record", f.record), f.problem);

@@ -474,7 +474,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         let out = dir.join("model.safetensors");
         let mut tries = 0;
         let downloaded = loop {
-            match job::download(ch.clone(), status.job, &alice.join(TRUST_FILE), &out).await {
+            match job::download(ch.clone(), status.job, None, &alice.join(TRUST_FILE), &out).await {
                 Ok(d) => break d,
                 Err(_) if tries < 50 => {
                     tries += 1;

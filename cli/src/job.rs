@@ -53,10 +53,34 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Download a finished job's model and verify it against the ledger.
+    /// List your jobs (an auditor sees every job): state, rounds done, the latest model's figures.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel one of your jobs that has not ended: recorded on the ledger, the hospitals'
+    /// deposits returned and what is left of the escrow refunded to you.
+    Cancel {
+        /// The job id.
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print the job's status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a job's model and verify it against the ledger: the final model of a finished
+    /// job, or with --round any finalized round's.
     Download {
         /// The job id.
         id: u64,
+        /// A model round (1..=rounds) to download instead of the final model: any round that
+        /// finalized, whatever became of the job after it.
+        #[arg(long)]
+        round: Option<u64>,
         /// Where to write the safetensors model.
         #[arg(long)]
         out: PathBuf,
@@ -310,6 +334,7 @@ pub fn state_name(state: i32) -> &'static str {
         pb::JobState::Running => "running",
         pb::JobState::Finished => "finished",
         pb::JobState::Failed => "failed",
+        pb::JobState::Cancelled => "cancelled",
         pb::JobState::Unspecified => "unknown",
     }
 }
@@ -336,6 +361,9 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
         "phase": s.progress.as_ref().map(|p| phase_name(p.phase)),
         "participants": s.progress.as_ref().map(|p| p.participants.clone()),
         "reason": s.reason,
+        "researcher": s.researcher,
+        "finalized_round": s.finalized_round,
+        "metrics": metrics_of(&s.metrics),
     })
 }
 
@@ -366,6 +394,8 @@ pub struct Watched {
     pub rounds: Vec<RoundLine>,
     pub final_metrics: MetricMap,
     pub reason: String,
+    /// Whether the job's researcher cancelled it.
+    pub cancelled: bool,
     pub model_sha256: Option<String>,
 }
 
@@ -423,6 +453,7 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         rounds: Vec::new(),
         final_metrics: MetricMap::new(),
         reason: String::new(),
+        cancelled: false,
         model_sha256: None,
     };
     let println = |line: String| match &bar {
@@ -500,6 +531,7 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
             }
             Some(Event::Failed(f)) => {
                 out.reason = f.reason;
+                out.cancelled = f.cancelled;
                 break;
             }
             None => {}
@@ -578,7 +610,13 @@ pub struct Downloaded {
 /// digest, the parameter digest, that the RoundFinalized record names it, that the record is in a
 /// checkpoint signed by the log and cosigned by a quorum of hospitals; and that the file's
 /// preprocessing is the job's schema and round 0's statistics, records of the same checkpoint.
-pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Result<Downloaded> {
+pub async fn download(
+    ch: Channel,
+    id: u64,
+    round: Option<u64>,
+    trust_path: &Path,
+    out: &Path,
+) -> Result<Downloaded> {
     use pb::model_download::Part;
     let trust = Trust::parse(
         &std::fs::read_to_string(trust_path)
@@ -589,16 +627,24 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
     let mut ledger =
         LedgerServiceClient::new(ch.clone()).max_decoding_message_size(limits::MAX_MESSAGE_BYTES);
     let mut client = jobs(ch);
-    // The model asked for is the job's last round's, which the release must be.
-    let last = client
-        .get_job(pb::JobId { id })
-        .await
-        .map_err(status_err)?
-        .into_inner()
-        .rounds;
+    // The model asked for is the round named or the job's last round's, which the release must be.
+    let want = match round {
+        Some(r) => r,
+        None => u64::from(
+            client
+                .get_job(pb::JobId { id })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .rounds,
+        ),
+    };
     let mut outage = Outage::default();
     let mut stream = loop {
-        match client.download_model(pb::JobId { id }).await {
+        match client
+            .download_model(pb::DownloadRequest { job: id, round })
+            .await
+        {
             Ok(s) => break s.into_inner(),
             Err(e) if transient(&e) => outage.wait(id, e.message(), None).await?,
             Err(e) => return Err(status_err(e)),
@@ -619,7 +665,7 @@ pub async fn download(ch: Channel, id: u64, trust_path: &Path, out: &Path) -> Re
         }
     }
     let r = release.ok_or_else(|| anyhow!("the coordinator sent no release header"))?;
-    let v = fedchain_audit::verify_release(id, u64::from(last), &r, &file, &trust)
+    let v = fedchain_audit::verify_release(id, want, &r, &file, &trust)
         .context("the release does not verify; nothing was written")?;
     let p = fedchain_audit::verify_preprocessing(&mut ledger, id, &v)
         .await
@@ -698,6 +744,8 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                     println!("{}", serde_json::to_string(&w)?);
                 } else if w.finished {
                     println!("job {id} finished: {}", show_metrics(&w.final_metrics));
+                } else if w.cancelled {
+                    println!("job {id} was cancelled: {}", w.reason);
                 } else {
                     println!("job {id} FAILED: {}", w.reason);
                 }
@@ -707,14 +755,89 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                     ExitCode::FAILURE
                 })
             }
+            JobCommand::List { client, json } => {
+                let ch = connect(&client.coordinator, &client.party).await?;
+                let list = jobs(ch)
+                    .list_jobs(pb::ListJobsRequest {})
+                    .await
+                    .map_err(status_err)?
+                    .into_inner()
+                    .jobs;
+                if json {
+                    let v: Vec<_> = list.iter().map(status_json).collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else if list.is_empty() {
+                    println!("no jobs yet; submit one with: fedchain job submit JOB.toml");
+                } else {
+                    println!(
+                        "{:>5}  {:<10} {:>6}  {:<12} LATEST MODEL",
+                        "JOB", "STATE", "ROUNDS", "RESEARCHER"
+                    );
+                    for s in &list {
+                        let figures = if s.finalized_round == 0 {
+                            "-".to_string()
+                        } else if s.metrics.is_empty() {
+                            format!("round {} (being evaluated)", s.finalized_round)
+                        } else {
+                            format!(
+                                "round {}: {}",
+                                s.finalized_round,
+                                show_metrics(&metrics_of(&s.metrics))
+                            )
+                        };
+                        let reason = if s.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", s.reason)
+                        };
+                        println!(
+                            "{:>5}  {:<10} {:>6}  {:<12} {figures}{reason}",
+                            s.job,
+                            state_name(s.state),
+                            format!("{}/{}", s.finalized_round, s.rounds),
+                            s.researcher,
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            JobCommand::Cancel { id, client, json } => {
+                let ch = connect(&client.coordinator, &client.party).await?;
+                let s = jobs(ch)
+                    .cancel_job(pb::JobId { id })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
+                } else {
+                    println!(
+                        "job {id} cancelled after {} of {} rounds: recorded on the ledger, the \
+                         hospitals' deposits returned and the rest of the escrow refunded{}",
+                        s.finalized_round,
+                        s.rounds,
+                        if s.finalized_round > 0 {
+                            format!(
+                                "; its finalized rounds' models can still be downloaded \
+                                 (fedchain job download {id} --round {} --out FILE)",
+                                s.finalized_round
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             JobCommand::Download {
                 id,
+                round,
                 out,
                 client,
                 json,
             } => {
                 let ch = connect(&client.coordinator, &client.party).await?;
-                let d = download(ch, id, &client.party.join(TRUST_FILE), &out).await?;
+                let d = download(ch, id, round, &client.party.join(TRUST_FILE), &out).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&d)?);
                 } else {

@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use fedchain_crypto::keys::PublicKey;
 use fedchain_datasets::{Standardizer, TaskKind};
-use fedchain_ledger::credits::{Account, Credits, Movement};
+use fedchain_ledger::credits::{end_movements, Account, Credits, Movement};
 use fedchain_ledger::record::{signature_verifies, Actor, Body, JobStatus, Outcome, Role};
 use fedchain_ledger::store::Entry;
-use fedchain_ledger::Hash;
+use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{num_parameters, ModelDigest, ModelError, ModelFile, Preprocessing};
 use fedchain_proto::v1::Quantization;
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
@@ -57,6 +57,19 @@ pub enum JobPhase {
     Finished,
     /// Stopped with its reason, `JobFinished` (failed) recorded.
     Failed,
+    /// Stopped by its researcher, `JobFinished` (cancelled) recorded.
+    Cancelled,
+}
+
+/// A finalized model round's model, as `DownloadModel` serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// Index of the round's `RoundFinalized` record.
+    pub record: u64,
+    /// The model's parameter digest (the record's `model_after`).
+    pub model: Hash,
+    /// SHA-256 of its file, a blob in the store.
+    pub file: Hash,
 }
 
 /// A submission of the current round, as the hospitals' `FetchRound` serves it.
@@ -193,8 +206,8 @@ pub enum JobError {
         /// The round.
         round: u64,
     },
-    /// The job has finished or failed: nothing more is accepted for it.
-    #[error("job {job} has {state}; nothing more is accepted for it")]
+    /// The job has finished, failed or was cancelled: nothing more is accepted for it.
+    #[error("job {job} has ended ({state}); nothing more is accepted for it")]
     Ended {
         /// The job.
         job: u64,
@@ -221,6 +234,14 @@ pub enum JobError {
         expected: String,
         /// The digest evaluated, hex.
         found: String,
+    },
+    /// A researcher acting on another researcher's job.
+    #[error("job {job} belongs to researcher {researcher:?}")]
+    NotTheResearcher {
+        /// The job.
+        job: u64,
+        /// Its researcher.
+        researcher: String,
     },
     /// An evaluation whose signature does not verify.
     #[error("the evaluation's signature does not verify with {0}'s identity key")]
@@ -386,6 +407,8 @@ pub struct Job {
     pub model_digest: Hash,
     /// The latest finalized model round, with its `RoundFinalized` record.
     pub finalized: Option<(u64, u64)>,
+    /// Every finalized model round's model: what a researcher may download.
+    pub released: BTreeMap<u64, Released>,
     /// Index of the `RoundFinalized` record of the round that just finalized.
     pub finalized_record: Option<u64>,
     /// Per round, per hospital: held-out rows and mean metrics (its `ModelEvaluated` record).
@@ -449,6 +472,7 @@ impl Job {
             model_file: Vec::new(),
             model_digest: [0; 32],
             finalized: None,
+            released: BTreeMap::new(),
             finalized_record: None,
             evaluations: BTreeMap::new(),
             finished_record: None,
@@ -500,9 +524,12 @@ impl Job {
         self.answers.contains_key(hospital)
     }
 
-    /// Finished or failed.
+    /// Finished, failed or cancelled.
     pub fn terminal(&self) -> bool {
-        matches!(self.phase, JobPhase::Finished | JobPhase::Failed)
+        matches!(
+            self.phase,
+            JobPhase::Finished | JobPhase::Failed | JobPhase::Cancelled
+        )
     }
 
     /// Row-weighted means of the hospitals' reports on round `r`'s model.
@@ -625,7 +652,7 @@ impl Job {
                 }
                 Ok(None)
             }
-            JobPhase::Finished | JobPhase::Failed => Ok(None),
+            JobPhase::Finished | JobPhase::Failed | JobPhase::Cancelled => Ok(None),
         }
     }
 
@@ -695,6 +722,16 @@ impl Job {
         self.model_file = file;
         if r > 0 {
             self.finalized = self.finalized_record.map(|i| (r, i));
+            if let Some(record) = self.finalized_record {
+                self.released.insert(
+                    r,
+                    Released {
+                        record,
+                        model: self.model_digest,
+                        file: sha256(&self.model_file),
+                    },
+                );
+            }
         }
         let mut writes = Writes {
             blobs: vec![self.model_file.clone()],
@@ -743,6 +780,33 @@ impl Job {
         self.end(JobStatus::Failed, reason, now, env)
     }
 
+    /// Its researcher `by` cancels the job: `JobFinished` (cancelled, with `by` as its actor),
+    /// deposits returned and the rest of the escrow refunded, as for a failure. Whatever is in
+    /// flight is refused from then on, as after any end.
+    pub fn cancel(&mut self, by: &str, now: u64, env: &JobEnv<'_>) -> Result<Writes, JobError> {
+        if self.terminal() {
+            return Err(JobError::Ended {
+                job: self.id,
+                state: self.state_name(),
+            });
+        }
+        if by != self.researcher {
+            return Err(JobError::NotTheResearcher {
+                job: self.id,
+                researcher: self.researcher.clone(),
+            });
+        }
+        let reason = format!("cancelled by researcher {by}");
+        let mut writes = self.end(JobStatus::Cancelled, reason.clone(), now, env);
+        writes.entries[0].actor = Actor {
+            id: by.to_owned(),
+            role: Role::Researcher,
+        };
+        self.reason = reason;
+        self.phase = JobPhase::Cancelled;
+        Ok(writes)
+    }
+
     fn end(&self, status: JobStatus, reason: String, now: u64, env: &JobEnv<'_>) -> Writes {
         let mut entries = vec![coord(
             now,
@@ -762,36 +826,11 @@ impl Job {
 
     /// Deposits back to the hospitals and the rest of the escrow back to the researcher.
     fn release_funds(&self, now: u64, credits: &Credits) -> Vec<Entry> {
-        let mut out = Vec::new();
-        for e in &self.enrolled {
-            let deposit = Account::Deposit {
-                job: self.id,
-                hospital: e.name.clone(),
-            };
-            if credits.balance(&deposit) > 0 {
-                out.push(coord(
-                    now,
-                    Body::CreditsMoved {
-                        movement: Movement::ReturnDeposit {
-                            job: self.id,
-                            hospital: e.name.clone(),
-                        },
-                    },
-                ));
-            }
-        }
-        if credits.balance(&Account::Escrow(self.id)) > 0 {
-            out.push(coord(
-                now,
-                Body::CreditsMoved {
-                    movement: Movement::Refund {
-                        job: self.id,
-                        researcher: self.researcher.clone(),
-                    },
-                },
-            ));
-        }
-        out
+        let hospitals = self.enrolled.iter().map(|e| e.name.as_str());
+        end_movements(self.id, &self.researcher, hospitals, credits)
+            .into_iter()
+            .map(|movement| coord(now, Body::CreditsMoved { movement }))
+            .collect()
     }
 
     /// A hospital's enrollment: `Ok(None)` when it is already enrolled with the same identity
@@ -891,6 +930,7 @@ impl Job {
             JobPhase::Running | JobPhase::Evaluating { .. } => "running",
             JobPhase::Finished => "finished",
             JobPhase::Failed => "failed",
+            JobPhase::Cancelled => "cancelled",
         }
     }
 
@@ -1179,8 +1219,9 @@ impl Job {
                 self.phase = match status {
                     JobStatus::Finished => JobPhase::Finished,
                     JobStatus::Failed => JobPhase::Failed,
+                    JobStatus::Cancelled => JobPhase::Cancelled,
                 };
-                if *status == JobStatus::Failed {
+                if *status != JobStatus::Finished {
                     self.reason = reason.clone();
                 }
             }
@@ -1234,7 +1275,7 @@ impl Job {
                     }
                 }
             }
-            JobPhase::Finished | JobPhase::Failed => {}
+            JobPhase::Finished | JobPhase::Failed | JobPhase::Cancelled => {}
         }
     }
 

@@ -627,6 +627,38 @@ fn name_set(names: &[String]) -> BTreeSet<&str> {
     names.iter().map(String::as_str).collect()
 }
 
+/// What ending job `job` moves, whether it finished, failed or was cancelled: each hospital's
+/// deposit back (in `hospitals`' order, those that still hold one), then what is left of the escrow
+/// to `researcher`. This is what the coordinator records after `JobFinished` and the auditor
+/// recomputes.
+pub fn end_movements<'a>(
+    job: u64,
+    researcher: &str,
+    hospitals: impl IntoIterator<Item = &'a str>,
+    credits: &Credits,
+) -> Vec<Movement> {
+    let mut out: Vec<Movement> = hospitals
+        .into_iter()
+        .filter(|h| {
+            credits.balance(&Account::Deposit {
+                job,
+                hospital: (*h).to_owned(),
+            }) > 0
+        })
+        .map(|h| Movement::ReturnDeposit {
+            job,
+            hospital: h.to_owned(),
+        })
+        .collect();
+    if credits.balance(&Account::Escrow(job)) > 0 {
+        out.push(Movement::Refund {
+            job,
+            researcher: researcher.to_owned(),
+        });
+    }
+    out
+}
+
 /// [`round_movements`], capped to what `credits` can pay: rewards are paid in order (sorted by
 /// hospital name) while the escrow lasts, the last one possibly partially; each penalty takes at
 /// most the hospital's deposit. Movements that would become zero, or that `credits` already
@@ -809,6 +841,32 @@ mod tests {
         assert_eq!(c.balance(&researcher("r")), 975);
         assert!(!c.balances().contains_key(&Account::Escrow(7)));
         assert_eq!(c.total_supply(), 1200);
+        c.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn ending_a_job_returns_what_is_left_of_deposits_and_escrow() {
+        let mut c = funded();
+        let end = |c: &Credits| end_movements(7, "r", ["a", "b", "c"], c);
+        let back = |h: &str| Movement::ReturnDeposit {
+            job: 7,
+            hospital: h.into(),
+        };
+        let refund = Movement::Refund {
+            job: 7,
+            researcher: "r".into(),
+        };
+        // "c" never posted a deposit: nothing comes back to it.
+        assert_eq!(end(&c), vec![back("a"), back("b"), refund.clone()]);
+        // A deposit taken whole by a penalty, an escrow paid out whole: nothing left to move.
+        c.apply(&penalty(7, 0, "b", 40, "missed_submission"))
+            .unwrap();
+        c.apply(&reward(7, 0, "a", 300)).unwrap();
+        assert_eq!(end(&c), vec![back("a")]);
+        for m in end(&c) {
+            c.apply(&m).unwrap();
+        }
+        assert!(end(&c).is_empty(), "a second end moves nothing");
         c.check_invariants().unwrap();
     }
 

@@ -117,6 +117,8 @@ pub enum JobStatus {
     Finished,
     /// Stopped early.
     Failed,
+    /// Stopped by the researcher who submitted it (the record's actor).
+    Cancelled,
 }
 
 /// What happened: one variant per kind of event.

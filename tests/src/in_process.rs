@@ -113,7 +113,7 @@ pub struct InProcess {
     /// How parties reach the coordinator.
     pub switchboard: Switchboard,
     coordinator: JoinHandle<Result<(), ServiceError>>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<(String, JoinHandle<()>)>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -143,11 +143,12 @@ impl InProcess {
             let node = Node::open(cfg)
                 .unwrap_or_else(|e| panic!("open {h}'s worker: {e}"))
                 .with_dial(switchboard.dial());
-            handles.push(tokio::spawn(async move {
+            let handle = tokio::spawn(async move {
                 if let Err(e) = node.run().await {
                     eprintln!("in-process worker stopped: {e}");
                 }
-            }));
+            });
+            handles.push((h.to_string(), handle));
         }
         InProcess {
             layout: layout.clone(),
@@ -174,9 +175,16 @@ impl InProcess {
             .expect("connect over a pipe")
     }
 
+    /// Stops hospital `h`'s worker, as if its machine went away.
+    pub fn stop_worker(&self, h: &str) {
+        for (_, w) in self.workers.iter().filter(|(name, _)| name == h) {
+            w.abort();
+        }
+    }
+
     /// Stops the workers and the coordinator; returns how the coordinator ended.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
-        for w in &self.workers {
+        for (_, w) in &self.workers {
             w.abort();
         }
         if let Some(stop) = self.stop.take() {
@@ -191,7 +199,7 @@ impl InProcess {
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        for w in &self.workers {
+        for (_, w) in &self.workers {
             w.abort();
         }
         self.coordinator.abort();

@@ -11,8 +11,8 @@
 
 use std::time::Instant;
 
-use fedchain_audit::replay;
-use fedchain_consortium::AuditorFolder;
+use fedchain_audit::{replay, verify_release};
+use fedchain_consortium::{AuditorFolder, ResearcherFolder};
 use fedchain_datasets::Builtin;
 use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
@@ -23,6 +23,38 @@ use fedchain_tests::in_process::InProcess;
 use fedchain_tests::{Layout, HOSPITALS};
 use pb::job_service_client::JobServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
+
+/// The next event of a watch stream, within two minutes.
+async fn next(events: &mut tonic::Streaming<pb::JobEvent>) -> Option<pb::job_event::Event> {
+    tokio::time::timeout(std::time::Duration::from_secs(120), events.message())
+        .await
+        .expect("the job moves within two minutes")
+        .expect("the watch stream")
+        .expect("the job ends before the stream")
+        .event
+}
+
+/// Job `id`'s model of `round` (the final model when `None`): the release and the file.
+async fn download(
+    jobs: &mut JobServiceClient<tonic::transport::Channel>,
+    id: u64,
+    round: Option<u64>,
+) -> Result<(pb::ModelRelease, Vec<u8>), tonic::Status> {
+    use pb::model_download::Part;
+    let mut stream = jobs
+        .download_model(pb::DownloadRequest { job: id, round })
+        .await?
+        .into_inner();
+    let (mut release, mut file) = (None, Vec::new());
+    while let Some(m) = stream.message().await? {
+        match m.part {
+            Some(Part::Release(r)) => release = Some(r),
+            Some(Part::Chunk(c)) => file.extend_from_slice(&c.data),
+            None => {}
+        }
+    }
+    Ok((release.expect("a release header"), file))
+}
 
 fn spec(rounds: u32, seed: u64) -> pb::JobSpec {
     let data = Builtin::BreastCancer.load().unwrap();
@@ -120,6 +152,67 @@ async fn a_three_hospital_encrypted_job_runs_to_the_end_in_process() {
         assert!(Instant::now() < deadline, "never cosigned: {newest}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+
+    // The researcher's list: the job, finished after its 2 rounds, with the figures watch gave.
+    let listed = jobs
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, pb::JobState::Finished as i32);
+    assert_eq!(
+        (listed[0].finalized_round, listed[0].researcher.as_str()),
+        (2, "alice")
+    );
+    assert_eq!(listed[0].metrics, finished.metrics);
+
+    // Every finalized round's model downloads and verifies against its own RoundFinalized record
+    // and a cosigned checkpoint; without a round, the final model is round 2's.
+    let trust = ResearcherFolder::open(&layout.alice(), None).unwrap().trust;
+    let id = submitted.job;
+    let mut digests = Vec::new();
+    for round in [Some(1), Some(2), None] {
+        let (release, file) = download(&mut jobs, id, round)
+            .await
+            .expect("a finalized round");
+        let want = round.unwrap_or(2);
+        let v = verify_release(id, want, &release, &file, &trust).expect("the release verifies");
+        assert!(v.model.preprocessing().is_some());
+        digests.push((v.model_digest, v.record_index));
+    }
+    assert_ne!(
+        digests[0], digests[1],
+        "rounds 1 and 2 have their own models and records"
+    );
+    assert_eq!(
+        digests[1], digests[2],
+        "the final model is the last round's"
+    );
+    assert_eq!(
+        hex::encode(digests[2].0),
+        hex::encode(&finished.model.as_ref().unwrap().sha256)
+    );
+    // A release of round 1 does not pass for the final model.
+    let (release, file) = download(&mut jobs, id, Some(1)).await.unwrap();
+    assert!(verify_release(id, 2, &release, &file, &trust).is_err());
+    let statistics = download(&mut jobs, id, Some(0)).await.unwrap_err();
+    assert_eq!(
+        statistics.code(),
+        tonic::Code::InvalidArgument,
+        "{statistics}"
+    );
+    let beyond = download(&mut jobs, id, Some(3)).await.unwrap_err();
+    assert_eq!(beyond.code(), tonic::Code::FailedPrecondition, "{beyond}");
+    assert!(
+        beyond.message().contains("rounds finalized: 1..=2"),
+        "{beyond}"
+    );
+    // A finished job cannot be cancelled.
+    let late = jobs.cancel_job(pb::JobId { id }).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late}");
+
     cluster.stop().await.expect("the coordinator stops cleanly");
 
     // The auditor's view of what happened: every record verifies and every round re-derives.
@@ -129,6 +222,10 @@ async fn a_three_hospital_encrypted_job_runs_to_the_end_in_process() {
     let report = replay(&store, &audra.public_key, &audra.hospitals).unwrap();
     assert!(report.ok(), "{:?}", report.discrepancies);
     assert_eq!(report.rounds.len(), 3, "rounds 0, 1 and 2");
+    assert_eq!(
+        report.end_credits_checked, 4,
+        "three deposits returned and the escrow's rest refunded"
+    );
     for r in &report.rounds {
         assert_eq!(r.signatures_verified, 3, "{r:?}");
         assert!(r.model_matches && r.model_checked, "{r:?}");
@@ -168,4 +265,176 @@ async fn a_job_that_fails_while_enrolling_names_no_round() {
     assert!(failed.reason.contains("enrolled"), "{}", failed.reason);
     assert_eq!(failed.round, None);
     cluster.stop().await.unwrap();
+}
+
+/// A researcher cancels a running job. It is recorded as `JobFinished` (cancelled) with the
+/// researcher as its actor, the deposits returned and the escrow's rest refunded; the watch stream
+/// says so; the rounds that finalized before still download and verify; and replay checks who
+/// cancelled and every movement of the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_researcher_cancels_a_running_job_and_replay_checks_its_end() {
+    use fedchain_ledger::credits::Account;
+    use fedchain_ledger::record::{Body, JobStatus, Role};
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    layout.provision();
+    let config = layout.coordinator_config("127.0.0.1:0", 120);
+    let cluster = InProcess::start(&layout, config, &HOSPITALS).await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+    let mut audra = JobServiceClient::new(cluster.channel(&layout.audra()).await);
+    let id = jobs.submit_job(spec(50, 5)).await.unwrap().into_inner().job;
+    let refused = audra.cancel_job(pb::JobId { id }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+
+    let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    loop {
+        match next(&mut events).await {
+            Some(pb::job_event::Event::Round(p))
+                if p.phase == pb::RoundPhase::Finalized as i32 && p.round >= 1 =>
+            {
+                break
+            }
+            Some(pb::job_event::Event::Round(_)) | None => {}
+            other => panic!("the job ended before round 1 finalized: {other:?}"),
+        }
+    }
+    // With h3 gone, a round soon holds two submissions and waits for the third until its
+    // deadline (a minute): the cancellation comes while it collects.
+    cluster.stop_worker("h3");
+    loop {
+        match next(&mut events).await {
+            Some(pb::job_event::Event::Round(p))
+                if p.phase == pb::RoundPhase::Training as i32 && p.participants.len() == 2 =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let now = jobs.get_job(pb::JobId { id }).await.unwrap().into_inner();
+                let stuck = now.progress.is_some_and(|q| {
+                    q.round == p.round
+                        && q.phase == pb::RoundPhase::Training as i32
+                        && q.participants.len() == 2
+                });
+                if stuck {
+                    break;
+                }
+            }
+            Some(pb::job_event::Event::Round(_)) | None => {}
+            other => panic!("the job ended before it was cancelled: {other:?}"),
+        }
+    }
+    let status = jobs
+        .cancel_job(pb::JobId { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::JobState::Cancelled as i32, "{status:?}");
+    assert_eq!(status.reason, "cancelled by researcher alice");
+    let done = status.finalized_round;
+    assert!((1..50).contains(&done), "{status:?}");
+    let failed = loop {
+        match next(&mut events).await {
+            Some(pb::job_event::Event::Failed(f)) => break f,
+            Some(pb::job_event::Event::Finished(_)) => panic!("a cancelled job finished"),
+            _ => {}
+        }
+    };
+    assert!(failed.cancelled, "{failed:?}");
+    assert_eq!(failed.reason, status.reason);
+    let again = jobs.cancel_job(pb::JobId { id }).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again}");
+    let listed = audra
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, pb::JobState::Cancelled as i32);
+    assert_eq!(listed[0].finalized_round, done);
+
+    // No final model; the last finalized round's model, once the hospitals cosigned it.
+    let none = download(&mut jobs, id, None).await.unwrap_err();
+    assert_eq!(none.code(), tonic::Code::FailedPrecondition, "{none}");
+    let trust = ResearcherFolder::open(&layout.alice(), None).unwrap().trust;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let (release, file) = loop {
+        match download(&mut jobs, id, Some(done)).await {
+            Ok(got) => break got,
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("round {done}'s model: {e}"),
+        }
+    };
+    verify_release(id, done, &release, &file, &trust).expect("round's release verifies");
+    // An auditor mirrors the live ledger, every blob included: a submission of the round the
+    // cancellation cut short is no longer sealed, since no hospital can submit to it any more.
+    let audra_folder = AuditorFolder::open(&layout.audra()).unwrap();
+    let mut ledger = LedgerServiceClient::new(cluster.channel(&layout.audra()).await);
+    let copy = tmp.path().join("mirrored");
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match fedchain_audit::mirror(&mut ledger, &audra_folder.trust, &copy).await {
+            Ok(_) => break,
+            // The end's checkpoint may still be collecting its cosignatures.
+            Err(e) if Instant::now() < deadline && e.to_string().contains("quorum") => {
+                let _ = std::fs::remove_dir_all(&copy);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the auditor cannot mirror the ledger: {e}"),
+        }
+    }
+    let mirrored = Store::open(&copy, audra_folder.trust.log.name()).unwrap();
+    let cut_short = (0..mirrored.len())
+        .map(|i| mirrored.record(i).unwrap().0.body)
+        .filter_map(|b| match b {
+            fedchain_ledger::record::Body::UpdateSubmitted { round, .. } => Some((round, 1)),
+            fedchain_ledger::record::Body::RoundClosed { round, .. } => Some((round, 100)),
+            _ => None,
+        })
+        .fold(std::collections::BTreeMap::new(), |mut m, (r, n)| {
+            *m.entry(r).or_insert(0) += n;
+            m
+        });
+    assert_eq!(
+        cut_short.last_key_value().map(|(_, n)| *n),
+        Some(2),
+        "the last round holds two submissions and never closed: {cut_short:?}"
+    );
+    let report = replay(&mirrored, &audra_folder.public_key, &audra_folder.hospitals).unwrap();
+    assert!(report.ok(), "{:?}", report.discrepancies);
+    drop(mirrored);
+    cluster.stop().await.expect("the coordinator stops cleanly");
+
+    let store = Store::open(&layout.ledger(), audra_folder.trust.log.name()).unwrap();
+    let report = replay(&store, &audra_folder.public_key, &audra_folder.hospitals).unwrap();
+    assert!(report.ok(), "{:?}", report.discrepancies);
+    assert_eq!(report.cancelled, 1);
+    assert_eq!(report.end_credits_checked, 4, "3 deposits and the refund");
+    let end = (0..store.len())
+        .map(|i| store.record(i).unwrap().0)
+        .find(|r| matches!(r.body, Body::JobFinished { .. }))
+        .expect("the job's end is recorded");
+    assert!(
+        matches!(
+            end.body,
+            Body::JobFinished {
+                status: JobStatus::Cancelled,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert_eq!(
+        (end.actor.id.as_str(), end.actor.role),
+        ("alice", Role::Researcher)
+    );
+    let credits = store.credits();
+    assert_eq!(credits.balance(&Account::Escrow(id)), 0);
+    for h in HOSPITALS {
+        let deposit = Account::Deposit {
+            job: id,
+            hospital: h.into(),
+        };
+        assert_eq!(credits.balance(&deposit), 0, "{h}'s deposit returned");
+    }
 }

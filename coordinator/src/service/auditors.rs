@@ -116,11 +116,14 @@ impl LedgerService for Coordinator {
         let digest = digest_of(&Some(req.get_ref().clone()))?;
         let st = self.shared.lock();
         // Submissions stay sealed until their round closes: no hospital may read another's
-        // ciphertexts (and resubmit them as its own) while it could still submit.
+        // ciphertexts (and resubmit them as its own) while it could still submit. A job that
+        // ended (cancelled mid-round, say) takes no more submissions: its round never closes, and
+        // an auditor must be able to mirror what it recorded.
         let sealed = st.jobs.values().any(|j| {
-            j.round
-                .as_ref()
-                .is_some_and(|r| *r.phase() == Phase::Collecting)
+            !j.terminal()
+                && j.round
+                    .as_ref()
+                    .is_some_and(|r| *r.phase() == Phase::Collecting)
                 && j.subs.values().any(|s| s.digest == digest)
         });
         if sealed {

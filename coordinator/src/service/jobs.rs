@@ -18,7 +18,9 @@ pub(super) fn job_status(e: &JobError) -> Status {
         | JobError::NoModelToEvaluate { .. }
         | JobError::OtherModel { .. } => Status::failed_precondition(msg),
         JobError::OtherIdentity { .. } => Status::already_exists(msg),
-        JobError::NotEnrolled { .. } => Status::permission_denied(msg),
+        JobError::NotEnrolled { .. } | JobError::NotTheResearcher { .. } => {
+            Status::permission_denied(msg)
+        }
         JobError::BadEvaluationSignature(_) => Status::unauthenticated(msg),
         JobError::DeclaredSamples(_) | JobError::OtherAggregate => Status::invalid_argument(msg),
         JobError::Round(e) => round_status(e),
@@ -221,6 +223,7 @@ impl Shared {
     pub(super) fn status(&self, job: &Job) -> pb::JobStatus {
         let mut hospitals: Vec<String> = job.enrolled.iter().map(|e| e.name.clone()).collect();
         hospitals.sort();
+        let finalized_round = job.finalized.map_or(0, |(r, _)| r);
         pb::JobStatus {
             job: job.id,
             state: job_state(job) as i32,
@@ -231,6 +234,15 @@ impl Shared {
             rounds: job.valid.spec.rounds,
             progress: progress(job),
             reason: job.reason.clone(),
+            finalized_round,
+            metrics: if finalized_round > 0
+                && (job.evaluated_by_all(finalized_round) || job.terminal())
+            {
+                wire_metrics(job, finalized_round)
+            } else {
+                Vec::new()
+            },
+            researcher: job.researcher.clone(),
         }
     }
 
@@ -335,6 +347,7 @@ pub(super) fn job_state(job: &Job) -> pb::JobState {
         JobPhase::Running | JobPhase::Evaluating { .. } => pb::JobState::Running,
         JobPhase::Finished => pb::JobState::Finished,
         JobPhase::Failed => pb::JobState::Failed,
+        JobPhase::Cancelled => pb::JobState::Cancelled,
     }
 }
 

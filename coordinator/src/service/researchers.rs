@@ -30,6 +30,38 @@ impl JobService for Coordinator {
         Ok(Response::new(status))
     }
 
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> SResult<Response<pb::JobList>> {
+        let peer = self
+            .shared
+            .authorize(&req, &[Role::Researcher, Role::Auditor])?;
+        let st = self.shared.lock();
+        let jobs = st
+            .jobs
+            .values()
+            .filter(|j| peer.role == Role::Auditor || j.researcher == peer.name)
+            .map(|j| self.shared.status(j))
+            .collect();
+        Ok(Response::new(pb::JobList { jobs }))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::JobId>) -> SResult<Response<pb::JobStatus>> {
+        let peer = self.shared.authorize(&req, &[Role::Researcher])?;
+        let id = req.get_ref().id;
+        let s = &self.shared;
+        let mut st = s.lock();
+        let State { store, jobs, .. } = &mut *st;
+        let env = s.env(store);
+        let job = jobs.get_mut(&id).ok_or_else(|| job_not_found(id))?;
+        let writes = job
+            .cancel(&peer.name, now_ms(), &env)
+            .map_err(|e| job_status(&e))?;
+        s.apply(&mut st, id, 0, writes)?;
+        let status = s.status(&st.jobs[&id]);
+        drop(st);
+        s.bump();
+        Ok(Response::new(status))
+    }
+
     async fn get_job(&self, req: Request<pb::JobId>) -> SResult<Response<pb::JobStatus>> {
         self.shared
             .authorize(&req, &[Role::Researcher, Role::Auditor, Role::Hospital])?;
@@ -87,12 +119,13 @@ impl JobService for Coordinator {
 
     async fn download_model(
         &self,
-        req: Request<pb::JobId>,
+        req: Request<pb::DownloadRequest>,
     ) -> SResult<Response<Self::DownloadModelStream>> {
         let peer = self
             .shared
             .authorize(&req, &[Role::Researcher, Role::Auditor])?;
-        let id = req.get_ref().id;
+        let id = req.get_ref().job;
+        let asked = req.get_ref().round;
         let (release, file) = {
             let st = self.shared.lock();
             let job = st.jobs.get(&id).ok_or_else(|| job_not_found(id))?;
@@ -102,20 +135,35 @@ impl JobService for Coordinator {
                     job.researcher
                 )));
             }
-            if job.phase != JobPhase::Finished {
-                return Err(Status::failed_precondition(format!(
-                    "job {id} is {}: only a finished job's model can be downloaded{}",
-                    job_state(job).as_str_name(),
-                    if job.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (failed: {})", job.reason)
+            let round =
+                match asked {
+                    Some(0) => return Err(Status::invalid_argument(
+                        "round 0 is the statistics round: it produces the pooled feature moments, \
+                         not a model; model rounds count from 1",
+                    )),
+                    Some(r) => r,
+                    None if job.phase == JobPhase::Finished => u64::from(job.valid.spec.rounds),
+                    None => {
+                        return Err(Status::failed_precondition(format!(
+                            "job {id} is {}: only a finished job has a final model; ask for a \
+                         finalized round's model instead (rounds finalized: {}){}",
+                            job_state(job).as_str_name(),
+                            finalized_rounds(job),
+                            if job.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", job.reason)
+                            }
+                        )))
                     }
-                )));
-            }
-            let (round, index) = job
-                .finalized
-                .ok_or_else(|| internal("a finished job without a finalized round"))?;
+                };
+            let released = job.released.get(&round).copied().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "round {round} of job {id} has not finalized (rounds finalized: {})",
+                    finalized_rounds(job)
+                ))
+            })?;
+            let index = released.record;
             // The latest checkpoint covering the record that a quorum of hospitals cosigned
             // already (the newest one may still be collecting cosignatures).
             let (size, note) = st
@@ -126,25 +174,30 @@ impl JobService for Coordinator {
                 .filter(|(size, note)| *size > index && self.shared.has_quorum(note))
                 .max_by_key(|(size, _)| *size)
                 .ok_or_else(|| {
-                    Status::unavailable(
-                        "no checkpoint covering the final model is cosigned by a quorum of hospitals \
-                         yet; retry in a few seconds",
-                    )
+                    Status::unavailable(format!(
+                        "no checkpoint covering round {round}'s model is cosigned by a quorum of \
+                         hospitals yet; retry in a few seconds"
+                    ))
                 })?;
             let (_, record) = st.store.record(index).map_err(internal)?;
             let proof = st.store.inclusion_proof(index, size).map_err(internal)?;
+            let file = st
+                .store
+                .blob(&released.file)
+                .map_err(internal)?
+                .ok_or_else(|| internal(format!("round {round}'s model file is missing")))?;
             let release = pb::ModelRelease {
                 job: id,
                 round,
-                model: pb_digest(&job.model_digest),
-                file: pb_digest(&sha256(&job.model_file)),
-                file_bytes: job.model_file.len() as u64,
+                model: pb_digest(&released.model),
+                file: pb_digest(&released.file),
+                file_bytes: file.len() as u64,
                 record_index: index,
                 record,
                 checkpoint: Some(pb::Checkpoint { note }),
                 inclusion: Some(pb_proof(&proof)),
             };
-            (release, job.model_file.clone())
+            (release, file)
         };
         use pb::model_download::Part;
         let mut msgs = vec![Ok(pb::ModelDownload {
@@ -209,15 +262,25 @@ fn watch_events(
             })));
             (out, true)
         }
-        JobPhase::Failed => {
+        JobPhase::Failed | JobPhase::Cancelled => {
             out.push(ev(Event::Failed(pb::job_event::Failed {
                 reason: job.reason.clone(),
-                // No round opened: the job failed while enrolling.
+                // No round opened: the job ended while enrolling.
                 round: job.round.as_ref().map(|_| job.round_no),
                 record_index,
+                cancelled: job.phase == JobPhase::Cancelled,
             })));
             (out, true)
         }
         _ => (out, false),
+    }
+}
+
+/// The finalized model rounds of `job`, for messages: "none", "1" or "1..=3".
+fn finalized_rounds(job: &Job) -> String {
+    match (job.released.keys().next(), job.released.keys().next_back()) {
+        (Some(first), Some(last)) if first == last => first.to_string(),
+        (Some(first), Some(last)) => format!("{first}..={last}"),
+        _ => "none".into(),
     }
 }

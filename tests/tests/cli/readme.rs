@@ -100,6 +100,14 @@ fn the_readmes_walkthrough_runs_as_written() {
     }
     assert!(said.contains("verdict: OK"), "{said}");
     assert!(said.contains("5 rows of new-patients.csv"), "{said}");
+    assert!(dir.join("round-1.safetensors").exists(), "{said}");
+    assert!(said.contains("job 2 cancelled after"), "{said}");
+    // The list: job 1 finished after its 3 rounds, job 2 cancelled.
+    assert!(said.contains("finished      3/3"), "{said}");
+    assert!(said.contains("cancelled by researcher alice"), "{said}");
+    // Replay checked both jobs' ends (job 2's deposits depend on how many hospitals enrolled
+    // before the cancellation) and who cancelled job 2.
+    assert!(said.contains("1 cancelled by their researcher"), "{said}");
     let scored: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tromso-scored.json")).unwrap())
             .unwrap();

@@ -248,6 +248,60 @@ fn replay_catches_a_coordinator_that_records_lies() {
         "{text}"
     );
 
+    // 2b. The end of the job: instead of the escrow's rest refunded to its researcher, a reward
+    //     for a round that never was (a movement the balances allow).
+    let lied = tmp.path().join("refund");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::CreditsMoved {
+            movement: Movement::Refund { job, .. },
+        } = body
+        {
+            let job = *job;
+            *body = Body::CreditsMoved {
+                movement: Movement::Reward {
+                    job,
+                    round: 99,
+                    hospital: "northgate".into(),
+                    amount: 1,
+                },
+            };
+            at = Some(i);
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        fails.len() == 1
+            && fails[0].contains(&format!(
+                "record {}: credit movement prescribed by the policy",
+                at.unwrap()
+            )),
+        "{text}"
+    );
+
+    // 2c. A job the coordinator ended, recorded as cancelled: only its researcher cancels a job.
+    let lied = tmp.path().join("cancelled");
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::JobFinished { status, .. } = body {
+            *status = fedchain_ledger::record::JobStatus::Cancelled;
+            at = Some(i);
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "record {}: a job is cancelled by the researcher who submitted it",
+            at.unwrap()
+        )),
+        "{text}"
+    );
+
     // 3. An aggregate that is not the product of the submissions: the record names another
     //    hospital's ciphertexts.
     let lied = tmp.path().join("aggregate");
