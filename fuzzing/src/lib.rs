@@ -1,8 +1,8 @@
 //! Every decoder of untrusted bytes, and what it must do with any input.
 //!
 //! Bytes from outside (a hospital's ciphertext vector or decryption share, a key file, a signed
-//! checkpoint, a ledger record, a model file, a researcher's job spec, a Merkle proof) reach one of these decoders
-//! before anything else looks at them. Each [`Target`] feeds its decoder arbitrary bytes and
+//! checkpoint, a ledger record, a model file, a researcher's job spec or TorchScript module, a
+//! Merkle proof) reach one of these decoders before anything else looks at them. Each [`Target`] feeds its decoder arbitrary bytes and
 //! panics if the decoder panics, or if it accepts bytes that do not re-encode to themselves (the
 //! decoders are canonical, so a mutant they accept without complaint would be a second encoding
 //! of one object, which digests and signatures over encodings must never meet).
@@ -23,6 +23,7 @@ use fedchain_ledger::merkle;
 use fedchain_ledger::note::{self, Checkpoint, NoteSigner};
 use fedchain_ledger::record::{Actor, Body, Outcome, Record, Role};
 use fedchain_ledger::Hash;
+use fedchain_model_core::torchscript::TorchScriptCode;
 use fedchain_model_core::{init_params, ModelFile, ModelKind, ModelSpec};
 use fedchain_proto::v1::{self as pb, JobSpec};
 use prost::Message;
@@ -119,6 +120,7 @@ pub fn fixtures() -> &'static Fixtures {
                     .expect("model file"),
             ),
             ("job_specs", job.encode_to_vec()),
+            ("torchscript_code", torchscript_archive()),
             ("merkle_proofs", {
                 let mut b = [3u64.to_le_bytes(), 7u64.to_le_bytes()].concat();
                 for i in 0..7u8 {
@@ -176,6 +178,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "merkle_proofs",
         check: merkle_proofs,
+    },
+    Target {
+        name: "torchscript_code",
+        check: torchscript_code,
     },
 ];
 
@@ -255,6 +261,44 @@ pub fn ledger_records(bytes: &[u8]) {
 /// A safetensors model file with its fedchain metadata.
 pub fn model_files(bytes: &[u8]) {
     let _ = ModelFile::from_bytes(bytes, Path::new("fuzz"));
+}
+
+/// A researcher's TorchScript file as a hospital reads it before loading anything: any bytes are
+/// refused or read without a panic, and every operator reported is named in the code read (none
+/// is made up, none comes from elsewhere in the archive).
+pub fn torchscript_code(bytes: &[u8]) {
+    if let Ok(code) = TorchScriptCode::read(bytes) {
+        for op in &code.operators {
+            assert!(
+                code.sources.iter().any(|(_, s)| s.contains(op.as_str())),
+                "{op} is reported but not in the code"
+            );
+        }
+        let _ = code.check();
+    }
+}
+
+/// A minimal TorchScript archive as `torch.jit.save` lays it out (stored entries): the module's
+/// code, one allowed and one forbidden operator.
+fn torchscript_archive() -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("m/code/__torch__.py", stored)
+        .expect("start the code file");
+    zip.write_all(
+        b"class M(Module):\n  def forward(self, x: Tensor) -> Tensor:\n    \
+          y = torch.from_file(\"f\", None, 4)\n    return torch.add(x, torch.sum(y))\n",
+    )
+    .expect("write the code");
+    zip.start_file("m/data.pkl", stored)
+        .expect("start data.pkl");
+    zip.write_all(b"\x80\x02}q\x00.").expect("write data.pkl");
+    let bytes = zip.finish().expect("finish the archive").into_inner();
+    let code = TorchScriptCode::read(&bytes).expect("the TorchScript seed must be readable");
+    assert_eq!(code.forbidden(), ["torch.from_file"]);
+    bytes
 }
 
 /// A researcher's job spec (protobuf), then its validation.

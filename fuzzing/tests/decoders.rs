@@ -101,6 +101,11 @@ fn merkle_proofs() {
     fuzz("merkle_proofs");
 }
 
+#[test]
+fn torchscript_code() {
+    fuzz("torchscript_code");
+}
+
 /// Every target has a test above, a cargo-fuzz binary in `fuzz/` and a seed; none is forgotten
 /// when a decoder is added.
 #[test]

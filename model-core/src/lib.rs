@@ -21,9 +21,11 @@ mod file;
 pub mod metrics;
 pub mod params;
 mod spec;
+pub mod torchscript;
 
 pub use error::{ModelError, Result};
 pub use file::{ModelFile, Preprocessing};
 pub use metrics::Metrics;
 pub use params::{init_params, layout, num_parameters, ModelDigest, ParamInfo};
 pub use spec::{ModelKind, ModelSpec};
+pub use torchscript::TorchScriptCode;

@@ -3,7 +3,9 @@
 //! Everything that defines a model *as data* — spec, layout, seeded initialization, digest, file
 //! format, FedAvg, metrics — lives in `fedchain-model-core` and is re-exported here, so a hospital
 //! and the CLI see one crate. This crate adds what needs libtorch: [`Model`] (a tch network built
-//! from the spec and checked against its layout), [`train()`], [`evaluate`] and [`pick_device`].
+//! from the spec and checked against its layout), [`train()`], [`evaluate`] and [`pick_device`],
+//! and [`torchscript::inspect`] (a researcher's TorchScript module: its code and operators checked
+//! before libtorch loads it, then its parameters).
 //! The coordinator and the auditor depend on `fedchain-model-core` only, so they never link
 //! libtorch.
 //!
@@ -17,6 +19,7 @@ pub use fedchain_model_core::{
 
 mod device;
 mod model;
+pub mod torchscript;
 mod train;
 
 pub use device::{describe_device, pick_device, DeviceChoice};

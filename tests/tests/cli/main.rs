@@ -13,4 +13,5 @@ mod link;
 mod operator;
 mod readme;
 mod replay;
+mod torchscript;
 mod train;
