@@ -40,7 +40,7 @@ pub fn run(args: BaselineArgs) -> Result<()> {
     for (dataset, kind) in RUNS {
         let data = dataset.load()?;
         let label = format!("{dataset} / {kind}");
-        let o = run_training(&data, kind, &hyper, None, !args.json, &label)?;
+        let o = run_training(&data, kind, None, &hyper, None, !args.json, &label)?;
         if !args.json {
             println!(
                 "{:<20} {:<62} test {}",

@@ -45,6 +45,10 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&i)?);
             } else {
                 println!("file:       {} (sha256:{})", file.display(), i.sha256);
+                println!(
+                    "code:       sha256:{} (the module's identity: the same after training)",
+                    i.code_sha256
+                );
                 if !no_code {
                     for (path, source) in &i.sources {
                         println!("--- {path} ---");

@@ -7,10 +7,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use fedchain_datasets::{load_csv, load_rows, DataError, Schema, TaskKind};
-use fedchain_models::{evaluate, Model, ModelFile};
+use fedchain_models::{evaluate, Model, ModelFile, ModelSpec};
 use serde_json::json;
 use tch::Device;
 
@@ -25,6 +25,10 @@ pub struct PredictArgs {
     /// columns are ignored; the target column, when present, is scored).
     #[arg(long, value_name = "FILE")]
     csv: PathBuf,
+    /// For a TorchScript model, its module (default: the model file's name with `.pt`, where
+    /// `fedchain train --model-file` writes the trained module).
+    #[arg(long, value_name = "FILE")]
+    module: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -40,7 +44,23 @@ pub fn run(args: PredictArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    let model = Model::from_params(file.spec(), file.params(), Device::Cpu)?;
+    let model = match file.spec() {
+        ModelSpec::Torchscript { .. } => {
+            let module = args
+                .module
+                .clone()
+                .unwrap_or_else(|| crate::train::module_path(&args.model));
+            if !module.exists() {
+                bail!(
+                    "{} is a TorchScript model: give its module with --module FILE (no {} beside it)",
+                    args.model.display(),
+                    module.display()
+                );
+            }
+            Model::from_module_params(file.spec(), &module, file.params(), Device::Cpu)?
+        }
+        spec => Model::from_params(spec, file.params(), Device::Cpu)?,
+    };
     let features = p.scaling.feature_names.clone();
     let schema = Schema {
         features: Some(features.clone()),

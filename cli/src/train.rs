@@ -20,6 +20,13 @@ pub struct TrainArgs {
     /// Model family: logreg, mlp or cnn (cnn needs square images such as the 8x8 digits).
     #[arg(long, default_value = "mlp")]
     pub model: ModelKind,
+    /// Your own network instead: a TorchScript module (`torch.jit.script(net).save(FILE)`, or a
+    /// trace) taking rows of the dataset's features and returning one output per class (one for
+    /// binary and regression tasks). Its operators are checked before it is loaded (`fedchain
+    /// model inspect`); training starts from its own parameters. With --out, the trained module
+    /// is written beside the model as FILE.pt.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub model_file: Option<PathBuf>,
     #[command(flatten)]
     pub hyper: HyperArgs,
     /// Where to save the trained model (safetensors, with its spec and digest); the feature scaling
@@ -60,6 +67,7 @@ fn default_config(kind: ModelKind) -> TrainConfig {
         ModelKind::Logreg => (60, 1e-2),
         ModelKind::Mlp => (30, 1e-3),
         ModelKind::Cnn => (20, 2e-3),
+        ModelKind::Torchscript => (20, 1e-3),
     };
     TrainConfig {
         epochs,
@@ -97,27 +105,52 @@ pub struct TrainOutcome {
 pub fn run_training(
     data: &Dataset,
     kind: ModelKind,
+    module: Option<&Path>,
     hyper: &HyperArgs,
     out: Option<&Path>,
     progress: bool,
     label: &str,
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
+    if let (Some(module), Some(out)) = (module, out) {
+        let trained = module_path(out);
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same(module, &trained) {
+            anyhow::bail!(
+                "--out {} would write the trained module over {}, the module you train from; \
+                 choose another --out",
+                out.display(),
+                module.display()
+            );
+        }
+    }
     let device = pick_device(hyper.device)?;
     let (train_raw, test_raw) = train_test_split(data, hyper.test_fraction, hyper.seed)?;
     let scaler = Standardizer::fit(&train_raw);
     let train_set = scaler.apply(&train_raw)?;
     let test_set = scaler.apply(&test_raw)?;
 
-    let spec = ModelSpec::preset(kind, data.n_features(), data.task())?;
-    let mut config = default_config(kind);
+    let (spec, mut model) = match module {
+        Some(path) => {
+            let model = Model::from_module(path, data.n_features(), data.task().outputs(), device)?;
+            (model.spec().clone(), model)
+        }
+        None => {
+            let spec = ModelSpec::preset(kind, data.n_features(), data.task())?;
+            let model = Model::new(&spec, device, hyper.seed)?;
+            (spec, model)
+        }
+    };
+    let mut config = default_config(spec.kind());
     config.seed = hyper.seed;
     config.epochs = hyper.epochs.unwrap_or(config.epochs);
     config.learning_rate = hyper.learning_rate.unwrap_or(config.learning_rate);
     config.batch_size = hyper.batch_size.unwrap_or(config.batch_size);
     config.validate()?;
 
-    let mut model = Model::new(&spec, device, hyper.seed)?;
     let bar = if progress {
         let bar = ProgressBar::new(config.epochs as u64);
         bar.set_style(
@@ -155,6 +188,9 @@ pub fn run_training(
             let stats = standardizer_path(path);
             std::fs::write(&stats, scaler.to_json())
                 .with_context(|| format!("writing {}", stats.display()))?;
+            if module.is_some() {
+                model.save_module(&module_path(path))?;
+            }
             Some(path.to_path_buf())
         }
         None => None,
@@ -177,6 +213,11 @@ pub fn run_training(
         seconds: started.elapsed().as_secs_f64(),
         saved,
     })
+}
+
+/// `model.safetensors` -> `model.pt`, where a TorchScript model's trained module goes.
+pub fn module_path(model: &Path) -> PathBuf {
+    model.with_extension("pt")
 }
 
 /// `model.safetensors` -> `model.standardizer.json`.
@@ -203,6 +244,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let o = run_training(
         &data,
         args.model,
+        args.model_file.as_deref(),
         &args.hyper,
         args.out.as_deref(),
         !args.json,
@@ -234,9 +276,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     println!("digest:  sha256:{}", o.model_digest);
     if let Some(path) = &o.saved {
         println!(
-            "saved:   {} (+ {})",
+            "saved:   {} (+ {}{})",
             path.display(),
-            standardizer_path(path).display()
+            standardizer_path(path).display(),
+            match o.model {
+                ModelSpec::Torchscript { .. } => format!(
+                    ", and the trained module {}, which torch.jit.load opens",
+                    module_path(path).display()
+                ),
+                _ => String::new(),
+            }
         );
     }
     println!("time:    {:.1} s", o.seconds);

@@ -81,6 +81,32 @@ pub fn layout(spec: &ModelSpec) -> Vec<ParamInfo> {
             dense(&mut tensors, "fc", c2 * (height / 2) * (width / 2), *hidden);
             dense(&mut tensors, "output", *hidden, *outputs);
         }
+        ModelSpec::Torchscript { parameters, .. } => {
+            // PyTorch's defaults as far as shapes tell them: a weight of 2 or more dimensions has
+            // the fan-in of its rows; a bias shares its layer's weight's; other tensors (a
+            // normalisation's scale and shift) get fan-in 0, which `init_params` reads as
+            // constant (1 for a weight, 0 otherwise).
+            let fan_in = |shape: &[usize]| shape.iter().skip(1).product::<usize>();
+            for p in parameters {
+                let fan = if p.shape.len() >= 2 {
+                    fan_in(&p.shape)
+                } else {
+                    let layer = p.name.rsplit_once('.').map_or("", |(layer, _)| layer);
+                    let weight = if layer.is_empty() {
+                        "weight".to_string()
+                    } else {
+                        format!("{layer}.weight")
+                    };
+                    match parameters.iter().find(|w| w.name == weight) {
+                        Some(w) if p.name.ends_with("bias") && w.shape.len() >= 2 => {
+                            fan_in(&w.shape)
+                        }
+                        _ => 0,
+                    }
+                };
+                tensors.push((p.name.clone(), p.shape.clone(), fan));
+            }
+        }
     }
     tensors.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut offset = 0;
@@ -105,7 +131,9 @@ pub fn num_parameters(spec: &ModelSpec) -> usize {
 }
 
 /// Seeded initial parameters: every value uniform in `[-1/sqrt(fan_in), 1/sqrt(fan_in))`, which is
-/// PyTorch's default for linear and convolution layers (Kaiming-uniform with `a = sqrt(5)`).
+/// PyTorch's default for linear and convolution layers (Kaiming-uniform with `a = sqrt(5)`); a
+/// tensor of fan-in 0 (a TorchScript module's normalisation scale or shift) is 1 for a weight and 0
+/// otherwise.
 ///
 /// Drawn with ChaCha8 from `seed` in layout order, so the initial model is the same on every
 /// machine and device, and does not touch libtorch's global random state.
@@ -113,6 +141,15 @@ pub fn init_params(spec: &ModelSpec, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut flat = Vec::with_capacity(num_parameters(spec));
     for info in layout(spec) {
+        if info.fan_in == 0 {
+            let value = if info.name.ends_with("weight") {
+                1.0
+            } else {
+                0.0
+            };
+            flat.extend(std::iter::repeat_n(value, info.len()));
+            continue;
+        }
         let bound = 1.0 / (info.fan_in as f64).sqrt();
         flat.extend((0..info.len()).map(|_| rng.random_range(-bound..bound) as f32));
     }
@@ -194,6 +231,83 @@ mod tests {
             outputs: 1,
             dropout: 0.0,
         }
+    }
+
+    fn torchscript(parameters: &[(&str, &[usize])]) -> ModelSpec {
+        ModelSpec::Torchscript {
+            module: "ab".repeat(32),
+            inputs: 4,
+            outputs: 2,
+            parameters: parameters
+                .iter()
+                .map(|(name, shape)| crate::TensorDecl {
+                    name: name.to_string(),
+                    shape: shape.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_torchscript_layout_is_declared_and_initialised_as_pytorch_would() {
+        let spec = torchscript(&[
+            ("fc.bias", &[2]),
+            ("fc.weight", &[2, 16]),
+            ("norm.bias", &[4]),
+            ("norm.weight", &[4]),
+            ("scale", &[]),
+        ]);
+        spec.validate().unwrap();
+        let l = layout(&spec);
+        let fan: Vec<(&str, usize, usize)> = l
+            .iter()
+            .map(|p| (p.name.as_str(), p.offset, p.fan_in))
+            .collect();
+        assert_eq!(
+            fan,
+            [
+                ("fc.bias", 0, 16),
+                ("fc.weight", 2, 16),
+                ("norm.bias", 34, 0),
+                ("norm.weight", 38, 0),
+                ("scale", 42, 0)
+            ]
+        );
+        let init = init_params(&spec, 7);
+        assert_eq!(init.len(), 43);
+        assert!(init[..34].iter().all(|v| v.abs() < 0.25 && *v != 0.0));
+        assert_eq!(&init[34..], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+        let json = spec.canonical_json();
+        assert!(
+            json.starts_with(r#"{"name":"torchscript","module":"abab"#),
+            "{json}"
+        );
+        assert_eq!(ModelSpec::from_json(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_torchscript_spec_must_name_its_code_and_list_its_parameters_once_in_order() {
+        for (bad, why) in [
+            (
+                torchscript(&[("b", &[1]), ("a", &[1])]),
+                "byte-wise name order",
+            ),
+            (
+                torchscript(&[("a", &[1]), ("a", &[1])]),
+                "byte-wise name order",
+            ),
+            (torchscript(&[("a", &[0, 3])]), "no empty dimension"),
+            (torchscript(&[]), "nothing to train"),
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut spec = torchscript(&[("a", &[1])]);
+        if let ModelSpec::Torchscript { module, .. } = &mut spec {
+            *module = "AB".repeat(32);
+        }
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains("digest of its code"), "{e}");
     }
 
     #[test]

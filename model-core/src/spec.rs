@@ -49,7 +49,35 @@ pub enum ModelSpec {
         #[serde(default)]
         dropout: f64,
     },
+    /// A researcher's own network: a TorchScript module (`torch.jit.script(m).save(...)`, or a
+    /// trace), named by the digest of its code ([`crate::TorchScriptCode::digest`]), which saving
+    /// it again after training does not change. Its parameters are declared here, so every party
+    /// knows the layout without loading the module; `fedchain-models` checks the module against
+    /// them when it loads it.
+    Torchscript {
+        /// The digest of the module's code, 64 lowercase hex digits.
+        module: String,
+        /// Input features (the module takes rows `[n, inputs]`).
+        inputs: usize,
+        /// Outputs (the module returns `[n, outputs]`).
+        outputs: usize,
+        /// Its parameters, in byte-wise name order.
+        parameters: Vec<TensorDecl>,
+    },
 }
+
+/// A named tensor a TorchScript module declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorDecl {
+    /// Its dotted name, as PyTorch's `named_parameters` gives it (`block.conv.weight`).
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+}
+
+/// The most parameters a model may have: 256 million (1 GiB of f32).
+pub const MAX_PARAMETERS: usize = 1 << 28;
 
 /// The model families, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +89,8 @@ pub enum ModelKind {
     Mlp,
     /// [`ModelSpec::Cnn`].
     Cnn,
+    /// [`ModelSpec::Torchscript`]: given by its module file, not by name.
+    Torchscript,
 }
 
 impl ModelKind {
@@ -73,6 +103,7 @@ impl ModelKind {
             ModelKind::Logreg => "logreg",
             ModelKind::Mlp => "mlp",
             ModelKind::Cnn => "cnn",
+            ModelKind::Torchscript => "torchscript",
         }
     }
 }
@@ -106,6 +137,13 @@ impl ModelSpec {
     pub fn preset(kind: ModelKind, inputs: usize, task: TaskKind) -> Result<ModelSpec> {
         let outputs = task.outputs();
         let spec = match kind {
+            ModelKind::Torchscript => {
+                return Err(ModelError::InvalidSpec(
+                    "a torchscript model is defined by its module file, not by name: give the \
+                     file (--model-file net.pt)"
+                        .into(),
+                ))
+            }
             ModelKind::Logreg => ModelSpec::LogisticRegression { inputs, outputs },
             ModelKind::Mlp => ModelSpec::Mlp {
                 inputs,
@@ -142,13 +180,16 @@ impl ModelSpec {
             ModelSpec::LogisticRegression { .. } => ModelKind::Logreg,
             ModelSpec::Mlp { .. } => ModelKind::Mlp,
             ModelSpec::Cnn { .. } => ModelKind::Cnn,
+            ModelSpec::Torchscript { .. } => ModelKind::Torchscript,
         }
     }
 
     /// Number of input features.
     pub fn inputs(&self) -> usize {
         match self {
-            ModelSpec::LogisticRegression { inputs, .. } | ModelSpec::Mlp { inputs, .. } => *inputs,
+            ModelSpec::LogisticRegression { inputs, .. }
+            | ModelSpec::Mlp { inputs, .. }
+            | ModelSpec::Torchscript { inputs, .. } => *inputs,
             ModelSpec::Cnn { height, width, .. } => height * width,
         }
     }
@@ -158,7 +199,8 @@ impl ModelSpec {
         match self {
             ModelSpec::LogisticRegression { outputs, .. }
             | ModelSpec::Mlp { outputs, .. }
-            | ModelSpec::Cnn { outputs, .. } => *outputs,
+            | ModelSpec::Cnn { outputs, .. }
+            | ModelSpec::Torchscript { outputs, .. } => *outputs,
         }
     }
 
@@ -214,6 +256,49 @@ impl ModelSpec {
                     return bad("cnn channel counts and hidden width must be positive".into());
                 }
                 check_dropout(*dropout)
+            }
+            ModelSpec::Torchscript {
+                module, parameters, ..
+            } => {
+                let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+                if module.len() != 64 || !module.chars().all(hex) {
+                    return bad(format!(
+                        "torchscript module must be named by the digest of its code (64 \
+                         lowercase hex digits), got {module:?}"
+                    ));
+                }
+                if parameters.is_empty() {
+                    return bad(
+                        "a torchscript module with no parameters has nothing to train".into(),
+                    );
+                }
+                let mut total = 0usize;
+                for (i, p) in parameters.iter().enumerate() {
+                    if p.name.is_empty() || p.shape.contains(&0) {
+                        return bad(format!(
+                            "torchscript parameter {:?} must have a name and no empty dimension \
+                             (shape {:?})",
+                            p.name, p.shape
+                        ));
+                    }
+                    if i > 0 && parameters[i - 1].name.as_bytes() >= p.name.as_bytes() {
+                        return bad(format!(
+                            "torchscript parameters must be listed once each in byte-wise name \
+                             order; {:?} comes after {:?}",
+                            p.name,
+                            parameters[i - 1].name
+                        ));
+                    }
+                    let len = p.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+                    total = total.saturating_add(len);
+                }
+                if total > MAX_PARAMETERS {
+                    return bad(format!(
+                        "torchscript module has {total} parameters; at most {MAX_PARAMETERS} are \
+                         allowed"
+                    ));
+                }
+                Ok(())
             }
         }
     }
@@ -285,6 +370,17 @@ impl fmt::Display for ModelSpec {
                 f,
                 "cnn {height}x{width} -> conv{} -> conv{} -> pool -> {hidden} -> {outputs}",
                 channels[0], channels[1]
+            ),
+            ModelSpec::Torchscript {
+                module,
+                inputs,
+                outputs,
+                parameters,
+            } => write!(
+                f,
+                "torchscript {} {inputs} -> {outputs} ({} tensors)",
+                &module[..module.len().min(12)],
+                parameters.len()
             ),
         }
     }

@@ -281,6 +281,24 @@ impl TorchScriptCode {
         Ok(TorchScriptCode { sources, operators })
     }
 
+    /// SHA-256 of the code, hex: each source's path below the archive's top folder (which
+    /// `torch.jit.save` names after the file) and its text, length-prefixed, in path order. A
+    /// module saved again after training has the same code digest, and a module's identity on a
+    /// job is this digest: what code runs, whatever parameters it holds.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"fedchain-torchscript-code-v1");
+        for (path, source) in &self.sources {
+            let inner = path.split_once('/').map_or(path.as_str(), |(_, rest)| rest);
+            for part in [inner.as_bytes(), source.as_bytes()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
     /// The operators outside [`ALLOWED_OPERATORS`], sorted; empty when the code may run.
     pub fn forbidden(&self) -> Vec<String> {
         self.operators
@@ -393,6 +411,13 @@ def forward(self, x: Tensor) -> Tensor:
                 .collect(),
         };
         assert_eq!(code.forbidden(), ["ops.myns.shell", "torch.from_file"]);
+        // The digest names the code, not the archive's top folder.
+        let named = |top: &str, text: &str| TorchScriptCode {
+            sources: vec![(format!("{top}/code/__torch__.py"), text.to_string())],
+            operators: BTreeSet::new(),
+        };
+        assert_eq!(named("net", "a").digest(), named("trained", "a").digest());
+        assert_ne!(named("net", "a").digest(), named("net", "b").digest());
         let e = code.check().unwrap_err().to_string();
         assert!(
             e.contains("operators") && e.contains("torch.from_file"),

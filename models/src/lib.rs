@@ -14,7 +14,7 @@
 
 pub use fedchain_model_core::{
     fedavg, init_params, layout, metrics, num_parameters, params, Metrics, ModelDigest, ModelError,
-    ModelFile, ModelKind, ModelSpec, ParamInfo, Preprocessing, Result,
+    ModelFile, ModelKind, ModelSpec, ParamInfo, Preprocessing, Result, TensorDecl,
 };
 
 mod device;

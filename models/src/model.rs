@@ -4,8 +4,12 @@ use fedchain_model_core::ModelFile;
 use fedchain_model_core::ModelSpec;
 use fedchain_model_core::{ModelError, Result};
 use std::path::Path;
+use std::sync::Mutex;
 use tch::nn;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, TrainableCModule};
+
+use crate::torchscript::inspect;
+use fedchain_model_core::TensorDecl;
 
 /// A network built from a [`ModelSpec`], with its parameters on a libtorch device.
 ///
@@ -39,6 +43,8 @@ enum Net {
         width: i64,
         dropout: f64,
     },
+    /// A researcher's TorchScript module; its train/eval mode is switched per call, hence the lock.
+    Script(Mutex<TrainableCModule>),
 }
 
 impl Model {
@@ -47,8 +53,105 @@ impl Model {
         Model::from_params(spec, &init_params(spec, seed), device)
     }
 
+    /// The TorchScript module at `path` as a model of `inputs` features and `outputs` outputs, with
+    /// the module's own parameters. The module is inspected first (its operators against the
+    /// allowlist, before libtorch loads it), then loaded, and one forward pass on a batch of
+    /// zeros must return `[2, outputs]`.
+    pub fn from_module(
+        path: &Path,
+        inputs: usize,
+        outputs: usize,
+        device: Device,
+    ) -> Result<Model> {
+        let inspected = inspect(path)?;
+        if !inspected.forbidden.is_empty() {
+            return Err(ModelError::InvalidSpec(format!(
+                "{}: the module calls {} outside the allowed tensor and neural-network \
+                 operators; it is not loaded (`fedchain model inspect` shows its code)",
+                path.display(),
+                inspected.forbidden.join(", ")
+            )));
+        }
+        let parameters = inspected
+            .parameters
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| TensorDecl {
+                name: p.name,
+                shape: p.shape,
+            })
+            .collect();
+        let spec = ModelSpec::Torchscript {
+            module: inspected.code_sha256,
+            inputs,
+            outputs,
+            parameters,
+        };
+        spec.validate()
+            .map_err(|e| ModelError::InvalidSpec(format!("{}: {e}", path.display())))?;
+        let model = Model::build(&spec, Some(path), device)?;
+        let probe = Tensor::zeros([2, inputs as i64], (Kind::Float, device));
+        let out = tch::no_grad(|| model.forward_t(&probe, false)).map_err(|e| {
+            ModelError::InvalidSpec(format!(
+                "{}: a forward pass on a batch of 2 rows of {inputs} features fails: {e}",
+                path.display()
+            ))
+        })?;
+        if out.size() != [2, outputs as i64] {
+            return Err(ModelError::InvalidSpec(format!(
+                "{}: on a batch of 2 rows of {inputs} features the module returns {:?}; the \
+                 task needs [2, {outputs}]",
+                path.display(),
+                out.size()
+            )));
+        }
+        Ok(model)
+    }
+
+    /// A TorchScript model of `spec` holding `params`, its module loaded from `module` (which must
+    /// be the file `spec` names, and have exactly the parameters it declares).
+    pub fn from_module_params(
+        spec: &ModelSpec,
+        module: &Path,
+        params: &[f32],
+        device: Device,
+    ) -> Result<Model> {
+        let ModelSpec::Torchscript { module: digest, .. } = spec else {
+            return Err(ModelError::InvalidSpec(format!(
+                "{spec} is not a TorchScript model"
+            )));
+        };
+        let inspected = inspect(module)?;
+        if inspected.code_sha256 != *digest {
+            return Err(ModelError::InvalidSpec(format!(
+                "{} is not the module the model names: its code's digest is {}, the model's \
+                 module is {digest}",
+                module.display(),
+                inspected.code_sha256
+            )));
+        }
+        if !inspected.forbidden.is_empty() {
+            return Err(ModelError::InvalidSpec(format!(
+                "{}: the module calls {} outside the allowed operators; it is not loaded",
+                module.display(),
+                inspected.forbidden.join(", ")
+            )));
+        }
+        let mut model = Model::build(spec, Some(module), device)?;
+        model.set_params(params)?;
+        Ok(model)
+    }
+
     /// A model holding the given flat parameters.
     pub fn from_params(spec: &ModelSpec, params: &[f32], device: Device) -> Result<Model> {
+        let mut model = Model::build(spec, None, device)?;
+        model.set_params(params)?;
+        Ok(model)
+    }
+
+    /// The network of `spec` on `device` (a TorchScript module's from `module`), its variables
+    /// checked against the layout; parameters as libtorch or the module initialised them.
+    fn build(spec: &ModelSpec, module: Option<&Path>, device: Device) -> Result<Model> {
         spec.validate()?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -113,9 +216,42 @@ impl Model {
                     dropout: *dropout,
                 }
             }
+            ModelSpec::Torchscript { .. } => {
+                let Some(path) = module else {
+                    return Err(ModelError::InvalidSpec(format!(
+                        "{spec} needs its module file to run (Model::from_module_params)"
+                    )));
+                };
+                let m = TrainableCModule::load(path, root).map_err(|e| {
+                    ModelError::InvalidSpec(format!(
+                        "{}: libtorch cannot load it as a TorchScript module: {e}",
+                        path.display()
+                    ))
+                })?;
+                Net::Script(Mutex::new(m))
+            }
         };
         let layout = layout(spec);
         let mut variables = vs.variables();
+        if let Net::Script(_) = net {
+            // tch stores a module's parameters under their names with '.' replaced by '_': map
+            // them back, refusing names that the replacement would confuse.
+            let mut renamed = std::collections::HashMap::new();
+            for p in &layout {
+                let stored = p.name.replace('.', "_");
+                if let Some(other) = renamed.insert(stored, p.name.clone()) {
+                    return Err(ModelError::InvalidSpec(format!(
+                        "the module's parameters {other:?} and {:?} have the same name in \
+                         libtorch's variable store; rename one",
+                        p.name
+                    )));
+                }
+            }
+            variables = variables
+                .into_iter()
+                .map(|(k, v)| (renamed.get(&k).cloned().unwrap_or(k), v))
+                .collect();
+        }
         if variables.len() != layout.len() {
             return Err(ModelError::InvalidSpec(format!(
                 "internal: libtorch built {} tensors for {spec}, the layout has {}",
@@ -137,16 +273,14 @@ impl Model {
             }
             vars.push(var);
         }
-        let mut model = Model {
+        Ok(Model {
             spec: spec.clone(),
             device,
             vs,
             net,
             layout,
             vars,
-        };
-        model.set_params(params)?;
-        Ok(model)
+        })
     }
 
     /// Loads a model file onto a device.
@@ -163,6 +297,21 @@ impl Model {
     /// The model as data (spec + flat parameters).
     pub fn to_file(&self) -> Result<ModelFile> {
         ModelFile::new(self.spec.clone(), self.params()?)
+    }
+
+    /// Writes a TorchScript model's module, with its current parameters, as a TorchScript file
+    /// (`torch.jit.load` opens it).
+    pub fn save_module(&self, path: &Path) -> Result<()> {
+        let Net::Script(m) = &self.net else {
+            return Err(ModelError::InvalidArgument(format!(
+                "{} is not a TorchScript model; it has no module to save",
+                self.spec
+            )));
+        };
+        m.lock()
+            .map_err(|_| ModelError::Torch("the module's lock is poisoned".into()))?
+            .save(path)
+            .map_err(|e| ModelError::Torch(format!("{}: {e}", path.display())))
     }
 
     /// The spec.
@@ -216,9 +365,20 @@ impl Model {
     }
 
     /// Raw outputs (logits for classification, values for regression) for a batch of rows
-    /// `[n, inputs]`. `train` enables dropout.
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        match &self.net {
+    /// `[n, inputs]`. `train` enables dropout (and a module's training mode).
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(match &self.net {
+            Net::Script(m) => {
+                let mut m = m
+                    .lock()
+                    .map_err(|_| ModelError::Torch("the module's lock is poisoned".into()))?;
+                if train {
+                    m.f_set_train().map_err(torch_error)?;
+                } else {
+                    m.f_set_eval().map_err(torch_error)?;
+                }
+                m.forward_ts(&[xs]).map_err(torch_error)?
+            }
             Net::Linear(l) => xs.apply(l),
             Net::Mlp {
                 layers,
@@ -251,7 +411,7 @@ impl Model {
                 .relu()
                 .dropout(*dropout, train)
                 .apply(output),
-        }
+        })
     }
 
     /// Predictions for every row of `data`: the class index (as f32) for classification, the
@@ -278,7 +438,7 @@ impl Model {
         let xs = Tensor::from_slice(features)
             .view([(features.len() / n_features) as i64, n_features as i64])
             .to_device(self.device);
-        let out = tch::no_grad(|| self.forward_t(&xs, false));
+        let out = tch::no_grad(|| self.forward_t(&xs, false))?;
         let pred = match task {
             TaskKind::Binary => out.view(-1).gt(0.0).to_kind(Kind::Float),
             TaskKind::Multiclass { .. } => out.argmax(-1, false).to_kind(Kind::Float),

@@ -33,6 +33,9 @@ pub struct Inspection {
     pub path: PathBuf,
     /// SHA-256 of its bytes, hex.
     pub sha256: String,
+    /// The digest of its code ([`TorchScriptCode::digest`]): the module's identity, the same
+    /// before and after training.
+    pub code_sha256: String,
     /// Its sources, by path in the archive.
     pub sources: Vec<(String, String)>,
     /// Every operator its code names, sorted.
@@ -85,6 +88,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     Ok(Inspection {
         path: path.to_path_buf(),
         sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        code_sha256: code.digest(),
         operators: code.operators.iter().cloned().collect(),
         sources: code.sources,
         forbidden,

@@ -139,7 +139,7 @@ pub fn train(
         let mut total = 0.0;
         for batch in order.chunks(config.batch_size) {
             let idx = Tensor::from_slice(batch).to_device(device);
-            let out = model.forward_t(&xs.index_select(0, &idx), true);
+            let out = model.forward_t(&xs.index_select(0, &idx), true)?;
             let l = loss(data.task(), &out, &ys.index_select(0, &idx));
             opt.backward_step(&l);
             total += l.double_value(&[]) * batch.len() as f64;
@@ -168,12 +168,12 @@ pub fn train(
 pub fn evaluate(model: &Model, data: &Dataset, scaling: Option<&Standardizer>) -> Result<Metrics> {
     let mut predictions = model.predict(data)?;
     let device = model.device();
-    let l = tch::no_grad(|| {
-        let out = model.forward_t(&features_tensor(data, device), false);
-        loss(data.task(), &out, &targets_tensor(data, device))
+    let l = tch::no_grad(|| -> Result<f64> {
+        let out = model.forward_t(&features_tensor(data, device), false)?;
+        Ok(loss(data.task(), &out, &targets_tensor(data, device))
             .to_kind(Kind::Double)
-            .double_value(&[])
-    });
+            .double_value(&[]))
+    })?;
     let mut targets = data.targets().to_vec();
     if let Some(s) = scaling {
         if data.task().classes().is_none() {

@@ -43,7 +43,7 @@ fn the_layout_is_what_the_network_computes_with() {
     };
     let model = Model::from_params(&spec, &[0.5, 1.0, 2.0, 3.0], Device::Cpu).unwrap();
     let x = tch::Tensor::from_slice(&[1.0f32, 1.0, 1.0, 0.0, 0.0, 2.0]).view([2, 3]);
-    let y = Vec::<f32>::try_from(&model.forward_t(&x, false).view(-1)).unwrap();
+    let y = Vec::<f32>::try_from(&model.forward_t(&x, false).unwrap().view(-1)).unwrap();
     assert_eq!(y, [6.5, 6.5]);
 }
 

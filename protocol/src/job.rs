@@ -107,6 +107,15 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
         .ok_or_else(|| bad(Model, "the job has no model spec"))?;
     let model =
         ModelSpec::from_json(model_json).map_err(|e| bad(Model, format!("model spec: {e}")))?;
+    if let ModelSpec::Torchscript { .. } = model {
+        // The hospitals would need the module, and a way to refuse it on the ledger, before a
+        // job could train it: refused plainly until then.
+        return Err(bad(
+            Model,
+            "federated jobs do not train TorchScript modules yet; train one locally with \
+             `fedchain train --model-file FILE`, or choose logreg, mlp or cnn",
+        ));
+    }
     if model.canonical_json() != model_json {
         return Err(bad(
             Model,
@@ -238,5 +247,35 @@ mod tests {
         let e = validate(&spec).unwrap_err();
         assert_eq!(e.field, JobField::Schema);
         assert!(e.reason.contains("feature columns"), "{e}");
+    }
+
+    #[test]
+    fn a_torchscript_model_is_refused_until_jobs_can_train_one() {
+        let model = ModelSpec::Torchscript {
+            module: "ab".repeat(32),
+            inputs: 2,
+            outputs: 1,
+            parameters: vec![fedchain_model_core::TensorDecl {
+                name: "w".into(),
+                shape: vec![1, 2],
+            }],
+        };
+        let spec = pb::JobSpec {
+            schema: Some(pb::DatasetSchema {
+                features: vec!["a".into(), "b".into()],
+                target: "y".into(),
+                task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+            }),
+            model: Some(pb::ModelSpec {
+                canonical_json: model.canonical_json(),
+            }),
+            ..Default::default()
+        };
+        let e = validate(&spec).unwrap_err();
+        assert_eq!(e.field, JobField::Model);
+        assert!(
+            e.reason.contains("do not train TorchScript modules yet"),
+            "{e}"
+        );
     }
 }

@@ -43,6 +43,7 @@ modules = {
     "digits": torch.jit.script(DigitsNet()),
     "mlp": torch.jit.trace(mlp, torch.zeros(2, 30)),
     "evil": torch.jit.script(ReadsAFile()),
+    "ten_outputs": torch.jit.script(nn.Linear(30, 10)),
 }
 for name, m in modules.items():
     m.save(f"{name}.pt")
@@ -115,4 +116,154 @@ fn inspect_lists_pytorchs_parameters_and_refuses_a_module_that_reads_a_file() {
     assert!(!not_a_module.status.success());
     let said = String::from_utf8_lossy(&not_a_module.stderr);
     assert!(said.contains("not a TorchScript file"), "{said}");
+}
+
+/// Applies the trained module `m.pt` in PyTorch to the rows of `CSV` (the features scaled with
+/// the preprocessing `m.safetensors` carries) and prints the classes as JSON.
+const APPLY_IN_PYTORCH: &str = r#"
+import csv, json, sys, torch
+from safetensors import safe_open
+with safe_open("m.safetensors", framework="pt") as f:
+    scaling = json.loads(f.metadata()["fedchain.preprocessing"])["scaling"]
+rows = list(csv.DictReader(open(sys.argv[1])))
+x = torch.tensor([[float(r[c]) for c in scaling["feature_names"]] for r in rows])
+x = (x - torch.tensor(scaling["means"])) / torch.tensor(scaling["stds"])
+module = torch.jit.load("m.pt")
+module.eval()
+with torch.no_grad():
+    print(json.dumps(module(x).argmax(1).tolist()))
+"#;
+
+#[test]
+fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    let net = dir.join("net.pt");
+    let exported = Command::new(&python)
+        .arg(root.join("examples/digits_resnet.py"))
+        .arg(&net)
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+
+    // The example's residual CNN, trained on one machine from its own parameters.
+    let out = dir.join("m.safetensors");
+    let trained = json(&fedchain(&[
+        "train",
+        "--dataset",
+        "digits",
+        "--model-file",
+        s(&net),
+        "--epochs",
+        "6",
+        "--out",
+        s(&out),
+        "--json",
+    ]));
+    let accuracy = trained["test"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.95, "held-out accuracy {accuracy}");
+    assert_eq!(trained["model"]["name"], "torchscript", "{trained}");
+    assert_eq!(trained["parameters"], 12010);
+
+    // The trained module is the same code with other parameters.
+    let before = json(&fedchain(&["model", "inspect", s(&net), "--json"]));
+    let after = json(&fedchain(&[
+        "model",
+        "inspect",
+        s(&dir.join("m.pt")),
+        "--json",
+    ]));
+    assert_eq!(before["code_sha256"], after["code_sha256"]);
+    assert_eq!(trained["model"]["module"], after["code_sha256"]);
+    assert_ne!(before["sha256"], after["sha256"]);
+
+    // fedchain predict (the module found beside the model) and PyTorch agree on every row.
+    let digits = root.join("datasets/data/digits.csv");
+    let predicted = json(&fedchain(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--csv",
+        s(&digits),
+        "--json",
+    ]));
+    let from_fedchain: Vec<i64> = predicted["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap() as i64)
+        .collect();
+    assert_eq!(from_fedchain.len(), 1797);
+    std::fs::write(dir.join("apply.py"), APPLY_IN_PYTORCH).unwrap();
+    let applied = Command::new(&python)
+        .args(["apply.py", s(&digits)])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let from_torch: Vec<i64> = serde_json::from_slice(&applied.stdout).unwrap();
+    assert_eq!(
+        from_torch, from_fedchain,
+        "PyTorch and fedchain predict disagree"
+    );
+
+    // Another module is not this model's, and a module that does not fit the task is refused.
+    write_modules(dir);
+    let other = fedchain(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--module",
+        s(&dir.join("mlp.pt")),
+        "--csv",
+        s(&digits),
+    ]);
+    assert!(!other.status.success());
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(said.contains("not the module the model names"), "{said}");
+    let misfit = fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model-file",
+        s(&net),
+        "--epochs",
+        "1",
+    ]);
+    assert!(!misfit.status.success());
+    let said = String::from_utf8_lossy(&misfit.stderr);
+    assert!(
+        said.contains("a forward pass on a batch of 2 rows of 30 features fails"),
+        "{said}"
+    );
+    let ten = fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model-file",
+        s(&dir.join("ten_outputs.pt")),
+    ]);
+    let said = String::from_utf8_lossy(&ten.stderr);
+    assert!(
+        !ten.status.success() && said.contains("returns [2, 10]; the task needs [2, 1]"),
+        "{said}"
+    );
+    let evil = fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model-file",
+        s(&dir.join("evil.pt")),
+    ]);
+    let said = String::from_utf8_lossy(&evil.stderr);
+    assert!(
+        !evil.status.success() && said.contains("torch.from_file"),
+        "{said}"
+    );
 }
