@@ -159,6 +159,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 r.partial_decrypt_us_per_ciphertext, r.config.decrypt_ciphertexts
             );
             println!(
+                "  bare GMP powm, same sizes       {:>10.0} us/ciphertext  (partial decryption is {:.2}x)",
+                r.bare_powm_us_per_ciphertext, r.floor_ratio
+            );
+            println!(
                 "  proof verification              {:>10.0} us/ciphertext",
                 r.verify_us_per_ciphertext
             );

@@ -13,6 +13,7 @@ use crate::quantize::{Quantizer, Rounding};
 use crate::threshold::{combine_verified, partial_decrypt, verify_share};
 use crate::update::UpdateCodec;
 use crate::BigInt;
+use curv::arithmetic::traits::Modulo;
 use kzen_paillier::{Encrypt, EncryptionKey, Paillier, RawPlaintext};
 use rand::{CryptoRng, RngCore};
 use serde::Serialize;
@@ -86,6 +87,12 @@ pub struct BenchReport {
     pub add_us_per_ciphertext: f64,
     /// Partial decryption of a vector plus its one batched proof, per ciphertext.
     pub partial_decrypt_us_per_ciphertext: f64,
+    /// The floor under it: one bare GMP exponentiation (`mpz_powm`) of the same sizes (a
+    /// ciphertext to the share's exponent `2 * delta * s`, modulo N^2), measured in the same run.
+    pub bare_powm_us_per_ciphertext: f64,
+    /// partial decryption / bare exponentiation: how far the share computation is above the
+    /// arithmetic it cannot avoid (its batched proof adds two exponentiations per vector).
+    pub floor_ratio: f64,
     /// Verifying one party's batched proof, per ciphertext.
     pub verify_us_per_ciphertext: f64,
     /// Combining t verified shares, per ciphertext.
@@ -172,6 +179,17 @@ pub fn run<R: RngCore + CryptoRng + Send>(
         (d, us(t))
     });
     let first = dec?;
+    // The same exponentiations with nothing around them: GMP's powm, same base, exponent and
+    // modulus sizes, same core.
+    progress("bare exponentiation");
+    let exp = BigInt::from(2) * &pk.delta * &shares[0].s;
+    let bare_us = one_core(|| {
+        let t = Instant::now();
+        for c in cts {
+            std::hint::black_box(BigInt::mod_pow(&c.0, &exp, &pk.nn));
+        }
+        us(t)
+    });
     let mut all = vec![first];
     for s in &shares[1..threshold] {
         all.push(partial_decrypt(&pk, s, cts, ctx, rng)?);
@@ -204,6 +222,8 @@ pub fn run<R: RngCore + CryptoRng + Send>(
         encrypt_speedup: naive_encrypt_us_per_value / packed_encrypt_us_per_value,
         add_us_per_ciphertext,
         partial_decrypt_us_per_ciphertext: partial_us / k as f64,
+        bare_powm_us_per_ciphertext: bare_us / k as f64,
+        floor_ratio: partial_us / bare_us,
         verify_us_per_ciphertext: verify_us / k as f64,
         combine_us_per_ciphertext: combine_us / k as f64,
         naive_bytes_per_value: ct_bytes,

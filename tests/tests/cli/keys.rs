@@ -163,12 +163,20 @@ fn crypto_benchmark_reports_every_figure() {
         "packed_encrypt_us_per_value",
         "add_us_per_ciphertext",
         "partial_decrypt_us_per_ciphertext",
+        "bare_powm_us_per_ciphertext",
         "verify_us_per_ciphertext",
         "combine_us_per_ciphertext",
         "packed_bytes_per_value",
     ] {
         assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
     }
+    // A share costs at least the exponentiations it is made of (timing noise aside, well above
+    // half of them), and the report's ratio is its own two figures.
+    let ratio = r["floor_ratio"].as_f64().unwrap();
+    let measured = r["partial_decrypt_us_per_ciphertext"].as_f64().unwrap()
+        / r["bare_powm_us_per_ciphertext"].as_f64().unwrap();
+    assert!((ratio - measured).abs() < 1e-9 * measured, "{r}");
+    assert!(ratio > 0.5, "{r}");
     // Packing puts many values in each ciphertext: far fewer bytes per value than one each.
     assert!(
         r["packed_bytes_per_value"].as_f64().unwrap() * 10.0
