@@ -139,6 +139,8 @@ pub struct VerifiedPreprocessing {
     pub job_record: u64,
     /// Index of round 0's `RoundFinalized` record.
     pub statistics_record: u64,
+    /// The job's TorchScript module, from its spec on the ledger (empty for a built-in model).
+    pub torchscript_module: Vec<u8>,
 }
 
 /// Checks the preprocessing of a verified release `v` of job `job` against the ledger `client`
@@ -170,7 +172,7 @@ pub async fn verify_preprocessing(
         .map_err(|e| untrusted(format!("job {job}'s spec blob does not decode: {e}")))?;
     let valid = fedchain_protocol::validate(&spec)
         .map_err(|e| untrusted(format!("job {job}'s spec on the ledger is not valid: {e}")))?;
-    let schema = valid.spec.schema.unwrap_or_default();
+    let schema = valid.spec.schema.clone().unwrap_or_default();
     if p.scaling.feature_names != schema.features
         || p.target != schema.target
         || p.task != valid.task
@@ -192,9 +194,17 @@ pub async fn verify_preprocessing(
              finalized in round 0 of job {job} (ledger record {statistics_record})"
         )));
     }
+    if valid.model != *v.model.spec() {
+        return Err(untrusted(format!(
+            "the released model is a {}, but job {job}'s spec on the ledger trains a {}",
+            v.model.spec(),
+            valid.model
+        )));
+    }
     Ok(VerifiedPreprocessing {
         job_record,
         statistics_record,
+        torchscript_module: valid.spec.torchscript_module,
     })
 }
 

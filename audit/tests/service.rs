@@ -69,6 +69,7 @@ fn job_spec() -> pb::JobSpec {
         outputs: 1,
     };
     pb::JobSpec {
+        torchscript_module: Vec::new(),
         schema: Some(pb::DatasetSchema {
             features: FEATURES.iter().map(|f| f.to_string()).collect(),
             target: "sick".into(),

@@ -175,7 +175,7 @@ pub fn run(
         let mut submissions = Vec::new();
         for h in &hospitals {
             let t = Instant::now();
-            let u = local_round(&model, &global, h, &config, device)?;
+            let u = local_round(&model, &[], &global, h, &config, device)?;
             train.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             let e = codec.encrypt(&table, &u.delta, u.samples, Rounding::Nearest, &mut rng)?;

@@ -202,7 +202,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         let config = round_config(&spec_pb, round);
         let updates = hospitals
             .iter()
-            .map(|h| local_round(&model, &global, h, &config, device))
+            .map(|h| local_round(&model, &[], &global, h, &config, device))
             .collect::<Result<Vec<_>, _>>()?;
         let weighted: Vec<(u64, &[f32])> =
             updates.iter().map(|u| (u.samples, &u.delta[..])).collect();
@@ -570,7 +570,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     Ok(Summary {
         mode: "encrypted federated",
         dataset: args.dataset.name().into(),
-        model: jobfile.model.clone(),
+        model: jobfile.model.to_string(),
         hospitals,
         rounds: watched.rounds,
         final_metrics: watched.final_metrics,

@@ -196,8 +196,8 @@ pub struct JobFile {
     /// An explicit schema, instead of `dataset`.
     #[serde(default)]
     pub schema: Option<SchemaFile>,
-    /// `logreg`, `mlp` or `cnn`.
-    pub model: String,
+    /// `"logreg"`, `"mlp"`, `"cnn"`, or `{ torchscript = "net.pt" }` (relative to the job file).
+    pub model: ModelChoice,
     #[serde(default = "d::rounds")]
     pub rounds: u32,
     #[serde(default = "d::local_epochs")]
@@ -253,6 +253,30 @@ mod d {
     }
 }
 
+/// A job's model: a built-in family by name, or the researcher's TorchScript module.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ModelChoice {
+    /// `logreg`, `mlp` or `cnn`.
+    Builtin(String),
+    /// A TorchScript file (`torch.jit.script(net).save(...)`), sent with the spec.
+    Torchscript {
+        /// Its path.
+        torchscript: PathBuf,
+    },
+}
+
+impl std::fmt::Display for ModelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelChoice::Builtin(name) => f.write_str(name),
+            ModelChoice::Torchscript { torchscript } => {
+                write!(f, "torchscript {}", torchscript.display())
+            }
+        }
+    }
+}
+
 /// The columns a job reads.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -294,8 +318,25 @@ impl JobFile {
                 bail!("the job file needs exactly one of `dataset = \"NAME\"` or a [schema] table")
             }
         };
-        let kind: ModelKind = self.model.parse()?;
-        let model = ModelSpec::preset(kind, features.len(), task)?;
+        // A module is checked and declared here (its operators, its parameters, one forward
+        // pass), so a module that could not run is refused before anything is sent.
+        let (model, module) = match &self.model {
+            ModelChoice::Builtin(name) => {
+                let kind: ModelKind = name.parse()?;
+                (ModelSpec::preset(kind, features.len(), task)?, Vec::new())
+            }
+            ModelChoice::Torchscript { torchscript } => {
+                let m = fedchain_models::Model::from_module(
+                    torchscript,
+                    features.len(),
+                    task.outputs(),
+                    tch::Device::Cpu,
+                )?;
+                let bytes = std::fs::read(torchscript)
+                    .with_context(|| format!("cannot read {}", torchscript.display()))?;
+                (m.spec().clone(), bytes)
+            }
+        };
         let task_pb = match task {
             TaskKind::Binary => Task::Binary(pb::dataset_schema::Binary {}),
             TaskKind::Regression => Task::Regression(pb::dataset_schema::Regression {}),
@@ -304,6 +345,7 @@ impl JobFile {
             }),
         };
         Ok(pb::JobSpec {
+            torchscript_module: module,
             schema: Some(pb::DatasetSchema {
                 features,
                 target,
@@ -604,6 +646,9 @@ pub struct Downloaded {
     pub job_record_index: u64,
     /// Round 0's RoundFinalized record, whose digest is the file's pooled statistics.
     pub statistics_record_index: u64,
+    /// For a TorchScript model: the trained module (the job's module with the released
+    /// parameters), which `torch.jit.load` opens.
+    pub module: Option<PathBuf>,
 }
 
 /// Downloads job `id`'s model and verifies, against the trust file in the party folder: the file
@@ -674,6 +719,22 @@ pub async fn download(
     std::fs::write(&tmp, &file)
         .and_then(|()| std::fs::rename(&tmp, out))
         .with_context(|| format!("cannot write {}", out.display()))?;
+    // A TorchScript job's module comes from its spec on the ledger (just verified), with the
+    // released parameters in it.
+    let module = if p.torchscript_module.is_empty() {
+        None
+    } else {
+        let path = crate::train::module_path(out);
+        fedchain_models::Model::for_job(
+            v.model.spec(),
+            &p.torchscript_module,
+            v.model.params(),
+            tch::Device::Cpu,
+        )
+        .and_then(|m| m.save_module(&path))
+        .with_context(|| format!("writing the trained module {}", path.display()))?;
+        Some(path)
+    };
     Ok(Downloaded {
         job: id,
         round: r.round,
@@ -685,6 +746,7 @@ pub async fn download(
         cosigned_by: v.cosigned_by,
         job_record_index: p.job_record,
         statistics_record_index: p.statistics_record,
+        module,
     })
 }
 
@@ -694,7 +756,13 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
     rt.block_on(async move {
         match cmd {
             JobCommand::Submit { file, client, json } => {
-                let job: JobFile = read_toml(&file)?;
+                let mut job: JobFile = read_toml(&file)?;
+                if let ModelChoice::Torchscript { torchscript } = &mut job.model {
+                    if torchscript.is_relative() {
+                        let base = file.parent().unwrap_or(Path::new(""));
+                        *torchscript = base.join(&*torchscript);
+                    }
+                }
                 let spec = job.to_spec().with_context(|| format!("in {}", file.display()))?;
                 let ch = connect(&client.coordinator, &client.party).await?;
                 let s = submit(ch, spec).await?;
@@ -858,6 +926,13 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                         d.statistics_record_index,
                         d.path.display()
                     );
+                    if let Some(module) = &d.module {
+                        println!(
+                            "wrote {}: the job's TorchScript module with these parameters \
+                             (torch.jit.load opens it)",
+                            module.display()
+                        );
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -31,7 +31,7 @@ pub fn demo_job(
     JobFile {
         dataset: Some(dataset.name().to_string()),
         schema: None,
-        model: model.name().to_string(),
+        model: crate::job::ModelChoice::Builtin(model.name().to_string()),
         rounds: rounds.unwrap_or(if digits { 5 } else { 8 }),
         local_epochs: 2,
         learning_rate: 2e-3,
@@ -131,7 +131,7 @@ pub fn pooled_metrics(
 ) -> Result<crate::job::MetricMap> {
     let reports = hospitals
         .iter()
-        .map(|h| Ok(report(&evaluate_global(model, params, h, device)?)))
+        .map(|h| Ok(report(&evaluate_global(model, &[], params, h, device)?)))
         .collect::<Result<Vec<_>>>()?;
     Ok(fedchain_protocol::pooled_metrics(&reports)
         .into_iter()

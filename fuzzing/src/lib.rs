@@ -76,6 +76,7 @@ pub fn fixtures() -> &'static Fixtures {
         let params = init_params(&spec, 1);
         let features: Vec<String> = (0..4).map(|i| format!("x{i}")).collect();
         let job = JobSpec {
+            torchscript_module: Vec::new(),
             schema: Some(pb::DatasetSchema {
                 features,
                 target: "y".into(),

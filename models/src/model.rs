@@ -11,6 +11,12 @@ use tch::{Device, Kind, Tensor, TrainableCModule};
 use crate::torchscript::inspect;
 use fedchain_model_core::TensorDecl;
 
+/// Where a TorchScript model's module comes from.
+enum Module<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
 /// A network built from a [`ModelSpec`], with its parameters on a libtorch device.
 ///
 /// The parameters are always readable and writable as the flat vector of [`crate::params`]; the
@@ -89,7 +95,7 @@ impl Model {
         };
         spec.validate()
             .map_err(|e| ModelError::InvalidSpec(format!("{}: {e}", path.display())))?;
-        let model = Model::build(&spec, Some(path), device)?;
+        let model = Model::build(&spec, Some(Module::File(path)), device)?;
         let probe = Tensor::zeros([2, inputs as i64], (Kind::Float, device));
         let out = tch::no_grad(|| model.forward_t(&probe, false)).map_err(|e| {
             ModelError::InvalidSpec(format!(
@@ -137,7 +143,37 @@ impl Model {
                 inspected.forbidden.join(", ")
             )));
         }
-        let mut model = Model::build(spec, Some(module), device)?;
+        let mut model = Model::build(spec, Some(Module::File(module)), device)?;
+        model.set_params(params)?;
+        Ok(model)
+    }
+
+    /// A job's model holding `params`: for a TorchScript model, from the module file the job
+    /// carries (`module`, checked again here: its operators and that it is the code the spec
+    /// names, before libtorch loads it); otherwise built from the spec (`module` must be empty).
+    pub fn for_job(
+        spec: &ModelSpec,
+        module: &[u8],
+        params: &[f32],
+        device: Device,
+    ) -> Result<Model> {
+        let ModelSpec::Torchscript { module: digest, .. } = spec else {
+            if !module.is_empty() {
+                return Err(ModelError::InvalidSpec(format!(
+                    "{spec} is a built-in model, but a TorchScript module came with it"
+                )));
+            }
+            return Model::from_params(spec, params, device);
+        };
+        let code = fedchain_model_core::TorchScriptCode::read(module)?;
+        if code.digest() != *digest {
+            return Err(ModelError::InvalidSpec(format!(
+                "the job's module has code digest {}, but its model names {digest}",
+                code.digest()
+            )));
+        }
+        code.check()?;
+        let mut model = Model::build(spec, Some(Module::Bytes(module)), device)?;
         model.set_params(params)?;
         Ok(model)
     }
@@ -151,7 +187,7 @@ impl Model {
 
     /// The network of `spec` on `device` (a TorchScript module's from `module`), its variables
     /// checked against the layout; parameters as libtorch or the module initialised them.
-    fn build(spec: &ModelSpec, module: Option<&Path>, device: Device) -> Result<Model> {
+    fn build(spec: &ModelSpec, module: Option<Module<'_>>, device: Device) -> Result<Model> {
         spec.validate()?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -217,15 +253,23 @@ impl Model {
                 }
             }
             ModelSpec::Torchscript { .. } => {
-                let Some(path) = module else {
-                    return Err(ModelError::InvalidSpec(format!(
-                        "{spec} needs its module file to run (Model::from_module_params)"
-                    )));
+                let loaded = match module {
+                    None => {
+                        return Err(ModelError::InvalidSpec(format!(
+                            "{spec} needs its module to run (Model::from_module_params or \
+                             Model::for_job)"
+                        )))
+                    }
+                    Some(Module::File(path)) => TrainableCModule::load(path, root)
+                        .map_err(|e| format!("{}: {e}", path.display())),
+                    Some(Module::Bytes(bytes)) => {
+                        TrainableCModule::load_data(&mut std::io::Cursor::new(bytes), root)
+                            .map_err(|e| e.to_string())
+                    }
                 };
-                let m = TrainableCModule::load(path, root).map_err(|e| {
+                let m = loaded.map_err(|e| {
                     ModelError::InvalidSpec(format!(
-                        "{}: libtorch cannot load it as a TorchScript module: {e}",
-                        path.display()
+                        "libtorch cannot load the TorchScript module: {e}"
                     ))
                 })?;
                 Net::Script(Mutex::new(m))
@@ -254,7 +298,7 @@ impl Model {
         }
         if variables.len() != layout.len() {
             return Err(ModelError::InvalidSpec(format!(
-                "internal: libtorch built {} tensors for {spec}, the layout has {}",
+                "libtorch has {} parameter tensors for {spec}, which declares {}",
                 variables.len(),
                 layout.len()
             )));
@@ -262,12 +306,15 @@ impl Model {
         let mut vars = Vec::with_capacity(layout.len());
         for p in &layout {
             let var = variables.remove(&p.name).ok_or_else(|| {
-                ModelError::InvalidSpec(format!("internal: libtorch has no tensor '{}'", p.name))
+                ModelError::InvalidSpec(format!(
+                    "{spec} declares a parameter '{}' that libtorch does not have",
+                    p.name
+                ))
             })?;
             let shape: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
             if shape != p.shape {
                 return Err(ModelError::InvalidSpec(format!(
-                    "internal: tensor '{}' is {shape:?} in libtorch, {:?} in the layout",
+                    "parameter '{}' is {shape:?} in libtorch, but {spec} declares {:?}",
                     p.name, p.shape
                 )));
             }

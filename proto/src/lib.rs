@@ -91,6 +91,10 @@ pub mod limits {
     /// under [`MAX_MESSAGE_BYTES`] whatever the model.
     pub const MAX_INLINE_MODEL_BYTES: usize = CHUNK_BYTES;
 
+    /// Largest TorchScript module a job spec may carry (`JobSpec.torchscript_module`): 2 MiB, so a
+    /// task carrying the spec and an inline model stays under [`MAX_MESSAGE_BYTES`].
+    pub const MAX_TORCHSCRIPT_MODULE_BYTES: usize = 2 * CHUNK_BYTES;
+
     /// Most ciphertexts in one submission (and so in an aggregate or a decryption share): 2^18.
     ///
     /// A 2048-bit key packs about 50 quantized values per ciphertext at typical settings, so this
@@ -116,6 +120,8 @@ pub mod limits {
     // largest submission at 3072-bit keys (768-byte ciphertexts) must fit in a stream.
     const _: () = assert!(CHUNK_BYTES * 2 <= MAX_MESSAGE_BYTES);
     const _: () = assert!(MAX_INLINE_MODEL_BYTES * 2 <= MAX_MESSAGE_BYTES);
+    const _: () =
+        assert!(MAX_TORCHSCRIPT_MODULE_BYTES + MAX_INLINE_MODEL_BYTES < MAX_MESSAGE_BYTES);
     const _: () = assert!((MAX_CIPHERTEXTS_PER_SUBMISSION as u64) * 768 + 64 <= MAX_STREAM_BYTES);
 }
 

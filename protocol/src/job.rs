@@ -5,7 +5,7 @@
 use fedchain_crypto::quantize::Quantizer;
 use fedchain_datasets::TaskKind;
 use fedchain_ledger::{sha256, Hash};
-use fedchain_model_core::{num_parameters, ModelSpec};
+use fedchain_model_core::{num_parameters, ModelSpec, TorchScriptCode};
 use fedchain_proto::limits;
 use fedchain_proto::v1::{dataset_schema, JobSpec};
 use prost::Message;
@@ -107,14 +107,49 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
         .ok_or_else(|| bad(Model, "the job has no model spec"))?;
     let model =
         ModelSpec::from_json(model_json).map_err(|e| bad(Model, format!("model spec: {e}")))?;
-    if let ModelSpec::Torchscript { .. } = model {
-        // The hospitals would need the module, and a way to refuse it on the ledger, before a
-        // job could train it: refused plainly until then.
-        return Err(bad(
-            Model,
-            "federated jobs do not train TorchScript modules yet; train one locally with \
-             `fedchain train --model-file FILE`, or choose logreg, mlp or cnn",
-        ));
+    match (&model, spec.torchscript_module.is_empty()) {
+        (ModelSpec::Torchscript { .. }, false)
+            if spec.torchscript_module.len() > limits::MAX_TORCHSCRIPT_MODULE_BYTES =>
+        {
+            return Err(bad(
+                Model,
+                format!(
+                    "torchscript_module is {} bytes; a job carries modules of up to {} bytes",
+                    spec.torchscript_module.len(),
+                    limits::MAX_TORCHSCRIPT_MODULE_BYTES
+                ),
+            ));
+        }
+        (ModelSpec::Torchscript { module, .. }, false) => {
+            // What every hospital would run: its operators, and that it is the code the spec
+            // names. Read, never loaded: the coordinator links no libtorch.
+            let code = TorchScriptCode::read(&spec.torchscript_module)
+                .map_err(|e| bad(Model, format!("torchscript_module: {e}")))?;
+            if code.digest() != *module {
+                return Err(bad(
+                    Model,
+                    format!(
+                        "torchscript_module's code has digest {}, but the model spec names {module}",
+                        code.digest()
+                    ),
+                ));
+            }
+            code.check()
+                .map_err(|e| bad(Model, format!("torchscript_module refused: {e}")))?;
+        }
+        (ModelSpec::Torchscript { .. }, true) => {
+            return Err(bad(
+                Model,
+                "a torchscript model needs its module: torchscript_module is empty",
+            ))
+        }
+        (_, false) => {
+            return Err(bad(
+                Model,
+                "torchscript_module is set, but the model is not a torchscript model",
+            ))
+        }
+        (_, true) => {}
     }
     if model.canonical_json() != model_json {
         return Err(bad(
@@ -250,32 +285,69 @@ mod tests {
     }
 
     #[test]
-    fn a_torchscript_model_is_refused_until_jobs_can_train_one() {
-        let model = ModelSpec::Torchscript {
-            module: "ab".repeat(32),
-            inputs: 2,
-            outputs: 1,
-            parameters: vec![fedchain_model_core::TensorDecl {
-                name: "w".into(),
-                shape: vec![1, 2],
-            }],
+    fn a_torchscript_model_comes_with_the_module_it_names_and_only_allowed_operators() {
+        let archive = |code: &str| {
+            use std::io::Write;
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let stored = zip::write::FileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            zip.start_file("m/code/__torch__.py", stored).unwrap();
+            zip.write_all(code.as_bytes()).unwrap();
+            zip.finish().unwrap().into_inner()
         };
-        let spec = pb::JobSpec {
-            schema: Some(pb::DatasetSchema {
-                features: vec!["a".into(), "b".into()],
-                target: "y".into(),
-                task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
-            }),
-            model: Some(pb::ModelSpec {
-                canonical_json: model.canonical_json(),
-            }),
-            ..Default::default()
+        let fine = archive("def forward(self, x):\n    return torch.linear(x, self.w, None)\n");
+        let evil = archive("def forward(self, x):\n    return torch.from_file(\"f\", None, 2)\n");
+        let digest = |bytes: &[u8]| TorchScriptCode::read(bytes).unwrap().digest();
+        let job = |module: &str, bytes: Vec<u8>| {
+            let model = ModelSpec::Torchscript {
+                module: module.to_string(),
+                inputs: 2,
+                outputs: 1,
+                parameters: vec![fedchain_model_core::TensorDecl {
+                    name: "w".into(),
+                    shape: vec![1, 2],
+                }],
+            };
+            pb::JobSpec {
+                schema: Some(pb::DatasetSchema {
+                    features: vec!["a".into(), "b".into()],
+                    target: "y".into(),
+                    task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+                }),
+                model: Some(pb::ModelSpec {
+                    canonical_json: model.canonical_json(),
+                }),
+                rounds: 1,
+                local_epochs: 1,
+                learning_rate: 0.01,
+                batch_size: 8,
+                min_participants: 2,
+                round_deadline_seconds: 60,
+                credit_budget: 10,
+                quantization: Some(pb::Quantization {
+                    frac_bits: 16,
+                    clip: 1.0,
+                }),
+                seed: 1,
+                torchscript_module: bytes,
+            }
         };
-        let e = validate(&spec).unwrap_err();
-        assert_eq!(e.field, JobField::Model);
-        assert!(
-            e.reason.contains("do not train TorchScript modules yet"),
-            "{e}"
-        );
+        validate(&job(&digest(&fine), fine.clone())).unwrap();
+        for (spec, why) in [
+            (job(&digest(&fine), Vec::new()), "needs its module"),
+            (
+                job(&"ab".repeat(32), fine.clone()),
+                "but the model spec names",
+            ),
+            (job(&digest(&evil), evil.clone()), "torch.from_file"),
+            (
+                job(&digest(&fine), b"not a zip".to_vec()),
+                "not a TorchScript file",
+            ),
+        ] {
+            let e = validate(&spec).unwrap_err();
+            assert_eq!(e.field, JobField::Model);
+            assert!(e.reason.contains(why), "{why}: {e}");
+        }
     }
 }

@@ -124,6 +124,7 @@ mod tests {
             outputs: 1,
         };
         validate(&pb::JobSpec {
+            torchscript_module: Vec::new(),
             schema: Some(pb::DatasetSchema {
                 features: vec!["a".into(), "b".into(), "c".into()],
                 target: "y".into(),

@@ -58,7 +58,7 @@ fn setup() -> Setup {
 fn accuracy(s: &Setup, params: &[f32]) -> f64 {
     let (mut correct, mut rows) = (0.0, 0usize);
     for h in &s.hospitals {
-        let m = evaluate_global(&s.spec, params, h, Device::Cpu).unwrap();
+        let m = evaluate_global(&s.spec, &[], params, h, Device::Cpu).unwrap();
         correct += m.accuracy.unwrap() * m.rows as f64;
         rows += m.rows;
     }
@@ -73,7 +73,7 @@ fn updates(s: &Setup, global: &[f32], round: u64) -> Vec<LocalUpdate> {
                 seed: round,
                 ..s.config.clone()
             };
-            local_round(&s.spec, global, h, &config, Device::Cpu).unwrap()
+            local_round(&s.spec, &[], global, h, &config, Device::Cpu).unwrap()
         })
         .collect()
 }

@@ -17,7 +17,7 @@ use fedchain_datasets::Builtin;
 use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
 use fedchain_ledger::verify::verify;
-use fedchain_models::{ModelKind, ModelSpec};
+use fedchain_models::{Model, ModelKind, ModelSpec};
 use fedchain_proto::v1 as pb;
 use fedchain_tests::in_process::InProcess;
 use fedchain_tests::{Layout, HOSPITALS};
@@ -60,6 +60,7 @@ fn spec(rounds: u32, seed: u64) -> pb::JobSpec {
     let data = Builtin::BreastCancer.load().unwrap();
     let model = ModelSpec::preset(ModelKind::Mlp, data.feature_names().len(), data.task()).unwrap();
     pb::JobSpec {
+        torchscript_module: Vec::new(),
         schema: Some(pb::DatasetSchema {
             features: data.feature_names().to_vec(),
             target: Builtin::BreastCancer.schema().target,
@@ -437,4 +438,174 @@ async fn a_researcher_cancels_a_running_job_and_replay_checks_its_end() {
         };
         assert_eq!(credits.balance(&deposit), 0, "{h}'s deposit returned");
     }
+}
+
+/// Writes a researcher's TorchScript modules for breast-cancer's 30 features with the project's
+/// `.venv` PyTorch: an MLP (`mlp.pt`), and one that reads a file (`evil.pt`).
+fn torchscript_modules(dir: &std::path::Path) {
+    let script = r#"
+import torch, torch.nn as nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(30, 16)
+        self.out = nn.Linear(16, 1)
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+class Evil(Net):
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x))) + torch.from_file("/etc/hostname", None, 1)
+torch.jit.script(Net()).save("mlp.pt")
+torch.jit.script(Evil()).save("evil.pt")
+"#;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    // A file, not `-c`: torch.jit.script reads the classes' source.
+    std::fs::write(dir.join("modules.py"), script).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg("modules.py")
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh creates it)", python.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A researcher's own TorchScript module trains in an encrypted 3-hospital job: the module travels
+/// in the spec (so the ledger's spec digest covers the code), every hospital checks and loads it,
+/// and the release verifies against the ledger with the module from the job's spec. A module that
+/// calls a forbidden operator is refused at submission, by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_researchers_torchscript_module_trains_in_an_encrypted_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    torchscript_modules(tmp.path());
+    let layout = Layout::new(tmp.path());
+    layout.provision();
+    let config = layout.coordinator_config("127.0.0.1:0", 120);
+    let cluster = InProcess::start(&layout, config, &HOSPITALS).await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+
+    let with_module = |file: &str| {
+        let path = tmp.path().join(file);
+        let model = Model::from_module(&path, 30, 1, tch::Device::Cpu).unwrap();
+        let mut s = spec(3, 11);
+        s.model = Some(pb::ModelSpec {
+            canonical_json: model.spec().canonical_json(),
+        });
+        s.torchscript_module = std::fs::read(&path).unwrap();
+        s
+    };
+    // The forbidden module cannot even be declared locally; sent anyway, it is refused by name.
+    let mut evil = with_module("mlp.pt");
+    let evil_bytes = std::fs::read(tmp.path().join("evil.pt")).unwrap();
+    let evil_code = fedchain_models::torchscript::TorchScriptCode::read(&evil_bytes).unwrap();
+    let mut evil_model =
+        ModelSpec::from_json(&evil.model.as_ref().unwrap().canonical_json).unwrap();
+    if let ModelSpec::Torchscript { module, .. } = &mut evil_model {
+        *module = evil_code.digest();
+    }
+    evil.model = Some(pb::ModelSpec {
+        canonical_json: evil_model.canonical_json(),
+    });
+    evil.torchscript_module = evil_bytes;
+    let refused = jobs.submit_job(evil).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("torch.from_file"), "{refused}");
+
+    let spec = with_module("mlp.pt");
+    let module = spec.torchscript_module.clone();
+    let id = jobs.submit_job(spec).await.unwrap().into_inner().job;
+    let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    let finished = loop {
+        match next(&mut events).await {
+            Some(pb::job_event::Event::Finished(f)) => break f,
+            Some(pb::job_event::Event::Failed(f)) => panic!("the job failed: {}", f.reason),
+            _ => {}
+        }
+    };
+    let accuracy = finished
+        .metrics
+        .iter()
+        .find(|m| m.name == "accuracy")
+        .unwrap()
+        .value;
+    assert!(accuracy > 0.85, "accuracy {accuracy}");
+
+    // The release verifies, and the module the researcher gets back is the job's, from the ledger.
+    let trust = ResearcherFolder::open(&layout.alice(), None).unwrap().trust;
+    let mut ledger = LedgerServiceClient::new(cluster.channel(&layout.alice()).await);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let (release, file) = loop {
+        match download(&mut jobs, id, None).await {
+            Ok(got) => break got,
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the final model: {e}"),
+        }
+    };
+    let v = verify_release(id, 3, &release, &file, &trust).unwrap();
+    let p = fedchain_audit::verify_preprocessing(&mut ledger, id, &v)
+        .await
+        .unwrap();
+    assert_eq!(p.torchscript_module, module);
+    let released = Model::for_job(v.model.spec(), &module, v.model.params(), tch::Device::Cpu)
+        .expect("the released parameters run in the job's module");
+    assert_eq!(released.digest().unwrap().0, v.model_digest);
+    cluster.stop().await.expect("the coordinator stops cleanly");
+
+    let audra = AuditorFolder::open(&layout.audra()).unwrap();
+    let store = Store::open(&layout.ledger(), audra.trust.log.name()).unwrap();
+    let report = replay(&store, &audra.public_key, &audra.hospitals).unwrap();
+    assert!(report.ok(), "{:?}", report.discrepancies);
+    assert_eq!(report.rounds.len(), 4, "rounds 0..=3");
+    for r in &report.rounds {
+        assert!(r.model_matches, "{r:?}");
+    }
+}
+
+/// A module whose parameters are not the ones its spec declares passes the coordinator (which
+/// never loads modules) but no hospital: each declines it when it loads it, and the job fails
+/// while enrolling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hospitals_decline_a_module_whose_parameters_are_not_as_declared() {
+    let tmp = tempfile::tempdir().unwrap();
+    torchscript_modules(tmp.path());
+    let layout = Layout::new(tmp.path());
+    layout.provision();
+    let config = layout.coordinator_config("127.0.0.1:0", 2);
+    let cluster = InProcess::start(&layout, config, &HOSPITALS).await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+    let path = tmp.path().join("mlp.pt");
+    let mut model = Model::from_module(&path, 30, 1, tch::Device::Cpu)
+        .unwrap()
+        .spec()
+        .clone();
+    if let ModelSpec::Torchscript { parameters, .. } = &mut model {
+        let hidden = parameters
+            .iter_mut()
+            .find(|p| p.name == "hidden.weight")
+            .unwrap();
+        hidden.shape = vec![8, 30];
+    }
+    let mut s = spec(1, 5);
+    s.model = Some(pb::ModelSpec {
+        canonical_json: model.canonical_json(),
+    });
+    s.torchscript_module = std::fs::read(&path).unwrap();
+    let id = jobs.submit_job(s).await.unwrap().into_inner().job;
+    let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    let failed = loop {
+        match next(&mut events).await {
+            Some(pb::job_event::Event::Failed(f)) => break f,
+            Some(pb::job_event::Event::Finished(_)) => panic!("a mis-declared module trained"),
+            _ => {}
+        }
+    };
+    assert!(failed.reason.contains("enrolled"), "{}", failed.reason);
+    let status = jobs.get_job(pb::JobId { id }).await.unwrap().into_inner();
+    assert!(status.hospitals.is_empty(), "{status:?}");
+    cluster.stop().await.unwrap();
 }

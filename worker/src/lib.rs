@@ -100,15 +100,17 @@ pub struct LocalUpdate {
     pub train_loss: f64,
 }
 
-/// Trains the global model on the hospital's rows and returns the update.
+/// Trains the global model on the hospital's rows and returns the update. `module`: the job's
+/// TorchScript module for a `torchscript` model, empty otherwise.
 pub fn local_round(
     spec: &ModelSpec,
+    module: &[u8],
     global: &[f32],
     data: &LocalData,
     config: &TrainConfig,
     device: Device,
 ) -> Result<LocalUpdate> {
-    let mut model = Model::from_params(spec, global, device)?;
+    let mut model = Model::for_job(spec, module, global, device)?;
     let reports = train(&mut model, &data.train, config, |_| {})?;
     let trained = model.params()?;
     let delta = trained.iter().zip(global).map(|(t, g)| t - g).collect();
@@ -122,11 +124,12 @@ pub fn local_round(
 /// Scores global parameters on the hospital's test rows (only these metrics leave the hospital).
 pub fn evaluate_global(
     spec: &ModelSpec,
+    module: &[u8],
     params: &[f32],
     data: &LocalData,
     device: Device,
 ) -> Result<Metrics> {
-    let model = Model::from_params(spec, params, device)?;
+    let model = Model::for_job(spec, module, params, device)?;
     Ok(evaluate(&model, &data.test, Some(&data.scaler))?)
 }
 

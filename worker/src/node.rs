@@ -87,6 +87,10 @@ pub struct WorkerConfig {
     /// Fraction of the rows held out for evaluating global models.
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
+    /// Whether to take part in jobs that run a researcher's TorchScript module (its operators are
+    /// checked against an allowlist either way; `fedchain model inspect` shows its code).
+    #[serde(default = "default_torchscript")]
+    pub torchscript: bool,
 }
 
 impl WorkerConfig {
@@ -101,6 +105,7 @@ impl WorkerConfig {
             state,
             device: default_device(),
             test_fraction: default_test_fraction(),
+            torchscript: default_torchscript(),
         }
     }
 }
@@ -111,6 +116,10 @@ fn default_device() -> String {
 
 fn default_test_fraction() -> f64 {
     0.2
+}
+
+fn default_torchscript() -> bool {
+    true
 }
 
 /// What stops a worker.
@@ -397,6 +406,24 @@ impl Node {
     ) -> TaskResult {
         let valid =
             fedchain_protocol::validate(&spec).map_err(|e| format!("declining job {job}: {e}"))?;
+        if !spec.torchscript_module.is_empty() {
+            if !self.cfg.torchscript {
+                return Err(format!(
+                    "declining job {job}: it runs a researcher's TorchScript module, and this \
+                     hospital's worker.toml refuses those (torchscript = false)"
+                ));
+            }
+            // Loaded once here (its operators were checked by validate, before any load), so
+            // that a module whose parameters are not the ones it declares is declined now.
+            let start = fedchain_models::init_params(&valid.model, spec.seed);
+            fedchain_models::Model::for_job(
+                &valid.model,
+                &spec.torchscript_module,
+                &start,
+                tch::Device::Cpu,
+            )
+            .map_err(|e| format!("declining job {job}: its TorchScript module: {e}"))?;
+        }
         let schema_pb = spec.schema.clone().unwrap_or_default();
         let schema = Schema {
             features: Some(schema_pb.features.clone()),
@@ -574,7 +601,14 @@ impl Node {
             };
             let data = self.scaled(t.job, &t.statistics)?;
             let update = tokio::task::block_in_place(|| {
-                local_round(&model_spec, &global, data, &config, device)
+                local_round(
+                    &model_spec,
+                    &spec.torchscript_module,
+                    &global,
+                    data,
+                    &config,
+                    device,
+                )
             })
             .map_err(|e| format!("local training failed: {e}"))?;
             let what = format!(
@@ -880,12 +914,15 @@ impl Node {
     ) -> TaskResult {
         self.ensure_job(client, e.job).await?;
         let model_spec = self.job(e.job)?.valid.model.clone();
+        let module = self.job(e.job)?.valid.spec.torchscript_module.clone();
         let params = check_model(&e.inline, &e.model, &model_spec)?;
         let model = ModelDigest::of(&params).0;
         let device = self.device;
         let data = self.scaled(e.job, &e.statistics)?;
-        let m = tokio::task::block_in_place(|| evaluate_global(&model_spec, &params, data, device))
-            .map_err(|err| format!("evaluation failed: {err}"))?;
+        let m = tokio::task::block_in_place(|| {
+            evaluate_global(&model_spec, &module, &params, data, device)
+        })
+        .map_err(|err| format!("evaluation failed: {err}"))?;
         let (rows, signed) = crate::report(&m);
         let metrics: Vec<pb::Metric> = signed
             .iter()

@@ -55,6 +55,7 @@ fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
         outputs: 1,
     };
     protocol::validate(&pb::JobSpec {
+        torchscript_module: Vec::new(),
         schema: Some(pb::DatasetSchema {
             features: vec!["a".into(), "b".into(), "c".into()],
             target: "y".into(),

@@ -267,3 +267,99 @@ fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch
         "{said}"
     );
 }
+
+/// A researcher's module trains in an encrypted job through real processes (coordinator and three
+/// workers over mutual TLS): `model = { torchscript = "mlp.pt" }` in `job.toml`, and the download
+/// brings back the trained module, which PyTorch applies as `fedchain predict` does.
+#[test]
+fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_modules(dir);
+    let cl = fedchain_tests::start(dir);
+    std::fs::write(
+        dir.join("job.toml"),
+        "dataset = \"breast-cancer\"\nmodel = { torchscript = \"mlp.pt\" }\nrounds = 2\n",
+    )
+    .unwrap();
+    let layout = fedchain_tests::Layout::new(dir);
+    let alice = layout.alice();
+    let url = cl.url.clone();
+    let submitted = json(&fedchain(&fedchain_tests::as_party(
+        &["job", "submit", s(&dir.join("job.toml")), "--json"],
+        &url,
+        s(&alice),
+    )));
+    assert_eq!(submitted["job"], 1);
+    let watched = fedchain(&fedchain_tests::as_party(
+        &["job", "watch", "1", "--json"],
+        &url,
+        s(&alice),
+    ));
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stdout)
+    );
+    let out = dir.join("m.safetensors");
+    let mut downloaded = None;
+    for _ in 0..50 {
+        let got = fedchain(&fedchain_tests::as_party(
+            &["job", "download", "1", "--out", s(&out), "--json"],
+            &url,
+            s(&alice),
+        ));
+        if got.status.success() {
+            downloaded = Some(json(&got));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let downloaded = downloaded.expect("the model downloads and verifies");
+    assert_eq!(downloaded["module"], s(&dir.join("m.pt")), "{downloaded}");
+
+    let rows = layout.data("h1");
+    let predicted = json(&fedchain(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--csv",
+        s(&rows),
+        "--json",
+    ]));
+    let from_fedchain: Vec<i64> = predicted["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap() as i64)
+        .collect();
+    let accuracy = predicted["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.8, "{predicted}");
+    // Binary: PyTorch's class is the sign of the one logit.
+    let apply = APPLY_IN_PYTORCH.replace("module(x).argmax(1)", "(module(x)[:, 0] > 0).int()");
+    std::fs::write(dir.join("apply.py"), apply).unwrap();
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let applied = Command::new(&python)
+        .args(["apply.py", s(&rows)])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let from_torch: Vec<i64> = serde_json::from_slice(&applied.stdout).unwrap();
+    assert_eq!(from_torch, from_fedchain);
+
+    let report = json(&fedchain(&[
+        "audit",
+        "replay",
+        "--coordinator",
+        &url,
+        "--consortium",
+        s(&layout.audra()),
+        "--json",
+    ]));
+    assert_eq!(report["ok"], true, "{report}");
+}
