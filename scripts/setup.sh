@@ -94,12 +94,15 @@ if [ "$(readlink .venv/libtorch 2>/dev/null)" != "$torch_dir" ]; then
   ln -sfn "$torch_dir" .venv/libtorch
 fi
 
-# The researcher's example model (examples/digits_resnet.py) as TorchScript, as a researcher exports it.
-if [ ! -f examples/digits_resnet.pt ] || [ examples/digits_resnet.py -nt examples/digits_resnet.pt ]; then
-  say "exporting examples/digits_resnet.py to TorchScript"
-  .venv/bin/python examples/digits_resnet.py examples/digits_resnet.pt >/dev/null 2>&1 \
-    || die "examples/digits_resnet.py could not export its model with the .venv torch"
-fi
+# The researchers' example models (examples/*.py) as TorchScript, as a researcher exports them.
+for example in examples/*.py; do
+  module="${example%.py}.pt"
+  if [ ! -f "$module" ] || [ "$example" -nt "$module" ]; then
+    say "exporting $example to TorchScript"
+    .venv/bin/python "$example" "$module" >/dev/null 2>&1 \
+      || die "$example could not export its model with the .venv torch"
+  fi
+done
 
 flavour=cpu
 [ -f "$torch_dir/lib/libtorch_cuda.so" ] && flavour="cuda-capable"

@@ -54,6 +54,10 @@ pub struct DemoArgs {
     /// Model: logreg, mlp or cnn (default: cnn for digits, mlp otherwise).
     #[arg(long)]
     model: Option<ModelKind>,
+    /// A researcher's TorchScript module instead (e.g. examples/digits_resnet.pt, which setup
+    /// exports): sent with the job, checked and loaded by every hospital.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    model_file: Option<std::path::PathBuf>,
     /// Federated rounds.
     #[arg(long)]
     rounds: Option<u32>,
@@ -177,7 +181,13 @@ fn show(m: &MetricMap) -> String {
 
 /// The job run in one process without encryption: the comparison for the federated demo.
 fn plaintext(args: &DemoArgs) -> Result<Summary> {
-    let jobfile = demo_job(args.dataset, args.model, args.rounds, args.seed);
+    let jobfile = demo_job(
+        args.dataset,
+        args.model,
+        args.model_file.as_deref(),
+        args.rounds,
+        args.seed,
+    );
     let spec_pb = jobfile.to_spec()?;
     if !args.json {
         println!("==================================================================");
@@ -202,12 +212,27 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         let config = round_config(&spec_pb, round);
         let updates = hospitals
             .iter()
-            .map(|h| local_round(&model, &[], &global, h, &config, device))
+            .map(|h| {
+                local_round(
+                    &model,
+                    &spec_pb.torchscript_module,
+                    &global,
+                    h,
+                    &config,
+                    device,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let weighted: Vec<(u64, &[f32])> =
             updates.iter().map(|u| (u.samples, &u.delta[..])).collect();
         global = fedavg::apply(&global, &fedavg::weighted_average(&weighted)?)?;
-        let metrics = pooled_metrics(&model, &global, &hospitals, device)?;
+        let metrics = pooled_metrics(
+            &model,
+            &spec_pb.torchscript_module,
+            &global,
+            &hospitals,
+            device,
+        )?;
         if !args.json {
             println!("round {round:>3}/{}: {}", spec_pb.rounds, show(&metrics));
         }
@@ -301,7 +326,13 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         }
     };
     let started = Instant::now();
-    let jobfile = demo_job(args.dataset, args.model, args.rounds, args.seed);
+    let jobfile = demo_job(
+        args.dataset,
+        args.model,
+        args.model_file.as_deref(),
+        args.rounds,
+        args.seed,
+    );
     let spec = jobfile.to_spec()?;
     let device = pick_device(args.device)?;
     say(format!(

@@ -19,6 +19,7 @@ use crate::job::JobFile;
 pub fn demo_job(
     dataset: Builtin,
     model: Option<ModelKind>,
+    module: Option<&std::path::Path>,
     rounds: Option<u32>,
     seed: u64,
 ) -> JobFile {
@@ -31,7 +32,12 @@ pub fn demo_job(
     JobFile {
         dataset: Some(dataset.name().to_string()),
         schema: None,
-        model: crate::job::ModelChoice::Builtin(model.name().to_string()),
+        model: match module {
+            Some(path) => crate::job::ModelChoice::Torchscript {
+                torchscript: path.to_path_buf(),
+            },
+            None => crate::job::ModelChoice::Builtin(model.name().to_string()),
+        },
         rounds: rounds.unwrap_or(if digits { 5 } else { 8 }),
         local_epochs: 2,
         learning_rate: 2e-3,
@@ -125,13 +131,14 @@ pub fn round_config(spec: &pb::JobSpec, round: u64) -> TrainConfig {
 /// the coordinator pools the recorded reports.
 pub fn pooled_metrics(
     model: &ModelSpec,
+    module: &[u8],
     params: &[f32],
     hospitals: &[LocalData],
     device: tch::Device,
 ) -> Result<crate::job::MetricMap> {
     let reports = hospitals
         .iter()
-        .map(|h| Ok(report(&evaluate_global(model, &[], params, h, device)?)))
+        .map(|h| Ok(report(&evaluate_global(model, module, params, h, device)?)))
         .collect::<Result<Vec<_>>>()?;
     Ok(fedchain_protocol::pooled_metrics(&reports)
         .into_iter()

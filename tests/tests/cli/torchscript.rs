@@ -363,3 +363,32 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
     ]));
     assert_eq!(report["ok"], true, "{report}");
 }
+
+/// `examples/breast_cancer_mlp.py` restates the built-in MLP in PyTorch with the same tensor
+/// names, so the job's seeded start is the same and the demo's plaintext run reaches the very
+/// figures of the built-in model (the target: within 1 percentage point).
+#[test]
+fn the_built_in_mlp_restated_in_torchscript_trains_to_the_same_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let module = tmp.path().join("mlp.pt");
+    let exported = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("examples/breast_cancer_mlp.py"))
+        .arg(&module)
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["demo", "--plaintext", "--rounds", "3", "--json"];
+        args.extend_from_slice(extra);
+        let summary = json(&fedchain(&args));
+        summary["final_metrics"]["accuracy"].as_f64().unwrap()
+    };
+    let built_in = run(&[]);
+    let restated = run(&["--model-file", s(&module)]);
+    assert!(built_in > 0.9, "{built_in}");
+    assert!(
+        (built_in - restated).abs() < 0.01,
+        "built-in {built_in}, TorchScript {restated}"
+    );
+}
