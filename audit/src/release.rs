@@ -141,6 +141,8 @@ pub struct VerifiedPreprocessing {
     pub statistics_record: u64,
     /// The job's TorchScript module, from its spec on the ledger (empty for a built-in model).
     pub torchscript_module: Vec<u8>,
+    /// The job's rounds, from its spec on the ledger: the final model is this round's.
+    pub rounds: u64,
 }
 
 /// Checks the preprocessing of a verified release `v` of job `job` against the ledger `client`
@@ -204,6 +206,7 @@ pub async fn verify_preprocessing(
     Ok(VerifiedPreprocessing {
         job_record,
         statistics_record,
+        rounds: u64::from(valid.spec.rounds),
         torchscript_module: valid.spec.torchscript_module,
     })
 }

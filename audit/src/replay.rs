@@ -382,6 +382,18 @@ impl Replayer<'_> {
                 let Some(j) = self.jobs.get_mut(&job) else {
                     return;
                 };
+                if j.finished {
+                    self.bad(
+                        job,
+                        None,
+                        Some(index),
+                        "a job ends once",
+                        "no second JobFinished",
+                        format!("{status:?}"),
+                    );
+                    return;
+                }
+                let j = self.jobs.get_mut(&job).expect("just found");
                 j.finished = true;
                 // What ending the job moves, checked as the records that follow it come.
                 let hospitals = j.members.iter().map(|m| m.name.as_str());

@@ -715,6 +715,23 @@ pub async fn download(
     let p = fedchain_audit::verify_preprocessing(&mut ledger, id, &v)
         .await
         .context("the model's preprocessing does not verify; nothing was written")?;
+    if !p.torchscript_module.is_empty() && crate::train::module_path(out) == out {
+        bail!(
+            "--out {} would be overwritten by the trained module, which goes beside the model as \
+             FILE.pt; name the model FILE.safetensors (nothing was written)",
+            out.display()
+        );
+    }
+    // The final model is the last round's by the job's spec on the ledger, not by the
+    // coordinator's word (`GetJob`), which a coordinator could shorten.
+    if round.is_none() && v.round != p.rounds {
+        bail!(
+            "the release is round {}'s model, but job {id}'s spec on the ledger has {} rounds; \
+             nothing was written",
+            v.round,
+            p.rounds
+        );
+    }
     let tmp = out.with_extension("partial");
     std::fs::write(&tmp, &file)
         .and_then(|()| std::fs::rename(&tmp, out))

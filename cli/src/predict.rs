@@ -67,22 +67,24 @@ pub fn run(args: PredictArgs) -> Result<()> {
         target: p.target.clone(),
         task: p.task,
     };
-    let (predictions, metrics, rows) = match load_csv(&args.csv, &schema) {
+    let (predictions, metrics, rows, outputs) = match load_csv(&args.csv, &schema) {
         Ok(data) => {
             let scaled = p.scaling.apply(&data)?;
             let m = evaluate(&model, &scaled, Some(&p.scaling))?;
             let predictions = model.predict(&scaled)?;
+            let outputs = model.outputs_rows(scaled.features(), scaled.n_features())?;
             let metrics: MetricMap = [("accuracy", m.accuracy), ("loss", m.loss), ("rmse", m.rmse)]
                 .into_iter()
                 .filter_map(|(n, v)| v.filter(|v| v.is_finite()).map(|v| (n.to_string(), v)))
                 .collect();
-            (predictions, Some(metrics), data.len())
+            (predictions, Some(metrics), data.len(), outputs)
         }
         Err(DataError::MissingColumn { column, .. }) if column == p.target => {
             let rows = load_rows(&args.csv, &features).with_context(|| columns_hint(&args))?;
             let scaled = p.scaling.apply_rows(&rows)?;
             let predictions = model.predict_rows(&scaled, features.len(), p.task)?;
-            (predictions, None, rows.len())
+            let outputs = model.outputs_rows(&scaled, features.len())?;
+            (predictions, None, rows.len(), outputs)
         }
         Err(e) => return Err(e).with_context(|| columns_hint(&args)),
     };
@@ -100,6 +102,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
             "task": p.task,
             "rows": rows,
             "predictions": predictions,
+            // What the model itself returns for each row (logits; scaled values for regression),
+            // to compare with the same model run elsewhere.
+            "outputs": outputs,
             "metrics": metrics,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -114,6 +114,13 @@ pub fn run_training(
     let started = Instant::now();
     if let (Some(module), Some(out)) = (module, out) {
         let trained = module_path(out);
+        if trained == out {
+            anyhow::bail!(
+                "--out {} would be overwritten by the trained module, which goes beside the model \
+                 as FILE.pt; name the model FILE.safetensors",
+                out.display()
+            );
+        }
         let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,

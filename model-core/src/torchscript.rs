@@ -54,7 +54,6 @@ pub const ALLOWED_OPERATORS: &[&str] = &[
     "torch.dropout",
     "torch.dropout_",
     "torch.einsum",
-    "torch.empty",
     "torch.eq",
     "torch.exp",
     "torch.expand",
@@ -244,40 +243,80 @@ pub struct TorchScriptCode {
 }
 
 impl TorchScriptCode {
-    /// Reads the sources in a TorchScript file's bytes. A file that is not a TorchScript archive,
-    /// or whose code exceeds [`MAX_CODE_BYTES`], is refused.
+    /// Reads the sources in a TorchScript file's bytes. Refused: what is not a zip archive laid out
+    /// as `torch.jit.save` writes it (one top folder; the code as `code/….py`, UTF-8; no second
+    /// copy of a name in another case, since libtorch finds records case-insensitively; no
+    /// old-format `model.json`), more than [`MAX_ENTRIES`] entries, and more than
+    /// [`MAX_CODE_BYTES`] of code actually read.
     pub fn read(bytes: &[u8]) -> Result<TorchScriptCode> {
         let bad = |why: String| ModelError::Format(format!("not a TorchScript file: {why}"));
         let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
+        if zip.len() > MAX_ENTRIES {
+            return Err(bad(format!(
+                "{} entries; at most {MAX_ENTRIES} are read",
+                zip.len()
+            )));
+        }
         let mut sources = Vec::new();
         let mut total = 0u64;
+        let mut top: Option<String> = None;
+        let mut names = std::collections::HashSet::new();
         for i in 0..zip.len() {
             let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
             let name = entry.name().to_owned();
-            // `ARCHIVE/code/...py` (the sources; `.debug_pkl` files only map them to lines).
-            let in_code = name.split('/').nth(1) == Some("code");
-            if !in_code || !name.ends_with(".py") {
+            let Some((folder, rest)) = name.split_once('/') else {
+                return Err(bad(format!("{name:?} is outside the archive's folder")));
+            };
+            if top.get_or_insert_with(|| folder.to_owned()) != folder {
+                return Err(bad(format!(
+                    "{name:?} is outside the archive's one top folder"
+                )));
+            }
+            if !names.insert(name.to_ascii_lowercase()) {
+                return Err(bad(format!("{name:?} appears twice (ignoring case)")));
+            }
+            let lower = rest.to_ascii_lowercase();
+            if lower == "model.json" {
+                return Err(bad(
+                    "the old model.json format is not read; save it again with a \
+                     current torch.jit.save"
+                        .into(),
+                ));
+            }
+            let is_code = rest.starts_with("code/") && rest.ends_with(".py");
+            if !is_code {
+                // What libtorch could still find as code, under another case or place.
+                if lower.starts_with("code/") && lower.ends_with(".py") || lower.ends_with(".py") {
+                    return Err(bad(format!("{name:?}: code lies only in code/….py")));
+                }
                 continue;
             }
-            total = total.saturating_add(entry.size());
-            if total > MAX_CODE_BYTES {
+            let room = MAX_CODE_BYTES - total;
+            let mut text = Vec::new();
+            (&mut entry)
+                .take(room + 1)
+                .read_to_end(&mut text)
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+            if text.len() as u64 > room {
                 return Err(bad(format!(
                     "its code is larger than {} MiB",
                     MAX_CODE_BYTES >> 20
                 )));
             }
-            let mut text = String::new();
-            (&mut entry)
-                .take(MAX_CODE_BYTES)
-                .read_to_string(&mut text)
-                .map_err(|e| bad(format!("{name}: {e}")))?;
+            total += text.len() as u64;
+            let text =
+                String::from_utf8(text).map_err(|_| bad(format!("{name} is not UTF-8 text")))?;
             sources.push((name, text));
         }
         if sources.is_empty() {
             return Err(bad("the archive holds no code/ folder".into()));
         }
         sources.sort();
-        let operators = sources.iter().flat_map(|(_, s)| operators_in(s)).collect();
+        let defined: BTreeSet<String> = sources.iter().flat_map(|(_, s)| definitions(s)).collect();
+        let operators = sources
+            .iter()
+            .flat_map(|(_, s)| operators_in(s, &defined))
+            .collect();
         Ok(TorchScriptCode { sources, operators })
     }
 
@@ -327,70 +366,223 @@ impl TorchScriptCode {
     }
 }
 
-/// The operators that TorchScript source `code` names: `torch.NAME` and `ops.NAMESPACE.NAME`
-/// where the prefix starts a name (so `__torch__.torch.nn...`, the module's own code, is not one).
-pub fn operators_in(code: &str) -> BTreeSet<String> {
-    let bytes = code.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    // The identifier starting at `i`, and where it ends.
-    let name_at = |i: usize| {
-        let end = (i..bytes.len())
-            .find(|&j| !ident(bytes[j]))
-            .unwrap_or(bytes.len());
-        (&code[i..end], end)
-    };
-    let mut out = BTreeSet::new();
-    for (prefix, parts) in [("torch.", 1), ("ops.", 2)] {
-        let mut from = 0;
-        while let Some(at) = code[from..].find(prefix).map(|k| from + k) {
-            from = at + prefix.len();
-            let starts_a_name = at == 0 || !(ident(bytes[at - 1]) || bytes[at - 1] == b'.');
-            if !starts_a_name {
-                continue;
+/// Most entries read from an archive (a module has a few per tensor).
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Calls of bare names that TorchScript's serialised code uses for its own typing and builtins;
+/// any other bare call must be to a function or class the archive's code defines.
+pub const ALLOWED_BUILTINS: &[&str] = &[
+    "annotate",
+    "isinstance",
+    "uninitialized",
+    "unchecked_cast",
+    "range",
+    "len",
+    "int",
+    "float",
+    "str",
+    "bool",
+    "list",
+    "tuple",
+    "dict",
+    "min",
+    "max",
+    "abs",
+    "enumerate",
+    "zip",
+    "round",
+];
+
+/// A token of TorchScript source: what the check needs (strings and comments are skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Ident(String),
+    Punct(char),
+}
+
+/// The tokens of `code`, skipping whitespace, comments, strings and numbers, as Python's lexer
+/// would separate them: `torch . from_file` is the same three tokens as `torch.from_file`.
+fn tokens(code: &str) -> Vec<Token> {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() || c == '\\' {
+            i += 1;
+        } else if c == '#' {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
             }
-            let mut name = prefix.trim_end_matches('.').to_owned();
-            let mut i = at + prefix.len();
-            for part in 0..parts {
-                if part > 0 {
-                    if bytes.get(i) != Some(&b'.') {
-                        break;
-                    }
+        } else if c == '"' || c == '\'' {
+            let triple = chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c);
+            let quote = if triple { 3 } else { 1 };
+            i += quote;
+            while i < chars.len() {
+                if chars[i] == '\\' {
+                    i += 2;
+                } else if chars[i] == c
+                    && (!triple || (chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c)))
+                {
+                    i += quote;
+                    break;
+                } else {
                     i += 1;
                 }
-                let (word, end) = name_at(i);
-                if word.is_empty() {
-                    break;
-                }
-                name.push('.');
-                name.push_str(word);
-                i = end;
             }
-            if name.len() > prefix.len() {
-                out.insert(name);
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
             }
+            out.push(Token::Ident(chars[start..i].iter().collect()));
+        } else if c.is_ascii_digit() {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            {
+                i += 1;
+            }
+        } else {
+            out.push(Token::Punct(c));
+            i += 1;
         }
     }
     out
+}
+
+/// The functions and classes `code` defines (`def NAME`, `class NAME`), and the names it binds to
+/// them (`_0 = __torch__.torch.nn.functional._max_pool2d`).
+fn definitions(code: &str) -> Vec<String> {
+    let t = tokens(code);
+    t.windows(3)
+        .filter_map(|w| match (&w[0], &w[1], &w[2]) {
+            (Token::Ident(k), Token::Ident(name), _) if k == "def" || k == "class" => {
+                Some(name.clone())
+            }
+            (Token::Ident(name), Token::Punct('='), Token::Ident(own)) if own == "__torch__" => {
+                Some(name.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What TorchScript source `code` would call, given the functions and classes the archive
+/// `defined`: every `torch.NAME` and `ops.NAMESPACE.NAME`, every method call `.NAME(` of something
+/// else (a tensor method is an operator too, written here as `torch.NAME`) unless the archive
+/// defines NAME, and every bare call `NAME(` that is neither defined nor one of
+/// [`ALLOWED_BUILTINS`]. A `torch` or `ops` that does not start such a chain (`t = torch`,
+/// `(torch).x`, `getattr(torch, ...)`) is reported as `torch` or `ops` itself, which no allowlist
+/// holds. The module's own code (`__torch__.…`) is not an operator.
+pub fn operators_in(code: &str, defined: &BTreeSet<String>) -> BTreeSet<String> {
+    let t = tokens(code);
+    let ident = |i: usize| match t.get(i) {
+        Some(Token::Ident(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let punct = |i: usize, c: char| t.get(i) == Some(&Token::Punct(c));
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while i < t.len() {
+        let after_dot = i > 0 && punct(i - 1, '.');
+        match ident(i) {
+            Some(root @ ("torch" | "ops")) if !after_dot => {
+                // torch.NAME or ops.NAMESPACE.NAME, nothing else.
+                let parts = if root == "torch" { 1 } else { 2 };
+                let mut name = root.to_owned();
+                let mut j = i + 1;
+                let mut complete = true;
+                for _ in 0..parts {
+                    match (punct(j, '.'), ident(j + 1)) {
+                        (true, Some(part)) => {
+                            name.push('.');
+                            name.push_str(part);
+                            j += 2;
+                        }
+                        _ => {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                out.insert(if complete { name } else { root.to_owned() });
+                i = j;
+                continue;
+            }
+            Some(name) if punct(i + 1, '(') => {
+                // A scripted nn.Sequential reads its own submodules: getattr(self, "0").
+                let own_attribute =
+                    name == "getattr" && ident(i + 2) == Some("self") && punct(i + 3, ',');
+                let known = defined.contains(name) || own_attribute;
+                if after_dot {
+                    // A method call: the archive's own (forward, _conv_forward), or a tensor's.
+                    if !known {
+                        out.insert(format!("torch.{name}"));
+                    }
+                } else if !known && !ALLOWED_BUILTINS.contains(&name) && !is_keyword(name) {
+                    out.insert(name.to_owned());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Python keywords that may precede a parenthesis (`if (`, `return (`, `not (`).
+fn is_keyword(name: &str) -> bool {
+    matches!(
+        name,
+        "if" | "elif"
+            | "while"
+            | "for"
+            | "in"
+            | "return"
+            | "and"
+            | "or"
+            | "not"
+            | "is"
+            | "assert"
+            | "else"
+            | "lambda"
+            | "def"
+            | "class"
+            | "raise"
+            | "with"
+            | "yield"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ops_of(code: &str) -> Vec<String> {
+        let defined: BTreeSet<String> = definitions(code).into_iter().collect();
+        operators_in(code, &defined).into_iter().collect()
+    }
+
     #[test]
     fn operators_are_the_torch_and_ops_names_not_the_modules_own_code() {
         let code = "\
-def forward(self, x: Tensor) -> Tensor:
+class Net(Module):
+  def forward(self, x: Tensor) -> Tensor:
     _0 = __torch__.torch.nn.functional._max_pool2d
     x0 = torch.view(x, [-1, 1, 8, 8])
     _1 = __torch__.torch.nn.functional.relu((self.stem).forward(x0, ), False, )
-    y = torch.from_file(\"/etc/passwd\", None, 4)
-    ops.prim.RaiseException(\"no\", \"builtins.ValueError\")
-    return ops.myns.shell(torch.add(_1, y))
+    y = torch.from_file(\"/etc/passwd\", None, 4)  # torch.save in a comment is no call
+    ops.prim.RaiseException(\"torch.load in a string\", \"builtins.ValueError\")
+    z = annotate(List[int], [])
+    _2 = getattr(self, \"0\")
+    return _0(ops.myns.shell(torch.add(_1, y)), [2, 2])
+  def _max_pool2d(self, x: Tensor) -> Tensor:
+    return x
+  def relu(self, x: Tensor) -> Tensor:
+    return x
 ";
-        let ops: Vec<String> = operators_in(code).into_iter().collect();
         assert_eq!(
-            ops,
+            ops_of(code),
             [
                 "ops.myns.shell",
                 "ops.prim.RaiseException",
@@ -399,6 +591,77 @@ def forward(self, x: Tensor) -> Tensor:
                 "torch.view"
             ]
         );
+    }
+
+    #[test]
+    fn spacing_aliases_and_method_calls_do_not_hide_an_operator() {
+        for (code, hidden) in [
+            ("y = torch . from_file(\"f\", None, 4)", "torch.from_file"),
+            ("y = torch.\\\n  from_file(\"f\")", "torch.from_file"),
+            ("y = (torch).from_file(\"f\")", "torch"),
+            ("t = torch\ny = t.from_file(\"f\")", "torch"),
+            ("y = getattr(torch, \"from_file\")", "torch"),
+            ("y = getattr(x, \"from_file\")", "getattr"),
+            ("y = x.as_strided([1], [1])", "torch.as_strided"),
+            ("f = x.set_\ny = f(z)", "f"),
+            ("y = ops . aten . from_file(\"f\")", "ops.aten.from_file"),
+            ("y = print(x)", "print"),
+        ] {
+            let found = ops_of(code);
+            assert!(found.iter().any(|o| o == hidden), "{code:?}: {found:?}");
+            let forbidden = TorchScriptCode {
+                sources: vec![],
+                operators: found.into_iter().collect(),
+            }
+            .forbidden();
+            assert!(!forbidden.is_empty(), "{code:?} must be refused");
+        }
+    }
+
+    fn archive(entries: &[(&str, &str)]) -> Vec<u8> {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (name, text) in entries {
+            zip.start_file(*name, stored).unwrap();
+            zip.write_all(text.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn code_is_read_only_where_libtorch_finds_it_and_only_once() {
+        let fine = "def forward(self, x):\n    return torch.relu(x)\n";
+        let evil = "def forward(self, x):\n    return torch.from_file(\"f\")\n";
+        TorchScriptCode::read(&archive(&[("m/code/__torch__.py", fine)])).unwrap();
+        for (entries, why) in [
+            (
+                vec![("m/code/__torch__.py", fine), ("m/Code/__torch__.py", evil)],
+                "twice",
+            ),
+            (
+                vec![("m/code/a.py", fine), ("m/Code/b.py", evil)],
+                "code lies only in",
+            ),
+            (
+                vec![("m/code/a.py", fine), ("m/b.PY", evil)],
+                "code lies only in",
+            ),
+            (
+                vec![("m/code/a.py", fine), ("n/code/b.py", evil)],
+                "one top folder",
+            ),
+            (
+                vec![("m/code/a.py", fine), ("m/model.json", "{}")],
+                "model.json",
+            ),
+        ] {
+            let e = TorchScriptCode::read(&archive(&entries))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{entries:?}: {e}");
+        }
     }
 
     #[test]

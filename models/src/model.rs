@@ -424,7 +424,21 @@ impl Model {
                 } else {
                     m.f_set_eval().map_err(torch_error)?;
                 }
-                m.forward_ts(&[xs]).map_err(torch_error)?
+                let out = m.forward_ts(&[xs]).map_err(torch_error)?;
+                // A module's output is its own business until here: it must be one row of
+                // `outputs` values per input row, whatever the batch.
+                let want = [
+                    xs.size().first().copied().unwrap_or(0),
+                    self.spec.outputs() as i64,
+                ];
+                if out.size() != want {
+                    return Err(ModelError::InvalidSpec(format!(
+                        "the module returned {:?} for {} rows; it must return {want:?}",
+                        out.size(),
+                        want[0]
+                    )));
+                }
+                out
             }
             Net::Linear(l) => xs.apply(l),
             Net::Mlp {
@@ -465,6 +479,28 @@ impl Model {
     /// value for regression (in the units of `data`'s target).
     pub fn predict(&self, data: &Dataset) -> Result<Vec<f32>> {
         self.predict_rows(data.features(), data.n_features(), data.task())
+    }
+
+    /// The raw outputs (logits for classification, scaled values for regression) for rows given
+    /// as row-major `features` of `n_features` values each: one vector of [`ModelSpec::outputs`]
+    /// values per row, what PyTorch's `module(x)` returns.
+    pub fn outputs_rows(&self, features: &[f32], n_features: usize) -> Result<Vec<Vec<f32>>> {
+        if n_features == 0 || !features.len().is_multiple_of(n_features) {
+            return Err(ModelError::InvalidArgument(format!(
+                "{} values do not make rows of {n_features}",
+                features.len()
+            )));
+        }
+        let xs = Tensor::from_slice(features)
+            .view([(features.len() / n_features) as i64, n_features as i64])
+            .to_device(self.device);
+        let out = tch::no_grad(|| self.forward_t(&xs, false))?
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        let width = self.spec.outputs();
+        let flat = Vec::<f32>::try_from(&out.view(-1)).map_err(torch_error)?;
+        Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
     }
 
     /// Predictions for rows given as row-major `features` of `n_features` values each, for

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-pub use fedchain_model_core::torchscript::{operators_in, TorchScriptCode, ALLOWED_OPERATORS};
+pub use fedchain_model_core::torchscript::{
+    operators_in, TorchScriptCode, ALLOWED_BUILTINS, ALLOWED_OPERATORS,
+};
 use serde::Serialize;
 use tch::CModule;
 

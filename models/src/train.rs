@@ -102,6 +102,36 @@ pub fn train(
     model: &mut Model,
     data: &Dataset,
     config: &TrainConfig,
+    on_epoch: impl FnMut(&EpochReport),
+) -> Result<Vec<EpochReport>> {
+    // tch panics where libtorch throws (a researcher's module can make it throw): an error here,
+    // not a dead worker.
+    contain(|| train_unguarded(model, data, config, on_epoch))
+}
+
+/// Runs `f`, turning a panic (tch's way of reporting a libtorch exception) into an error.
+fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        // tch's panic quotes libtorch's message, then its C++ stack: keep the message.
+        let what = what.split_once("Torch(\"").map_or(what, |(_, m)| m);
+        let what = what
+            .split("\\n")
+            .next()
+            .unwrap_or(what)
+            .trim_end_matches("\")");
+        Err(ModelError::Torch(format!("the model failed: {what}")))
+    })
+}
+
+fn train_unguarded(
+    model: &mut Model,
+    data: &Dataset,
+    config: &TrainConfig,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>> {
     config.validate()?;
@@ -166,6 +196,14 @@ pub fn train(
 /// For regression, pass the [`Standardizer`] whose target scaling `data` carries, so that RMSE is
 /// reported in the target's original units (R^2 does not depend on scale).
 pub fn evaluate(model: &Model, data: &Dataset, scaling: Option<&Standardizer>) -> Result<Metrics> {
+    contain(|| evaluate_unguarded(model, data, scaling))
+}
+
+fn evaluate_unguarded(
+    model: &Model,
+    data: &Dataset,
+    scaling: Option<&Standardizer>,
+) -> Result<Metrics> {
     let mut predictions = model.predict(data)?;
     let device = model.device();
     let l = tch::no_grad(|| -> Result<f64> {

@@ -160,7 +160,10 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
     model
         .check_fits(schema.features.len(), task)
         .map_err(|e| bad(Model, format!("model spec does not fit the schema: {e}")))?;
-    let file_bytes = num_parameters(&model) * 4 + 4096;
+    // The file's header holds the spec (a TorchScript model's declared tensors too) and the
+    // preprocessing (a name, a mean and a deviation per feature, and the pooled moments).
+    let header = 4096 + model_json.len() + schema.features.len() * 128;
+    let file_bytes = num_parameters(&model) * 4 + header;
     if file_bytes > limits::MAX_INLINE_MODEL_BYTES {
         return Err(bad(
             Model,

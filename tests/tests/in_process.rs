@@ -237,6 +237,23 @@ async fn a_three_hospital_encrypted_job_runs_to_the_end_in_process() {
         provisioned.as_secs_f64(),
         job_seconds.as_secs_f64()
     );
+
+    // A restarted coordinator serves every round's model again, each still verifying.
+    drop(store);
+    let config = layout.coordinator_config("127.0.0.1:0", 120);
+    let cluster = InProcess::start(&layout, config, &[]).await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+    for round in [Some(1), None] {
+        let (release, file) = download(&mut jobs, id, round)
+            .await
+            .expect("a model after the restart");
+        let v = verify_release(id, round.unwrap_or(2), &release, &file, &trust).unwrap();
+        assert_eq!(
+            (v.model_digest, v.record_index),
+            digests[usize::from(round.is_none())]
+        );
+    }
+    cluster.stop().await.unwrap();
 }
 
 /// A job that fails before any round opened says so on the watch stream: `Failed.round` is absent

@@ -130,6 +130,11 @@ impl Shared {
                 .ok_or_else(|| broken(i, format!("unknown job {job}")))?;
             j.restore(i, t, &record.body, blob.as_deref(), share_index, &env)
                 .map_err(|e| broken(i, e.to_string()))?;
+            // The model file restore rebuilt is what `DownloadModel` serves for that round (its
+            // bytes need not be the first run's: the header's order may differ); keep it.
+            if matches!(record.body, Body::RoundFinalized { round, .. } if round > 0) {
+                store.put_blob(&j.model_file)?;
+            }
         }
         // What restore decided but the ledger does not hold yet (a round that cannot open again
         // fails its job): written now, so the job's credits are released and its end recorded.

@@ -38,12 +38,20 @@ class ReadsAFile(nn.Module):
     def forward(self, x):
         return self.fc(x) + torch.from_file("/etc/hostname", None, 4).sum()
 
+class NoGradient(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(30, 1)
+    def forward(self, x):
+        return torch.zeros([x.size(0), 1])
+
 mlp = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
 modules = {
     "digits": torch.jit.script(DigitsNet()),
     "mlp": torch.jit.trace(mlp, torch.zeros(2, 30)),
     "evil": torch.jit.script(ReadsAFile()),
     "ten_outputs": torch.jit.script(nn.Linear(30, 10)),
+    "no_gradient": torch.jit.script(NoGradient()),
 }
 for name, m in modules.items():
     m.save(f"{name}.pt")
@@ -131,8 +139,36 @@ x = (x - torch.tensor(scaling["means"])) / torch.tensor(scaling["stds"])
 module = torch.jit.load("m.pt")
 module.eval()
 with torch.no_grad():
-    print(json.dumps(module(x).argmax(1).tolist()))
+    out = module(x)
+print(json.dumps({"classes": out.argmax(1).tolist(), "outputs": out.tolist()}))
 "#;
+
+/// PyTorch's classes and outputs (`APPLY_IN_PYTORCH`'s), against `fedchain predict --json`'s: the
+/// same classes, and every output within 1e-5 of PyTorch's, relative to its size when above 1
+/// (float32 logits of 10 to 30 differ in their last bits between the two runtimes).
+fn same_as_pytorch(from_torch: &serde_json::Value, predicted: &serde_json::Value) {
+    let classes: Vec<i64> = predicted["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap() as i64)
+        .collect();
+    let torch_classes: Vec<i64> = serde_json::from_value(from_torch["classes"].clone()).unwrap();
+    assert_eq!(
+        torch_classes, classes,
+        "PyTorch and fedchain predict disagree"
+    );
+    let ours: Vec<Vec<f64>> = serde_json::from_value(predicted["outputs"].clone()).unwrap();
+    let theirs: Vec<Vec<f64>> = serde_json::from_value(from_torch["outputs"].clone()).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let worst = ours
+        .iter()
+        .flatten()
+        .zip(theirs.iter().flatten())
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f64::max);
+    assert!(worst <= 1e-5, "outputs differ by up to {worst} (relative)");
+}
 
 #[test]
 fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch() {
@@ -189,13 +225,7 @@ fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch
         s(&digits),
         "--json",
     ]));
-    let from_fedchain: Vec<i64> = predicted["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap() as i64)
-        .collect();
-    assert_eq!(from_fedchain.len(), 1797);
+    assert_eq!(predicted["predictions"].as_array().unwrap().len(), 1797);
     std::fs::write(dir.join("apply.py"), APPLY_IN_PYTORCH).unwrap();
     let applied = Command::new(&python)
         .args(["apply.py", s(&digits)])
@@ -207,10 +237,9 @@ fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    let from_torch: Vec<i64> = serde_json::from_slice(&applied.stdout).unwrap();
-    assert_eq!(
-        from_torch, from_fedchain,
-        "PyTorch and fedchain predict disagree"
+    same_as_pytorch(
+        &serde_json::from_slice(&applied.stdout).unwrap(),
+        &predicted,
     );
 
     // Another module is not this model's, and a module that does not fit the task is refused.
@@ -251,7 +280,26 @@ fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch
     ]);
     let said = String::from_utf8_lossy(&ten.stderr);
     assert!(
-        !ten.status.success() && said.contains("returns [2, 10]; the task needs [2, 1]"),
+        !ten.status.success()
+            && said.contains("returned [2, 10] for 2 rows; it must return [2, 1]"),
+        "{said}"
+    );
+    // libtorch throws when training a module whose output needs no gradient: an error, no crash.
+    let stuck = fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model-file",
+        s(&dir.join("no_gradient.pt")),
+        "--epochs",
+        "1",
+    ]);
+    let said = String::from_utf8_lossy(&stuck.stderr);
+    assert_eq!(stuck.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "error: libtorch: the model failed: element 0 of tensors does not require grad"
+        ),
         "{said}"
     );
     let evil = fedchain(&[
@@ -327,16 +375,10 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
         s(&rows),
         "--json",
     ]));
-    let from_fedchain: Vec<i64> = predicted["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap() as i64)
-        .collect();
     let accuracy = predicted["metrics"]["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.8, "{predicted}");
     // Binary: PyTorch's class is the sign of the one logit.
-    let apply = APPLY_IN_PYTORCH.replace("module(x).argmax(1)", "(module(x)[:, 0] > 0).int()");
+    let apply = APPLY_IN_PYTORCH.replace("out.argmax(1)", "(out[:, 0] > 0).int()");
     std::fs::write(dir.join("apply.py"), apply).unwrap();
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let applied = Command::new(&python)
@@ -349,8 +391,10 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    let from_torch: Vec<i64> = serde_json::from_slice(&applied.stdout).unwrap();
-    assert_eq!(from_torch, from_fedchain);
+    same_as_pytorch(
+        &serde_json::from_slice(&applied.stdout).unwrap(),
+        &predicted,
+    );
 
     let report = json(&fedchain(&[
         "audit",
