@@ -453,6 +453,8 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             dir.join("worker-state").join(h),
         );
         worker.device = device_name.clone();
+        // The demo's hospitals run the module its operator gave (`--model-file`).
+        worker.torchscript = !spec.torchscript_module.is_empty();
         write(&cfg, &toml::to_string(&worker)?)?;
         procs.0.push((
             h.clone(),

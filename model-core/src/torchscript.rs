@@ -250,6 +250,7 @@ impl TorchScriptCode {
     /// [`MAX_CODE_BYTES`] of code actually read.
     pub fn read(bytes: &[u8]) -> Result<TorchScriptCode> {
         let bad = |why: String| ModelError::Format(format!("not a TorchScript file: {why}"));
+        check_layout(bytes).map_err(|why| bad(why.into()))?;
         let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
         if zip.len() > MAX_ENTRIES {
             return Err(bad(format!(
@@ -366,6 +367,58 @@ impl TorchScriptCode {
     }
 }
 
+/// Refuses a zip archive that two readers could read differently: it must start with its first
+/// entry (no prefix: another format's magic, a second archive) and end with its end record, with
+/// the central directory (and, as `torch.jit.save` writes them, the zip64 end record and locator)
+/// exactly where that record says. This reader tolerates data before an archive by shifting every
+/// offset; libtorch's reads offsets as written: a file laid out otherwise could show this check
+/// one module and libtorch another.
+fn check_layout(b: &[u8]) -> std::result::Result<(), &'static str> {
+    let u16_at = |i: usize| b.get(i..i + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
+    let u32_at = |i: usize| {
+        b.get(i..i + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+    };
+    let u64_at = |i: usize| {
+        b.get(i..i + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    };
+    if !b.starts_with(b"PK\x03\x04") {
+        return Err("it does not start with a zip entry");
+    }
+    let eocd = (b.len().saturating_sub(22 + 0xFFFF)..=b.len().saturating_sub(22))
+        .rev()
+        .find(|&i| b[i..].starts_with(b"PK\x05\x06"))
+        .ok_or("no zip end record")?;
+    let cd_size = u32_at(eocd + 12).ok_or("a short end record")?;
+    let cd_offset = u32_at(eocd + 16).ok_or("a short end record")?;
+    let comment = u16_at(eocd + 20).ok_or("a short end record")?;
+    if eocd + 22 + usize::from(comment) != b.len() {
+        return Err("data after the zip end record");
+    }
+    let (mut size, mut offset) = (u64::from(cd_size), u64::from(cd_offset));
+    let mut cd_end = eocd as u64;
+    if eocd >= 20 + 56 && b[eocd - 20..].starts_with(b"PK\x06\x07") {
+        let locator = eocd - 20;
+        let record = u64_at(locator + 8).ok_or("a short zip64 locator")?;
+        if record != (locator - 56) as u64 || !b[locator - 56..].starts_with(b"PK\x06\x06") {
+            return Err("the zip64 end record is not where its locator says");
+        }
+        let r = locator - 56;
+        let size64 = u64_at(r + 40).ok_or("a short zip64 end record")?;
+        let offset64 = u64_at(r + 48).ok_or("a short zip64 end record")?;
+        let agree = |v32: u32, v64: u64| v32 == u32::MAX || u64::from(v32) == v64;
+        if !agree(cd_size, size64) || !agree(cd_offset, offset64) {
+            return Err("the zip64 and zip end records disagree");
+        }
+        (size, offset, cd_end) = (size64, offset64, r as u64);
+    }
+    if offset.checked_add(size) != Some(cd_end) {
+        return Err("the central directory is not where the end record says");
+    }
+    Ok(())
+}
+
 /// Most entries read from an archive (a module has a few per tensor).
 pub const MAX_ENTRIES: usize = 100_000;
 
@@ -398,6 +451,8 @@ pub const ALLOWED_BUILTINS: &[&str] = &[
 enum Token {
     Ident(String),
     Punct(char),
+    /// A string literal's text as written (escapes left as they are).
+    Str(String),
 }
 
 /// The tokens of `code`, skipping whitespace, comments, strings and numbers, as Python's lexer
@@ -418,18 +473,24 @@ fn tokens(code: &str) -> Vec<Token> {
             let triple = chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c);
             let quote = if triple { 3 } else { 1 };
             i += quote;
+            let start = i;
+            let mut end = chars.len();
             while i < chars.len() {
                 if chars[i] == '\\' {
                     i += 2;
                 } else if chars[i] == c
                     && (!triple || (chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c)))
                 {
+                    end = i;
                     i += quote;
                     break;
                 } else {
                     i += 1;
                 }
             }
+            out.push(Token::Str(
+                chars[start..end.min(chars.len())].iter().collect(),
+            ));
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
@@ -481,6 +542,7 @@ pub fn operators_in(code: &str, defined: &BTreeSet<String>) -> BTreeSet<String> 
         _ => None,
     };
     let punct = |i: usize, c: char| t.get(i) == Some(&Token::Punct(c));
+    let modules = module_names(&t);
     let mut out = BTreeSet::new();
     let mut i = 0;
     while i < t.len() {
@@ -509,18 +571,29 @@ pub fn operators_in(code: &str, defined: &BTreeSet<String>) -> BTreeSet<String> 
                 i = j;
                 continue;
             }
+            Some(name) if after_dot => {
+                // An attribute, called or not (`(x.as_strided)(…)`, `f = x.set_`). Of a module or
+                // an object of the archive's classes (`self`, a submodule, `(fc).forward(`) or of
+                // a `__torch__.…` chain it is the archive's own; of anything else, a tensor above
+                // all, it is an operator, whatever the archive defines.
+                let own = match receiver(&t, i - 1) {
+                    Receiver::Own => true,
+                    Receiver::Name(r) => modules.contains(r),
+                    Receiver::Other => false,
+                };
+                if !own {
+                    out.insert(format!("torch.{name}"));
+                }
+            }
             Some(name) if punct(i + 1, '(') => {
-                // A scripted nn.Sequential reads its own submodules: getattr(self, "0").
-                let own_attribute =
-                    name == "getattr" && ident(i + 2) == Some("self") && punct(i + 3, ',');
-                let known = defined.contains(name) || own_attribute;
-                if after_dot {
-                    // A method call: the archive's own (forward, _conv_forward), or a tensor's.
-                    if !known {
-                        out.insert(format!("torch.{name}"));
+                {
+                    // A scripted nn.Sequential reads its own submodules: getattr(self, "0").
+                    let own_attribute =
+                        name == "getattr" && ident(i + 2) == Some("self") && punct(i + 3, ',');
+                    let known = defined.contains(name) || own_attribute;
+                    if !known && !ALLOWED_BUILTINS.contains(&name) && !is_keyword(name) {
+                        out.insert(name.to_owned());
                     }
-                } else if !known && !ALLOWED_BUILTINS.contains(&name) && !is_keyword(name) {
-                    out.insert(name.to_owned());
                 }
             }
             _ => {}
@@ -528,6 +601,124 @@ pub fn operators_in(code: &str, defined: &BTreeSet<String>) -> BTreeSet<String> 
         i += 1;
     }
     out
+}
+
+/// What a method is called on.
+enum Receiver<'a> {
+    /// A chain from `__torch__`: the archive's own code.
+    Own,
+    /// One name, `(name).m(` or `name.m(`.
+    Name(&'a str),
+    /// Anything else (an expression, a call's result).
+    Other,
+}
+
+/// The receiver of the method call whose `.` is token `dot`.
+fn receiver(t: &[Token], dot: usize) -> Receiver<'_> {
+    let ident = |i: usize| match t.get(i) {
+        Some(Token::Ident(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let punct = |i: usize, c: char| t.get(i) == Some(&Token::Punct(c));
+    if dot >= 3 && punct(dot - 1, ')') && punct(dot - 3, '(') {
+        // `(name).m(`, unless the parenthesis is a call's: `f(name).m(`.
+        let called =
+            dot >= 4 && (ident(dot - 4).is_some_and(|w| !is_keyword(w)) || punct(dot - 4, ')'));
+        return match ident(dot - 2) {
+            Some(name) if !called => Receiver::Name(name),
+            _ => Receiver::Other,
+        };
+    }
+    // `a.b.c.m(`: walk back to where the chain starts.
+    let mut start = dot;
+    while start >= 2 && ident(start - 1).is_some() && punct(start - 2, '.') {
+        start -= 2;
+    }
+    match ident(start.wrapping_sub(1)) {
+        Some("__torch__") if start == 0 || !punct(start - 2, '.') => Receiver::Own,
+        Some(name) if start == dot => Receiver::Name(name),
+        _ => Receiver::Other,
+    }
+}
+
+/// Names that hold a module or an object of the archive's own classes in `t`: those declared
+/// with a `__torch__` type (a class's submodules, a method's parameters) and never with another,
+/// and locals whose every assignment is such an attribute of `self` (`fc = self.fc`) or
+/// `getattr(self, "0")`.
+fn module_names(t: &[Token]) -> BTreeSet<String> {
+    let ident = |i: usize| match t.get(i) {
+        Some(Token::Ident(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let string = |i: usize| match t.get(i) {
+        Some(Token::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let punct = |i: usize, c: char| t.get(i) == Some(&Token::Punct(c));
+    let mut typed = BTreeSet::new();
+    let mut untyped = BTreeSet::new();
+    for i in 0..t.len() {
+        // `name : __torch__.…` (an attribute or a parameter, `self` included), or a scripted
+        // Sequential's `__annotations__["0"] = __torch__.…`.
+        let declared = match (ident(i), punct(i + 1, ':')) {
+            (Some(name), true) => Some((name, ident(i + 2))),
+            _ => match (
+                ident(i),
+                punct(i + 1, '['),
+                string(i + 2),
+                punct(i + 3, ']'),
+            ) {
+                (Some("__annotations__"), true, Some(key), true) if punct(i + 4, '=') => {
+                    Some((key, ident(i + 5)))
+                }
+                _ => None,
+            },
+        };
+        match declared {
+            Some((name, Some("__torch__"))) => {
+                typed.insert(name);
+            }
+            Some((name, _)) => {
+                untyped.insert(name);
+            }
+            None => {}
+        }
+    }
+    let declared: BTreeSet<&str> = typed.difference(&untyped).copied().collect();
+    let mut assigned_module = BTreeSet::new();
+    let mut assigned_other = BTreeSet::new();
+    for i in 0..t.len() {
+        let Some(name) = ident(i) else { continue };
+        if !punct(i + 1, '=') || punct(i + 2, '=') || (i > 0 && punct(i - 1, '.')) {
+            continue;
+        }
+        let ends = |j: usize| !punct(j, '.') && !punct(j, '(') && !punct(j, '[');
+        let of_module = |j: usize| ident(j).is_some_and(|r| declared.contains(r));
+        let attribute = of_module(i + 2)
+            && punct(i + 3, '.')
+            && ident(i + 4).is_some_and(|a| declared.contains(a))
+            && ends(i + 5);
+        let own = ident(i + 2) == Some("getattr")
+            && punct(i + 3, '(')
+            && of_module(i + 4)
+            && punct(i + 5, ',')
+            && string(i + 6).is_some_and(|a| declared.contains(a))
+            && punct(i + 7, ')')
+            && ends(i + 8);
+        if attribute || own {
+            assigned_module.insert(name);
+        } else {
+            assigned_other.insert(name);
+        }
+    }
+    // A declared name assigned anything else is not trusted either (`fc = torch.zeros(…)`).
+    declared
+        .iter()
+        .copied()
+        .chain(assigned_module.iter().copied())
+        .filter(|n| !assigned_other.contains(n))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Python keywords that may precede a parenthesis (`if (`, `return (`, `not (`).
@@ -567,19 +758,23 @@ mod tests {
     fn operators_are_the_torch_and_ops_names_not_the_modules_own_code() {
         let code = "\
 class Net(Module):
-  def forward(self, x: Tensor) -> Tensor:
+  stem : __torch__.torch.nn.modules.conv.Conv2d
+  def forward(self: __torch__.Net, x: Tensor) -> Tensor:
     _0 = __torch__.torch.nn.functional._max_pool2d
     x0 = torch.view(x, [-1, 1, 8, 8])
-    _1 = __torch__.torch.nn.functional.relu((self.stem).forward(x0, ), False, )
+    stem = self.stem
+    _1 = __torch__.torch.nn.functional.relu((stem).forward(x0, ), False, )
     y = torch.from_file(\"/etc/passwd\", None, 4)  # torch.save in a comment is no call
     ops.prim.RaiseException(\"torch.load in a string\", \"builtins.ValueError\")
     z = annotate(List[int], [])
     _2 = getattr(self, \"0\")
     return _0(ops.myns.shell(torch.add(_1, y)), [2, 2])
-  def _max_pool2d(self, x: Tensor) -> Tensor:
+  def _max_pool2d(self: __torch__.Net, x: Tensor) -> Tensor:
     return x
-  def relu(self, x: Tensor) -> Tensor:
+  def relu(self: __torch__.Net, x: Tensor) -> Tensor:
     return x
+  def forward2(self: __torch__.Net, x: Tensor) -> Tensor:
+    return (self).forward(x, )
 ";
         assert_eq!(
             ops_of(code),
@@ -605,6 +800,32 @@ class Net(Module):
             ("y = x.as_strided([1], [1])", "torch.as_strided"),
             ("f = x.set_\ny = f(z)", "f"),
             ("y = ops . aten . from_file(\"f\")", "ops.aten.from_file"),
+            // A method the archive defines elsewhere does not make a tensor's method its own.
+            (
+                "class A(Module):\n  def set_(self):\n    pass\n  def forward(self, x: Tensor):\n    \
+                 y = (x).set_(z)\n    w = self.weight\n    return w.set_(z)",
+                "torch.set_",
+            ),
+            ("def set_(self):\n  pass\ny = f(x).set_(z)", "torch.set_"),
+            ("def as_strided(self):\n  pass\ny = (x.as_strided)([2], [1])", "torch.as_strided"),
+            ("def as_strided(self):\n  pass\nlen = x.as_strided\ny = len([2])", "torch.as_strided"),
+            (
+                "class N(Module):\n  fc : __torch__.L\n  def as_strided(self: __torch__.N):\n    \
+                 pass\n  def forward(self: __torch__.N):\n    fc = torch.zeros([4])\n    \
+                 return fc.as_strided([2], [1])",
+                "torch.as_strided",
+            ),
+            (
+                "class N(Module):\n  weight : Tensor\n  def as_strided(self: __torch__.N):\n    \
+                 pass\n  def forward(self: __torch__.N):\n    w = getattr(self, \"weight\")\n    \
+                 return w.as_strided([2], [1])",
+                "torch.as_strided",
+            ),
+            (
+                "def as_strided(self: __torch__.N):\n  pass\ndef g(self: Tensor) -> Tensor:\n  \
+                 return self.as_strided([2], [1])",
+                "torch.as_strided",
+            ),
             ("y = print(x)", "print"),
         ] {
             let found = ops_of(code);
@@ -628,6 +849,26 @@ class Net(Module):
             zip.write_all(text.as_bytes()).unwrap();
         }
         zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn an_archive_two_readers_could_read_differently_is_refused() {
+        let fine = archive(&[("m/code/a.py", "def forward(self):\n  return 1\n")]);
+        TorchScriptCode::read(&fine).unwrap();
+        let evil = archive(&[(
+            "m/code/a.py",
+            "def forward(self):\n  return torch.save(1)\n",
+        )]);
+        // Another archive (or another format's magic) before the checked one.
+        let prefixed = [evil.clone(), fine.clone()].concat();
+        let e = TorchScriptCode::read(&prefixed).unwrap_err().to_string();
+        assert!(e.contains("central directory is not where"), "{e}");
+        let magic = [b"\x00\x00\x00\x00PTMF".to_vec(), fine.clone()].concat();
+        let e = TorchScriptCode::read(&magic).unwrap_err().to_string();
+        assert!(e.contains("does not start with a zip entry"), "{e}");
+        let trailing = [fine, b"junk".to_vec()].concat();
+        let e = TorchScriptCode::read(&trailing).unwrap_err().to_string();
+        assert!(e.contains("after the zip end record"), "{e}");
     }
 
     #[test]

@@ -298,7 +298,10 @@ mod tests {
             zip.write_all(code.as_bytes()).unwrap();
             zip.finish().unwrap().into_inner()
         };
-        let fine = archive("def forward(self, x):\n    return torch.linear(x, self.w, None)\n");
+        let fine = archive(
+            "class M(Module):\n  w : Tensor\n  def forward(self: __torch__.M, x: Tensor):\n    \
+             w = self.w\n    return torch.linear(x, w, None)\n",
+        );
         let evil = archive("def forward(self, x):\n    return torch.from_file(\"f\", None, 2)\n");
         let digest = |bytes: &[u8]| TorchScriptCode::read(bytes).unwrap().digest();
         let job = |module: &str, bytes: Vec<u8>| {

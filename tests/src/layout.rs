@@ -132,6 +132,8 @@ impl Layout {
             PathBuf::from(format!("state-{h}")),
         );
         w.device = "cpu".into();
+        // The test hospitals take researchers' TorchScript jobs (a worker's default is not to).
+        w.torchscript = true;
         w
     }
 

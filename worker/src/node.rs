@@ -87,8 +87,9 @@ pub struct WorkerConfig {
     /// Fraction of the rows held out for evaluating global models.
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
-    /// Whether to take part in jobs that run a researcher's TorchScript module (its operators are
-    /// checked against an allowlist either way; `fedchain model inspect` shows its code).
+    /// Whether to take part in jobs that run a researcher's TorchScript module (default: no). Its
+    /// operators are checked against an allowlist either way; `fedchain model inspect` shows its
+    /// code.
     #[serde(default = "default_torchscript")]
     pub torchscript: bool,
 }
@@ -119,7 +120,9 @@ fn default_test_fraction() -> f64 {
 }
 
 fn default_torchscript() -> bool {
-    true
+    // Opt-in: the operator check is static (see fedchain_model_core::torchscript), and a module's
+    // tensors come from its own pickles; a hospital decides to run researchers' code.
+    false
 }
 
 /// What stops a worker.
