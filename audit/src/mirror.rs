@@ -10,9 +10,9 @@ use std::path::Path;
 
 use fedchain_ledger::note;
 use fedchain_ledger::record::{Body, Record};
-use fedchain_ledger::sha256;
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::verify::Trust;
+use fedchain_ledger::{sha256, Hash};
 use fedchain_proto::v1 as pb;
 use pb::ledger_service_client::LedgerServiceClient;
 use tonic::transport::Channel;
@@ -111,29 +111,7 @@ pub async fn mirror(
             let record = Record::decode(&entry.record)
                 .map_err(|e| untrusted(format!("record {} is not canonical: {e}", entry.index)))?;
             for digest in blobs_of(&record.body) {
-                let mut stream = client
-                    .get_blob(pb::Digest {
-                        sha256: digest.to_vec(),
-                    })
-                    .await
-                    .map_err(rpc("GetBlob"))?
-                    .into_inner();
-                let mut bytes = Vec::new();
-                while let Some(c) = stream.message().await.map_err(rpc("GetBlob"))? {
-                    bytes.extend_from_slice(&c.data);
-                    if bytes.len() as u64 > fedchain_proto::limits::MAX_STREAM_BYTES {
-                        return Err(untrusted(format!(
-                            "blob {} is larger than the protocol allows",
-                            hex::encode(digest)
-                        )));
-                    }
-                }
-                if sha256(&bytes) != digest {
-                    return Err(untrusted(format!(
-                        "blob {} does not match its digest",
-                        hex::encode(digest)
-                    )));
-                }
+                let bytes = fetch_blob(client, &digest).await?;
                 store.put_blob(&bytes)?;
                 blobs += 1;
             }
@@ -175,4 +153,35 @@ pub async fn mirror(
         blobs,
         cosigners,
     })
+}
+
+/// A blob by its digest from the ledger service, checked against it and the stream limit.
+pub(crate) async fn fetch_blob(
+    client: &mut LedgerServiceClient<Channel>,
+    digest: &Hash,
+) -> Result<Vec<u8>, AuditError> {
+    let mut stream = client
+        .get_blob(pb::Digest {
+            sha256: digest.to_vec(),
+        })
+        .await
+        .map_err(rpc("GetBlob"))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(c) = stream.message().await.map_err(rpc("GetBlob"))? {
+        bytes.extend_from_slice(&c.data);
+        if bytes.len() as u64 > fedchain_proto::limits::MAX_STREAM_BYTES {
+            return Err(untrusted(format!(
+                "blob {} is larger than the protocol allows",
+                hex::encode(digest)
+            )));
+        }
+    }
+    if sha256(&bytes) != *digest {
+        return Err(untrusted(format!(
+            "blob {} does not match its digest",
+            hex::encode(digest)
+        )));
+    }
+    Ok(bytes)
 }

@@ -27,6 +27,7 @@ use prost::Message;
 use tonic::transport::Channel;
 
 use crate::error::{rpc, untrusted, AuditError};
+use crate::mirror::fetch_blob;
 
 /// A release that verified.
 #[derive(Debug, Clone)]
@@ -328,35 +329,4 @@ async fn prove_included(
             "record {index} is not in the checkpoint's tree: {e}"
         ))
     })
-}
-
-/// A blob by its digest, checked against it.
-async fn fetch_blob(
-    client: &mut LedgerServiceClient<Channel>,
-    digest: &Hash,
-) -> Result<Vec<u8>, AuditError> {
-    let mut stream = client
-        .get_blob(pb::Digest {
-            sha256: digest.to_vec(),
-        })
-        .await
-        .map_err(rpc("GetBlob"))?
-        .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(c) = stream.message().await.map_err(rpc("GetBlob"))? {
-        bytes.extend_from_slice(&c.data);
-        if bytes.len() as u64 > fedchain_proto::limits::MAX_STREAM_BYTES {
-            return Err(untrusted(format!(
-                "blob {} is larger than the protocol allows",
-                hex::encode(digest)
-            )));
-        }
-    }
-    if sha256(&bytes) != *digest {
-        return Err(untrusted(format!(
-            "blob {} does not match its digest",
-            hex::encode(digest)
-        )));
-    }
-    Ok(bytes)
 }

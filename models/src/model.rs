@@ -481,19 +481,25 @@ impl Model {
         self.predict_rows(data.features(), data.n_features(), data.task())
     }
 
-    /// The raw outputs (logits for classification, scaled values for regression) for rows given
-    /// as row-major `features` of `n_features` values each: one vector of [`ModelSpec::outputs`]
-    /// values per row, what PyTorch's `module(x)` returns.
-    pub fn outputs_rows(&self, features: &[f32], n_features: usize) -> Result<Vec<Vec<f32>>> {
+    /// Row-major `features`, `n_features` values a row, as a `[rows, n_features]` tensor on the
+    /// model's device.
+    fn rows_tensor(&self, features: &[f32], n_features: usize) -> Result<Tensor> {
         if n_features == 0 || !features.len().is_multiple_of(n_features) {
             return Err(ModelError::InvalidArgument(format!(
                 "{} values do not make rows of {n_features}",
                 features.len()
             )));
         }
-        let xs = Tensor::from_slice(features)
+        Ok(Tensor::from_slice(features)
             .view([(features.len() / n_features) as i64, n_features as i64])
-            .to_device(self.device);
+            .to_device(self.device))
+    }
+
+    /// The raw outputs (logits for classification, scaled values for regression) for rows given
+    /// as row-major `features` of `n_features` values each: one vector of [`ModelSpec::outputs`]
+    /// values per row, what PyTorch's `module(x)` returns.
+    pub fn outputs_rows(&self, features: &[f32], n_features: usize) -> Result<Vec<Vec<f32>>> {
+        let xs = self.rows_tensor(features, n_features)?;
         let out = tch::no_grad(|| self.forward_t(&xs, false))?
             .to_device(Device::Cpu)
             .to_kind(Kind::Float)
@@ -512,15 +518,7 @@ impl Model {
         task: TaskKind,
     ) -> Result<Vec<f32>> {
         self.spec.check_fits(n_features, task)?;
-        if n_features == 0 || !features.len().is_multiple_of(n_features) {
-            return Err(ModelError::InvalidArgument(format!(
-                "{} values do not make rows of {n_features}",
-                features.len()
-            )));
-        }
-        let xs = Tensor::from_slice(features)
-            .view([(features.len() / n_features) as i64, n_features as i64])
-            .to_device(self.device);
+        let xs = self.rows_tensor(features, n_features)?;
         let out = tch::no_grad(|| self.forward_t(&xs, false))?;
         let pred = match task {
             TaskKind::Binary => out.view(-1).gt(0.0).to_kind(Kind::Float),

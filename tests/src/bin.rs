@@ -3,6 +3,12 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// The project's `.venv` Python (with torch and safetensors; `scripts/setup.sh` creates it), to
+/// check fedchain's files against PyTorch itself.
+pub fn venv_python() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+}
+
 /// The `fedchain` binary of this build (`target/<profile>/fedchain`, next to this test's `deps/`).
 pub fn fedchain_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

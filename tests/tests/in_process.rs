@@ -475,7 +475,7 @@ class Evil(Net):
 torch.jit.script(Net()).save("mlp.pt")
 torch.jit.script(Evil()).save("evil.pt")
 "#;
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = fedchain_tests::venv_python();
     // A file, not `-c`: torch.jit.script reads the classes' source.
     std::fs::write(dir.join("modules.py"), script).unwrap();
     let out = std::process::Command::new(&python)

@@ -156,7 +156,7 @@ fn the_readmes_walkthrough_runs_as_written() {
 
 /// Runs `script` with the project's `.venv` Python in `dir`; its output is a JSON list of classes.
 fn run_python(dir: &Path, script: &str) -> Vec<i64> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = fedchain_tests::venv_python();
     std::fs::write(dir.join("apply.py"), script).unwrap();
     let out = Command::new(&python)
         .arg("apply.py")

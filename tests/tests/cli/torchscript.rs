@@ -60,7 +60,7 @@ for name, m in modules.items():
 "#;
 
 fn write_modules(dir: &Path) {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = fedchain_tests::venv_python();
     std::fs::write(dir.join("modules.py"), MODULES).unwrap();
     let out = Command::new(&python)
         .arg("modules.py")
@@ -175,7 +175,7 @@ fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
+    let python = fedchain_tests::venv_python();
     let net = dir.join("net.pt");
     let exported = Command::new(&python)
         .arg(root.join("examples/digits_resnet.py"))
@@ -380,7 +380,7 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
     // Binary: PyTorch's class is the sign of the one logit.
     let apply = APPLY_IN_PYTORCH.replace("out.argmax(1)", "(out[:, 0] > 0).int()");
     std::fs::write(dir.join("apply.py"), apply).unwrap();
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = fedchain_tests::venv_python();
     let applied = Command::new(&python)
         .args(["apply.py", s(&rows)])
         .current_dir(dir)
@@ -416,7 +416,7 @@ fn the_built_in_mlp_restated_in_torchscript_trains_to_the_same_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let module = tmp.path().join("mlp.pt");
-    let exported = Command::new(root.join(".venv/bin/python"))
+    let exported = Command::new(fedchain_tests::venv_python())
         .arg(root.join("examples/breast_cancer_mlp.py"))
         .arg(&module)
         .output()
