@@ -122,6 +122,15 @@ pub fn fixtures() -> &'static Fixtures {
             ),
             ("job_specs", job.encode_to_vec()),
             ("torchscript_code", torchscript_archive()),
+            ("torchscript_pickles", {
+                use fedchain_model_core::pickle::Writer;
+                Writer::module(|w| {
+                    w.op(b'(')
+                        .tensor("0", 16, 0, &[4, 4], &[4, 1])
+                        .tensor("0", 16, 4, &[2, 2], &[1, 2])
+                        .op(b'l')
+                })
+            }),
             ("merkle_proofs", {
                 let mut b = [3u64.to_le_bytes(), 7u64.to_le_bytes()].concat();
                 for i in 0..7u8 {
@@ -183,6 +192,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "torchscript_code",
         check: torchscript_code,
+    },
+    Target {
+        name: "torchscript_pickles",
+        check: torchscript_pickles,
     },
 ];
 
@@ -277,6 +290,18 @@ pub fn torchscript_code(bytes: &[u8]) {
         }
         let _ = code.check();
     }
+}
+
+/// A TorchScript module's pickle (its tensors and state), as a hospital checks it before libtorch
+/// builds anything from it: any bytes are refused or accepted without a panic, and a pickle
+/// accepted once is accepted again (the check keeps no state between files). Records `0` to `9`
+/// exist, 64 bytes each.
+pub fn torchscript_pickles(bytes: &[u8]) {
+    use fedchain_model_core::pickle::check_pickle;
+    let records = |key: &str| (key.len() == 1 && key.as_bytes()[0].is_ascii_digit()).then_some(64);
+    let first = check_pickle("data.pkl", bytes, &records, &mut Default::default());
+    let again = check_pickle("data.pkl", bytes, &records, &mut Default::default());
+    assert_eq!(first, again, "the same pickle, two verdicts");
 }
 
 /// A minimal TorchScript archive as `torch.jit.save` lays it out (stored entries): the module's

@@ -106,6 +106,11 @@ fn torchscript_code() {
     fuzz("torchscript_code");
 }
 
+#[test]
+fn torchscript_pickles() {
+    fuzz("torchscript_pickles");
+}
+
 /// Every target has a test above, a cargo-fuzz binary in `fuzz/` and a seed; none is forgotten
 /// when a decoder is added.
 #[test]

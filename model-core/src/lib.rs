@@ -20,6 +20,7 @@ pub mod fedavg;
 mod file;
 pub mod metrics;
 pub mod params;
+pub mod pickle;
 mod spec;
 pub mod torchscript;
 

@@ -259,6 +259,9 @@ impl TorchScriptCode {
             )));
         }
         let mut sources = Vec::new();
+        let mut pickles = Vec::new();
+        let mut records = std::collections::HashMap::new();
+        let mut pickle_bytes = 0u64;
         let mut total = 0u64;
         let mut top: Option<String> = None;
         let mut names = std::collections::HashSet::new();
@@ -283,6 +286,24 @@ impl TorchScriptCode {
                      current torch.jit.save"
                         .into(),
                 ));
+            }
+            records.insert(lower.clone(), entry.size());
+            if lower.ends_with(".pkl") || lower.ends_with(".debug_pkl") {
+                let room = MAX_PICKLE_BYTES - pickle_bytes;
+                let mut data = Vec::new();
+                (&mut entry)
+                    .take(room + 1)
+                    .read_to_end(&mut data)
+                    .map_err(|e| bad(format!("{name}: {e}")))?;
+                if data.len() as u64 > room {
+                    return Err(bad(format!(
+                        "its pickles are larger than {} MiB",
+                        MAX_PICKLE_BYTES >> 20
+                    )));
+                }
+                pickle_bytes += data.len() as u64;
+                pickles.push((rest.to_owned(), data));
+                continue;
             }
             let is_code = rest.starts_with("code/") && rest.ends_with(".py");
             if !is_code {
@@ -312,6 +333,7 @@ impl TorchScriptCode {
         if sources.is_empty() {
             return Err(bad("the archive holds no code/ folder".into()));
         }
+        check_tensors(&pickles, &records)?;
         sources.sort();
         let defined: BTreeSet<String> = sources.iter().flat_map(|(_, s)| definitions(s)).collect();
         let operators = sources
@@ -365,6 +387,46 @@ impl TorchScriptCode {
             forbidden.join(", ")
         )))
     }
+}
+
+/// The most pickle bytes read from one file (all pickles together): a module's pickles describe
+/// its tensors, a few hundred bytes each, and its debug information.
+pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
+/// Runs the pickles libtorch reads when it loads a module through
+/// [`crate::pickle::check_pickle`]: `data.pkl` and `constants.pkl` with their storage records
+/// (`data/KEY`, `constants/KEY`, found as libtorch finds records, ignoring case), the code's debug
+/// pickles with none (libtorch builds no tensors from them). `records` maps each entry's name below the top folder, lower-cased, to its length.
+fn check_tensors(
+    pickles: &[(String, Vec<u8>)],
+    records: &std::collections::HashMap<String, u64>,
+) -> Result<()> {
+    for (name, bytes) in pickles {
+        // libtorch reads archive NAME from NAME.pkl, its tensors from records NAME/KEY.
+        let lower = name.to_ascii_lowercase();
+        let folder = match lower.as_str() {
+            "data.pkl" => "data/",
+            "constants.pkl" => "constants/",
+            _ if lower.ends_with(".debug_pkl") => "",
+            // Not read when a module is loaded (a trace's traced_inputs.pkl is read only when
+            // shapes are restored, which fedchain never asks; torch writes its records empty).
+            _ => continue,
+        };
+        let record_len = |key: &str| {
+            if folder.is_empty() {
+                return None;
+            }
+            records
+                .get(&format!("{folder}{}", key.to_ascii_lowercase()))
+                .copied()
+        };
+        // Each pickle's storages are its own: libtorch reads them again for each archive.
+        let mut storages = std::collections::HashMap::new();
+        crate::pickle::check_pickle(name, bytes, &record_len, &mut storages).map_err(|why| {
+            ModelError::Format(format!("not a TorchScript module this check passes: {why}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// Refuses a zip archive that two readers could read differently: it must start with its first
@@ -576,11 +638,19 @@ pub fn operators_in(code: &str, defined: &BTreeSet<String>) -> BTreeSet<String> 
                 // an object of the archive's classes (`self`, a submodule, `(fc).forward(`) or of
                 // a `__torch__.…` chain it is the archive's own; of anything else, a tensor above
                 // all, it is an operator, whatever the archive defines.
-                let own = match receiver(&t, i - 1) {
-                    Receiver::Own => true,
-                    Receiver::Name(r) => modules.contains(r),
-                    Receiver::Other => false,
-                };
+                // `CONSTANTS.c0`: a tensor of the archive's constants table, not an operator.
+                let constant = i >= 2
+                    && ident(i - 2) == Some("CONSTANTS")
+                    && !(i >= 3 && punct(i - 3, '.'))
+                    && name.len() > 1
+                    && name.starts_with('c')
+                    && name[1..].bytes().all(|b| b.is_ascii_digit());
+                let own = constant
+                    || match receiver(&t, i - 1) {
+                        Receiver::Own => true,
+                        Receiver::Name(r) => modules.contains(r),
+                        Receiver::Other => false,
+                    };
                 if !own {
                     out.insert(format!("torch.{name}"));
                 }
@@ -765,6 +835,7 @@ class Net(Module):
     stem = self.stem
     _1 = __torch__.torch.nn.functional.relu((stem).forward(x0, ), False, )
     y = torch.from_file(\"/etc/passwd\", None, 4)  # torch.save in a comment is no call
+    k = torch.sum(CONSTANTS.c0, CONSTANTS.c12)
     ops.prim.RaiseException(\"torch.load in a string\", \"builtins.ValueError\")
     z = annotate(List[int], [])
     _2 = getattr(self, \"0\")
@@ -783,6 +854,7 @@ class Net(Module):
                 "ops.prim.RaiseException",
                 "torch.add",
                 "torch.from_file",
+                "torch.sum",
                 "torch.view"
             ]
         );
@@ -827,6 +899,9 @@ class Net(Module):
                 "torch.as_strided",
             ),
             ("y = print(x)", "print"),
+            ("y = CONSTANTS.c0.set_(x)", "torch.set_"),
+            ("y = x.CONSTANTS.c0", "torch.c0"),
+            ("y = CONSTANTS.from_file(x)", "torch.from_file"),
         ] {
             let found = ops_of(code);
             assert!(found.iter().any(|o| o == hidden), "{code:?}: {found:?}");

@@ -45,8 +45,23 @@ class NoGradient(nn.Module):
     def forward(self, x):
         return torch.zeros([x.size(0), 1])
 
+class Views(nn.Module):
+    # Buffers that are views into a larger storage (at an offset, strided), a tensor attribute
+    # (a constant once traced): tensors as torch.jit.save writes them, which the check must pass.
+    def __init__(self):
+        super().__init__()
+        base = torch.arange(12.0)
+        self.register_buffer("tail", base[6:])
+        self.register_buffer("column", base.view(3, 4)[:, 1])
+        self.fc = nn.Linear(30, 1)
+        self.c = torch.tensor([2.0, 3.0])
+    def forward(self, x):
+        return self.fc(x) * self.tail.sum() + self.c.sum() + self.column.sum()
+
 mlp = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
 modules = {
+    "views_scripted": torch.jit.script(Views()),
+    "views_traced": torch.jit.trace(Views(), torch.zeros(2, 30)),
     "digits": torch.jit.script(DigitsNet()),
     "mlp": torch.jit.trace(mlp, torch.zeros(2, 30)),
     "evil": torch.jit.script(ReadsAFile()),
@@ -57,6 +72,14 @@ for name, m in modules.items():
     m.save(f"{name}.pt")
     params = sorted((n, list(p.shape)) for n, p in m.named_parameters())
     json.dump(params, open(f"{name}.params.json", "w"))
+
+# The MLP with its first storage record cut to 4 bytes, the pickle unchanged: libtorch would take
+# the record as the floats the pickle says it holds, and read and write past it.
+import zipfile
+with zipfile.ZipFile("mlp.pt") as src, zipfile.ZipFile("short_record.pt", "w") as dst:
+    for info in src.infolist():
+        data = src.read(info.filename)
+        dst.writestr(info.filename, data[:4] if info.filename.endswith("/data/0") else data)
 "#;
 
 fn write_modules(dir: &Path) {
@@ -80,7 +103,7 @@ fn inspect_lists_pytorchs_parameters_and_refuses_a_module_that_reads_a_file() {
     let dir = tmp.path();
     write_modules(dir);
 
-    for name in ["digits", "mlp"] {
+    for name in ["digits", "mlp", "views_scripted", "views_traced"] {
         let file = dir.join(format!("{name}.pt"));
         let report = json(&fedchain(&["model", "inspect", s(&file), "--json"]));
         assert_eq!(report["forbidden"], serde_json::json!([]), "{report}");
@@ -117,6 +140,15 @@ fn inspect_lists_pytorchs_parameters_and_refuses_a_module_that_reads_a_file() {
     let said = String::from_utf8_lossy(&evil.stderr);
     assert!(
         said.contains("REFUSED") && said.contains("torch.from_file"),
+        "{said}"
+    );
+
+    // Refused before libtorch sees it, naming the record.
+    let short = fedchain(&["model", "inspect", s(&dir.join("short_record.pt"))]);
+    assert!(!short.status.success());
+    let said = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        said.contains("data.pkl") && said.contains("but its record holds 4 bytes"),
         "{said}"
     );
 
