@@ -107,6 +107,9 @@ pub struct ReplayReport {
     /// Movements that end a job (deposits returned, the escrow's rest refunded) recomputed and
     /// found as recorded.
     pub end_credits_checked: usize,
+    /// Jobs declined by a hospital (a `JobDeclined` record signed by its trusted key, naming the
+    /// job's spec, from a hospital not enrolled in it).
+    pub declined: usize,
     /// Everything that does not check out; empty when the ledger is consistent.
     pub discrepancies: Vec<Discrepancy>,
 }
@@ -136,6 +139,8 @@ struct RoundState {
 }
 
 struct JobReplay {
+    /// The spec's digest, as its `JobSubmitted` record names it.
+    spec: Hash,
     valid: Option<ValidJob>,
     researcher: String,
     members: Vec<Member>,
@@ -295,6 +300,7 @@ impl Replayer<'_> {
                 self.jobs.insert(
                     job,
                     JobReplay {
+                        spec,
                         valid,
                         researcher,
                         members: Vec::new(),
@@ -440,7 +446,81 @@ impl Replayer<'_> {
                     }
                 }
             }
+            Body::JobDeclined {
+                job,
+                spec,
+                hospital,
+                reason,
+                signature,
+            } => self.declined(index, actor, job, spec, hospital, reason, signature),
             Body::RequestRejected { .. } => {}
+        }
+    }
+
+    /// A hospital's decline: by that hospital (the record's actor and its signature with its
+    /// trusted key), of the job's spec as submitted, while it is not enrolled in the job, with a
+    /// reason of at most `MAX_DECLINE_REASON` bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn declined(
+        &mut self,
+        index: u64,
+        actor: &Actor,
+        job: u64,
+        spec: Hash,
+        hospital: String,
+        reason: String,
+        signature: [u8; 64],
+    ) {
+        if !self.known_job(index, job, 0) {
+            return;
+        }
+        let j = &self.jobs[&job];
+        let (want_spec, enrolled) = (j.spec, j.members.iter().any(|m| m.name == hospital));
+        let message = Body::decline_message(job, &spec, &hospital, &reason);
+        let trusted = self.hospitals.get(&hospital).map(|t| t.identity);
+        let signed = trusted.is_some_and(|key| signature_verifies(&key, &message, &signature));
+        let by = actor.role == Role::Hospital && actor.id == hospital;
+        let problem = if !signed {
+            Some((
+                "decline signature by the hospital's trusted identity key",
+                format!("a signature by {hospital}"),
+                "one that does not verify".to_string(),
+            ))
+        } else if !by {
+            Some((
+                "a decline is recorded as the declining hospital's act",
+                format!("hospital {hospital}"),
+                format!("{:?} {}", actor.role, actor.id),
+            ))
+        } else if spec != want_spec {
+            Some((
+                "a decline names the job's spec",
+                short(&want_spec),
+                short(&spec),
+            ))
+        } else if enrolled {
+            Some((
+                "a hospital declines only a job it is not enrolled in",
+                format!("{hospital} not enrolled"),
+                "enrolled".to_string(),
+            ))
+        } else if reason.len() > fedchain_ledger::record::MAX_DECLINE_REASON {
+            Some((
+                "a decline's reason is short",
+                format!(
+                    "at most {} bytes",
+                    fedchain_ledger::record::MAX_DECLINE_REASON
+                ),
+                format!("{} bytes", reason.len()),
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some((check, expected, found)) => {
+                self.bad(job, None, Some(index), check, expected, found)
+            }
+            None => self.report.declined += 1,
         }
     }
 

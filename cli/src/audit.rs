@@ -273,8 +273,8 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
         }
         println!(
             "  jobs' ends: {} credit movements recomputed (deposits returned, escrow refunded); \
-             {} cancelled by their researcher",
-            report.end_credits_checked, report.cancelled
+             {} cancelled by their researcher; {} declined by a hospital (signed)",
+            report.end_credits_checked, report.cancelled, report.declined
         );
         let at = |what: &str, n: Option<u64>| n.map(|n| format!(" {what} {n}")).unwrap_or_default();
         for f in &verified.findings {

@@ -86,7 +86,8 @@ pub fn audit_event(origin: &str, index: u64, record: &Record, bytes: &[u8]) -> R
             ],
         }],
     });
-    if let fedchain_ledger::record::Body::RequestRejected { reason, .. } = &record.body {
+    use fedchain_ledger::record::Body;
+    if let Body::RequestRejected { reason, .. } | Body::JobDeclined { reason, .. } = &record.body {
         event["outcomeDesc"] = json!(reason);
     }
     Ok(event)

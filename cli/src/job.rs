@@ -406,6 +406,11 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
         "researcher": s.researcher,
         "finalized_round": s.finalized_round,
         "metrics": metrics_of(&s.metrics),
+        "declined": s.declined.iter().map(|d| json!({
+            "hospital": d.hospital,
+            "reason": d.reason,
+            "record": d.record_index,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -439,6 +444,17 @@ pub struct Watched {
     /// Whether the job's researcher cancelled it.
     pub cancelled: bool,
     pub model_sha256: Option<String>,
+    /// Hospitals that declined the job, as they did.
+    pub declined: Vec<DeclinedLine>,
+}
+
+/// A hospital's recorded decline of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeclinedLine {
+    pub hospital: String,
+    pub reason: String,
+    /// Its `JobDeclined` record.
+    pub record: u64,
 }
 
 fn metrics_of(m: &[pb::Metric]) -> MetricMap {
@@ -497,6 +513,7 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         reason: String::new(),
         cancelled: false,
         model_sha256: None,
+        declined: Vec::new(),
     };
     let println = |line: String| match &bar {
         Some(b) if !b.is_hidden() => b.println(line),
@@ -575,6 +592,25 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
                 out.reason = f.reason;
                 out.cancelled = f.cancelled;
                 break;
+            }
+            Some(Event::Declined(d)) => {
+                // A stream opened again after an outage sends every decline again.
+                if out.declined.iter().any(|l| l.record == d.record_index) {
+                    continue;
+                }
+                let line = DeclinedLine {
+                    hospital: d.hospital,
+                    reason: d.reason,
+                    record: d.record_index,
+                };
+                if mode == 2 {
+                    println!("{}", json!({"job": id, "declined": line}));
+                }
+                println(format!(
+                    "hospital {} declined the job: {} (record {})",
+                    line.hospital, line.reason, line.record
+                ));
+                out.declined.push(line);
             }
             None => {}
         }
@@ -819,6 +855,12 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                             format!("\n  reason: {}", s.reason)
                         }
                     );
+                    for d in &s.declined {
+                        println!(
+                            "  declined by {}: {} (record {})",
+                            d.hospital, d.reason, d.record_index
+                        );
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use fedchain_crypto::keys::PublicKey;
 use fedchain_datasets::{Standardizer, TaskKind};
 use fedchain_ledger::credits::{end_movements, Account, Credits, Movement};
-use fedchain_ledger::record::{signature_verifies, Actor, Body, JobStatus, Outcome, Role};
+use fedchain_ledger::record::{
+    signature_verifies, Actor, Body, JobStatus, Outcome, Role, MAX_DECLINE_REASON,
+};
 use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{num_parameters, ModelDigest, ModelError, ModelFile, Preprocessing};
@@ -246,6 +248,21 @@ pub enum JobError {
     /// An evaluation whose signature does not verify.
     #[error("the evaluation's signature does not verify with {0}'s identity key")]
     BadEvaluationSignature(String),
+    /// A decline that is not one: its signature does not verify with the hospital's identity
+    /// key, it names another spec, or its reason is too long.
+    #[error("{0}")]
+    BadDecline(String),
+    /// A hospital enrolled in the job declines it.
+    #[error(
+        "hospital {hospital:?} is enrolled in job {job}: an enrolled hospital takes part (or \
+         forfeits its deposit by not delivering); it cannot decline"
+    )]
+    EnrolledCannotDecline {
+        /// The job.
+        job: u64,
+        /// The hospital.
+        hospital: String,
+    },
     /// The round refused it.
     #[error(transparent)]
     Round(#[from] RoundError),
@@ -254,6 +271,37 @@ pub enum JobError {
     #[error("{0}")]
     Broken(String),
 }
+
+/// A hospital's decline of a job. The caller checked its certificate; `identity` is the identity
+/// key the consortium provisioned for it, which must verify `signature`.
+#[derive(Debug, Clone)]
+pub struct Decline<'a> {
+    /// The hospital.
+    pub hospital: &'a str,
+    /// Its provisioned identity key.
+    pub identity: [u8; 32],
+    /// The spec digest it was offered.
+    pub spec: Hash,
+    /// Why it declines.
+    pub reason: &'a str,
+    /// Its signature over [`Body::decline_message`].
+    pub signature: [u8; 64],
+}
+
+/// A hospital's recorded decline of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declined {
+    /// Its latest reason.
+    pub reason: String,
+    /// Index of the latest `JobDeclined` record.
+    pub record: u64,
+    /// How many declines of this hospital the ledger holds for the job.
+    pub count: u32,
+}
+
+/// Most declines recorded per hospital and job: the same reason is recorded once, and a hospital
+/// whose reason keeps changing cannot grow the ledger without bound.
+pub const MAX_DECLINES: u32 = 3;
 
 /// A hospital's request to enroll. The caller checked its certificate and that `identity` is
 /// the identity key the consortium provisioned for it.
@@ -415,6 +463,8 @@ pub struct Job {
     pub evaluations: BTreeMap<u64, BTreeMap<String, protocol::Evaluation>>,
     /// Index of its `JobFinished` record.
     pub finished_record: Option<u64>,
+    /// Hospitals that declined it (their latest `JobDeclined` record), by name.
+    pub declined: BTreeMap<String, Declined>,
 }
 
 fn entry(now: u64, id: &str, role: Role, outcome: Outcome, body: Body) -> Entry {
@@ -476,6 +526,7 @@ impl Job {
             finalized_record: None,
             evaluations: BTreeMap::new(),
             finished_record: None,
+            declined: BTreeMap::new(),
         }
     }
 
@@ -565,8 +616,83 @@ impl Job {
             Body::RoundClosed { .. } => self.closed_record = Some(index),
             Body::RoundFinalized { .. } => self.finalized_record = Some(index),
             Body::JobFinished { .. } => self.finished_record = Some(index),
+            Body::JobDeclined {
+                hospital, reason, ..
+            } => {
+                let d = self
+                    .declined
+                    .entry(hospital.clone())
+                    .or_insert_with(|| Declined {
+                        reason: String::new(),
+                        record: index,
+                        count: 0,
+                    });
+                d.reason = reason.clone();
+                d.record = index;
+                d.count += 1;
+            }
             _ => {}
         }
+    }
+
+    /// Hospitals that declined the job and did not enroll since.
+    fn declined_only(&self) -> usize {
+        self.declined
+            .keys()
+            .filter(|h| !self.answers.contains_key(*h))
+            .count()
+    }
+
+    /// A hospital declines the job: `JobDeclined`, signed by it, unless the ledger already holds
+    /// this decline (the same reason) or [`MAX_DECLINES`] of its declines (`Ok(None)`: the caller
+    /// answers with the recorded one).
+    pub fn decline(&self, req: Decline<'_>, now: u64) -> Result<Option<Writes>, JobError> {
+        let h = req.hospital;
+        if self.terminal() {
+            return Err(self.ended());
+        }
+        if self.answers.contains_key(h) {
+            return Err(JobError::EnrolledCannotDecline {
+                job: self.id,
+                hospital: h.to_owned(),
+            });
+        }
+        if req.spec != self.valid.digest {
+            return Err(JobError::BadDecline(format!(
+                "the decline names spec {}, but job {}'s spec is {}",
+                hex::encode(req.spec),
+                self.id,
+                hex::encode(self.valid.digest)
+            )));
+        }
+        if req.reason.len() > MAX_DECLINE_REASON {
+            return Err(JobError::BadDecline(format!(
+                "the reason is {} bytes long; at most {MAX_DECLINE_REASON} are recorded",
+                req.reason.len()
+            )));
+        }
+        let message = Body::decline_message(self.id, &req.spec, h, req.reason);
+        if !signature_verifies(&req.identity, &message, &req.signature) {
+            return Err(JobError::BadDecline(format!(
+                "the decline's signature does not verify with {h}'s identity key"
+            )));
+        }
+        if let Some(d) = self.declined.get(h) {
+            if d.reason == req.reason || d.count >= MAX_DECLINES {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Writes::entries(vec![hospital(
+            now,
+            h,
+            Body::JobDeclined {
+                job: self.id,
+                spec: req.spec,
+                hospital: h.to_owned(),
+                reason: req.reason.to_owned(),
+                signature: req.signature,
+            },
+        )])))
     }
 
     /// Moves the job one transition forward if it can go at `now`. `None`: nothing to do now;
@@ -578,7 +704,27 @@ impl Job {
                 let t = env.pk.threshold();
                 let needed = (self.valid.spec.min_participants as usize).max(t);
                 let all = self.enrolled.len() == env.hospitals;
-                if all || (now >= deadline_ms && self.enrolled.len() >= needed) {
+                // Every hospital enrolled or declined: waiting longer changes nothing.
+                let answered = self.enrolled.len() + self.declined_only() >= env.hospitals;
+                let enough = self.enrolled.len() >= needed;
+                if answered && !enough && self.declined_only() > 0 {
+                    let why: Vec<String> = self
+                        .declined
+                        .iter()
+                        .filter(|(h, _)| !self.answers.contains_key(*h))
+                        .map(|(h, d)| format!("{h}: {}", d.reason))
+                        .collect();
+                    let reason = format!(
+                        "only {} hospitals enrolled and every other hospital declined ({}); the \
+                         job needs at least {needed} (min_participants {}, decryption threshold \
+                         {t})",
+                        self.enrolled.len(),
+                        why.join("; "),
+                        self.valid.spec.min_participants
+                    );
+                    return Ok(Some(self.fail(reason, now, env)));
+                }
+                if all || (enough && (answered || now >= deadline_ms)) {
                     self.phase = JobPhase::Running;
                     self.total_weight =
                         protocol::total_weight(self.enrolled.iter().map(|e| e.samples));

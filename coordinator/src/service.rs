@@ -31,7 +31,7 @@ mod hospitals;
 mod incident;
 mod jobs;
 
-use jobs::{job_state, job_status, progress, wire_metrics};
+use jobs::{declined, job_state, job_status, progress, wire_metrics};
 mod researchers;
 
 pub use incident::INCIDENT_FILE;
@@ -71,7 +71,7 @@ use fedchain_consortium::tls::{self, caller, Role, TlsError};
 use fedchain_consortium::{ConsortiumError, CoordinatorFolder, CA_CERT_FILE, COORDINATOR_NAME};
 
 use crate::job::{
-    Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task, Writes,
+    Decline, Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task, Writes,
 };
 use crate::refusals::{self, Admit, RefusalMeter};
 use crate::round::{Phase, RoundError};

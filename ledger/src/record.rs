@@ -244,6 +244,23 @@ pub enum Body {
         /// Why (for failures), or a summary.
         reason: String,
     },
+    /// A hospital declined a job it was offered, saying why (its data does not fit the schema, its
+    /// policy refuses TorchScript modules, the module calls a refused operator). Signed by the
+    /// hospital, so no one else can decline in its name.
+    JobDeclined {
+        /// Job id.
+        job: u64,
+        /// SHA-256 of the job spec the hospital was offered (the `JobSubmitted` record's).
+        #[serde(with = "hex32")]
+        spec: Hash,
+        /// The hospital.
+        hospital: String,
+        /// Why, in the hospital's words (at most [`MAX_DECLINE_REASON`] bytes).
+        reason: String,
+        /// Ed25519 signature by the hospital's identity key over [`Body::decline_message`].
+        #[serde(with = "hex64")]
+        signature: [u8; 64],
+    },
     /// A request was refused.
     RequestRejected {
         /// What was asked for (operation and object).
@@ -277,6 +294,9 @@ pub struct Record {
     pub body: Body,
 }
 
+/// The longest reason a hospital may give for declining a job (bytes).
+pub const MAX_DECLINE_REASON: usize = 2000;
+
 /// The purpose of use of everything fedchain does: healthcare research.
 pub const PURPOSE_RESEARCH: &str = "HRESCH";
 
@@ -285,7 +305,8 @@ impl Body {
     pub fn object(&self) -> String {
         match self {
             Body::JobSubmitted { job, .. } | Body::JobFinished { job, .. } => format!("job/{job}"),
-            Body::HospitalEnrolled { job, hospital, .. } => {
+            Body::HospitalEnrolled { job, hospital, .. }
+            | Body::JobDeclined { job, hospital, .. } => {
                 format!("job/{job}/hospital/{hospital}")
             }
             Body::UpdateSubmitted {
@@ -321,7 +342,7 @@ impl Body {
             | Body::RoundFinalized { .. }
             | Body::DecryptionShare { .. } => Action::E,
             Body::JobFinished { .. } | Body::CreditsMoved { .. } => Action::U,
-            Body::RequestRejected { .. } => Action::E,
+            Body::RequestRejected { .. } | Body::JobDeclined { .. } => Action::E,
             _ => Action::C,
         }
     }
@@ -336,6 +357,7 @@ impl Body {
             | Body::DecryptionShare { job, .. }
             | Body::RoundFinalized { job, .. }
             | Body::ModelEvaluated { job, .. }
+            | Body::JobDeclined { job, .. }
             | Body::JobFinished { job, .. } => Some(*job),
             Body::CreditsMoved { .. } | Body::RequestRejected { .. } => None,
         }
@@ -353,6 +375,7 @@ impl Body {
             Body::ModelEvaluated { .. } => "model_evaluated",
             Body::CreditsMoved { .. } => "credits_moved",
             Body::JobFinished { .. } => "job_finished",
+            Body::JobDeclined { .. } => "job_declined",
             Body::RequestRejected { .. } => "request_rejected",
         }
     }
@@ -407,6 +430,18 @@ impl Body {
         length_prefixed(&parts)
     }
 
+    /// The exact bytes a hospital signs when declining a job: domain, job, spec digest, hospital
+    /// name and reason, each length-prefixed.
+    pub fn decline_message(job: u64, spec: &Hash, hospital: &str, reason: &str) -> Vec<u8> {
+        length_prefixed(&[
+            b"fedchain/decline/v1".as_slice(),
+            &job.to_be_bytes(),
+            spec,
+            hospital.as_bytes(),
+            reason.as_bytes(),
+        ])
+    }
+
     /// For a record a hospital signed: the hospital, the message its identity key signed, and
     /// the signature.
     pub fn hospital_signature(&self) -> Option<(&str, Vec<u8>, &[u8; 64])> {
@@ -433,6 +468,17 @@ impl Body {
             } => Some((
                 hospital,
                 Body::evaluation_message(*job, *round, hospital, model, *rows, metrics),
+                signature,
+            )),
+            Body::JobDeclined {
+                job,
+                spec,
+                hospital,
+                reason,
+                signature,
+            } => Some((
+                hospital,
+                Body::decline_message(*job, spec, hospital, reason),
                 signature,
             )),
             _ => None,
@@ -636,6 +682,53 @@ mod tests {
         assert_ne!(m, Body::submission_message(2, 2, "a", &d));
         assert_ne!(m, Body::submission_message(1, 2, "b", &d));
         assert_ne!(m, Body::submission_message(1, 2, "a", &[2u8; 32]));
+    }
+
+    #[test]
+    fn declines_roundtrip_and_their_messages_bind_job_spec_hospital_and_reason() {
+        let body = Body::JobDeclined {
+            job: 4,
+            spec: [3; 32],
+            hospital: "h2".into(),
+            reason: "my data does not fit its schema: no column \"age\"".into(),
+            signature: [5; 64],
+        };
+        let r = Record::new(
+            9,
+            1,
+            Actor {
+                id: "h2".into(),
+                role: Role::Hospital,
+            },
+            Outcome::Success,
+            body.clone(),
+        );
+        let back = Record::decode(&r.encode().unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.object, "job/4/hospital/h2");
+        assert_eq!(back.body.job(), Some(4));
+        let (who, msg, _) = back.body.hospital_signature().unwrap();
+        assert_eq!(who, "h2");
+        let m = |job, spec: [u8; 32], h: &str, why: &str| Body::decline_message(job, &spec, h, why);
+        assert_eq!(
+            msg,
+            m(
+                4,
+                [3; 32],
+                "h2",
+                "my data does not fit its schema: no column \"age\""
+            )
+        );
+        let base = m(4, [3; 32], "h2", "no");
+        for other in [
+            m(5, [3; 32], "h2", "no"),
+            m(4, [4; 32], "h2", "no"),
+            m(4, [3; 32], "h1", "no"),
+            m(4, [3; 32], "h2", "No"),
+            m(4, [3; 32], "h2n", "o"),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     fn evaluation(metrics: Vec<(String, f64)>) -> Body {

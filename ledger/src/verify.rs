@@ -356,7 +356,7 @@ pub fn verify(dir: &Path, trust: Option<&Trust>) -> Result<Report> {
 }
 
 /// Per-record semantic checks: the signatures of hospitals' submissions and evaluations against
-/// their enrolled identity keys, credits.
+/// their enrolled identity keys, of their declines against their trusted keys, credits.
 fn check_record(
     record: &Record,
     index: u64,
@@ -422,6 +422,28 @@ fn check_record(
                         );
                     }
                 }
+            }
+        }
+        Body::JobDeclined { hospital, .. } => {
+            // A declining hospital is not enrolled: its trusted key is the one to check.
+            let (Some(t), Some((_, msg, signature))) = (trust, record.body.hospital_signature())
+            else {
+                return;
+            };
+            match t.witnesses.iter().find(|w| w.name() == hospital) {
+                None => f.add(
+                    Some(index),
+                    "record",
+                    format!("job_declined: {hospital} is not a trusted hospital"),
+                ),
+                Some(w) if !signature_verifies(&w.public_key(), &msg, signature) => f.add(
+                    Some(index),
+                    "record",
+                    format!(
+                        "job_declined: {hospital}'s signature does not verify with its trusted key"
+                    ),
+                ),
+                Some(_) => {}
             }
         }
         Body::CreditsMoved { movement } => {

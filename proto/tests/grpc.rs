@@ -118,6 +118,13 @@ impl TrainingService for Reassembler {
     ) -> Result<Response<Ack>, Status> {
         Err(Status::unimplemented("test service"))
     }
+
+    async fn decline_job(
+        &self,
+        _: Request<fedchain_proto::v1::Decline>,
+    ) -> Result<Response<Ack>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
 }
 
 /// Serves `Reassembler` with the protocol's limits on one end of an in-memory pipe and returns a

@@ -584,8 +584,9 @@ async fn a_researchers_torchscript_module_trains_in_an_encrypted_job() {
 }
 
 /// A module whose parameters are not the ones its spec declares passes the coordinator (which
-/// never loads modules) but no hospital: each declines it when it loads it, and the job fails
-/// while enrolling.
+/// never loads modules) but no hospital: each declines it when it loads it, signed and on the
+/// ledger; the researcher sees who declined and why; the job fails at once (every hospital
+/// answered), not at its enrollment deadline; verify and replay check every decline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hospitals_decline_a_module_whose_parameters_are_not_as_declared() {
     let tmp = tempfile::tempdir().unwrap();
@@ -614,15 +615,46 @@ async fn hospitals_decline_a_module_whose_parameters_are_not_as_declared() {
     s.torchscript_module = std::fs::read(&path).unwrap();
     let id = jobs.submit_job(s).await.unwrap().into_inner().job;
     let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    let mut declined = Vec::new();
     let failed = loop {
         match next(&mut events).await {
             Some(pb::job_event::Event::Failed(f)) => break f,
             Some(pb::job_event::Event::Finished(_)) => panic!("a mis-declared module trained"),
+            Some(pb::job_event::Event::Declined(d)) => declined.push(d),
             _ => {}
         }
     };
-    assert!(failed.reason.contains("enrolled"), "{}", failed.reason);
+    declined.sort_by(|a, b| a.hospital.cmp(&b.hospital));
+    let names: Vec<&str> = declined.iter().map(|d| d.hospital.as_str()).collect();
+    assert_eq!(names, HOSPITALS, "{declined:?}");
+    for d in &declined {
+        assert!(
+            d.reason.contains("hidden.weight") && d.reason.contains("TorchScript module"),
+            "{d:?}"
+        );
+    }
+    assert!(
+        failed.reason.contains("every other hospital declined") && failed.reason.contains("h2: "),
+        "{}",
+        failed.reason
+    );
     let status = jobs.get_job(pb::JobId { id }).await.unwrap().into_inner();
     assert!(status.hospitals.is_empty(), "{status:?}");
+    assert_eq!(status.declined, declined);
     cluster.stop().await.unwrap();
+
+    let audra = AuditorFolder::open(&layout.audra()).unwrap();
+    let verified = verify(&layout.ledger(), Some(&audra.trust)).unwrap();
+    // The last checkpoint may still lack cosignatures when the cluster stops; every record
+    // (each decline's signature with its hospital's trusted key) must verify.
+    let records: Vec<_> = verified
+        .findings
+        .iter()
+        .filter(|f| f.object != "checkpoint")
+        .collect();
+    assert!(records.is_empty(), "{records:?}");
+    let store = Store::open(&layout.ledger(), audra.trust.log.name()).unwrap();
+    let report = replay(&store, &audra.public_key, &audra.hospitals).unwrap();
+    assert!(report.ok(), "{:?}", report.discrepancies);
+    assert_eq!(report.declined, 3);
 }

@@ -46,7 +46,7 @@ use fedchain_datasets::{
     load_csv, train_test_split, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
 };
 use fedchain_ledger::note::{NoteSigner, Witness};
-use fedchain_ledger::record::Body;
+use fedchain_ledger::record::{Body, MAX_DECLINE_REASON};
 use fedchain_ledger::{sha256, Hash};
 use fedchain_models::{pick_device, DeviceChoice, ModelDigest, ModelFile, ModelSpec, TrainConfig};
 use fedchain_proto::v1 as pb;
@@ -147,6 +147,23 @@ fn setup(e: impl std::fmt::Display) -> NodeError {
 
 /// A task that could not be completed, with the reason (logged; the worker goes on).
 type TaskResult = Result<String, String>;
+
+/// What a job's spec and this hospital's rows make of each other, when they fit.
+struct Fit {
+    valid: ValidJob,
+    schema: Schema,
+    train_raw: Dataset,
+    test_raw: Dataset,
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
 
 struct JobCtx {
     /// The job's spec, validated with the protocol's rules.
@@ -396,28 +413,55 @@ impl Node {
         if o.spec_digest.map(|d| d.sha256) != Some(sha256(&spec.encode_to_vec()).to_vec()) {
             return Err("the offer's spec does not match its digest".into());
         }
-        self.join(client, o.job, spec).await
+        let job = o.job;
+        match self.assess(&spec) {
+            Ok(fit) => self.join(client, job, spec, fit).await,
+            Err(reason) => {
+                // Declined on the ledger, signed, so the researcher sees who declined and why.
+                let reason = truncate(&reason, MAX_DECLINE_REASON);
+                let digest = sha256(&spec.encode_to_vec());
+                let signature = self
+                    .identity
+                    .sign_message(&Body::decline_message(job, &digest, &self.name, &reason));
+                let answer = client
+                    .decline_job(pb::Decline {
+                        job,
+                        hospital: self.name.clone(),
+                        spec: Some(pb::Digest {
+                            sha256: digest.to_vec(),
+                        }),
+                        reason: reason.clone(),
+                        signature: signature.to_vec(),
+                    })
+                    .await;
+                let recorded = match answer {
+                    Ok(a) => a
+                        .into_inner()
+                        .record_index
+                        .map_or_else(String::new, |i| format!(" (record {i})")),
+                    Err(s) => format!(" (not recorded: {})", s.message()),
+                };
+                Err(format!("declined job {job}: {reason}{recorded}"))
+            }
+        }
     }
 
-    /// Loads this hospital's rows for `spec` and enrolls (again: the coordinator answers an
-    /// enrolled hospital with its recorded enrollment, which is how a restarted worker rejoins).
-    async fn join(
-        &mut self,
-        client: &mut TrainingServiceClient<Channel>,
-        job: u64,
-        spec: pb::JobSpec,
-    ) -> TaskResult {
-        let valid =
-            fedchain_protocol::validate(&spec).map_err(|e| format!("declining job {job}: {e}"))?;
+    /// Whether this hospital takes part in `spec`: the job is valid, its module (if any) is one
+    /// this hospital runs and declares its parameters truly, and this hospital's rows fit its
+    /// schema. `Err`: why the hospital declines.
+    fn assess(&self, spec: &pb::JobSpec) -> Result<Fit, String> {
+        let valid = fedchain_protocol::validate(spec).map_err(|e| e.to_string())?;
         if !spec.torchscript_module.is_empty() {
             if !self.cfg.torchscript {
-                return Err(format!(
-                    "declining job {job}: it runs a researcher's TorchScript module, and this \
-                     hospital's worker.toml refuses those (torchscript = false)"
-                ));
+                return Err(
+                    "it runs a researcher's TorchScript module, and this hospital's worker.toml \
+                     refuses those (torchscript = false)"
+                        .into(),
+                );
             }
-            // Loaded once here (its operators were checked by validate, before any load), so
-            // that a module whose parameters are not the ones it declares is declined now.
+            // Loaded once here (its operators and tensors were checked by validate, before any
+            // load), so that a module whose parameters are not the ones it declares is declined
+            // now.
             let start = fedchain_models::init_params(&valid.model, spec.seed);
             fedchain_models::Model::for_job(
                 &valid.model,
@@ -425,7 +469,7 @@ impl Node {
                 &start,
                 tch::Device::Cpu,
             )
-            .map_err(|e| format!("declining job {job}: its TorchScript module: {e}"))?;
+            .map_err(|e| format!("its TorchScript module: {e}"))?;
         }
         let schema_pb = spec.schema.clone().unwrap_or_default();
         let schema = Schema {
@@ -434,9 +478,32 @@ impl Node {
             task: valid.task,
         };
         let rows = load_csv(&self.cfg.data, &schema)
-            .map_err(|e| format!("declining job {job}: my data does not fit its schema: {e}"))?;
+            .map_err(|e| format!("my data does not fit its schema: {e}"))?;
         let (train_raw, test_raw) = train_test_split(&rows, self.cfg.test_fraction, spec.seed)
-            .map_err(|e| format!("declining job {job}: {e}"))?;
+            .map_err(|e| e.to_string())?;
+        Ok(Fit {
+            valid,
+            schema,
+            train_raw,
+            test_raw,
+        })
+    }
+
+    /// Enrolls in `job` with the rows `assess` found fit (again: the coordinator answers an
+    /// enrolled hospital with its recorded enrollment, which is how a restarted worker rejoins).
+    async fn join(
+        &mut self,
+        client: &mut TrainingServiceClient<Channel>,
+        job: u64,
+        spec: pb::JobSpec,
+        fit: Fit,
+    ) -> TaskResult {
+        let Fit {
+            valid,
+            schema,
+            train_raw,
+            test_raw,
+        } = fit;
         let samples = train_raw.len() as u64;
         let answer = client
             .enroll(pb::EnrollRequest {
@@ -504,7 +571,10 @@ impl Node {
             .map_err(|s| format!("job {id} is unknown to this worker and: {}", s.message()))?
             .into_inner();
         let spec = answer.spec.ok_or("the enrollment carries no spec")?;
-        let msg = self.join(client, id, spec).await?;
+        let fit = self
+            .assess(&spec)
+            .map_err(|e| format!("job {id}, enrolled before a restart, no longer fits: {e}"))?;
+        let msg = self.join(client, id, spec, fit).await?;
         self.log(&format!("rejoined: {msg}"));
         Ok(())
     }

@@ -545,6 +545,44 @@ impl TrainingService for Coordinator {
         }))
     }
 
+    async fn decline_job(&self, req: Request<pb::Decline>) -> SResult<Response<pb::Ack>> {
+        let s = &self.shared;
+        let h = s.hospital_caller(&req, &req.get_ref().hospital)?;
+        let r = req.into_inner();
+        let spec: Hash = r
+            .spec
+            .as_ref()
+            .and_then(|d| d.sha256.as_slice().try_into().ok())
+            .ok_or_else(|| Status::invalid_argument("the decline names no spec digest"))?;
+        let signature: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
+            Status::invalid_argument("the decline's signature is not 64 bytes (Ed25519)")
+        })?;
+        let now = now_ms();
+        let mut st = s.lock();
+        let job = st.jobs.get(&r.job).ok_or_else(|| job_not_found(r.job))?;
+        let decline = Decline {
+            hospital: &h,
+            identity: s.hospitals[&h].identity,
+            spec,
+            reason: &r.reason,
+            signature,
+        };
+        let writes = job.decline(decline, now).map_err(|e| job_status(&e))?;
+        if let Some(writes) = writes {
+            s.apply(&mut st, r.job, 0, writes)?;
+            // Every hospital may have answered now: the job starts (or fails) without waiting.
+            s.step(&mut st, r.job, now)?;
+        }
+        let record_index = st
+            .jobs
+            .get(&r.job)
+            .and_then(|j| j.declined.get(&h))
+            .map(|d| d.record);
+        drop(st);
+        s.bump();
+        Ok(Response::new(pb::Ack { record_index }))
+    }
+
     async fn refuse_decryption(&self, req: Request<pb::Refusal>) -> SResult<Response<pb::Ack>> {
         let s = &self.shared;
         let h = s.hospital_caller(&req, &req.get_ref().hospital)?;

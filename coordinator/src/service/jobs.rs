@@ -22,7 +22,10 @@ pub(super) fn job_status(e: &JobError) -> Status {
             Status::permission_denied(msg)
         }
         JobError::BadEvaluationSignature(_) => Status::unauthenticated(msg),
-        JobError::DeclaredSamples(_) | JobError::OtherAggregate => Status::invalid_argument(msg),
+        JobError::DeclaredSamples(_) | JobError::OtherAggregate | JobError::BadDecline(_) => {
+            Status::invalid_argument(msg)
+        }
+        JobError::EnrolledCannotDecline { .. } => Status::failed_precondition(msg),
         JobError::Round(e) => round_status(e),
         JobError::Broken(_) => internal(msg),
     }
@@ -248,6 +251,7 @@ impl Shared {
                 Vec::new()
             },
             researcher: job.researcher.clone(),
+            declined: declined(job),
         }
     }
 
@@ -389,4 +393,16 @@ pub(super) fn progress(job: &Job) -> Option<pb::RoundProgress> {
             None
         },
     })
+}
+
+/// The hospitals that declined `job`, and why, sorted by hospital.
+pub(super) fn declined(job: &Job) -> Vec<pb::Declined> {
+    job.declined
+        .iter()
+        .map(|(h, d)| pb::Declined {
+            hospital: h.clone(),
+            reason: d.reason.clone(),
+            record_index: d.record,
+        })
+        .collect()
 }

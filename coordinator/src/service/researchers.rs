@@ -86,6 +86,7 @@ impl JobService for Coordinator {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut sent_metrics: BTreeSet<u64> = BTreeSet::new();
+            let mut sent_declines: BTreeSet<u64> = BTreeSet::new();
             let mut last: Option<(u64, i32, usize)> = None;
             loop {
                 if let Err(status) = shared.check_revoked(&leaf) {
@@ -95,7 +96,7 @@ impl JobService for Coordinator {
                 let (events, done) = {
                     let st = shared.lock();
                     let Some(job) = st.jobs.get(&id) else { return };
-                    watch_events(job, &mut sent_metrics, &mut last)
+                    watch_events(job, &mut sent_metrics, &mut sent_declines, &mut last)
                 };
                 for e in events {
                     if tx.send(Ok(e)).await.is_err() {
@@ -216,6 +217,7 @@ impl JobService for Coordinator {
 fn watch_events(
     job: &Job,
     sent_metrics: &mut BTreeSet<u64>,
+    sent_declines: &mut BTreeSet<u64>,
     last: &mut Option<(u64, i32, usize)>,
 ) -> (Vec<pb::JobEvent>, bool) {
     use pb::job_event::Event;
@@ -224,6 +226,11 @@ fn watch_events(
         job: job.id,
         event: Some(event),
     };
+    for d in declined(job) {
+        if sent_declines.insert(d.record_index) {
+            out.push(ev(Event::Declined(d)));
+        }
+    }
     if let Some(p) = progress(job) {
         let key = (p.round, p.phase, p.participants.len());
         if *last != Some(key) {

@@ -7,7 +7,8 @@
 use std::sync::{Arc, OnceLock};
 
 use fedchain_coordinator::job::{
-    Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task, Writes,
+    Decline, Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task,
+    Writes, MAX_DECLINES,
 };
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
@@ -534,5 +535,152 @@ fn a_job_short_of_hospitals_fails_at_its_deadline_and_gives_the_money_back() {
     assert!(matches!(
         Job::submission(2, &spec(2), "ada", 1, &Credits::new()),
         Err(JobError::CannotFund { .. })
+    ));
+}
+
+/// `h`'s decline of `job` for `reason`, signed as its worker signs it.
+fn decline<'a>(job: &Job, h: &'a str, reason: &'a str) -> Decline<'a> {
+    let spec = job.valid.digest;
+    Decline {
+        hospital: h,
+        identity: identity(h).verifier().public_key(),
+        spec,
+        reason,
+        signature: identity(h).sign_message(&Body::decline_message(job.id, &spec, h, reason)),
+    }
+}
+
+fn enroll(job: &mut Job, ledger: &mut Ledger, h: &str, share_index: usize, now: u64) {
+    let req = Enrollment {
+        hospital: h,
+        identity: identity(h).verifier().public_key(),
+        share_index,
+        declared: 10,
+        deposit: DEPOSIT,
+    };
+    let w = job.enroll(req, now, &ledger.credits).unwrap().unwrap();
+    ledger.commit(job, w, now);
+}
+
+#[test]
+fn a_signed_decline_is_recorded_once_and_the_job_starts_without_waiting_for_the_deadline() {
+    let mut ledger = Ledger::new();
+    let valid = spec(1);
+    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
+    let mut job = Job::new(JOB, valid, "ada".into(), 0, 100_000);
+    ledger.commit(&mut job, w, 1);
+    enroll(&mut job, &mut ledger, "h1", 1, 2);
+    enroll(&mut job, &mut ledger, "h2", 2, 2);
+    // Two of three enrolled, the third has not answered: the job waits for it.
+    assert!(job.step(3, &ledger.env()).unwrap().is_none());
+
+    // Not a decline: signed by another key, of another spec, too long.
+    let why = "it runs a researcher's TorchScript module, and this hospital refuses those";
+    let mut forged = decline(&job, "h3", why);
+    forged.signature =
+        identity("h2").sign_message(&Body::decline_message(JOB, &forged.spec, "h3", why));
+    let mut other_spec = decline(&job, "h3", why);
+    other_spec.spec = [9; 32];
+    let long = "x".repeat(fedchain_ledger::record::MAX_DECLINE_REASON + 1);
+    for (bad, said) in [
+        (forged, "does not verify"),
+        (other_spec, "names spec"),
+        (decline(&job, "h3", &long), "bytes long"),
+    ] {
+        match job.decline(bad, 4) {
+            Err(JobError::BadDecline(e)) => assert!(e.contains(said), "{e}"),
+            other => panic!("{said}: {other:?}"),
+        }
+    }
+    // An enrolled hospital takes part; it cannot decline.
+    assert!(matches!(
+        job.decline(decline(&job, "h1", why), 4),
+        Err(JobError::EnrolledCannotDecline { .. })
+    ));
+
+    let w = job.decline(decline(&job, "h3", why), 4).unwrap().unwrap();
+    assert!(matches!(
+        &w.entries[..],
+        [e] if e.actor.id == "h3" && matches!(&e.body, Body::JobDeclined { reason, .. } if reason == why)
+    ));
+    ledger.commit(&mut job, w, 4);
+    let first = job.declined["h3"].record;
+    // The same decline again (a worker that reconnects is offered the job again) is not
+    // recorded again; a changed reason is, up to MAX_DECLINES.
+    assert!(job.decline(decline(&job, "h3", why), 5).unwrap().is_none());
+    let reasons: Vec<String> = (0..MAX_DECLINES + 2)
+        .map(|i| format!("reason {i}"))
+        .collect();
+    let mut recorded = 1;
+    for r in &reasons {
+        if let Some(w) = job.decline(decline(&job, "h3", r), 5).unwrap() {
+            ledger.commit(&mut job, w, 5);
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded, MAX_DECLINES);
+    assert_eq!(job.declined["h3"].count, MAX_DECLINES);
+    assert!(job.declined["h3"].record > first);
+
+    // Everyone answered and two is enough: round 0 opens now, long before the deadline.
+    ledger.settle(&mut job, 6);
+    assert_eq!(job.phase, JobPhase::Running);
+    assert_eq!(job.round_no, 0);
+    // A restart rebuilds the declines from the records.
+    let restored = {
+        let mut again = Job::new(JOB, spec(1), "ada".into(), 0, 100_000);
+        for (i, (t, body)) in ledger.records.iter().enumerate() {
+            let share_index = match body {
+                Body::HospitalEnrolled { hospital, .. } => {
+                    if hospital == "h1" {
+                        1
+                    } else {
+                        2
+                    }
+                }
+                _ => 0,
+            };
+            again
+                .restore(i as u64, *t, body, None, share_index, &ledger.env())
+                .unwrap_or_else(|e| panic!("record {i}: {e}"));
+        }
+        again
+    };
+    assert_eq!(restored.declined, job.declined);
+}
+
+#[test]
+fn a_job_every_other_hospital_declined_fails_at_once_naming_them() {
+    let mut ledger = Ledger::new();
+    let valid = spec(1);
+    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
+    let mut job = Job::new(JOB, valid, "ada".into(), 0, 100_000);
+    ledger.commit(&mut job, w, 1);
+    enroll(&mut job, &mut ledger, "h1", 1, 2);
+    for (h, why) in [
+        ("h2", "my data does not fit its schema"),
+        ("h3", "no TorchScript"),
+    ] {
+        let w = job.decline(decline(&job, h, why), 3).unwrap().unwrap();
+        ledger.commit(&mut job, w, 3);
+    }
+    ledger.settle(&mut job, 4);
+    assert_eq!(job.phase, JobPhase::Failed);
+    for part in [
+        "only 1 hospitals enrolled",
+        "h2: my data does not fit its schema",
+        "h3: no TorchScript",
+        "at least 2",
+    ] {
+        assert!(job.reason.contains(part), "{part:?} in {}", job.reason);
+    }
+    assert!(matches!(
+        ledger.records.last(),
+        Some((_, Body::CreditsMoved { .. } | Body::JobFinished { .. }))
+    ));
+    // Declining a job that ended is refused.
+    assert!(matches!(
+        job.decline(decline(&job, "h2", "later"), 5),
+        Err(JobError::Ended { .. })
     ));
 }

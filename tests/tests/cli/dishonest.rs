@@ -133,6 +133,10 @@ impl TrainingService for Dishonest {
     ) -> Result<Response<pb::Ack>, Status> {
         unimplemented()
     }
+    async fn decline_job(&self, _: Request<pb::Decline>) -> Result<Response<pb::Ack>, Status> {
+        Err(Status::unimplemented("this coordinator takes no declines"))
+    }
+
     async fn refuse_decryption(
         &self,
         req: Request<pb::Refusal>,

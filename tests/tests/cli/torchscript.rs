@@ -356,13 +356,23 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_modules(dir);
-    let cl = fedchain_tests::start(dir);
+    // h3's worker.toml keeps the default: it runs no researcher's module. It declines the job,
+    // signed and on the ledger, and the job starts with h1 and h2 without waiting for the
+    // enrollment deadline.
+    let mut cl = fedchain_tests::start_with(dir, &["h1", "h2"]);
+    let layout = fedchain_tests::Layout::new(dir);
+    let mut h3 = layout.worker_config("h3", &cl.url);
+    h3.torchscript = false;
+    let h3 = layout.write_toml("h3.toml", &h3);
+    cl.procs.0.push(fedchain_tests::spawn(
+        &["worker", "--config", s(&h3)],
+        &layout.log("h3"),
+    ));
     std::fs::write(
         dir.join("job.toml"),
         "dataset = \"breast-cancer\"\nmodel = { torchscript = \"mlp.pt\" }\nrounds = 2\n",
     )
     .unwrap();
-    let layout = fedchain_tests::Layout::new(dir);
     let alice = layout.alice();
     let url = cl.url.clone();
     let submitted = json(&fedchain(&fedchain_tests::as_party(
@@ -376,10 +386,26 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
         &url,
         s(&alice),
     ));
+    let lines = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.status.success(), "{lines}");
+    let end: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    let declined = &end["declined"];
+    assert_eq!(declined.as_array().map(Vec::len), Some(1), "{end}");
+    assert_eq!(declined[0]["hospital"], "h3", "{end}");
+    let reason = declined[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("torchscript = false"), "{reason}");
     assert!(
-        watched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&watched.stdout)
+        lines.lines().any(|l| l.contains("\"declined\":{")),
+        "a JSON line as it happened: {lines}"
+    );
+    let status = ok_stdout(&fedchain(&fedchain_tests::as_party(
+        &["job", "status", "1"],
+        &url,
+        s(&alice),
+    )));
+    assert!(
+        status.contains("declined by h3: it runs a researcher's TorchScript module"),
+        "{status}"
     );
     let out = dir.join("m.safetensors");
     let mut downloaded = None;
@@ -438,6 +464,7 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
         "--json",
     ]));
     assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["replay"]["declined"], 1, "{report}");
 }
 
 /// `examples/breast_cancer_mlp.py` restates the built-in MLP in PyTorch with the same tensor
