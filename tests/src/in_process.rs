@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fedchain_consortium::tls::client_tls;
 use fedchain_coordinator::service::{Config, Coordinator, ServiceError};
-use fedchain_worker::node::{Dial, Node};
+use fedchain_worker::node::{Dial, Node, WorkerConfig};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
@@ -121,7 +121,18 @@ impl InProcess {
     /// Starts the coordinator of the provisioned `layout` with `config` (its paths relative to
     /// the layout), and a worker for each of `workers`. Call it from a multi-threaded tokio
     /// runtime: workers train on blocking sections of it.
-    pub async fn start(layout: &Layout, mut config: Config, workers: &[&str]) -> InProcess {
+    pub async fn start(layout: &Layout, config: Config, workers: &[&str]) -> InProcess {
+        InProcess::start_tweaked(layout, config, workers, |_, _| {}).await
+    }
+
+    /// As [`InProcess::start`], each worker's settings passed through `tweak` (with its
+    /// hospital's name) before it starts.
+    pub async fn start_tweaked(
+        layout: &Layout,
+        mut config: Config,
+        workers: &[&str],
+        tweak: impl Fn(&str, &mut WorkerConfig),
+    ) -> InProcess {
         config.dir = layout.dir.join(&config.dir);
         config.state = layout.dir.join(&config.state);
         let coordinator = Coordinator::open(config).expect("open the coordinator");
@@ -140,6 +151,7 @@ impl InProcess {
             cfg.dir = layout.dir.join(&cfg.dir);
             cfg.data = layout.dir.join(&cfg.data);
             cfg.state = layout.dir.join(&cfg.state);
+            tweak(h, &mut cfg);
             let node = Node::open(cfg)
                 .unwrap_or_else(|e| panic!("open {h}'s worker: {e}"))
                 .with_dial(switchboard.dial());

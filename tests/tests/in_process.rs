@@ -658,3 +658,55 @@ async fn hospitals_decline_a_module_whose_parameters_are_not_as_declared() {
     assert!(report.ok(), "{:?}", report.discrepancies);
     assert_eq!(report.declined, 3);
 }
+
+/// Each hospital's `[policy]`: h2 trains logistic regressions only, h3 takes jobs of researcher
+/// bob only, h1 asks for aggregates of at least 2 (which the job gives). h2 and h3 decline
+/// alice's MLP job, each naming its rule, on the ledger; with one hospital left the job fails at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hospitals_decline_jobs_their_policy_refuses_naming_the_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    layout.provision();
+    let config = layout.coordinator_config("127.0.0.1:0", 60);
+    let cluster = InProcess::start_tweaked(&layout, config, &HOSPITALS, |h, cfg| match h {
+        "h1" => cfg.policy.min_participants = 2,
+        "h2" => cfg.policy.models = Some(vec!["logreg".into()]),
+        _ => cfg.policy.researchers = Some(vec!["bob".into()]),
+    })
+    .await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+    let id = jobs.submit_job(spec(1, 7)).await.unwrap().into_inner().job;
+    let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    let failed = loop {
+        match next(&mut events).await {
+            Some(pb::job_event::Event::Failed(f)) => break f,
+            Some(pb::job_event::Event::Finished(_)) => panic!("one hospital cannot finish a job"),
+            _ => {}
+        }
+    };
+    let status = jobs.get_job(pb::JobId { id }).await.unwrap().into_inner();
+    assert_eq!(status.hospitals, ["h1"], "{status:?}");
+    let reasons: Vec<(&str, &str)> = status
+        .declined
+        .iter()
+        .map(|d| (d.hospital.as_str(), d.reason.as_str()))
+        .collect();
+    assert!(
+        matches!(&reasons[..], [("h2", a), ("h3", b)]
+            if a.contains("trains the models logreg only, not mlp")
+                && b.contains("researchers bob only, not of \"alice\"")),
+        "{reasons:?}"
+    );
+    assert!(
+        failed.reason.contains("every other hospital declined"),
+        "{}",
+        failed.reason
+    );
+    cluster.stop().await.unwrap();
+    let audra = AuditorFolder::open(&layout.audra()).unwrap();
+    let store = Store::open(&layout.ledger(), audra.trust.log.name()).unwrap();
+    let report = replay(&store, &audra.public_key, &audra.hospitals).unwrap();
+    assert!(report.ok(), "{:?}", report.discrepancies);
+    assert_eq!(report.declined, 2);
+}

@@ -48,7 +48,9 @@ use fedchain_datasets::{
 use fedchain_ledger::note::{NoteSigner, Witness};
 use fedchain_ledger::record::{Body, MAX_DECLINE_REASON};
 use fedchain_ledger::{sha256, Hash};
-use fedchain_models::{pick_device, DeviceChoice, ModelDigest, ModelFile, ModelSpec, TrainConfig};
+use fedchain_models::{
+    pick_device, DeviceChoice, ModelDigest, ModelFile, ModelKind, ModelSpec, TrainConfig,
+};
 use fedchain_proto::v1 as pb;
 use fedchain_proto::{limits, timing};
 use fedchain_protocol::statistics::STATISTICS_CLIP;
@@ -92,6 +94,94 @@ pub struct WorkerConfig {
     /// code.
     #[serde(default = "default_torchscript")]
     pub torchscript: bool,
+    /// Which jobs the hospital takes besides fitting its data; a job outside it is declined, on
+    /// the ledger, naming the rule.
+    #[serde(default, skip_serializing_if = "Policy::is_open")]
+    pub policy: Policy,
+}
+
+/// A hospital's policy on the jobs it takes (`[policy]` in `worker.toml`). Every rule is checked
+/// on the job's offer, before anything of the job is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The researchers whose jobs it takes (their names in the consortium); absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub researchers: Option<Vec<String>>,
+    /// The built-in models it trains (`logreg`, `mlp`, `cnn`); absent: all of them. Researchers'
+    /// TorchScript modules are `torchscript`'s to allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// The fewest hospitals whose updates a decrypted aggregate may combine: a job that would
+    /// decrypt fewer (the larger of its `min_participants` and the key's threshold) is declined,
+    /// since a smaller sum says more about each update. 0: no floor.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_participants: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Policy {
+    /// Whether it takes every job (nothing set).
+    pub fn is_open(&self) -> bool {
+        *self == Policy::default()
+    }
+
+    /// Refuses a policy that names a model kind that does not exist.
+    pub fn validate(&self) -> Result<(), String> {
+        for m in self.models.iter().flatten() {
+            match m.parse::<ModelKind>() {
+                Ok(_) => {}
+                Err(_) if m == "torchscript" => {
+                    return Err(
+                        "policy.models lists built-in models only; researchers' TorchScript \
+                         modules are allowed with torchscript = true"
+                            .into(),
+                    )
+                }
+                Err(e) => return Err(format!("policy.models: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Why this policy declines a job of `researcher` training `model` that decrypts aggregates of
+    /// at least `participants` hospitals, if it does.
+    pub fn declines(
+        &self,
+        researcher: &str,
+        model: &ModelSpec,
+        participants: u32,
+    ) -> Option<String> {
+        if let Some(allowed) = &self.researchers {
+            if !allowed.iter().any(|r| r == researcher) {
+                return Some(format!(
+                    "this hospital's policy takes jobs of researchers {} only, not of {researcher:?}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        let kind = model.kind();
+        if let Some(models) = &self.models {
+            let listed = |m: &String| m.parse::<ModelKind>().is_ok_and(|k| k == kind);
+            if kind != ModelKind::Torchscript && !models.iter().any(listed) {
+                return Some(format!(
+                    "this hospital's policy trains the models {} only, not {kind}",
+                    models.join(", ")
+                ));
+            }
+        }
+        if participants < self.min_participants {
+            return Some(format!(
+                "its aggregates may combine as few as {participants} hospitals' updates; this \
+                 hospital's policy requires at least {}",
+                self.min_participants
+            ));
+        }
+        None
+    }
 }
 
 impl WorkerConfig {
@@ -107,6 +197,7 @@ impl WorkerConfig {
             device: default_device(),
             test_fraction: default_test_fraction(),
             torchscript: default_torchscript(),
+            policy: Policy::default(),
         }
     }
 }
@@ -230,6 +321,7 @@ impl Node {
         if !(cfg.test_fraction > 0.0 && cfg.test_fraction < 1.0) {
             return Err(setup("test_fraction must be between 0 and 1"));
         }
+        cfg.policy.validate().map_err(setup)?;
         let table = EncryptionTable::new(&pk);
         Ok(Node {
             cfg,
@@ -414,7 +506,7 @@ impl Node {
             return Err("the offer's spec does not match its digest".into());
         }
         let job = o.job;
-        match self.assess(&spec) {
+        match self.assess(&spec, Some(&o.researcher)) {
             Ok(fit) => self.join(client, job, spec, fit).await,
             Err(reason) => {
                 // Declined on the ledger, signed, so the researcher sees who declined and why.
@@ -446,11 +538,22 @@ impl Node {
         }
     }
 
-    /// Whether this hospital takes part in `spec`: the job is valid, its module (if any) is one
-    /// this hospital runs and declares its parameters truly, and this hospital's rows fit its
-    /// schema. `Err`: why the hospital declines.
-    fn assess(&self, spec: &pb::JobSpec) -> Result<Fit, String> {
+    /// Whether this hospital takes part in `spec`: the job is valid, its `researcher` (when it is
+    /// offered) and model are ones the hospital's policy takes, its module (if any) is one this
+    /// hospital runs and declares its parameters truly, and this hospital's rows fit its schema.
+    /// `Err`: why the hospital declines.
+    fn assess(&self, spec: &pb::JobSpec, researcher: Option<&str>) -> Result<Fit, String> {
         let valid = fedchain_protocol::validate(spec).map_err(|e| e.to_string())?;
+        if let Some(researcher) = researcher {
+            let participants = spec.min_participants.max(self.pk.threshold() as u32);
+            if let Some(why) = self
+                .cfg
+                .policy
+                .declines(researcher, &valid.model, participants)
+            {
+                return Err(why);
+            }
+        }
         if !spec.torchscript_module.is_empty() {
             if !self.cfg.torchscript {
                 return Err(
@@ -571,8 +674,9 @@ impl Node {
             .map_err(|s| format!("job {id} is unknown to this worker and: {}", s.message()))?
             .into_inner();
         let spec = answer.spec.ok_or("the enrollment carries no spec")?;
+        // Enrolled already: the policy was checked when the job was offered.
         let fit = self
-            .assess(&spec)
+            .assess(&spec, None)
             .map_err(|e| format!("job {id}, enrolled before a restart, no longer fits: {e}"))?;
         let msg = self.join(client, id, spec, fit).await?;
         self.log(&format!("rejoined: {msg}"));
@@ -1118,4 +1222,78 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mlp() -> ModelSpec {
+        ModelSpec::Mlp {
+            inputs: 4,
+            hidden: vec![8],
+            outputs: 1,
+            dropout: 0.0,
+        }
+    }
+
+    #[test]
+    fn an_open_policy_takes_every_job_and_is_not_written() {
+        let p = Policy::default();
+        assert!(p.is_open());
+        assert_eq!(p.declines("anyone", &mlp(), 1), None);
+        let cfg = WorkerConfig::new("https://c".into(), "d".into(), "x.csv".into(), "s".into());
+        let text = toml::to_string(&cfg).unwrap();
+        assert!(!text.contains("policy"), "{text}");
+    }
+
+    #[test]
+    fn each_rule_declines_naming_itself() {
+        let p: Policy = toml::from_str(
+            "researchers = [\"alice\"]\nmodels = [\"logreg\", \"cnn\"]\nmin_participants = 3\n",
+        )
+        .unwrap();
+        p.validate().unwrap();
+        let logreg = ModelSpec::LogisticRegression {
+            inputs: 4,
+            outputs: 1,
+        };
+        assert_eq!(p.declines("alice", &logreg, 3), None);
+        let why = p.declines("bob", &logreg, 3).unwrap();
+        assert!(
+            why.contains("researchers alice only, not of \"bob\""),
+            "{why}"
+        );
+        let why = p.declines("alice", &mlp(), 3).unwrap();
+        assert!(why.contains("models logreg, cnn only, not mlp"), "{why}");
+        let why = p.declines("alice", &logreg, 2).unwrap();
+        assert!(
+            why.contains("as few as 2") && why.contains("at least 3"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_readmes_worker_toml_reads_as_written() {
+        let readme = include_str!("../../README.md");
+        let at = readme
+            .find("Of each hospital's worker (`worker.toml`):")
+            .expect("the README shows a worker.toml");
+        let block = &readme[at..];
+        let start = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + block[start..].find("```").expect("its end");
+        let cfg: WorkerConfig = toml::from_str(&block[start..end]).unwrap();
+        cfg.policy.validate().unwrap();
+        assert_eq!(cfg.policy.researchers, Some(vec!["alice".to_string()]));
+        assert_eq!(cfg.policy.min_participants, 3);
+    }
+
+    #[test]
+    fn a_policy_naming_no_model_or_an_unknown_rule_is_refused() {
+        let p: Policy = toml::from_str("models = [\"resnet\"]").unwrap();
+        assert!(p.validate().unwrap_err().contains("resnet"));
+        let p: Policy = toml::from_str("models = [\"torchscript\"]").unwrap();
+        assert!(p.validate().unwrap_err().contains("torchscript = true"));
+        assert!(toml::from_str::<Policy>("epsilon = 1.0").is_err());
+    }
 }

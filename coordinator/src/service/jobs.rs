@@ -299,6 +299,7 @@ impl Shared {
                 spec: Some(job.valid.spec.clone()),
                 spec_digest: pb_digest(&job.valid.digest),
                 deposit: self.config.deposit,
+                researcher: job.researcher.clone(),
             }),
             Task::Train {
                 job: id,

@@ -80,6 +80,7 @@ impl TrainingService for Dishonest {
                     sha256: sha256(&self.spec.encode_to_vec()).to_vec(),
                 }),
                 deposit: 0,
+                researcher: "alice".into(),
             })),
         };
         let mut tasks = vec![Ok(offer)];
