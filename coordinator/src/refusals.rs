@@ -1,9 +1,9 @@
 //! How fast one hospital's refused requests may grow the ledger.
 //!
 //! Every refusal is answered, and normally recorded (`RequestRejected`) so that an auditor sees
-//! who tried what. Recording costs a flushed ledger write, so a hostile (or broken) hospital that
-//! sends refused requests in a loop would otherwise grow the ledger and keep the disk busy without
-//! bound. Each hospital therefore has a bucket of [`BURST`] recorded refusals, refilled at one
+//! who tried what. Recording costs a flushed ledger write, so a hostile (or broken) hospital or
+//! researcher that sends refused requests in a loop would otherwise grow the ledger and keep the
+//! disk busy without bound. Each party (`hospital h1`, `researcher alice`) therefore has a bucket of [`BURST`] recorded refusals, refilled at one
 //! every [`REFILL_MS`]. A refusal beyond it is still answered with its error, but only counted;
 //! the count is recorded in one summary once that hospital has had no unrecorded refusal for
 //! [`REFILL_MS`], or after [`SUMMARY_MAX_DELAY_MS`] of sustained excess. A hospital's refusals
@@ -54,10 +54,10 @@ impl Bucket {
     }
 }
 
-/// Refusals not recorded for one hospital, to record as one summary.
+/// Refusals not recorded for one party, to record as one summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unrecorded {
-    /// The hospital.
+    /// The party, as its role and name (`hospital h1`).
     pub party: String,
     /// How many of its refusals were answered but not recorded.
     pub count: u64,
@@ -67,7 +67,7 @@ impl Unrecorded {
     /// The summary's reason text.
     pub fn reason(&self) -> String {
         format!(
-            "{} more refusals of hospital {} were answered but not recorded: more than {BURST} in a \
+            "{} more refusals of {} were answered but not recorded: more than {BURST} in a \
              burst (one more is recorded every {} s)",
             self.count,
             self.party,
@@ -159,17 +159,17 @@ mod tests {
         let t0 = 1_000_000;
         for i in 0..BURST {
             assert_eq!(
-                m.admit("h1", t0 + u64::from(i)),
+                m.admit("hospital h1", t0 + u64::from(i)),
                 Admit::Record,
                 "refusal {i}"
             );
         }
-        assert_eq!(m.admit("h1", t0 + 100), Admit::FirstUnrecorded);
+        assert_eq!(m.admit("hospital h1", t0 + 100), Admit::FirstUnrecorded);
         for _ in 0..9 {
-            assert_eq!(m.admit("h1", t0 + 200), Admit::Unrecorded);
+            assert_eq!(m.admit("hospital h1", t0 + 200), Admit::Unrecorded);
         }
         // Another hospital has its own bucket.
-        assert_eq!(m.admit("h2", t0 + 200), Admit::Record);
+        assert_eq!(m.admit("hospital h2", t0 + 200), Admit::Record);
         // Nothing is summarised while h1 keeps being refused...
         assert!(m.due(t0 + 200 + REFILL_MS - 1).is_empty());
         // ...and one refill interval of quiet later, the ten are.
@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(
             due,
             vec![Unrecorded {
-                party: "h1".into(),
+                party: "hospital h1".into(),
                 count: 10
             }]
         );
@@ -192,20 +192,23 @@ mod tests {
         let mut m = RefusalMeter::default();
         let t0 = 5_000;
         for _ in 0..BURST {
-            assert!(m.admit("h1", t0).records());
+            assert!(m.admit("hospital h1", t0).records());
         }
-        assert!(!m.admit("h1", t0 + REFILL_MS - 1).records());
-        assert!(m.admit("h1", t0 + REFILL_MS).records(), "one earned");
-        assert!(!m.admit("h1", t0 + REFILL_MS).records());
+        assert!(!m.admit("hospital h1", t0 + REFILL_MS - 1).records());
+        assert!(
+            m.admit("hospital h1", t0 + REFILL_MS).records(),
+            "one earned"
+        );
+        assert!(!m.admit("hospital h1", t0 + REFILL_MS).records());
         // Two intervals later: two more; a long quiet: a full burst, no more.
-        assert!(m.admit("h1", t0 + 3 * REFILL_MS).records());
-        assert!(m.admit("h1", t0 + 3 * REFILL_MS).records());
-        assert!(!m.admit("h1", t0 + 3 * REFILL_MS).records());
+        assert!(m.admit("hospital h1", t0 + 3 * REFILL_MS).records());
+        assert!(m.admit("hospital h1", t0 + 3 * REFILL_MS).records());
+        assert!(!m.admit("hospital h1", t0 + 3 * REFILL_MS).records());
         let later = t0 + 1000 * REFILL_MS;
         for i in 0..BURST {
-            assert!(m.admit("h1", later).records(), "refusal {i}");
+            assert!(m.admit("hospital h1", later).records(), "refusal {i}");
         }
-        assert!(!m.admit("h1", later).records());
+        assert!(!m.admit("hospital h1", later).records());
     }
 
     #[test]
@@ -213,7 +216,7 @@ mod tests {
         let mut m = RefusalMeter::default();
         let t0 = 0;
         for _ in 0..BURST {
-            m.admit("h1", t0);
+            m.admit("hospital h1", t0);
         }
         // One refused request every 100 ms for two minutes, never a quiet interval: one refill's
         // worth is recorded, the rest counted, and summaries come during the excess too.
@@ -223,7 +226,7 @@ mod tests {
         while t < t0 + 2 * SUMMARY_MAX_DELAY_MS {
             t += 100;
             sent += 1;
-            recorded += u64::from(m.admit("h1", t).records());
+            recorded += u64::from(m.admit("hospital h1", t).records());
             let due = m.due(t);
             summaries_during += due.len();
             summarised += due.iter().map(|u| u.count).sum::<u64>();

@@ -654,12 +654,12 @@ impl Shared {
     /// Appends `entries` and flushes; returns their record indices. A hospital's refusals beyond
     /// its [`RefusalMeter`] budget are not appended (empty indices): the caller still answers.
     fn append(&self, st: &mut State, entries: Vec<Entry>) -> SResult<Vec<u64>> {
-        if let Some(who) = refused_hospital(&entries) {
-            match st.refusals.admit(who, now_ms()) {
+        if let Some(who) = refused_party(&entries) {
+            match st.refusals.admit(&who, now_ms()) {
                 Admit::Record => {}
                 Admit::FirstUnrecorded => {
                     eprintln!(
-                        "fedchain coordinator: hospital {who} was refused more than {} times in a \
+                        "fedchain coordinator: {who} was refused more than {} times in a \
                          burst; further refusals are answered, and counted on the ledger instead \
                          of recorded one by one",
                         refusals::BURST
@@ -791,12 +791,25 @@ impl Shared {
         self.reject(&mut st, who, request, status)
     }
 
-    /// Records a request refused before it reached a round (unknown job, wrong round).
+    /// Records a hospital's request refused before it reached a round (unknown job, wrong round).
     fn reject(&self, st: &mut State, hospital: &str, request: String, status: Status) -> Status {
+        self.reject_as(st, LRole::Hospital, hospital, request, status)
+    }
+
+    /// Records a request of `party` (a hospital or a researcher) refused, as its act; metered
+    /// per party (see [`refusals`]).
+    fn reject_as(
+        &self,
+        st: &mut State,
+        role: LRole,
+        party: &str,
+        request: String,
+        status: Status,
+    ) -> Status {
         let e = entry(
             now_ms(),
-            hospital,
-            LRole::Hospital,
+            party,
+            role,
             Outcome::MinorFailure,
             Body::RequestRejected {
                 request,
@@ -808,18 +821,24 @@ impl Shared {
     }
 }
 
-/// The hospital whose refusal `entries` are, if they are nothing but one hospital's refusals.
-fn refused_hospital(entries: &[Entry]) -> Option<&str> {
+/// The party (`hospital h1`, `researcher alice`) whose refusals `entries` are, if they are
+/// nothing but one hospital's or researcher's refusals: the key of its refusal bucket.
+fn refused_party(entries: &[Entry]) -> Option<String> {
     let first = entries.first()?;
+    let role = match first.actor.role {
+        LRole::Hospital => "hospital",
+        LRole::Researcher => "researcher",
+        _ => return None,
+    };
     let refusal = |e: &Entry| {
         matches!(e.body, Body::RequestRejected { .. })
-            && e.actor.role == LRole::Hospital
+            && e.actor.role == first.actor.role
             && e.actor.id == first.actor.id
     };
     entries
         .iter()
         .all(refusal)
-        .then_some(first.actor.id.as_str())
+        .then(|| format!("{role} {}", first.actor.id))
 }
 
 fn job_not_found(id: u64) -> Status {

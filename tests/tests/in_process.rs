@@ -581,6 +581,25 @@ async fn a_researchers_torchscript_module_trains_in_an_encrypted_job() {
     for r in &report.rounds {
         assert!(r.model_matches, "{r:?}");
     }
+    // The refused submission is on the ledger, as the researcher's act, naming the operator.
+    let refusal = (0..store.len())
+        .map(|i| store.record(i).unwrap().0)
+        .find(|r| {
+            matches!(
+                r.body,
+                fedchain_ledger::record::Body::RequestRejected { .. }
+            )
+        })
+        .expect("the refused module is recorded");
+    assert_eq!(refusal.actor.id, "alice");
+    assert_eq!(
+        refusal.actor.role,
+        fedchain_ledger::record::Role::Researcher
+    );
+    let fedchain_ledger::record::Body::RequestRejected { reason, .. } = &refusal.body else {
+        unreachable!()
+    };
+    assert!(reason.contains("torch.from_file"), "{reason}");
 }
 
 /// A module whose parameters are not the ones its spec declares passes the coordinator (which

@@ -174,13 +174,19 @@ impl Shared {
         let mut st = self.lock();
         let now = now_ms();
         for u in st.refusals.due(now) {
+            let (role, name) = u.party.split_once(' ').unwrap_or(("hospital", &u.party));
+            let lrole = if role == "researcher" {
+                LRole::Researcher
+            } else {
+                LRole::Hospital
+            };
             let e = entry(
                 now,
-                &u.party,
-                LRole::Hospital,
+                name,
+                lrole,
                 Outcome::MinorFailure,
                 Body::RequestRejected {
-                    request: format!("refusals/hospital/{}", u.party),
+                    request: format!("refusals/{role}/{name}"),
                     reason: u.reason(),
                 },
             );

@@ -6,9 +6,17 @@ use super::*;
 impl JobService for Coordinator {
     async fn submit_job(&self, req: Request<pb::JobSpec>) -> SResult<Response<pb::JobStatus>> {
         let peer = self.shared.authorize(&req, &[Role::Researcher])?;
-        let valid = protocol::validate(req.get_ref())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let s = &self.shared;
+        let valid = match protocol::validate(req.get_ref()) {
+            Ok(valid) => valid,
+            // On the ledger, as the researcher's act: a refused module names the operator.
+            Err(e) => {
+                let status = Status::invalid_argument(e.to_string());
+                let mut st = s.lock();
+                let request = format!("submit/job/researcher/{}", peer.name);
+                return Err(s.reject_as(&mut st, LRole::Researcher, &peer.name, request, status));
+            }
+        };
         let mut st = s.lock();
         let id = st.next_job;
         let now = now_ms();
