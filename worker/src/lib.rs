@@ -12,6 +12,7 @@
 
 pub mod commitments;
 pub mod node;
+pub mod watchdog;
 
 use fedchain_datasets::{train_test_split, DataError, Dataset, Standardizer};
 use fedchain_models::{evaluate, train, Metrics, Model, ModelError, ModelSpec, TrainConfig};

@@ -65,6 +65,7 @@ use tch::Device;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::commitments::{Act, Commitments};
+use crate::watchdog::{within_limit, StoppedModules, STOPPED_FILE};
 use crate::{evaluate_global, local_round, LocalData};
 
 /// A worker's settings (TOML). Tools that write one serialize this type (`toml::to_string`), so
@@ -94,6 +95,11 @@ pub struct WorkerConfig {
     /// code.
     #[serde(default = "default_torchscript")]
     pub torchscript: bool,
+    /// The longest a researcher's module may run in one task (loading, training, evaluating), in
+    /// seconds. libtorch cannot interrupt a module, so one that runs longer stops the worker,
+    /// which then refuses it (see [`crate::watchdog`]).
+    #[serde(default = "default_torchscript_seconds")]
+    pub torchscript_seconds: u64,
     /// Which jobs the hospital takes besides fitting its data; a job outside it is declined, on
     /// the ledger, naming the rule.
     #[serde(default, skip_serializing_if = "Policy::is_open")]
@@ -197,6 +203,7 @@ impl WorkerConfig {
             device: default_device(),
             test_fraction: default_test_fraction(),
             torchscript: default_torchscript(),
+            torchscript_seconds: default_torchscript_seconds(),
             policy: Policy::default(),
         }
     }
@@ -204,6 +211,11 @@ impl WorkerConfig {
 
 fn default_device() -> String {
     "auto".into()
+}
+
+fn default_torchscript_seconds() -> u64 {
+    // A local round of a model of millions of parameters on a CPU takes minutes.
+    1800
 }
 
 fn default_test_fraction() -> f64 {
@@ -238,6 +250,19 @@ fn setup(e: impl std::fmt::Display) -> NodeError {
 
 /// A task that could not be completed, with the reason (logged; the worker goes on).
 type TaskResult = Result<String, String>;
+
+/// The time limit of a task's work on a researcher's module (`None`: a built-in model, no limit),
+/// as (limit, state folder, code digest, what the work is).
+struct Limit(Option<(Duration, PathBuf, String, String)>);
+
+impl Limit {
+    fn run<T>(self, work: impl FnOnce() -> T) -> T {
+        match self.0 {
+            Some((limit, state, digest, what)) => within_limit(limit, &state, &digest, &what, work),
+            None => work(),
+        }
+    }
+}
 
 /// What a job's spec and this hospital's rows make of each other, when they fit.
 struct Fit {
@@ -285,6 +310,8 @@ pub struct Node {
     dial: Option<Dial>,
     /// The aggregates decrypted and models trained, per job and round (see [`Commitments`]).
     commitments: Commitments,
+    /// The researchers' modules this worker stopped for running past its limit.
+    stopped: StoppedModules,
 }
 
 /// Connects an endpoint (TLS and timeouts set) some other way than by dialing its URL.
@@ -322,6 +349,10 @@ impl Node {
             return Err(setup("test_fraction must be between 0 and 1"));
         }
         cfg.policy.validate().map_err(setup)?;
+        if cfg.torchscript_seconds == 0 {
+            return Err(setup("torchscript_seconds must be at least 1"));
+        }
+        let stopped = StoppedModules::open(&cfg.state.join(STOPPED_FILE)).map_err(setup)?;
         let table = EncryptionTable::new(&pk);
         Ok(Node {
             cfg,
@@ -338,7 +369,26 @@ impl Node {
             connections: 0,
             dial: None,
             commitments,
+            stopped,
         })
+    }
+
+    /// The time limit for work on `model` (only a researcher's module has one).
+    fn limit(&self, model: &ModelSpec, what: &str) -> Limit {
+        Limit(match model {
+            ModelSpec::Torchscript { module, .. } => Some((
+                Duration::from_secs(self.cfg.torchscript_seconds),
+                self.cfg.state.clone(),
+                module.clone(),
+                what.to_string(),
+            )),
+            _ => None,
+        })
+    }
+
+    /// Runs `work` on `model` within its time limit.
+    fn limited<T>(&self, model: &ModelSpec, what: &str, work: impl FnOnce() -> T) -> T {
+        self.limit(model, what).run(work)
     }
 
     /// The hospital's name.
@@ -562,16 +612,26 @@ impl Node {
                         .into(),
                 );
             }
+            if let ModelSpec::Torchscript { module, .. } = &valid.model {
+                if let Some(what) = self.stopped.get(module) {
+                    return Err(format!(
+                        "this worker stopped its TorchScript module (code sha256 {module}) once \
+                         for running past torchscript_seconds ({what}); it will not run it again"
+                    ));
+                }
+            }
             // Loaded once here (its operators and tensors were checked by validate, before any
             // load), so that a module whose parameters are not the ones it declares is declined
-            // now.
+            // now. Loading runs its code (__setstate__): within the limit too.
             let start = fedchain_models::init_params(&valid.model, spec.seed);
-            fedchain_models::Model::for_job(
-                &valid.model,
-                &spec.torchscript_module,
-                &start,
-                tch::Device::Cpu,
-            )
+            self.limited(&valid.model, "loading the module", || {
+                fedchain_models::Model::for_job(
+                    &valid.model,
+                    &spec.torchscript_module,
+                    &start,
+                    tch::Device::Cpu,
+                )
+            })
             .map_err(|e| format!("its TorchScript module: {e}"))?;
         }
         let schema_pb = spec.schema.clone().unwrap_or_default();
@@ -776,16 +836,22 @@ impl Node {
                 seed: plan.training_seed,
                 ..TrainConfig::default()
             };
+            let limit = self.limit(
+                &model_spec,
+                &format!("job {}, round {}: training", t.job, t.round),
+            );
             let data = self.scaled(t.job, &t.statistics)?;
             let update = tokio::task::block_in_place(|| {
-                local_round(
-                    &model_spec,
-                    &spec.torchscript_module,
-                    &global,
-                    data,
-                    &config,
-                    device,
-                )
+                limit.run(|| {
+                    local_round(
+                        &model_spec,
+                        &spec.torchscript_module,
+                        &global,
+                        data,
+                        &config,
+                        device,
+                    )
+                })
             })
             .map_err(|e| format!("local training failed: {e}"))?;
             let what = format!(
@@ -1095,9 +1161,13 @@ impl Node {
         let params = check_model(&e.inline, &e.model, &model_spec)?;
         let model = ModelDigest::of(&params).0;
         let device = self.device;
+        let limit = self.limit(
+            &model_spec,
+            &format!("job {}, round {}: evaluating", e.job, e.round),
+        );
         let data = self.scaled(e.job, &e.statistics)?;
         let m = tokio::task::block_in_place(|| {
-            evaluate_global(&model_spec, &module, &params, data, device)
+            limit.run(|| evaluate_global(&model_spec, &module, &params, data, device))
         })
         .map_err(|err| format!("evaluation failed: {err}"))?;
         let (rows, signed) = crate::report(&m);

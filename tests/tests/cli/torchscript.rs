@@ -58,8 +58,21 @@ class Views(nn.Module):
     def forward(self, x):
         return self.fc(x) * self.tail.sum() + self.c.sum() + self.column.sum()
 
+class LoopsWhenTraining(nn.Module):
+    # Answers a forward pass in eval mode (the researcher's check at submit), loops in training.
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(30, 1)
+    def forward(self, x):
+        y = self.fc(x)
+        if self.training:
+            while bool(y.sum() > -1.0e30):
+                y = y * 1.0
+        return y
+
 mlp = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
 modules = {
+    "loops": torch.jit.script(LoopsWhenTraining()),
     "views_scripted": torch.jit.script(Views()),
     "views_traced": torch.jit.trace(Views(), torch.zeros(2, 30)),
     "digits": torch.jit.script(DigitsNet()),
@@ -494,4 +507,88 @@ fn the_built_in_mlp_restated_in_torchscript_trains_to_the_same_figures() {
         (built_in - restated).abs() < 0.01,
         "built-in {built_in}, TorchScript {restated}"
     );
+}
+
+/// A module that loops when it trains, in real processes: each worker stops it after its
+/// `torchscript_seconds`, records its code digest and exits with status 3, saying why; started
+/// again, the worker refuses to run it. Nothing else of the job is lost: its records replay.
+#[test]
+fn a_module_that_loops_stops_the_worker_once_and_is_refused_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_modules(dir);
+    let mut cl = fedchain_tests::start_with(dir, &[]);
+    let layout = fedchain_tests::Layout::new(dir);
+    let url = cl.url.clone();
+    let config = |h: &str| {
+        let mut c = layout.worker_config(h, &url);
+        c.torchscript_seconds = 2;
+        layout.write_toml(&format!("{h}.toml"), &c)
+    };
+    let mut workers = Vec::new();
+    for h in fedchain_tests::HOSPITALS {
+        let cfg = config(h);
+        workers.push(fedchain_tests::spawn(
+            &["worker", "--config", s(&cfg)],
+            &layout.log(h),
+        ));
+    }
+    std::fs::write(
+        dir.join("job.toml"),
+        "dataset = \"breast-cancer\"\nmodel = { torchscript = \"loops.pt\" }\nrounds = 1\n",
+    )
+    .unwrap();
+    let alice = layout.alice();
+    let submitted = json(&fedchain(&fedchain_tests::as_party(
+        &["job", "submit", s(&dir.join("job.toml")), "--json"],
+        &url,
+        s(&alice),
+    )));
+    assert_eq!(submitted["job"], 1);
+    let inspected = json(&fedchain(&[
+        "model",
+        "inspect",
+        s(&dir.join("loops.pt")),
+        "--json",
+    ]));
+    let digest = inspected["code_sha256"].as_str().unwrap().to_string();
+
+    // Round 0 pools statistics (no module runs); round 1 trains, and loops.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = workers[0].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "h1 did not stop its module:\n{}",
+            fedchain_tests::logs(dir)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(3), "{}", fedchain_tests::logs(dir));
+    let log = std::fs::read_to_string(layout.log("h1")).unwrap();
+    assert!(
+        log.contains("job 1, round 1: training") && log.contains("more than 2 s"),
+        "{log}"
+    );
+    let stopped = std::fs::read_to_string(dir.join("state-h1/stopped-modules.txt")).unwrap();
+    assert!(stopped.starts_with(&digest), "{stopped}");
+
+    // Started again, it refuses the module rather than run it again.
+    let again = fedchain_tests::spawn(
+        &["worker", "--config", s(&config("h1"))],
+        &layout.log("h1-again"),
+    );
+    cl.procs.0.push(again);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(layout.log("h1-again")).unwrap_or_default();
+        if log.contains("will not run it again") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    cl.procs.0.extend(workers);
 }
