@@ -161,6 +161,8 @@ struct JobReplay {
     evaluating: Option<(u64, Vec<Hash>)>,
     /// The hospitals' evaluations of that model, by hospital.
     evaluated: BTreeMap<String, protocol::Evaluation>,
+    /// Per hospital, its declines recorded so far and the latest reason.
+    declines: BTreeMap<String, (u32, String)>,
 }
 
 fn short(h: &Hash) -> String {
@@ -313,6 +315,7 @@ impl Replayer<'_> {
                         last_finalized: None,
                         evaluating: None,
                         evaluated: BTreeMap::new(),
+                        declines: BTreeMap::new(),
                     },
                 );
             }
@@ -476,6 +479,7 @@ impl Replayer<'_> {
         }
         let j = &self.jobs[&job];
         let (want_spec, enrolled) = (j.spec, j.members.iter().any(|m| m.name == hospital));
+        let (finished, earlier) = (j.finished, j.declines.get(&hospital).cloned());
         let message = Body::decline_message(job, &spec, &hospital, &reason);
         let trusted = self.hospitals.get(&hospital).map(|t| t.identity);
         let signed = trusted.is_some_and(|key| signature_verifies(&key, &message, &signature));
@@ -497,6 +501,27 @@ impl Replayer<'_> {
                 "a decline names the job's spec",
                 short(&want_spec),
                 short(&spec),
+            ))
+        } else if finished {
+            Some((
+                "no record after JobFinished",
+                "none".to_string(),
+                format!("a decline by {hospital}"),
+            ))
+        } else if earlier.as_ref().is_some_and(|(_, r)| *r == reason) {
+            Some((
+                "a decline is recorded once per reason",
+                "another reason".to_string(),
+                format!("{hospital}'s previous reason again"),
+            ))
+        } else if earlier
+            .as_ref()
+            .is_some_and(|(n, _)| *n >= protocol::MAX_DECLINES)
+        {
+            Some((
+                "a hospital's declines of a job are few",
+                format!("at most {}", protocol::MAX_DECLINES),
+                format!("a decline by {hospital} after that"),
             ))
         } else if enrolled {
             Some((
@@ -520,7 +545,13 @@ impl Replayer<'_> {
             Some((check, expected, found)) => {
                 self.bad(job, None, Some(index), check, expected, found)
             }
-            None => self.report.declined += 1,
+            None => {
+                self.report.declined += 1;
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    let d = j.declines.entry(hospital).or_insert((0, String::new()));
+                    *d = (d.0 + 1, reason);
+                }
+            }
         }
     }
 

@@ -608,7 +608,9 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
                 }
                 println(format!(
                     "hospital {} declined the job: {} (record {})",
-                    line.hospital, line.reason, line.record
+                    printable(&line.hospital),
+                    printable(&line.reason),
+                    line.record
                 ));
                 out.declined.push(line);
             }
@@ -619,6 +621,20 @@ pub async fn watch(ch: Channel, id: u64, mode: u8) -> Result<Watched> {
         b.finish_and_clear();
     }
     Ok(out)
+}
+
+/// `text` (another party's words) with its control characters escaped, so that it cannot move
+/// the cursor or recolour the researcher's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// How long `job watch` keeps trying to reach a coordinator that went away.
@@ -858,7 +874,9 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                     for d in &s.declined {
                         println!(
                             "  declined by {}: {} (record {})",
-                            d.hospital, d.reason, d.record_index
+                            printable(&d.hospital),
+                            printable(&d.reason),
+                            d.record_index
                         );
                     }
                 }

@@ -299,9 +299,7 @@ pub struct Declined {
     pub count: u32,
 }
 
-/// Most declines recorded per hospital and job: the same reason is recorded once, and a hospital
-/// whose reason keeps changing cannot grow the ledger without bound.
-pub const MAX_DECLINES: u32 = 3;
+pub use fedchain_protocol::MAX_DECLINES;
 
 /// A hospital's request to enroll. The caller checked its certificate and that `identity` is
 /// the identity key the consortium provisioned for it.

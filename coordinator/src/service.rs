@@ -813,11 +813,28 @@ impl Shared {
             Outcome::MinorFailure,
             Body::RequestRejected {
                 request,
-                reason: status.message().to_string(),
+                reason: recorded_reason(status.message()),
             },
         );
         let _ = self.append(st, vec![e]);
         status
+    }
+}
+
+/// The most of a refusal's message a record keeps (bytes): a refused request's message may repeat
+/// what the caller sent.
+const MAX_RECORDED_REASON: usize = 2000;
+
+/// `message`, cut to [`MAX_RECORDED_REASON`] bytes at a character boundary.
+fn recorded_reason(message: &str) -> String {
+    let mut end = message.len().min(MAX_RECORDED_REASON);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < message.len() {
+        format!("{}…", &message[..end])
+    } else {
+        message.to_string()
     }
 }
 

@@ -24,6 +24,25 @@ pub const MAX_MEMO: usize = 1 << 20;
 /// Most values on the machine's stack at once (a module's pickle holds a few per tensor).
 const MAX_STACK: usize = 1 << 20;
 
+/// Most dimensions of a tensor (PyTorch's own limit is 64): bounds the work of each rebuild.
+pub const MAX_DIMS: usize = 64;
+
+/// Longest storage key: `torch.jit.save` writes decimal numbers.
+const MAX_KEY: usize = 64;
+
+/// What of an attacker's text an error message repeats (characters).
+const QUOTED: usize = 80;
+
+/// `text`, cut to [`QUOTED`] characters for an error message.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(QUOTED).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
 /// One storage record a pickle names: its element type and count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Storage {
@@ -45,7 +64,7 @@ enum V {
     /// A list, dictionary, object or device: their contents never become a tensor's storage,
     /// size or stride.
     Opaque,
-    /// A tensor over a storage of `numel` elements of `itemsize` bytes.
+    /// A tensor over a storage of `numel` elements.
     Tensor {
         numel: i64,
     },
@@ -98,9 +117,9 @@ fn storage_type(class: &str) -> Option<i64> {
 /// Runs the pickle `bytes` (named `name` in errors) as libtorch would, checking every storage and
 /// tensor it builds. `record_len` gives the byte length of the storage record a key names (`None`
 /// when there is no such record); pickles whose tensors libtorch does not load (debug
-/// information) pass a function that always answers `None`, so any tensor in them is refused.
-/// `storages` collects each key's type and count, which must agree across an archive's pickles
-/// (libtorch may share one storage between them).
+/// information) pass a function that always answers `None`, so any tensor with elements in them
+/// is refused. `storages` collects each key's type and count, which must agree wherever the pickle
+/// names the key.
 pub fn check_pickle(
     name: &str,
     bytes: &[u8],
@@ -372,14 +391,18 @@ impl Machine<'_> {
             ("torch", storage) => {
                 // libtorch pushes the element type's number itself, not a table entry.
                 let t = storage_type(storage).ok_or_else(|| {
-                    self.err(format!("global torch.{storage}, which is not a storage type a module's tensors may have"))
+                    self.err(format!(
+                        "global torch.{}, which is not a storage type a module's tensors may have",
+                        quoted(storage)
+                    ))
                 })?;
                 return self.push(V::Int(t));
             }
             (m, _) if m == "__torch__" || m.starts_with("__torch__.") => Global::Object,
             _ => {
                 return Err(self.err(format!(
-                    "global {module}.{class}, which torch.jit.save does not write for a module"
+                    "global {}, which torch.jit.save does not write for a module",
+                    quoted(&format!("{module}.{class}"))
                 )))
             }
         };
@@ -432,6 +455,10 @@ impl Machine<'_> {
         };
         let ints = |v: &V, what: &str| -> Result<Vec<i64>, String> {
             match v {
+                V::Tuple(items) if items.len() > MAX_DIMS => Err(self.err(format!(
+                    "a tensor of {} {what}; at most {MAX_DIMS} dimensions are read",
+                    items.len()
+                ))),
                 V::Tuple(items) => items
                     .iter()
                     .map(|i| match i {
@@ -500,7 +527,21 @@ impl Machine<'_> {
             );
         };
         if &**tag != "storage" || t.len() != 5 {
-            return Err(self.err(format!("a persistent id {tag:?}; only storages are read")));
+            return Err(self.err(format!(
+                "a persistent id {}; only storages are read",
+                quoted(tag)
+            )));
+        }
+        // Keys as torch.jit.save writes them: libtorch looks the record up by the key's bytes up
+        // to a NUL, so anything else could name one record here and another there.
+        if key.is_empty()
+            || key.len() > MAX_KEY
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(self.err(format!(
+                "a storage key {}; keys are letters, digits and _ (at most {MAX_KEY})",
+                quoted(key)
+            )));
         }
         let size = itemsize(*scalar_type).ok_or_else(|| {
             self.err(format!(
@@ -512,7 +553,7 @@ impl Machine<'_> {
             .strip_prefix("cuda:")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
         if !(device == "cpu" || device == "cuda" || cuda_n) {
-            return Err(self.err(format!("a storage on device {device:?}")));
+            return Err(self.err(format!("a storage on device {}", quoted(device))));
         }
         if *numel < 0 {
             return Err(self.err(format!("a storage of {numel} elements")));
@@ -763,6 +804,18 @@ mod tests {
                 "QInt8Storage",
             ),
             (P::new().op(b'a').op(b'.').0, "opcode 0x61"),
+            (
+                P::module(|p| p.tensor("0\0", 6, 0, &[6], &[1])),
+                "storage key",
+            ),
+            (
+                P::module(|p| p.tensor("../0", 6, 0, &[6], &[1])),
+                "storage key",
+            ),
+            (
+                P::module(|p| p.tensor("0", 0, 0, &[1; 65], &[1; 65])),
+                "at most 64 dimensions",
+            ),
             (vec![0x80, 4, b'.'], "protocol 2"),
             (P::new().op(b'N').0, "ends in the middle"),
             (

@@ -267,6 +267,15 @@ impl TorchScriptCode {
         let mut names = std::collections::HashSet::new();
         for i in 0..zip.len() {
             let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+            // libtorch finds records by their raw bytes up to a NUL; this reader decodes names
+            // (as UTF-8 or CP437). Printable ASCII, as torch.jit.save writes, reads the same in
+            // both.
+            if !entry.name_raw().iter().all(|b| (0x20..0x7f).contains(b)) {
+                return Err(bad(format!(
+                    "an entry's name {:?} is not printable ASCII",
+                    String::from_utf8_lossy(&entry.name_raw()[..entry.name_raw().len().min(100)])
+                )));
+            }
             let name = entry.name().to_owned();
             let Some((folder, rest)) = name.split_once('/') else {
                 return Err(bad(format!("{name:?} is outside the archive's folder")));
@@ -971,6 +980,14 @@ class Net(Module):
             (
                 vec![("m/code/a.py", fine), ("m/model.json", "{}")],
                 "model.json",
+            ),
+            (
+                vec![("m/code/a.py", fine), ("m/data/\u{e9}", "x")],
+                "not printable ASCII",
+            ),
+            (
+                vec![("m/code/a.py", fine), ("m/data/0\0", "x")],
+                "not printable ASCII",
             ),
         ] {
             let e = TorchScriptCode::read(&archive(&entries))

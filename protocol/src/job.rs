@@ -10,6 +10,11 @@ use fedchain_proto::limits;
 use fedchain_proto::v1::{dataset_schema, JobSpec};
 use prost::Message;
 
+/// Most declines of one job a hospital may have on the ledger: the same reason is recorded once,
+/// and a hospital whose reason keeps changing cannot grow the ledger without bound. The
+/// coordinator records no more; replay refuses a ledger that holds more.
+pub const MAX_DECLINES: u32 = 3;
+
 /// Most training rows one hospital may declare (the packing slots grow with the total).
 pub const MAX_DECLARED_SAMPLES: u64 = 1 << 30;
 /// Most rounds a job may ask for.

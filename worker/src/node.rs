@@ -43,7 +43,7 @@ use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_crypto::quantize::Rounding;
 use fedchain_crypto::threshold::partial_decrypt;
 use fedchain_datasets::{
-    load_csv, train_test_split, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
+    load_csv, train_test_split, DataError, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
 };
 use fedchain_ledger::note::{NoteSigner, Witness};
 use fedchain_ledger::record::{Body, MAX_DECLINE_REASON};
@@ -270,6 +270,23 @@ struct Fit {
     schema: Schema,
     train_raw: Dataset,
     test_raw: Dataset,
+}
+
+/// What a decline may say of why this hospital's data does not fit a job: the columns of the job's
+/// own schema, never a cell's value, the file's header or path, or a row's number.
+fn public_reason(e: &DataError) -> String {
+    match e {
+        DataError::MissingColumn { column, .. } => format!("no column {column:?}"),
+        DataError::DuplicateColumn { column, .. } => format!("column {column:?} appears twice"),
+        DataError::NotNumeric { column, .. } | DataError::NotFinite { column, .. } => {
+            format!("column {column:?} holds values that are not finite numbers")
+        }
+        DataError::BadLabel {
+            column, expected, ..
+        } => format!("column {column:?} holds labels outside the task's (expected {expected})"),
+        DataError::Empty { .. } | DataError::NoRows { .. } => "no data rows".into(),
+        _ => "the data cannot be read as the job's schema asks (see the hospital's log)".into(),
+    }
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary.
@@ -640,10 +657,18 @@ impl Node {
             target: schema_pb.target.clone(),
             task: valid.task,
         };
-        let rows = load_csv(&self.cfg.data, &schema)
-            .map_err(|e| format!("my data does not fit its schema: {e}"))?;
+        // The full error stays in this hospital's log; the decline, which the ledger keeps and the
+        // researcher reads, says only what the job's own schema names (never a cell, the header
+        // or the file's path).
+        let rows = load_csv(&self.cfg.data, &schema).map_err(|e| {
+            self.log(&format!("the job's schema against my data: {e}"));
+            format!("my data does not fit its schema: {}", public_reason(&e))
+        })?;
         let (train_raw, test_raw) = train_test_split(&rows, self.cfg.test_fraction, spec.seed)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                self.log(&format!("splitting my rows: {e}"));
+                "my rows cannot be split into training and held-out rows".to_string()
+            })?;
         Ok(Fit {
             valid,
             schema,
@@ -1356,6 +1381,28 @@ mod tests {
         cfg.policy.validate().unwrap();
         assert_eq!(cfg.policy.researchers, Some(vec!["alice".to_string()]));
         assert_eq!(cfg.policy.min_participants, 3);
+    }
+
+    #[test]
+    fn a_decline_names_the_schemas_columns_never_a_cell_or_the_header() {
+        let cell = DataError::NotNumeric {
+            source_name: "/secret/path/patients.csv".into(),
+            line: 17,
+            column: "age".into(),
+            value: "Jane Doe".into(),
+        };
+        let missing = DataError::MissingColumn {
+            source_name: "/secret/path/patients.csv".into(),
+            column: "age".into(),
+            available: "name,diagnosis".into(),
+        };
+        for e in [cell, missing] {
+            let said = public_reason(&e);
+            assert!(said.contains("\"age\""), "{said}");
+            for secret in ["Jane", "secret", "diagnosis", "17"] {
+                assert!(!said.contains(secret), "{said}");
+            }
+        }
     }
 
     #[test]

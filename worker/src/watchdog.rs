@@ -4,9 +4,11 @@
 //! `while`). So a module that runs past the hospital's limit (`torchscript_seconds` in
 //! `worker.toml`) stops the worker: the module's code digest is first written, fsynced, to
 //! [`STOPPED_FILE`] in the worker's state folder, then the process exits with [`EXIT_STOPPED`].
-//! The restarted worker refuses every job that runs that code, so the module costs the hospital
-//! one limit's worth of computing, once. (A child process that could be killed would keep the
-//! worker running; that needs a sandbox, which fedchain does not have yet.)
+//! The restarted worker refuses every job that runs that code, so a module costs the hospital one
+//! limit's worth of computing and a restart. Only that code: a researcher who changes it gets a
+//! new digest, and the hospital's `[policy] researchers` is how it stops taking their jobs. (A
+//! child process that could be killed would keep the worker running; that needs a sandbox, which
+//! fedchain does not have yet.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,7 +92,10 @@ pub fn within_limit<T>(
                                    module by hand before starting it again."),
             }
         );
-            std::process::exit(EXIT_STOPPED);
+            // Not std::process::exit: its atexit handlers and libtorch's static destructors would run
+            // while the module still runs on another thread. The record is fsynced, stderr unbuffered.
+            // SAFETY: _exit ends the process at once; it touches no memory of this one.
+            unsafe { libc::_exit(EXIT_STOPPED) }
         });
     let out = work();
     let _ = done.send(());

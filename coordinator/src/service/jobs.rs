@@ -86,6 +86,9 @@ impl Shared {
         let broken = |i: u64, what: String| {
             ServiceError::Folder(format!("cannot resume from the ledger: record {i}: {what}"))
         };
+        // Jobs whose spec this coordinator's checks now refuse (they became stricter since the
+        // job was recorded): left as the ledger has them rather than stopping every other job.
+        let mut refused = BTreeSet::new();
         for i in 0..st.store.len() {
             let (record, _) = st.store.record(i)?;
             let t = record.time_ms;
@@ -103,13 +106,24 @@ impl Shared {
                     .ok_or_else(|| broken(i, "the job spec blob is missing".into()))?;
                 let spec = pb::JobSpec::decode(bytes.as_slice())
                     .map_err(|e| broken(i, format!("job spec: {e}")))?;
-                let valid = protocol::validate(&spec).map_err(|e| broken(i, e.to_string()))?;
+                let valid = match protocol::validate(&spec) {
+                    Ok(valid) => valid,
+                    Err(e) => {
+                        eprintln!(
+                            "fedchain coordinator: job {job} (record {i}) is not resumed: its spec \
+                             no longer passes this coordinator's checks ({e}); its records stay \
+                             on the ledger and nothing more is accepted for it"
+                        );
+                        refused.insert(*job);
+                        continue;
+                    }
+                };
                 let deadline = t + self.config.enroll_seconds * 1000;
                 let j = Job::new(*job, valid, researcher.clone(), i, deadline);
                 st.jobs.insert(*job, j);
                 continue;
             }
-            let Some(job) = record.body.job() else {
+            let Some(job) = record.body.job().filter(|j| !refused.contains(j)) else {
                 continue;
             };
             let blob = match &record.body {
@@ -402,10 +416,12 @@ pub(super) fn progress(job: &Job) -> Option<pb::RoundProgress> {
     })
 }
 
-/// The hospitals that declined `job`, and why, sorted by hospital.
+/// The hospitals that declined `job` and did not enroll since, and why, sorted by hospital.
 pub(super) fn declined(job: &Job) -> Vec<pb::Declined> {
+    // A hospital that declined and then enrolled takes part: its decline no longer stands.
     job.declined
         .iter()
+        .filter(|(h, _)| !job.answers.contains_key(*h))
         .map(|(h, d)| pb::Declined {
             hospital: h.clone(),
             reason: d.reason.clone(),
