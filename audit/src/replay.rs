@@ -449,13 +449,7 @@ impl Replayer<'_> {
                     }
                 }
             }
-            Body::JobDeclined {
-                job,
-                spec,
-                hospital,
-                reason,
-                signature,
-            } => self.declined(index, actor, job, spec, hospital, reason, signature),
+            body @ Body::JobDeclined { .. } => self.declined(index, actor, &body),
             Body::RequestRejected { .. } => {}
         }
     }
@@ -463,26 +457,30 @@ impl Replayer<'_> {
     /// A hospital's decline: by that hospital (the record's actor and its signature with its
     /// trusted key), of the job's spec as submitted, while it is not enrolled in the job, with a
     /// reason of at most `MAX_DECLINE_REASON` bytes.
-    #[allow(clippy::too_many_arguments)]
-    fn declined(
-        &mut self,
-        index: u64,
-        actor: &Actor,
-        job: u64,
-        spec: Hash,
-        hospital: String,
-        reason: String,
-        signature: [u8; 64],
-    ) {
+    fn declined(&mut self, index: u64, actor: &Actor, body: &Body) {
+        let Body::JobDeclined {
+            job,
+            spec,
+            hospital,
+            reason,
+            ..
+        } = body
+        else {
+            return;
+        };
+        let (job, spec, hospital, reason) = (*job, *spec, hospital.clone(), reason.clone());
         if !self.known_job(index, job, 0) {
             return;
         }
         let j = &self.jobs[&job];
         let (want_spec, enrolled) = (j.spec, j.members.iter().any(|m| m.name == hospital));
         let (finished, earlier) = (j.finished, j.declines.get(&hospital).cloned());
-        let message = Body::decline_message(job, &spec, &hospital, &reason);
         let trusted = self.hospitals.get(&hospital).map(|t| t.identity);
-        let signed = trusted.is_some_and(|key| signature_verifies(&key, &message, &signature));
+        let signed = body
+            .hospital_signature()
+            .is_some_and(|(_, message, signature)| {
+                trusted.is_some_and(|key| signature_verifies(&key, &message, signature))
+            });
         let by = actor.role == Role::Hospital && actor.id == hospital;
         let problem = if !signed {
             Some((

@@ -3,37 +3,27 @@
 //! enrolled hospital, repeated, beyond the limit, after the job's end. Each is reported where it
 //! is; honest declines count.
 
+mod support;
 use std::collections::BTreeMap;
 
 use fedchain_audit::replay;
 use fedchain_consortium::folder::EnrolledHospital;
 use fedchain_crypto::keys::deal;
 use fedchain_ledger::note::NoteSigner;
-use fedchain_ledger::record::{Actor, Body, JobStatus, Outcome, Role};
+use fedchain_ledger::record::{Body, JobStatus, Role};
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_ledger::Hash;
 use fedchain_model_core::ModelSpec;
 use fedchain_proto::v1 as pb;
 use prost::Message;
 use rand::SeedableRng;
+use support::entry;
 
 const HOSPITALS: [&str; 3] = ["h1", "h2", "h3"];
 
 fn key(h: &str) -> NoteSigner {
     let i = HOSPITALS.iter().position(|x| *x == h).unwrap();
     NoteSigner::new(h, [70 + i as u8; 32]).unwrap()
-}
-
-fn entry(id: &str, role: Role, body: Body) -> Entry {
-    Entry {
-        time_ms: 1_700_000_000_000,
-        actor: Actor {
-            id: id.into(),
-            role,
-        },
-        outcome: Outcome::Success,
-        body,
-    }
 }
 
 fn spec() -> pb::JobSpec {

@@ -3,6 +3,7 @@
 //! with real signatures: `mirror` copies what verifies and refuses what a dishonest coordinator
 //! could serve, and `verify_release` accepts the model the hospitals committed to and nothing else.
 
+mod support;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -11,8 +12,8 @@ use fedchain_audit::{mirror, verify_preprocessing, verify_release, AuditError};
 use fedchain_datasets::{Standardizer, TaskKind};
 use fedchain_ledger::credits::{Account, Movement};
 use fedchain_ledger::note::{self, NoteSigner};
-use fedchain_ledger::record::{Actor, Body, Outcome, Role};
-use fedchain_ledger::store::{Entry, Store};
+use fedchain_ledger::record::{Body, Role};
+use fedchain_ledger::store::Store;
 use fedchain_ledger::verify::{verify, Trust};
 use fedchain_ledger::Hash;
 use fedchain_model_core::{init_params, ModelDigest, ModelFile, ModelSpec, Preprocessing};
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use pb::ledger_service_client::LedgerServiceClient;
 use pb::ledger_service_server::{LedgerService, LedgerServiceServer};
 use prost::Message;
+use support::entry;
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 use tonic::{Request, Response, Status};
@@ -43,18 +45,6 @@ fn trust(quorum: usize) -> Trust {
         witnesses: (0..3).map(|i| hospital_key(i).verifier()).collect(),
         quorum,
         anchors: Vec::new(),
-    }
-}
-
-fn entry(id: &str, role: Role, body: Body) -> Entry {
-    Entry {
-        time_ms: 1_700_000_000_000,
-        actor: Actor {
-            id: id.into(),
-            role,
-        },
-        outcome: Outcome::Success,
-        body,
     }
 }
 

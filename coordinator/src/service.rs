@@ -827,14 +827,11 @@ const MAX_RECORDED_REASON: usize = 2000;
 
 /// `message`, cut to [`MAX_RECORDED_REASON`] bytes at a character boundary.
 fn recorded_reason(message: &str) -> String {
-    let mut end = message.len().min(MAX_RECORDED_REASON);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end < message.len() {
-        format!("{}…", &message[..end])
+    let kept = fedchain_ledger::record::cut_text(message, MAX_RECORDED_REASON);
+    if kept.len() < message.len() {
+        format!("{kept}…")
     } else {
-        message.to_string()
+        kept.to_string()
     }
 }
 

@@ -297,6 +297,16 @@ pub struct Record {
 /// The longest reason a hospital may give for declining a job (bytes).
 pub const MAX_DECLINE_REASON: usize = 2000;
 
+/// `text` cut to at most `max` bytes, at a character boundary: how a record's free text (a
+/// decline's or a refusal's reason) is kept within its limit.
+pub fn cut_text(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The purpose of use of everything fedchain does: healthcare research.
 pub const PURPOSE_RESEARCH: &str = "HRESCH";
 

@@ -46,7 +46,7 @@ use fedchain_datasets::{
     load_csv, train_test_split, DataError, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
 };
 use fedchain_ledger::note::{NoteSigner, Witness};
-use fedchain_ledger::record::{Body, MAX_DECLINE_REASON};
+use fedchain_ledger::record::{cut_text, Body, MAX_DECLINE_REASON};
 use fedchain_ledger::{sha256, Hash};
 use fedchain_models::{
     pick_device, DeviceChoice, ModelDigest, ModelFile, ModelKind, ModelSpec, TrainConfig,
@@ -287,15 +287,6 @@ fn public_reason(e: &DataError) -> String {
         DataError::Empty { .. } | DataError::NoRows { .. } => "no data rows".into(),
         _ => "the data cannot be read as the job's schema asks (see the hospital's log)".into(),
     }
-}
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 struct JobCtx {
@@ -569,7 +560,8 @@ impl Node {
         o: pb::JobOffer,
     ) -> TaskResult {
         let spec = o.spec.ok_or("the offer carries no spec")?;
-        if o.spec_digest.map(|d| d.sha256) != Some(sha256(&spec.encode_to_vec()).to_vec()) {
+        let digest = sha256(&spec.encode_to_vec());
+        if o.spec_digest.map(|d| d.sha256) != Some(digest.to_vec()) {
             return Err("the offer's spec does not match its digest".into());
         }
         let job = o.job;
@@ -577,8 +569,7 @@ impl Node {
             Ok(fit) => self.join(client, job, spec, fit).await,
             Err(reason) => {
                 // Declined on the ledger, signed, so the researcher sees who declined and why.
-                let reason = truncate(&reason, MAX_DECLINE_REASON);
-                let digest = sha256(&spec.encode_to_vec());
+                let reason = cut_text(&reason, MAX_DECLINE_REASON).to_string();
                 let signature = self
                     .identity
                     .sign_message(&Body::decline_message(job, &digest, &self.name, &reason));

@@ -149,6 +149,42 @@ impl Ledger {
     fn blob(&self, digest: &Hash) -> Option<Vec<u8>> {
         self.blobs.iter().find(|b| sha256(b) == *digest).cloned()
     }
+
+    /// A fresh job fed every record of this ledger through `restore`, as the service does after a
+    /// restart (hospital hN's key share is N).
+    fn restored(&self) -> Job {
+        let mut again = Job::new(JOB, spec(1), "ada".into(), 0, 0);
+        for (i, (t, body)) in self.records.iter().enumerate() {
+            if matches!(body, Body::JobSubmitted { .. } | Body::CreditsMoved { .. }) {
+                continue;
+            }
+            let blob = match body {
+                Body::UpdateSubmitted { ciphertexts, .. } => self.blob(ciphertexts),
+                Body::DecryptionShare { share, .. } => self.blob(share),
+                _ => None,
+            };
+            let index = match body {
+                Body::HospitalEnrolled { hospital, .. }
+                | Body::DecryptionShare { hospital, .. } => {
+                    1 + HOSPITALS.iter().position(|(h, _)| h == hospital).unwrap()
+                }
+                _ => 0,
+            };
+            again
+                .restore(i as u64, *t, body, blob.as_deref(), index, &self.env())
+                .unwrap_or_else(|e| panic!("record {i}: {e}"));
+        }
+        again
+    }
+
+    /// A one-round job of researcher ada, submitted and enrolling until `deadline_ms`.
+    fn submitted(&mut self, deadline_ms: u64) -> Job {
+        let valid = spec(1);
+        let w = Job::submission(JOB, &valid, "ada", 1, &self.credits).unwrap();
+        let mut job = Job::new(JOB, valid, "ada".into(), 0, deadline_ms);
+        self.commit(&mut job, w, 1);
+        job
+    }
 }
 
 fn train_task(job: &Job, h: &str) -> RoundPlan {
@@ -406,27 +442,7 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
     assert_eq!(ledger.credits.balance(&Account::Escrow(JOB)), 0);
 
     // Restore: the same records fed to a fresh job give the same job.
-    let mut again = Job::new(JOB, spec(1), "ada".into(), 0, 0);
-    let shares: std::collections::HashMap<&str, usize> = [("h1", 1), ("h2", 2), ("h3", 3)].into();
-    for (i, (t, body)) in ledger.records.iter().enumerate() {
-        if matches!(body, Body::JobSubmitted { .. } | Body::CreditsMoved { .. }) {
-            continue;
-        }
-        let blob = match body {
-            Body::UpdateSubmitted { ciphertexts, .. } => ledger.blob(ciphertexts),
-            Body::DecryptionShare { share, .. } => ledger.blob(share),
-            _ => None,
-        };
-        let index = match body {
-            Body::HospitalEnrolled { hospital, .. } | Body::DecryptionShare { hospital, .. } => {
-                shares[hospital.as_str()]
-            }
-            _ => 0,
-        };
-        again
-            .restore(i as u64, *t, body, blob.as_deref(), index, &ledger.env())
-            .unwrap_or_else(|e| panic!("record {i}: {e}"));
-    }
+    let again = ledger.restored();
     assert_eq!(again.phase, JobPhase::Finished);
     assert_eq!(again.model_digest, job.model_digest);
     assert_eq!(again.stats, job.stats);
@@ -565,10 +581,7 @@ fn enroll(job: &mut Job, ledger: &mut Ledger, h: &str, share_index: usize, now: 
 #[test]
 fn a_signed_decline_is_recorded_once_and_the_job_starts_without_waiting_for_the_deadline() {
     let mut ledger = Ledger::new();
-    let valid = spec(1);
-    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
-    let mut job = Job::new(JOB, valid, "ada".into(), 0, 100_000);
-    ledger.commit(&mut job, w, 1);
+    let mut job = ledger.submitted(100_000);
     enroll(&mut job, &mut ledger, "h1", 1, 2);
     enroll(&mut job, &mut ledger, "h2", 2, 2);
     // Two of three enrolled, the third has not answered: the job waits for it.
@@ -627,35 +640,13 @@ fn a_signed_decline_is_recorded_once_and_the_job_starts_without_waiting_for_the_
     assert_eq!(job.phase, JobPhase::Running);
     assert_eq!(job.round_no, 0);
     // A restart rebuilds the declines from the records.
-    let restored = {
-        let mut again = Job::new(JOB, spec(1), "ada".into(), 0, 100_000);
-        for (i, (t, body)) in ledger.records.iter().enumerate() {
-            let share_index = match body {
-                Body::HospitalEnrolled { hospital, .. } => {
-                    if hospital == "h1" {
-                        1
-                    } else {
-                        2
-                    }
-                }
-                _ => 0,
-            };
-            again
-                .restore(i as u64, *t, body, None, share_index, &ledger.env())
-                .unwrap_or_else(|e| panic!("record {i}: {e}"));
-        }
-        again
-    };
-    assert_eq!(restored.declined, job.declined);
+    assert_eq!(ledger.restored().declined, job.declined);
 }
 
 #[test]
 fn a_job_every_other_hospital_declined_fails_at_once_naming_them() {
     let mut ledger = Ledger::new();
-    let valid = spec(1);
-    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
-    let mut job = Job::new(JOB, valid, "ada".into(), 0, 100_000);
-    ledger.commit(&mut job, w, 1);
+    let mut job = ledger.submitted(100_000);
     enroll(&mut job, &mut ledger, "h1", 1, 2);
     for (h, why) in [
         ("h2", "my data does not fit its schema"),
