@@ -65,6 +65,7 @@ impl DatasetArgs {
             features: self.schema.features.clone(),
             target: target.clone(),
             task,
+            image: None,
         };
         Ok(load_csv(path, &schema)?)
     }

@@ -66,6 +66,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         features: Some(features.clone()),
         target: p.target.clone(),
         task: p.task,
+        image: None,
     };
     let (predictions, metrics, rows, outputs) = match load_csv(&args.csv, &schema) {
         Ok(data) => {

@@ -43,6 +43,7 @@ impl Builtin {
             features: None,
             target: target.to_string(),
             task,
+            image: None,
         }
     }
 

@@ -46,7 +46,10 @@ impl fmt::Display for TaskKind {
     }
 }
 
-/// How to read a CSV file: which columns are features, which is the target, and the task.
+/// How to read a dataset: which columns are features, which is the target, and the task.
+///
+/// For an image dataset ([`Schema::image`] set), the data is a folder of image files with a labels
+/// CSV (`file,<target>`); the features are the channels ([`ImageShape::channel_names`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schema {
     /// Feature columns, in the order the model sees them. `None` means every column except the
@@ -57,6 +60,93 @@ pub struct Schema {
     pub target: String,
     /// The task the target defines.
     pub task: TaskKind,
+    /// The declared shape of every image, for an image dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageShape>,
+}
+
+/// The shape every image of an image dataset has: channels (1 grayscale, 3 RGB), height and width
+/// in pixels. A row of the dataset is one image, channel by channel, each channel row by row (CHW).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageShape {
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    /// Rows of pixels.
+    pub height: usize,
+    /// Columns of pixels.
+    pub width: usize,
+}
+
+/// The longest side an image may declare.
+pub const MAX_IMAGE_SIDE: usize = 8192;
+
+impl ImageShape {
+    /// A checked shape: 1 or 3 channels, sides from 1 to [`MAX_IMAGE_SIDE`].
+    pub fn new(channels: usize, height: usize, width: usize) -> crate::Result<ImageShape> {
+        let shape = ImageShape {
+            channels,
+            height,
+            width,
+        };
+        shape.check()?;
+        Ok(shape)
+    }
+
+    /// Checks a shape built field by field (as deserialized).
+    pub fn check(&self) -> crate::Result<()> {
+        if self.channels != 1 && self.channels != 3 {
+            return Err(crate::DataError::InvalidArgument(format!(
+                "images have 1 channel (grayscale) or 3 (RGB), not {}",
+                self.channels
+            )));
+        }
+        for (what, side) in [("height", self.height), ("width", self.width)] {
+            if !(1..=MAX_IMAGE_SIDE).contains(&side) {
+                return Err(crate::DataError::InvalidArgument(format!(
+                    "image {what} must be between 1 and {MAX_IMAGE_SIDE} pixels, got {side}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pixels per channel.
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Values per image (`channels * height * width`).
+    pub fn len(&self) -> usize {
+        self.channels * self.pixels()
+    }
+
+    /// Never true for a checked shape.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The channels' names, which are an image dataset's features: `gray`, or `red`, `green`,
+    /// `blue`.
+    pub fn channel_names(&self) -> Vec<String> {
+        let names: &[&str] = if self.channels == 3 {
+            &["red", "green", "blue"]
+        } else {
+            &["gray"]
+        };
+        names.iter().map(|n| n.to_string()).collect()
+    }
+}
+
+impl fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.channels == 3 {
+            "RGB"
+        } else {
+            "grayscale"
+        };
+        write!(f, "{}x{} {kind}", self.height, self.width)
+    }
 }
 
 /// A dense, validated table: `len()` rows of `n_features()` finite `f32` features and one finite
@@ -70,6 +160,8 @@ pub struct Dataset {
     pub(crate) feature_names: Vec<String>,
     pub(crate) target_name: String,
     pub(crate) task: TaskKind,
+    /// For an image dataset, the shape of every row; `feature_names` are then its channels.
+    pub(crate) image: Option<ImageShape>,
     /// Row-major, `len * n_features` values.
     pub(crate) features: Vec<f32>,
     pub(crate) targets: Vec<f32>,
@@ -81,7 +173,7 @@ impl Dataset {
         &self.name
     }
 
-    /// Feature column names, in model input order.
+    /// Feature column names, in model input order; for an image dataset, its channels.
     pub fn feature_names(&self) -> &[String] {
         &self.feature_names
     }
@@ -106,9 +198,17 @@ impl Dataset {
         self.targets.is_empty()
     }
 
-    /// Number of features per row.
+    /// Number of features per row (for an image dataset, values per image).
     pub fn n_features(&self) -> usize {
-        self.feature_names.len()
+        match self.image {
+            Some(shape) => shape.len(),
+            None => self.feature_names.len(),
+        }
+    }
+
+    /// The shape of every image, for an image dataset.
+    pub fn image(&self) -> Option<ImageShape> {
+        self.image
     }
 
     /// All features, row-major (`len() * n_features()` values).
@@ -148,6 +248,7 @@ impl Dataset {
             feature_names: self.feature_names.clone(),
             target_name: self.target_name.clone(),
             task: self.task,
+            image: self.image,
             features,
             targets,
         }
@@ -159,6 +260,7 @@ impl Dataset {
             features: Some(self.feature_names.clone()),
             target: self.target_name.clone(),
             task: self.task,
+            image: self.image,
         }
     }
 

@@ -124,6 +124,15 @@ pub enum DataError {
         /// Why, and what to change.
         reason: String,
     },
+    /// An image file that cannot be used as the job declares: not an image, a shape or channel
+    /// count other than declared, pixel data without a decoder, ...
+    #[error("{path}: {problem}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and what is read.
+        problem: String,
+    },
     /// An unknown built-in dataset name.
     #[error("unknown dataset '{0}'; built-in datasets are: breast-cancer, diabetes, digits (or give a CSV file with a schema)")]
     UnknownBuiltin(String),

@@ -16,6 +16,11 @@
 //! - Three real datasets ship inside the crate ([`Builtin`]); their provenance is in
 //!   `datasets/data/PROVENANCE.md`.
 //!
+//! Images come in the same way ([`load_images`]): a folder of PNG, JPEG or DICOM files and a
+//! labels CSV, every file checked against the declared [`ImageShape`], loaded whole or not at all.
+//! An image dataset is a [`Dataset`] whose rows are images (channel planes, CHW) and whose
+//! features are its channels: standardization is per channel.
+//!
 //! This crate knows nothing of models, tensors, encryption or the network.
 #![deny(missing_docs)]
 // `DataError` carries owned context (source, column, cell text) so messages stand alone; that makes
@@ -26,14 +31,19 @@
 mod builtin;
 mod dataset;
 mod error;
+mod images;
 mod loader;
 mod partition;
 mod split;
 mod standardize;
 
 pub use builtin::Builtin;
-pub use dataset::{Dataset, Schema, TaskKind};
+pub use dataset::{Dataset, ImageShape, Schema, TaskKind, MAX_IMAGE_SIDE};
 pub use error::{DataError, Result};
+pub use images::{
+    decode_bytes, decode_file, image_folder, load_image_rows, load_images, write_dicom,
+    write_images, write_png, ImageFormat, FILE_COLUMN, LABELS_FILE, MAX_IMAGE_FILE_BYTES,
+};
 pub use loader::{load_csv, load_rows, parse_csv, Rows};
 pub use partition::{
     partition, write_split, write_split_as, HospitalSummary, Partition, PartitionSummary, Scheme,

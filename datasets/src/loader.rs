@@ -46,7 +46,7 @@ pub fn parse_csv<R: Read>(mut reader: R, source_name: &str, schema: &Schema) -> 
 
 /// Upper bound on `Multiclass::classes`: per-class buffers and histograms are allocated up front,
 /// so an absurd class count in a schema must be rejected rather than exhaust memory.
-const MAX_CLASSES: usize = 1 << 16;
+pub(crate) const MAX_CLASSES: usize = 1 << 16;
 
 fn parse_bytes(bytes: &[u8], source_name: &str, schema: &Schema) -> Result<Dataset> {
     if let TaskKind::Multiclass { classes } = schema.task {
@@ -124,7 +124,100 @@ fn parse_bytes(bytes: &[u8], source_name: &str, schema: &Schema) -> Result<Datas
         task: schema.task,
         features,
         targets,
+        image: None,
     })
+}
+
+/// One row of an image folder's labels CSV.
+pub(crate) struct LabelRow {
+    /// 1-based line in the labels file.
+    pub line: u64,
+    /// The image's file name, as written.
+    pub file: String,
+    /// The label, checked against the task (`None` when the file has no target column and none
+    /// was asked for).
+    pub target: Option<f32>,
+}
+
+/// Reads a labels CSV: the `file_column` and (when `target` is given) the target column, with the
+/// same checks and messages as [`load_csv`]'s.
+pub(crate) fn parse_labels(
+    bytes: &[u8],
+    source_name: &str,
+    file_column: &str,
+    target: Option<(&str, TaskKind)>,
+) -> Result<Vec<LabelRow>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let mut lines = Lines::new(bytes);
+    let mut record = csv::StringRecord::new();
+    if !rdr
+        .read_record(&mut record)
+        .map_err(|e| csv_error(e, source_name, &mut lines))?
+    {
+        return Err(DataError::Empty {
+            source_name: source_name.to_string(),
+        });
+    }
+    let header = read_header(&record, source_name)?;
+    let find = |column: &str| {
+        header
+            .iter()
+            .position(|h| h == column)
+            .ok_or_else(|| DataError::MissingColumn {
+                source_name: source_name.to_string(),
+                column: column.to_string(),
+                available: header.join(", "),
+            })
+    };
+    let file_col = find(file_column)?;
+    let target_col = target
+        .map(|(t, task)| find(t).map(|c| (c, task)))
+        .transpose()?;
+    let mut rows = Vec::new();
+    while rdr
+        .read_record(&mut record)
+        .map_err(|e| csv_error(e, source_name, &mut lines))?
+    {
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+        if record.len() != header.len() {
+            return Err(DataError::RaggedRow {
+                source_name: source_name.to_string(),
+                line,
+                expected: header.len(),
+                found: record.len(),
+            });
+        }
+        let target = match target_col {
+            Some((col, task)) => Some(
+                Cell {
+                    source_name,
+                    line,
+                    column: &header[col],
+                    value: &record[col],
+                }
+                .target(task)?,
+            ),
+            None => None,
+        };
+        rows.push(LabelRow {
+            line,
+            file: record[file_col].to_string(),
+            target,
+        });
+    }
+    if rows.is_empty() {
+        return Err(DataError::NoRows {
+            source_name: source_name.to_string(),
+        });
+    }
+    Ok(rows)
 }
 
 /// Converts a csv crate error (a broken quote, invalid UTF-8, ...) into ours, with the right line.
@@ -275,9 +368,11 @@ fn resolve_columns(
 /// finite; every row has [`Rows::n_features`] values, in the order the model takes them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rows {
-    name: String,
-    feature_names: Vec<String>,
-    features: Vec<f32>,
+    pub(crate) name: String,
+    pub(crate) feature_names: Vec<String>,
+    /// For images: the shape of each row; `feature_names` are then its channels.
+    pub(crate) image: Option<crate::ImageShape>,
+    pub(crate) features: Vec<f32>,
 }
 
 impl Rows {
@@ -293,12 +388,20 @@ impl Rows {
 
     /// Values per row.
     pub fn n_features(&self) -> usize {
-        self.feature_names.len()
+        match self.image {
+            Some(shape) => shape.len(),
+            None => self.feature_names.len(),
+        }
+    }
+
+    /// The shape of every image, for rows that are images.
+    pub fn image(&self) -> Option<crate::ImageShape> {
+        self.image
     }
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.features.len() / self.feature_names.len()
+        self.features.len() / self.n_features().max(1)
     }
 
     /// True when there are no rows (never, for loaded rows).
@@ -371,6 +474,7 @@ pub fn load_rows(path: &Path, features: &[String]) -> Result<Rows> {
         });
     }
     Ok(Rows {
+        image: None,
         name: source_name.to_string(),
         feature_names: feature_cols.iter().map(|&c| header[c].clone()).collect(),
         features: values,
@@ -441,6 +545,12 @@ impl Dataset {
     /// Features (and regression targets) use the shortest text that parses back to the same `f32`,
     /// so [`load_csv`] with [`Dataset::schema`] returns a dataset equal to this one, bit for bit.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
+        if let Some(shape) = self.image {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: a dataset of {shape} images is written as an image folder, not as CSV",
+                self.name
+            )));
+        }
         std::fs::write(path, self.to_csv_string()).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             source,
@@ -489,6 +599,7 @@ mod tests {
             features: Some(vec!["age".into(), "bmi".into()]),
             target: "sick".into(),
             task: TaskKind::Binary,
+            image: None,
         }
     }
 
@@ -540,6 +651,7 @@ mod tests {
             features: None,
             target: "y".into(),
             task: TaskKind::Regression,
+            image: None,
         };
         let ds = parse("b,y,a\n1,2.5,3\n", &schema).unwrap();
         assert_eq!(ds.feature_names(), ["b", "a"]);
@@ -732,6 +844,7 @@ mod tests {
             features: None,
             target: "label".into(),
             task: TaskKind::Multiclass { classes: 10 },
+            image: None,
         };
         let ok = parse("px0,label\n1,0\n2,9\n3,4.0\n", &schema).unwrap();
         assert_eq!(ok.targets(), [0.0, 9.0, 4.0]);
@@ -755,6 +868,7 @@ mod tests {
                 features: None,
                 target: "label".into(),
                 task: TaskKind::Multiclass { classes },
+                image: None,
             };
             let err = parse("a,label\n1,0\n", &schema).unwrap_err();
             assert!(matches!(err, DataError::InvalidArgument(_)), "{err:?}");
@@ -801,6 +915,7 @@ mod tests {
             features: Some(vec!["age".into(), "sick".into()]),
             target: "sick".into(),
             task: TaskKind::Binary,
+            image: None,
         };
         let err = parse("age,sick\n1,0\n", &schema).unwrap_err();
         assert!(matches!(err, DataError::InvalidArgument(_)), "{err:?}");
@@ -828,6 +943,7 @@ mod tests {
                 7.0,
             ],
             targets: vec![2.5, -1e20, std::f32::consts::PI],
+            image: None,
         };
         ds.write_csv(&path).unwrap();
         let back = load_csv(&path, &ds.schema()).unwrap();

@@ -1,6 +1,6 @@
 //! Per-feature standardization with statistics fitted on training rows only.
 
-use crate::dataset::{Dataset, TaskKind};
+use crate::dataset::{Dataset, ImageShape, TaskKind};
 use crate::error::{DataError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -32,13 +32,49 @@ pub struct Standardizer {
     pub stds: Vec<f32>,
     /// Target scaling, present only for regression tasks.
     pub target: Option<TargetScale>,
+    /// For images: the shape of each row. `feature_names` are then the channels, and each mean
+    /// and std applies to every pixel of its channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageShape>,
 }
 
 impl Standardizer {
+    /// The same scaling for rows that are images of `shape` (per channel), or for table rows
+    /// (`None`).
+    pub fn with_image(mut self, shape: Option<ImageShape>) -> Standardizer {
+        self.image = shape;
+        self
+    }
+
+    /// The mean and std index of value `k` of a row.
+    fn stat_index(&self, k: usize) -> usize {
+        match self.image {
+            Some(shape) => (k % shape.len()) / shape.pixels(),
+            None => k % self.means.len(),
+        }
+    }
+
     /// Fits means and population standard deviations on `train` (accumulated in `f64`).
     ///
     /// An empty dataset gives means 0 and stds 1, i.e. the identity.
     pub fn fit(train: &Dataset) -> Standardizer {
+        if let Some(shape) = train.image() {
+            if train.is_empty() {
+                let d = shape.channels;
+                return Standardizer {
+                    feature_names: train.feature_names().to_vec(),
+                    means: vec![0.0; d],
+                    stds: vec![1.0; d],
+                    target: None,
+                    image: Some(shape),
+                }
+                .with_target_of(train);
+            }
+            // Per channel, from the same sums that a job pools under encryption.
+            return Standardizer::from_sums(&FeatureSums::of(train))
+                .expect("a non-empty dataset has sums")
+                .with_image(Some(shape));
+        }
         let d = train.n_features();
         let mut means = Vec::with_capacity(d);
         let mut stds = Vec::with_capacity(d);
@@ -56,7 +92,16 @@ impl Standardizer {
             means,
             stds,
             target,
+            image: None,
         }
+    }
+
+    fn with_target_of(mut self, train: &Dataset) -> Standardizer {
+        self.target = (train.task() == TaskKind::Regression).then(|| {
+            let (mean, std) = mean_std(train.targets().iter().copied());
+            TargetScale { mean, std }
+        });
+        self
     }
 
     /// Returns a standardized copy of `ds`: every feature becomes `(x - mean) / std`, and for a
@@ -75,6 +120,14 @@ impl Standardizer {
                 self.feature_names.join(", ")
             )));
         }
+        if ds.image() != self.image {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: the standardizer was fitted on {}, but the dataset holds {}",
+                ds.name(),
+                describe_rows(self.image),
+                describe_rows(ds.image())
+            )));
+        }
         if self.target.is_some() != (ds.task() == TaskKind::Regression) {
             return Err(DataError::InvalidArgument(format!(
                 "{}: the standardizer was fitted on a {} task, but the dataset is {}",
@@ -88,9 +141,9 @@ impl Standardizer {
             )));
         }
         let mut out = ds.clone();
-        let d = self.means.len();
         for (k, x) in out.features.iter_mut().enumerate() {
-            *x = scale(*x, self.means[k % d], self.stds[k % d]);
+            let j = self.stat_index(k);
+            *x = scale(*x, self.means[j], self.stds[j]);
         }
         if let Some(t) = self.target {
             for y in &mut out.targets {
@@ -112,12 +165,22 @@ impl Standardizer {
                 self.feature_names.join(", ")
             )));
         }
-        let d = self.means.len();
+        if rows.image() != self.image {
+            return Err(DataError::InvalidArgument(format!(
+                "{}: the standardizer was fitted on {}, but these rows are {}",
+                rows.name(),
+                describe_rows(self.image),
+                describe_rows(rows.image())
+            )));
+        }
         Ok(rows
             .features()
             .iter()
             .enumerate()
-            .map(|(k, x)| scale(*x, self.means[k % d], self.stds[k % d]))
+            .map(|(k, x)| {
+                let j = self.stat_index(k);
+                scale(*x, self.means[j], self.stds[j])
+            })
             .collect())
     }
 
@@ -147,6 +210,14 @@ impl Standardizer {
 
     fn check_shape(&self) -> Result<()> {
         let d = self.feature_names.len();
+        if let Some(shape) = self.image {
+            shape.check()?;
+            if shape.channels != d {
+                return Err(DataError::InvalidArgument(format!(
+                    "standardizer for {shape} images has {d} channel names"
+                )));
+            }
+        }
         if self.means.len() != d || self.stds.len() != d {
             return Err(DataError::InvalidArgument(format!(
                 "standardizer has {d} feature names but {} means and {} stds",
@@ -191,9 +262,45 @@ pub struct FeatureSums {
     pub target: Option<(f64, f64)>,
 }
 
+/// "table rows" or "8x8 grayscale images", for messages.
+fn describe_rows(image: Option<ImageShape>) -> String {
+    match image {
+        Some(shape) => format!("{shape} images"),
+        None => "table rows".into(),
+    }
+}
+
 impl FeatureSums {
-    /// The sums of a dataset's rows.
+    /// The sums of a dataset's rows. For images, the features are the channels and each row adds
+    /// the mean (and mean square) of its channel's pixels: every image has the same pixel count,
+    /// so these sums give the pooled per-channel moments exactly as per-pixel sums would.
     pub fn of(ds: &Dataset) -> FeatureSums {
+        if let Some(shape) = ds.image() {
+            let (c, n) = (shape.channels, shape.pixels());
+            let mut sum = vec![0f64; c];
+            let mut sum_sq = vec![0f64; c];
+            for i in 0..ds.len() {
+                for (k, plane) in ds.row(i).chunks_exact(n).enumerate() {
+                    let (s, q) = plane.iter().fold((0f64, 0f64), |(s, q), &x| {
+                        (s + x as f64, q + (x as f64) * (x as f64))
+                    });
+                    sum[k] += s / n as f64;
+                    sum_sq[k] += q / n as f64;
+                }
+            }
+            let target = (ds.task() == TaskKind::Regression).then(|| {
+                ds.targets().iter().fold((0.0, 0.0), |(s, q), &y| {
+                    (s + y as f64, q + (y as f64) * (y as f64))
+                })
+            });
+            return FeatureSums {
+                feature_names: ds.feature_names().to_vec(),
+                n: ds.len() as u64,
+                sum,
+                sum_sq,
+                target,
+            };
+        }
         let d = ds.n_features();
         let mut sum = vec![0f64; d];
         let mut sum_sq = vec![0f64; d];
@@ -305,6 +412,7 @@ impl Standardizer {
                 let (mean, std) = stat(moments[2 * d], moments[2 * d + 1]);
                 TargetScale { mean, std }
             }),
+            image: None,
         })
     }
 }
@@ -338,6 +446,7 @@ impl Standardizer {
                 let (mean, std) = stat(s, q);
                 TargetScale { mean, std }
             }),
+            image: None,
         })
     }
 }
@@ -436,6 +545,7 @@ mod tests {
             features: None,
             target: "y".into(),
             task: TaskKind::Binary,
+            image: None,
         };
         let ds = parse_csv(&b"a,b,y\n0.1,1,0\n0.1,2,1\n0.1,3,0\n"[..], "t", &schema).unwrap();
         let s = Standardizer::fit(&ds);

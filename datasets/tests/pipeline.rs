@@ -91,6 +91,7 @@ fn errors_from_a_real_file_name_the_path_line_and_column() {
         features: None,
         target: "sick".into(),
         task: TaskKind::Binary,
+        image: None,
     };
     let err = load_csv(&path, &schema).unwrap_err();
     assert!(matches!(err, DataError::NotNumeric { line: 4, .. }));
@@ -119,7 +120,7 @@ proptest! {
             Just(TaskKind::Multiclass { classes: 3 }),
         ],
     ) {
-        let schema = Schema { features: None, target: "y".into(), task };
+        let schema = Schema { features: None, target: "y".into(), task, image: None };
         let mut with_header = b"x,y\n".to_vec();
         with_header.extend_from_slice(&bytes);
         for input in [&bytes[..], &with_header[..]] {

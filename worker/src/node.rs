@@ -647,6 +647,7 @@ impl Node {
             features: Some(schema_pb.features.clone()),
             target: schema_pb.target.clone(),
             task: valid.task,
+            image: None,
         };
         // The full error stays in this hospital's log; the decline, which the ledger keeps and the
         // researcher reads, says only what the job's own schema names (never a cell, the header
