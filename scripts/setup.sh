@@ -5,7 +5,8 @@
 #   - system packages: a C/C++ toolchain (libtorch's glue is C++), GMP (for Paillier), Python venv
 #   - .venv with torch==2.11.0 from PyPI (the version tch 0.24.0 requires; the CUDA build, so the
 #     same setup uses the GPU on a hospital's CUDA machine), and .venv/libtorch -> its torch/ folder,
-#     which .cargo/config.toml hands to the build as LIBTORCH; safetensors, for the README's PyTorch lines
+#     which .cargo/config.toml hands to the build as LIBTORCH; safetensors, for the README's PyTorch lines;
+#     pydicom and numpy, test-only: an independent reader of the DICOM files fedchain writes
 #   - protoc is not needed: the proto crate builds with a vendored protoc (protoc-bin-vendored)
 #
 # Environment:
@@ -16,6 +17,8 @@ set -euo pipefail
 
 TORCH_VERSION=2.11.0
 SAFETENSORS_VERSION=0.8.0
+PYDICOM_VERSION=3.0.1
+NUMPY_VERSION=2.3.5
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
@@ -88,6 +91,16 @@ if ! .venv/bin/python -c 'import importlib.metadata as md, sys; sys.exit(md.vers
   .venv/bin/python -m pip install -q --disable-pip-version-check "safetensors==$SAFETENSORS_VERSION" \
     || die "pip could not install safetensors==$SAFETENSORS_VERSION (needs network access to PyPI)"
 fi
+# pydicom (with numpy, which its pixel decoding needs): test-only, an independent reader that
+# cross-checks the DICOM files `fedchain data split --format dicom` writes.
+for pkg in "pydicom==$PYDICOM_VERSION" "numpy==$NUMPY_VERSION"; do
+  if ! .venv/bin/python -c 'import importlib.metadata as md, sys; n, v = sys.argv[1].split("=="); sys.exit(md.version(n) != v)' \
+      "$pkg" >/dev/null 2>&1; then
+    say "installing $pkg into .venv (test-only)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "$pkg" \
+      || die "pip could not install $pkg (needs network access to PyPI)"
+  fi
+done
 torch_dir="$(.venv/bin/python -c 'import importlib.util as u; print(u.find_spec("torch").submodule_search_locations[0])')"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "no libtorch in $torch_dir/lib; remove .venv and re-run"
 if [ "$(readlink .venv/libtorch 2>/dev/null)" != "$torch_dir" ]; then

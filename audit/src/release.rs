@@ -177,6 +177,7 @@ pub async fn verify_preprocessing(
         .map_err(|e| untrusted(format!("job {job}'s spec on the ledger is not valid: {e}")))?;
     let schema = valid.spec.schema.clone().unwrap_or_default();
     if p.scaling.feature_names != schema.features
+        || p.scaling.image != valid.image
         || p.target != schema.target
         || p.task != valid.task
     {

@@ -66,6 +66,7 @@ fn job_spec() -> pb::JobSpec {
             task: Some(pb::dataset_schema::Task::Binary(
                 pb::dataset_schema::Binary {},
             )),
+            image: None,
         }),
         model: Some(pb::ModelSpec {
             canonical_json: model.canonical_json(),

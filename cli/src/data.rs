@@ -3,7 +3,9 @@
 use crate::dataset_args::DatasetArgs;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use fedchain_datasets::{partition, write_split_as, Builtin, Scheme};
+use fedchain_datasets::{
+    partition, write_split_as, write_split_images, Builtin, ImageFormat, Scheme,
+};
 use std::path::PathBuf;
 
 // Parsed once per run; the size of the largest variant does not matter.
@@ -41,6 +43,11 @@ pub enum DataCommand {
         /// Overwrite files in a non-empty output folder.
         #[arg(long)]
         force: bool,
+        /// What each hospital gets: csv (NAME.csv), or png or dicom (a folder NAME/ of image
+        /// files with labels.csv, what a hospital's worker reads images from; for datasets of
+        /// images: digits).
+        #[arg(long, default_value = "csv", value_name = "csv|png|dicom")]
+        format: String,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -64,9 +71,23 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             seed,
             out,
             force,
+            format,
             json,
         } => {
             let scheme = Scheme::parse(&scheme, alpha)?;
+            let images = match format.to_ascii_lowercase().as_str() {
+                "csv" => None,
+                other => {
+                    let f: ImageFormat = other.parse()?;
+                    let Some(shape) = data.dataset.and_then(|b| b.image_shape()) else {
+                        bail!(
+                            "--format {other} writes images, and only the bundled digits are \
+                             images (1x8x8); use --dataset digits, or --format csv"
+                        );
+                    };
+                    Some((f, shape))
+                }
+            };
             let ds = data.load()?;
             if !force && folder_has_files(&out)? {
                 bail!(
@@ -90,7 +111,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 names
             };
             let part = partition(&ds, hospitals, scheme, seed)?;
-            let summary = write_split_as(&ds, &part, &out, &names)?;
+            let summary = match images {
+                None => write_split_as(&ds, &part, &out, &names)?,
+                Some((f, shape)) => write_split_images(&ds, &part, &out, &names, shape, f)?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
@@ -105,9 +129,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 println!("{}", summary.to_table());
                 for h in &summary.hospitals {
                     println!(
-                        "wrote {}: {} rows for hospital {}",
+                        "wrote {}: {} {} for hospital {}",
                         out.join(&h.file).display(),
                         h.rows,
+                        if images.is_some() { "images" } else { "rows" },
                         names[h.hospital - 1]
                     );
                 }

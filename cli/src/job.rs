@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use fedchain_consortium::tls::client_tls_for;
 use fedchain_consortium::TRUST_FILE;
-use fedchain_datasets::{Builtin, TaskKind};
+use fedchain_datasets::{Builtin, ImageShape, TaskKind};
 use fedchain_ledger::verify::Trust;
 use fedchain_models::{ModelKind, ModelSpec};
 use fedchain_proto::limits;
@@ -281,7 +281,23 @@ impl std::fmt::Display for ModelChoice {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaFile {
+    /// `table` (the default: a CSV with these `features`) or `image` (a folder of image files
+    /// of `channels` x `height` x `width`, with a labels CSV).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Table columns, in model input order (not given for images: their features are the
+    /// channels).
+    #[serde(default)]
     pub features: Vec<String>,
+    /// For images: 1 (grayscale) or 3 (RGB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+    /// For images: height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// For images: width in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
     pub target: String,
     /// `binary`, `multiclass` or `regression`.
     pub task: String,
@@ -294,6 +310,7 @@ impl JobFile {
     /// The protobuf spec the coordinator receives.
     pub fn to_spec(&self) -> Result<pb::JobSpec> {
         use pb::dataset_schema::Task;
+        let mut image = None;
         let (features, target, task) = match (&self.dataset, &self.schema) {
             (Some(name), None) => {
                 let b: Builtin = name.parse()?;
@@ -312,7 +329,35 @@ impl JobFile {
                          multiclass with classes = N"
                     ),
                 };
-                (s.features.clone(), s.target.clone(), task)
+                match (
+                    s.kind.as_deref().unwrap_or("table"),
+                    s.channels,
+                    s.height,
+                    s.width,
+                ) {
+                    ("table", None, None, None) => {}
+                    ("table", ..) => bail!(
+                        "schema: channels, height and width describe images; add kind = \"image\""
+                    ),
+                    ("image", Some(c), Some(h), Some(w)) => {
+                        if !s.features.is_empty() {
+                            bail!(
+                                "schema: an image schema lists no features (its features are its \
+                                 channels); remove `features`"
+                            );
+                        }
+                        image = Some(ImageShape::new(c as usize, h as usize, w as usize)?);
+                    }
+                    ("image", ..) => {
+                        bail!("schema: kind = \"image\" needs channels (1 or 3), height and width")
+                    }
+                    (k, ..) => bail!("schema: kind {k:?} is not table or image"),
+                }
+                let features = match image {
+                    Some(shape) => shape.channel_names(),
+                    None => s.features.clone(),
+                };
+                (features, s.target.clone(), task)
             }
             _ => {
                 bail!("the job file needs exactly one of `dataset = \"NAME\"` or a [schema] table")
@@ -323,12 +368,16 @@ impl JobFile {
         let (model, module) = match &self.model {
             ModelChoice::Builtin(name) => {
                 let kind: ModelKind = name.parse()?;
-                (ModelSpec::preset(kind, features.len(), task)?, Vec::new())
+                let spec = match image {
+                    Some(shape) => ModelSpec::preset_images(kind, shape, task)?,
+                    None => ModelSpec::preset(kind, features.len(), task)?,
+                };
+                (spec, Vec::new())
             }
             ModelChoice::Torchscript { torchscript } => {
                 let m = fedchain_models::Model::from_module(
                     torchscript,
-                    features.len(),
+                    image.map_or(features.len(), |s| s.len()),
                     task.outputs(),
                     tch::Device::Cpu,
                 )?;
@@ -350,6 +399,11 @@ impl JobFile {
                 features,
                 target,
                 task: Some(task_pb),
+                image: image.map(|s| pb::ImageShape {
+                    channels: s.channels as u32,
+                    height: s.height as u32,
+                    width: s.width as u32,
+                }),
             }),
             model: Some(pb::ModelSpec {
                 canonical_json: model.canonical_json(),

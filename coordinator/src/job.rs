@@ -897,7 +897,8 @@ impl Job {
         let schema = self.valid.spec.schema.clone().unwrap_or_default();
         let regression = self.valid.task == TaskKind::Regression;
         let scaling = Standardizer::from_moments(&schema.features, regression, &self.stats)
-            .map_err(|e| ModelError::InvalidArgument(format!("the pooled statistics: {e}")))?;
+            .map_err(|e| ModelError::InvalidArgument(format!("the pooled statistics: {e}")))?
+            .with_image(self.valid.image);
         Ok(Preprocessing {
             target: schema.target,
             task: self.valid.task,

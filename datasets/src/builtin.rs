@@ -61,6 +61,18 @@ impl Builtin {
         Ok(ds)
     }
 
+    /// The shape of the images its rows are, for a dataset of images (the digits: 1x8x8).
+    pub fn image_shape(&self) -> Option<crate::ImageShape> {
+        match self {
+            Builtin::Digits => Some(crate::ImageShape {
+                channels: 1,
+                height: 8,
+                width: 8,
+            }),
+            _ => None,
+        }
+    }
+
     /// One line: shape, task and origin.
     pub fn describe(&self) -> &'static str {
         match self {

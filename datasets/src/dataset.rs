@@ -254,6 +254,26 @@ impl Dataset {
         }
     }
 
+    /// The same rows read as images of `shape` (a table of `shape.len()` columns whose values are
+    /// pixels, channel by channel: the bundled digits are 1x8x8). Its features become the
+    /// channels, so scaling is per channel, as for images loaded from files.
+    pub fn as_images(&self, shape: ImageShape) -> crate::Result<Dataset> {
+        shape.check()?;
+        if self.image.is_some() || self.n_features() != shape.len() {
+            return Err(crate::DataError::InvalidArgument(format!(
+                "{}: rows of {} values cannot be read as {shape} images ({} values each)",
+                self.name,
+                self.n_features(),
+                shape.len()
+            )));
+        }
+        Ok(Dataset {
+            feature_names: shape.channel_names(),
+            image: Some(shape),
+            ..self.clone()
+        })
+    }
+
     /// The schema that reads back a CSV written by [`Dataset::write_csv`].
     pub fn schema(&self) -> Schema {
         Schema {

@@ -158,6 +158,20 @@ pub fn load_images(path: &Path, schema: &Schema) -> Result<Dataset> {
     })
 }
 
+/// Loads a hospital's data as `schema` says: an image folder ([`load_images`]) when it declares
+/// images, otherwise a CSV file ([`crate::load_csv`]).
+pub fn load_data(path: &Path, schema: &Schema) -> Result<Dataset> {
+    match schema.image {
+        Some(_) => load_images(path, schema),
+        None if path.is_dir() => Err(DataError::InvalidArgument(format!(
+            "{}: is a folder, but the schema declares a table (CSV file); image data needs a \
+             schema that declares the image shape",
+            path.display()
+        ))),
+        None => crate::load_csv(path, schema),
+    }
+}
+
 /// Images without labels (what a released model is applied to), each of `shape`: the files
 /// [`LABELS_FILE`] lists when the folder has one, otherwise every file in the folder (not its
 /// subfolders, not hidden files, not `.csv` files), in name order. Returns the rows and the file

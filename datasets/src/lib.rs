@@ -41,12 +41,13 @@ pub use builtin::Builtin;
 pub use dataset::{Dataset, ImageShape, Schema, TaskKind, MAX_IMAGE_SIDE};
 pub use error::{DataError, Result};
 pub use images::{
-    decode_bytes, decode_file, image_folder, load_image_rows, load_images, write_dicom,
+    decode_bytes, decode_file, image_folder, load_data, load_image_rows, load_images, write_dicom,
     write_images, write_png, ImageFormat, FILE_COLUMN, LABELS_FILE, MAX_IMAGE_FILE_BYTES,
 };
 pub use loader::{load_csv, load_rows, parse_csv, Rows};
 pub use partition::{
-    partition, write_split, write_split_as, HospitalSummary, Partition, PartitionSummary, Scheme,
+    partition, write_split, write_split_as, write_split_images, HospitalSummary, Partition,
+    PartitionSummary, Scheme,
 };
 pub use split::train_test_split;
 pub use standardize::FeatureSums;

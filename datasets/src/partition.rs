@@ -476,6 +476,46 @@ pub fn write_split_as(
     Ok(summary)
 }
 
+/// As [`write_split_as`], with each hospital's rows written as an image folder
+/// `out_dir/<name>/` (image files and `labels.csv`, see [`crate::write_images`]) instead of a CSV.
+/// The rows must be images of `shape`.
+pub fn write_split_images(
+    ds: &Dataset,
+    partition: &Partition,
+    out_dir: &Path,
+    names: &[String],
+    shape: crate::ImageShape,
+    format: crate::ImageFormat,
+) -> Result<PartitionSummary> {
+    partition.check(ds)?;
+    if names.len() != partition.hospitals.len() {
+        return Err(DataError::InvalidArgument(format!(
+            "{} names for {} hospitals",
+            names.len(),
+            partition.hospitals.len()
+        )));
+    }
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.'))
+    {
+        return Err(DataError::InvalidArgument(format!(
+            "{bad:?} cannot name a hospital's folder"
+        )));
+    }
+    for (part, name) in partition.datasets(ds).iter().zip(names) {
+        crate::write_images(part, shape, format, &out_dir.join(name), name)?;
+    }
+    let mut summary = partition.summary(ds);
+    for (h, name) in summary.hospitals.iter_mut().zip(names) {
+        h.file = format!("{name}/");
+    }
+    let json = serde_json::to_string_pretty(&summary).expect("a summary always serializes");
+    let path = out_dir.join("summary.json");
+    std::fs::write(&path, json + "\n").map_err(|source| DataError::Io { path, source })?;
+    Ok(summary)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

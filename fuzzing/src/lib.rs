@@ -83,6 +83,7 @@ pub fn fixtures() -> &'static Fixtures {
                 task: Some(pb::dataset_schema::Task::Binary(
                     pb::dataset_schema::Binary {},
                 )),
+                image: None,
             }),
             model: Some(pb::ModelSpec {
                 canonical_json: spec.canonical_json(),

@@ -69,8 +69,12 @@ impl ModelFile {
     /// The same model, carrying `p`: its features must be as many as the model takes, and its
     /// task one the model fits.
     pub fn with_preprocessing(mut self, p: Preprocessing) -> Result<ModelFile> {
+        let inputs = match p.scaling.image {
+            Some(shape) => shape.len(),
+            None => p.scaling.feature_names.len(),
+        };
         self.spec
-            .check_fits(p.scaling.feature_names.len(), p.task)
+            .check_fits(inputs, p.task)
             .map_err(|e| ModelError::InvalidArgument(format!("preprocessing: {e}")))?;
         if p.scaling.target.is_some() != (p.task == TaskKind::Regression) {
             return Err(ModelError::InvalidArgument(
@@ -80,9 +84,9 @@ impl ModelFile {
         }
         if let Some(stats) = &p.statistics {
             let regression = p.task == TaskKind::Regression;
-            let derived =
-                Standardizer::from_moments(&p.scaling.feature_names, regression, stats)
-                    .map_err(|e| ModelError::InvalidArgument(format!("preprocessing: {e}")))?;
+            let derived = Standardizer::from_moments(&p.scaling.feature_names, regression, stats)
+                .map_err(|e| ModelError::InvalidArgument(format!("preprocessing: {e}")))?
+                .with_image(p.scaling.image);
             if derived != p.scaling {
                 return Err(ModelError::InvalidArgument(
                     "preprocessing: the scaling is not the one its statistics define".into(),
@@ -278,6 +282,8 @@ mod tests {
             hidden: 16,
             outputs: 10,
             dropout: 0.0,
+            in_channels: 1,
+            pool: None,
         };
         let params = init_params(&spec, 3);
         ModelFile::new(spec, params).unwrap()

@@ -28,5 +28,5 @@ pub use error::{ModelError, Result};
 pub use file::{ModelFile, Preprocessing};
 pub use metrics::Metrics;
 pub use params::{init_params, layout, num_parameters, ModelDigest, ParamInfo};
-pub use spec::{ModelKind, ModelSpec, TensorDecl, MAX_PARAMETERS};
+pub use spec::{cnn_grid, ModelKind, ModelSpec, TensorDecl, CNN_POOL_SIDE, MAX_PARAMETERS};
 pub use torchscript::TorchScriptCode;

@@ -71,14 +71,18 @@ pub fn layout(spec: &ModelSpec) -> Vec<ParamInfo> {
             channels,
             hidden,
             outputs,
+            in_channels,
+            pool,
             ..
         } => {
             let [c1, c2] = *channels;
-            tensors.push(("conv1.weight".into(), vec![c1, 1, 3, 3], 9));
-            tensors.push(("conv1.bias".into(), vec![c1], 9));
+            let c0 = *in_channels;
+            tensors.push(("conv1.weight".into(), vec![c1, c0, 3, 3], c0 * 9));
+            tensors.push(("conv1.bias".into(), vec![c1], c0 * 9));
             tensors.push(("conv2.weight".into(), vec![c2, c1, 3, 3], c1 * 9));
             tensors.push(("conv2.bias".into(), vec![c2], c1 * 9));
-            dense(&mut tensors, "fc", c2 * (height / 2) * (width / 2), *hidden);
+            let [ph, pw] = crate::spec::cnn_grid(*height, *width, *pool);
+            dense(&mut tensors, "fc", c2 * ph * pw, *hidden);
             dense(&mut tensors, "output", *hidden, *outputs);
         }
         ModelSpec::Torchscript { parameters, .. } => {
@@ -325,6 +329,8 @@ mod tests {
                 hidden: 64,
                 outputs: 10,
                 dropout: 0.0,
+                in_channels: 1,
+                pool: None,
             },
         ] {
             let l = layout(&spec);

@@ -32,8 +32,10 @@ pub enum ModelSpec {
         #[serde(default)]
         dropout: f64,
     },
-    /// A small convolutional network for single-channel images (the 8x8 digits): two 3x3
-    /// convolutions with ReLU, 2x2 max pooling, one hidden dense layer, then the output layer.
+    /// A small convolutional network for images (the 8x8 digits, or a hospital's declared shape):
+    /// two 3x3 convolutions with ReLU, 2x2 max pooling, optionally average pooling to a small
+    /// grid (so the dense layer does not grow with the image), one hidden dense layer, then the
+    /// output layer. Its input rows are images channel by channel (CHW).
     Cnn {
         /// Image height in pixels.
         height: usize,
@@ -48,6 +50,14 @@ pub enum ModelSpec {
         /// Dropout probability before the output layer during training (0 disables it).
         #[serde(default)]
         dropout: f64,
+        /// Channels of each input image: 1 (grayscale, the default) or 3 (RGB). Left out of the
+        /// canonical JSON when 1, so specs written before it existed keep their digest.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        in_channels: usize,
+        /// After max pooling, average-pool to this grid (height, width); `None` keeps the max
+        /// pooled grid, as for the 8x8 digits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<[usize; 2]>,
     },
     /// A researcher's own network: a TorchScript module (`torch.jit.script(m).save(...)`, or a
     /// trace), named by the digest of its code ([`crate::TorchScriptCode::digest`]), which saving
@@ -65,6 +75,23 @@ pub enum ModelSpec {
         parameters: Vec<TensorDecl>,
     },
 }
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// The grid a spec's dense layer sees: `pool`, or the max pooled image.
+pub fn cnn_grid(height: usize, width: usize, pool: Option<[usize; 2]>) -> [usize; 2] {
+    pool.unwrap_or([height / 2, width / 2])
+}
+
+/// The side of the grid the image presets average-pool to: larger images keep this many cells
+/// per side, so the dense layer stays the digits' size.
+pub const CNN_POOL_SIDE: usize = 4;
 
 /// A named tensor a TorchScript module declares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,8 +194,38 @@ impl ModelSpec {
                     hidden: 64,
                     outputs,
                     dropout: 0.0,
+                    in_channels: 1,
+                    pool: None,
                 }
             }
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The default architecture of `kind` for images of `shape` (rows are the image's values,
+    /// channel by channel). The CNN takes the shape as declared; images whose max pooled grid is
+    /// larger than [`CNN_POOL_SIDE`] a side are average-pooled to it.
+    pub fn preset_images(
+        kind: ModelKind,
+        shape: fedchain_datasets::ImageShape,
+        task: TaskKind,
+    ) -> Result<ModelSpec> {
+        if kind != ModelKind::Cnn {
+            return ModelSpec::preset(kind, shape.len(), task);
+        }
+        let (h, w) = (shape.height, shape.width);
+        let pool = (h / 2 > CNN_POOL_SIDE || w / 2 > CNN_POOL_SIDE)
+            .then(|| [(h / 2).min(CNN_POOL_SIDE), (w / 2).min(CNN_POOL_SIDE)]);
+        let spec = ModelSpec::Cnn {
+            height: h,
+            width: w,
+            channels: [16, 32],
+            hidden: 64,
+            outputs: task.outputs(),
+            dropout: 0.0,
+            in_channels: shape.channels,
+            pool,
         };
         spec.validate()?;
         Ok(spec)
@@ -190,7 +247,12 @@ impl ModelSpec {
             ModelSpec::LogisticRegression { inputs, .. }
             | ModelSpec::Mlp { inputs, .. }
             | ModelSpec::Torchscript { inputs, .. } => *inputs,
-            ModelSpec::Cnn { height, width, .. } => height * width,
+            ModelSpec::Cnn {
+                height,
+                width,
+                in_channels,
+                ..
+            } => in_channels * height * width,
         }
     }
 
@@ -241,19 +303,48 @@ impl ModelSpec {
                 channels,
                 hidden,
                 dropout,
+                in_channels,
+                pool,
                 ..
             } => {
-                if *height < 2
-                    || *width < 2
-                    || !height.is_multiple_of(2)
-                    || !width.is_multiple_of(2)
+                if *height < 2 || *width < 2 {
+                    return bad(format!(
+                        "cnn images must be at least 2x2 (2x2 pooling), got {height}x{width}"
+                    ));
+                }
+                if *height > fedchain_datasets::MAX_IMAGE_SIDE
+                    || *width > fedchain_datasets::MAX_IMAGE_SIDE
                 {
                     return bad(format!(
-                        "cnn images must be at least 2x2 with even sides (2x2 pooling), got {height}x{width}"
+                        "cnn images have sides of at most {} pixels, got {height}x{width}",
+                        fedchain_datasets::MAX_IMAGE_SIDE
                     ));
+                }
+                if !(1..=64).contains(in_channels) {
+                    return bad(format!(
+                        "cnn input channels must be between 1 and 64, got {in_channels}"
+                    ));
+                }
+                if let Some([ph, pw]) = pool {
+                    if !(1..=height / 2).contains(ph) || !(1..=width / 2).contains(pw) {
+                        return bad(format!(
+                            "cnn pool grid {ph}x{pw} must be at least 1x1 and at most the max \
+                             pooled {}x{}",
+                            height / 2,
+                            width / 2
+                        ));
+                    }
                 }
                 if channels.contains(&0) || *hidden == 0 {
                     return bad("cnn channel counts and hidden width must be positive".into());
+                }
+                let [ph, pw] = cnn_grid(*height, *width, *pool);
+                let dense = channels[1].saturating_mul(ph).saturating_mul(pw);
+                if dense.saturating_mul(*hidden) > MAX_PARAMETERS {
+                    return bad(format!(
+                        "cnn dense layer of {dense} x {hidden} is larger than {MAX_PARAMETERS} \
+                         parameters; pool to a smaller grid"
+                    ));
                 }
                 check_dropout(*dropout)
             }
@@ -365,12 +456,24 @@ impl fmt::Display for ModelSpec {
                 channels,
                 hidden,
                 outputs,
+                in_channels,
+                pool,
                 ..
-            } => write!(
-                f,
-                "cnn {height}x{width} -> conv{} -> conv{} -> pool -> {hidden} -> {outputs}",
-                channels[0], channels[1]
-            ),
+            } => {
+                write!(f, "cnn ")?;
+                if *in_channels != 1 {
+                    write!(f, "{in_channels}x")?;
+                }
+                write!(
+                    f,
+                    "{height}x{width} -> conv{} -> conv{} -> pool",
+                    channels[0], channels[1]
+                )?;
+                if let Some([ph, pw]) = pool {
+                    write!(f, " -> avg{ph}x{pw}")?;
+                }
+                write!(f, " -> {hidden} -> {outputs}")
+            }
             ModelSpec::Torchscript {
                 module,
                 inputs,

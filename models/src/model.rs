@@ -47,6 +47,8 @@ enum Net {
         output: nn::Linear,
         height: i64,
         width: i64,
+        in_channels: i64,
+        pool: Option<[i64; 2]>,
         dropout: f64,
     },
     /// A researcher's TorchScript module; its train/eval mode is switched per call, hence the lock.
@@ -230,15 +232,18 @@ impl Model {
                 hidden,
                 outputs,
                 dropout,
+                in_channels,
+                pool,
             } => {
                 let conv = nn::ConvConfig {
                     padding: 1,
                     ..Default::default()
                 };
                 let [c1, c2] = channels.map(|c| c as i64);
-                let flat = c2 * (*height as i64 / 2) * (*width as i64 / 2);
+                let [ph, pw] = fedchain_model_core::cnn_grid(*height, *width, *pool);
+                let flat = c2 * (ph * pw) as i64;
                 Net::Cnn {
-                    conv1: nn::conv2d(&root / "conv1", 1, c1, 3, conv),
+                    conv1: nn::conv2d(&root / "conv1", *in_channels as i64, c1, 3, conv),
                     conv2: nn::conv2d(&root / "conv2", c1, c2, 3, conv),
                     fc: nn::linear(&root / "fc", flat, *hidden as i64, Default::default()),
                     output: nn::linear(
@@ -249,6 +254,8 @@ impl Model {
                     ),
                     height: *height as i64,
                     width: *width as i64,
+                    in_channels: *in_channels as i64,
+                    pool: pool.map(|p| p.map(|v| v as i64)),
                     dropout: *dropout,
                 }
             }
@@ -459,19 +466,27 @@ impl Model {
                 output,
                 height,
                 width,
+                in_channels,
+                pool,
                 dropout,
-            } => xs
-                .view([-1, 1, *height, *width])
-                .apply(conv1)
-                .relu()
-                .apply(conv2)
-                .relu()
-                .max_pool2d_default(2)
+            } => {
+                let pooled = xs
+                    .view([-1, *in_channels, *height, *width])
+                    .apply(conv1)
+                    .relu()
+                    .apply(conv2)
+                    .relu()
+                    .max_pool2d_default(2);
+                match pool {
+                    Some(grid) => pooled.adaptive_avg_pool2d(grid),
+                    None => pooled,
+                }
                 .flatten(1, -1)
                 .apply(fc)
                 .relu()
                 .dropout(*dropout, train)
-                .apply(output),
+                .apply(output)
+            }
         })
     }
 

@@ -167,6 +167,7 @@ mod tests {
             task: Some(dataset_schema::Task::Regression(
                 dataset_schema::Regression {},
             )),
+            image: None,
         };
         roundtrip(&schema);
     }

@@ -3,7 +3,7 @@
 //! submits it, a hospital before it enrolls, the auditor when it replays the `JobSubmitted` record.
 
 use fedchain_crypto::quantize::Quantizer;
-use fedchain_datasets::TaskKind;
+use fedchain_datasets::{ImageShape, Schema, TaskKind};
 use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{num_parameters, ModelSpec, TorchScriptCode};
 use fedchain_proto::limits;
@@ -35,6 +35,29 @@ pub struct ValidJob {
     pub model: ModelSpec,
     /// The task the schema declares.
     pub task: TaskKind,
+    /// The shape of every image, for an image job.
+    pub image: Option<ImageShape>,
+}
+
+impl ValidJob {
+    /// Values per row the model takes: the features, or every value of an image.
+    pub fn inputs(&self) -> usize {
+        match self.image {
+            Some(shape) => shape.len(),
+            None => self.spec.schema.as_ref().map_or(0, |s| s.features.len()),
+        }
+    }
+
+    /// The schema a hospital reads its data with.
+    pub fn data_schema(&self) -> Schema {
+        let schema = self.spec.schema.clone().unwrap_or_default();
+        Schema {
+            features: Some(schema.features),
+            target: schema.target,
+            task: self.task,
+            image: self.image,
+        }
+    }
 }
 
 /// The part of a job spec that [`validate`] refused.
@@ -105,6 +128,27 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
         ));
     }
     let task = task_of(schema.task.as_ref()).map_err(|e| bad(Schema, e))?;
+    let image = match &schema.image {
+        None => None,
+        Some(i) => {
+            let shape = ImageShape::new(i.channels as usize, i.height as usize, i.width as usize)
+                .map_err(|e| bad(Schema, format!("image: {e}")))?;
+            if schema.features != shape.channel_names() {
+                return Err(bad(
+                    Schema,
+                    format!(
+                        "an image schema's features are its channels, exactly [{}] for {} \
+                         channel(s); got [{}]",
+                        shape.channel_names().join(", "),
+                        shape.channels,
+                        schema.features.join(", ")
+                    ),
+                ));
+            }
+            Some(shape)
+        }
+    };
+    let inputs = image.map_or(schema.features.len(), |s| s.len());
     let model_json = spec
         .model
         .as_ref()
@@ -163,7 +207,7 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
         ));
     }
     model
-        .check_fits(schema.features.len(), task)
+        .check_fits(inputs, task)
         .map_err(|e| bad(Model, format!("model spec does not fit the schema: {e}")))?;
     // The file's header holds the spec (a TorchScript model's declared tensors too) and the
     // preprocessing (a name, a mean and a deviation per feature, and the pooled moments).
@@ -253,6 +297,7 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
         bytes,
         model,
         task,
+        image,
     })
 }
 
@@ -284,6 +329,7 @@ mod tests {
                 features: Vec::new(),
                 target: "y".into(),
                 task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+                image: None,
             }),
             ..Default::default()
         };
@@ -324,6 +370,7 @@ mod tests {
                     features: vec!["a".into(), "b".into()],
                     target: "y".into(),
                     task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+                    image: None,
                 }),
                 model: Some(pb::ModelSpec {
                     canonical_json: model.canonical_json(),

@@ -131,6 +131,7 @@ mod tests {
                 task: Some(pb::dataset_schema::Task::Binary(
                     pb::dataset_schema::Binary {},
                 )),
+                image: None,
             }),
             model: Some(pb::ModelSpec {
                 canonical_json: model.canonical_json(),

@@ -67,6 +67,7 @@ fn spec(rounds: u32, seed: u64) -> pb::JobSpec {
             task: Some(pb::dataset_schema::Task::Binary(
                 pb::dataset_schema::Binary {},
             )),
+            image: None,
         }),
         model: Some(pb::ModelSpec {
             canonical_json: model.canonical_json(),

@@ -43,7 +43,7 @@ use fedchain_crypto::keys::{KeyShare, PublicKey};
 use fedchain_crypto::quantize::Rounding;
 use fedchain_crypto::threshold::partial_decrypt;
 use fedchain_datasets::{
-    load_csv, train_test_split, DataError, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
+    load_data, train_test_split, DataError, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
 };
 use fedchain_ledger::note::{NoteSigner, Witness};
 use fedchain_ledger::record::{cut_text, Body, MAX_DECLINE_REASON};
@@ -285,6 +285,12 @@ fn public_reason(e: &DataError) -> String {
             column, expected, ..
         } => format!("column {column:?} holds labels outside the task's (expected {expected})"),
         DataError::Empty { .. } | DataError::NoRows { .. } => "no data rows".into(),
+        // The file's name and contents stay in the hospital: only that an image did not fit.
+        DataError::Image { .. } => {
+            "an image file is not the job's declared images (shape, channels or encoding; see \
+             the hospital's log)"
+                .into()
+        }
         _ => "the data cannot be read as the job's schema asks (see the hospital's log)".into(),
     }
 }
@@ -642,17 +648,11 @@ impl Node {
             })
             .map_err(|e| format!("its TorchScript module: {e}"))?;
         }
-        let schema_pb = spec.schema.clone().unwrap_or_default();
-        let schema = Schema {
-            features: Some(schema_pb.features.clone()),
-            target: schema_pb.target.clone(),
-            task: valid.task,
-            image: None,
-        };
+        let schema = valid.data_schema();
         // The full error stays in this hospital's log; the decline, which the ledger keeps and the
         // researcher reads, says only what the job's own schema names (never a cell, the header
         // or the file's path).
-        let rows = load_csv(&self.cfg.data, &schema).map_err(|e| {
+        let rows = load_data(&self.cfg.data, &schema).map_err(|e| {
             self.log(&format!("the job's schema against my data: {e}"));
             format!("my data does not fit its schema: {}", public_reason(&e))
         })?;
@@ -774,7 +774,8 @@ impl Node {
             let regression = ctx.schema.task == TaskKind::Regression;
             let features = ctx.schema.features.clone().unwrap_or_default();
             let scaler = Standardizer::from_moments(&features, regression, stats)
-                .map_err(|e| format!("the consortium's statistics are unusable: {e}"))?;
+                .map_err(|e| format!("the consortium's statistics are unusable: {e}"))?
+                .with_image(ctx.schema.image);
             let data = LocalData {
                 train: scaler.apply(&ctx.train_raw).map_err(|e| e.to_string())?,
                 test: scaler.apply(&ctx.test_raw).map_err(|e| e.to_string())?,

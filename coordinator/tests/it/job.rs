@@ -63,6 +63,7 @@ fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
             task: Some(pb::dataset_schema::Task::Binary(
                 pb::dataset_schema::Binary {},
             )),
+            image: None,
         }),
         model: Some(pb::ModelSpec {
             canonical_json: model.canonical_json(),

@@ -166,6 +166,7 @@ fn spec() -> pb::JobSpec {
             task: Some(pb::dataset_schema::Task::Binary(
                 pb::dataset_schema::Binary {},
             )),
+            image: None,
         }),
         model: Some(pb::ModelSpec {
             canonical_json: model.canonical_json(),
