@@ -150,7 +150,7 @@ pub fn run(
     progress: bool,
 ) -> Result<RoundBench> {
     anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
-    let job = demo_job(dataset, model, None, Some(rounds as u32), 1);
+    let job = demo_job(dataset, model, None, Some(rounds as u32), 1, false);
     let spec = job.to_spec()?;
     let (model, hospitals) = plaintext_hospitals(dataset, 3, 0.5, 1, &spec)?;
     let device = pick_device(DeviceChoice::Cpu)?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedchain_consortium::{self as consortium, InitOptions, TRUST_FILE};
-use fedchain_datasets::{write_split, Builtin};
+use fedchain_datasets::{write_split_as, write_split_images, Builtin, ImageFormat};
 use fedchain_ledger::credits::Account;
 use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
@@ -58,6 +58,10 @@ pub struct DemoArgs {
     /// exports): sent with the job, checked and loaded by every hospital.
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     model_file: Option<std::path::PathBuf>,
+    /// Give each hospital its share as a folder of image files (png or dicom) instead of a CSV:
+    /// the job declares 1x8x8 grayscale images and workers decode the files (digits only).
+    #[arg(long, value_name = "png|dicom")]
+    images: Option<ImageFormat>,
     /// Federated rounds.
     #[arg(long)]
     rounds: Option<u32>,
@@ -187,6 +191,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         args.model_file.as_deref(),
         args.rounds,
         args.seed,
+        args.images.is_some(),
     );
     let spec_pb = jobfile.to_spec()?;
     if !args.json {
@@ -241,7 +246,10 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
     let seconds = started.elapsed().as_secs_f64();
     Ok(Summary {
         mode: "PLAINTEXT comparison (no encryption, no network, no ledger)",
-        dataset: args.dataset.name().into(),
+        dataset: match args.images {
+            Some(f) => format!("{} ({} files)", args.dataset.name(), f.extension()),
+            None => args.dataset.name().into(),
+        },
         model: model.kind().name().into(),
         hospitals: hospital_names(args.hospitals),
         final_metrics: rounds.last().map(|r| r.metrics.clone()).unwrap_or_default(),
@@ -332,6 +340,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         args.model_file.as_deref(),
         args.rounds,
         args.seed,
+        args.images.is_some(),
     );
     let spec = jobfile.to_spec()?;
     let device = pick_device(args.device)?;
@@ -372,8 +381,15 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     ));
 
     // 2. The data.
-    let (data, part) = demo_split(args.dataset, args.hospitals, args.alpha, args.seed)?;
-    let summary = write_split(&data, &part, &dir.join("data"))?;
+    let images = args.images.is_some();
+    let (data, part) = demo_split(args.dataset, args.hospitals, args.alpha, args.seed, images)?;
+    let data_dir = dir.join("data");
+    let summary = match (args.images, data.image()) {
+        (Some(format), Some(shape)) => {
+            write_split_images(&data, &part, &data_dir, &hospitals, shape, format)?
+        }
+        _ => write_split_as(&data, &part, &data_dir, &hospitals)?,
+    };
     let shares: Vec<String> = summary
         .hospitals
         .iter()
@@ -381,9 +397,13 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         .map(|(s, h)| format!("{h} {} rows {:?}", s.rows, s.label_histogram))
         .collect();
     say(format!(
-        "2. {} split with Dirichlet({}) label skew: {} (labels {:?})",
+        "2. {} split with Dirichlet({}) label skew{}: {} (labels {:?})",
         args.dataset,
         args.alpha,
+        match args.images {
+            Some(f) => format!(", as folders of {} files", f.extension()),
+            None => String::new(),
+        },
         shares.join("; "),
         summary.label_names
     ));
@@ -449,7 +469,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         let mut worker = fedchain_worker::node::WorkerConfig::new(
             url.clone(),
             c.hospital_dir(h),
-            dir.join("data").join(format!("hospital-{}.csv", i + 1)),
+            data_dir.join(&summary.hospitals[i].file),
             dir.join("worker-state").join(h),
         );
         worker.device = device_name.clone();
@@ -537,15 +557,16 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     say(format!(
         "5. {RESEARCHER} downloaded {} and verified it: digests, RoundFinalized record {}, \
          inclusion in checkpoint {} cosigned by {}, preprocessing from the job's schema and \
-         round 0's statistics (records {} and {}); `fedchain predict --model {} --csv ROWS` \
-         applies it to raw rows",
+         round 0's statistics (records {} and {}); `fedchain predict --model {} {}` \
+         applies it to raw data",
         downloaded.path.display(),
         downloaded.record_index,
         downloaded.checkpoint_size,
         downloaded.cosigned_by.join(", "),
         downloaded.job_record_index,
         downloaded.statistics_record_index,
-        downloaded.path.display()
+        downloaded.path.display(),
+        if images { "--images DIR" } else { "--csv ROWS" }
     ));
 
     // 5. Stop everything, then audit.
@@ -602,7 +623,10 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     }
     Ok(Summary {
         mode: "encrypted federated",
-        dataset: args.dataset.name().into(),
+        dataset: match args.images {
+            Some(f) => format!("{} ({} files)", args.dataset.name(), f.extension()),
+            None => args.dataset.name().into(),
+        },
         model: jobfile.model.to_string(),
         hospitals,
         rounds: watched.rounds,

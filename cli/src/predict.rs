@@ -1,4 +1,5 @@
-//! `fedchain predict --model FILE --csv ROWS [--json]`: a released model applied to raw rows.
+//! `fedchain predict --model FILE --csv ROWS | --images DIR [--json]`: a released model applied
+//! to raw rows or raw image files.
 //!
 //! The model file carries how the hospitals prepared their rows (the features in order, the
 //! consortium's pooled scaling, the target and task; `fedchain_models::Preprocessing`). Raw rows
@@ -9,7 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use fedchain_datasets::{load_csv, load_rows, DataError, Schema, TaskKind};
+use fedchain_datasets::{
+    image_folder, load_csv, load_image_rows, load_images, load_rows, DataError, Schema, TaskKind,
+};
 use fedchain_models::{evaluate, Model, ModelFile, ModelSpec};
 use serde_json::json;
 use tch::Device;
@@ -23,8 +26,18 @@ pub struct PredictArgs {
     model: PathBuf,
     /// Raw rows: a CSV file with a header naming at least the model's feature columns (other
     /// columns are ignored; the target column, when present, is scored).
-    #[arg(long, value_name = "FILE")]
-    csv: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "images",
+        conflicts_with = "images"
+    )]
+    csv: Option<PathBuf>,
+    /// Raw images, for a model trained on images: a folder of PNG, JPEG or DICOM files of the
+    /// shape the model was trained on. With a labels.csv (`file,<target>`) it lists the files and
+    /// its labels are scored; without one, every file in the folder is predicted, in name order.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
     /// For a TorchScript model, its module (default: the model file's name with `.pt`, where
     /// `fedchain train --model-file` writes the trained module).
     #[arg(long, value_name = "FILE")]
@@ -66,9 +79,28 @@ pub fn run(args: PredictArgs) -> Result<()> {
         features: Some(features.clone()),
         target: p.target.clone(),
         task: p.task,
-        image: None,
+        image: p.scaling.image,
     };
-    let (predictions, metrics, rows, outputs) = match load_csv(&args.csv, &schema) {
+    let source = match (&args.csv, &args.images, p.scaling.image) {
+        (Some(csv), None, None) => csv.clone(),
+        (None, Some(dir), Some(_)) => dir.clone(),
+        (_, _, Some(shape)) => bail!(
+            "{} was trained on {shape} images: give them with --images DIR",
+            args.model.display()
+        ),
+        (_, _, None) => bail!(
+            "{} was trained on table rows ({} features): give them with --csv FILE",
+            args.model.display(),
+            features.len()
+        ),
+    };
+    let mut files: Option<Vec<String>> = None;
+    let source_path = source.clone();
+    let loaded = match p.scaling.image {
+        Some(_) => load_images(&source, &schema),
+        None => load_csv(&source, &schema),
+    };
+    let (predictions, metrics, rows, outputs) = match loaded {
         Ok(data) => {
             let scaled = p.scaling.apply(&data)?;
             let m = evaluate(&model, &scaled, Some(&p.scaling))?;
@@ -80,8 +112,28 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 .collect();
             (predictions, Some(metrics), data.len(), outputs)
         }
+        // Images without labels: a folder without labels.csv, or one without the target.
+        Err(e)
+            if p.scaling.image.is_some()
+                && match &e {
+                    DataError::Io { path, source } => {
+                        source.kind() == std::io::ErrorKind::NotFound
+                            && *path == image_folder(&source_path).1
+                    }
+                    DataError::MissingColumn { column, .. } => *column == p.target,
+                    _ => false,
+                } =>
+        {
+            let shape = p.scaling.image.expect("checked above");
+            let (rows, names) = load_image_rows(&source, shape)?;
+            let scaled = p.scaling.apply_rows(&rows)?;
+            let predictions = model.predict_rows(&scaled, rows.n_features(), p.task)?;
+            let outputs = model.outputs_rows(&scaled, rows.n_features())?;
+            files = Some(names);
+            (predictions, None, rows.len(), outputs)
+        }
         Err(DataError::MissingColumn { column, .. }) if column == p.target => {
-            let rows = load_rows(&args.csv, &features).with_context(|| columns_hint(&args))?;
+            let rows = load_rows(&source, &features).with_context(|| columns_hint(&args))?;
             let scaled = p.scaling.apply_rows(&rows)?;
             let predictions = model.predict_rows(&scaled, features.len(), p.task)?;
             let outputs = model.outputs_rows(&scaled, features.len())?;
@@ -102,6 +154,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             "model_sha256": file.digest().to_hex(),
             "task": p.task,
             "rows": rows,
+            "files": files,
             "predictions": predictions,
             // What the model itself returns for each row (logits; scaled values for regression),
             // to compare with the same model run elsewhere.
@@ -114,15 +167,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
     println!(
         "{} rows of {}, model sha256:{} ({}, target {})",
         rows,
-        args.csv.display(),
+        source.display(),
         file.digest(),
         p.task,
         p.target
     );
     for (i, v) in predictions.iter().enumerate() {
+        let what = match &files {
+            Some(names) => names[i].clone(),
+            None => format!("row {:>6}", i + 1),
+        };
         match p.task {
-            TaskKind::Regression => println!("row {:>6}: {v:.6}", i + 1),
-            _ => println!("row {:>6}: class {}", i + 1, *v as i64),
+            TaskKind::Regression => println!("{what}: {v:.6}"),
+            _ => println!("{what}: class {}", *v as i64),
         }
     }
     if let Some(m) = metrics {
@@ -136,7 +193,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
 fn columns_hint(args: &PredictArgs) -> String {
     format!(
         "{} does not fit the model; `fedchain model info {}` lists the columns it takes",
-        args.csv.display(),
+        args.csv
+            .as_ref()
+            .or(args.images.as_ref())
+            .map_or(String::new(), |p| p.display().to_string()),
         args.model.display()
     )
 }

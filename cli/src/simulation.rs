@@ -5,7 +5,7 @@
 //! for the training seed and the pooling, `fedchain-worker` for a hospital's report), so the
 //! simulation cannot drift from the real thing.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use fedchain_datasets::{
     partition, train_test_split, Builtin, Dataset, FeatureSums, Scheme, Standardizer, TaskKind,
 };
@@ -22,16 +22,39 @@ pub fn demo_job(
     module: Option<&std::path::Path>,
     rounds: Option<u32>,
     seed: u64,
+    images: bool,
 ) -> JobFile {
     let digits = dataset == Builtin::Digits;
+    // As images, the job declares their shape; hospitals read folders of image files.
+    let schema = dataset.image_shape().filter(|_| images).map(|shape| {
+        let b = dataset.schema();
+        crate::job::SchemaFile {
+            kind: Some("image".into()),
+            features: Vec::new(),
+            channels: Some(shape.channels as u32),
+            height: Some(shape.height as u32),
+            width: Some(shape.width as u32),
+            target: b.target,
+            task: match b.task {
+                TaskKind::Binary => "binary".into(),
+                TaskKind::Regression => "regression".into(),
+                TaskKind::Multiclass { .. } => "multiclass".into(),
+            },
+            classes: b
+                .task
+                .classes()
+                .map(|c| c as u32)
+                .filter(|_| b.task.outputs() > 1),
+        }
+    });
     let model = model.unwrap_or(if digits {
         ModelKind::Cnn
     } else {
         ModelKind::Mlp
     });
     JobFile {
-        dataset: Some(dataset.name().to_string()),
-        schema: None,
+        dataset: schema.is_none().then(|| dataset.name().to_string()),
+        schema,
         model: match module {
             Some(path) => crate::job::ModelChoice::Torchscript {
                 torchscript: path.to_path_buf(),
@@ -57,8 +80,14 @@ pub fn demo_split(
     hospitals: usize,
     alpha: f64,
     seed: u64,
+    images: bool,
 ) -> Result<(Dataset, fedchain_datasets::Partition)> {
     let data = dataset.load()?;
+    let data = match dataset.image_shape().filter(|_| images) {
+        Some(shape) => data.as_images(shape)?,
+        None if images => bail!("{dataset} is not a dataset of images; only digits is"),
+        None => data,
+    };
     let part = partition(&data, hospitals, Scheme::Dirichlet { alpha }, seed)?;
     Ok((data, part))
 }
@@ -72,7 +101,8 @@ pub fn plaintext_hospitals(
     seed: u64,
     spec_pb: &pb::JobSpec,
 ) -> Result<(ModelSpec, Vec<LocalData>)> {
-    let (data, part) = demo_split(dataset, hospitals, alpha, seed)?;
+    let images = spec_pb.schema.as_ref().is_some_and(|s| s.image.is_some());
+    let (data, part) = demo_split(dataset, hospitals, alpha, seed, images)?;
     let model = ModelSpec::from_json(
         &spec_pb
             .model
@@ -101,7 +131,8 @@ pub fn plaintext_hospitals(
     }
     let moments: Vec<f32> = pooled.iter().map(|p| (p / total) as f32).collect();
     let scaler =
-        Standardizer::from_moments(data.feature_names(), task == TaskKind::Regression, &moments)?;
+        Standardizer::from_moments(data.feature_names(), task == TaskKind::Regression, &moments)?
+            .with_image(data.image());
     let hospitals = splits
         .iter()
         .map(|(train, test)| -> Result<LocalData> {
