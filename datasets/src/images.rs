@@ -511,38 +511,70 @@ fn decode_dicom(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<f32>
         });
     }
     // Grayscale: the modality LUT (rescale slope and intercept) gives the values in the units the
-    // scanner measured; MONOCHROME1 (low values white) is turned into MONOCHROME2's sense.
-    let mut values: Vec<f32> = decoded
-        .to_vec::<f32>()
-        .map_err(|e| bad(path, format!("pixel values cannot be read: {e}")))?;
-    if values.len() != shape.len() {
+    // scanner measured; MONOCHROME1 (low values white) is turned into MONOCHROME2's sense. Read
+    // here from the native samples rather than through dicom-pixeldata's lookup table, which is
+    // built per file for every possible stored value (65,536 for 16 bits).
+    let bits = decoded.bits_stored().clamp(1, 32) as u32;
+    let signed = decoded.pixel_representation() == PixelRepresentation::Signed;
+    let (slope, intercept) = decoded
+        .rescale()
+        .ok()
+        .and_then(|r| r.first().copied())
+        .map(|r| (r.slope, r.intercept))
+        .unwrap_or((1.0, 0.0));
+    let width = match decoded.bits_allocated() {
+        8 => 1,
+        16 => 2,
+        32 => 4,
+        b => {
+            return Err(bad(
+                path,
+                format!("has {b} bits allocated per sample; 8, 16 or 32 is read"),
+            ))
+        }
+    };
+    let data = decoded.data();
+    if data.len() < shape.len() * width {
         return Err(bad(
             path,
-            format!(
-                "has {} pixel values for {} pixels",
-                values.len(),
-                shape.len()
-            ),
+            "has less pixel data than its rows and columns say",
         ));
     }
-    if pi == PhotometricInterpretation::Monochrome1 {
-        let bits = decoded.bits_stored().clamp(1, 32) as i32;
-        let (lo, hi) = match decoded.pixel_representation() {
-            PixelRepresentation::Signed => (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0),
-            PixelRepresentation::Unsigned => (0.0, 2f64.powi(bits) - 1.0),
-        };
-        let r = decoded
-            .rescale()
-            .ok()
-            .and_then(|r| r.first().copied())
-            .map(|r| (r.slope, r.intercept))
-            .unwrap_or((1.0, 0.0));
-        let (a, b) = (lo * r.0 + r.1, hi * r.0 + r.1);
-        let sum = (a + b) as f32;
-        for v in &mut values {
-            *v = sum - *v;
+    let mask: u64 = if bits == 32 {
+        u32::MAX as u64
+    } else {
+        (1u64 << bits) - 1
+    };
+    let stored = |raw: u64| -> f64 {
+        let v = raw & mask;
+        if signed && v >> (bits - 1) & 1 == 1 {
+            v as f64 - (1u64 << bits) as f64
+        } else {
+            v as f64
         }
-    }
+    };
+    let (lo, hi) = if signed {
+        (
+            -(2f64.powi(bits as i32 - 1)),
+            2f64.powi(bits as i32 - 1) - 1.0,
+        )
+    } else {
+        (0.0, mask as f64)
+    };
+    let flip = (pi == PhotometricInterpretation::Monochrome1).then_some(lo + hi);
+    let values: Vec<f32> = data[..shape.len() * width]
+        .chunks_exact(width)
+        .map(|b| {
+            let raw = match width {
+                1 => b[0] as u64,
+                2 => u16::from_le_bytes([b[0], b[1]]) as u64,
+                _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+            };
+            let v = stored(raw);
+            let v = flip.map_or(v, |sum| sum - v);
+            (v * slope + intercept) as f32
+        })
+        .collect();
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(bad(
             path,
