@@ -7,6 +7,7 @@ mod data;
 mod dishonest;
 mod faults;
 mod hostile;
+mod images;
 mod job;
 mod keys;
 mod link;
