@@ -375,10 +375,11 @@ impl JobFile {
                 (spec, Vec::new())
             }
             ModelChoice::Torchscript { torchscript } => {
-                let m = fedchain_models::Model::from_module(
+                let m = fedchain_models::Model::from_module_for(
                     torchscript,
                     image.map_or(features.len(), |s| s.len()),
                     task.outputs(),
+                    image.map(|s| [s.channels, s.height, s.width]),
                     tch::Device::Cpu,
                 )?;
                 let bytes = std::fs::read(torchscript)

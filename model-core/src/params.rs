@@ -249,6 +249,7 @@ mod tests {
                     shape: shape.to_vec(),
                 })
                 .collect(),
+            image: None,
         }
     }
 

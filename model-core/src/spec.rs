@@ -73,6 +73,10 @@ pub enum ModelSpec {
         outputs: usize,
         /// Its parameters, in byte-wise name order.
         parameters: Vec<TensorDecl>,
+        /// For a job of images: `[channels, height, width]`, and the module takes tensors
+        /// `[n, channels, height, width]` instead of rows (`inputs` is their product).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<[usize; 3]>,
     },
 }
 
@@ -349,8 +353,22 @@ impl ModelSpec {
                 check_dropout(*dropout)
             }
             ModelSpec::Torchscript {
-                module, parameters, ..
+                module,
+                parameters,
+                image,
+                inputs,
+                ..
             } => {
+                if let Some(shape) = image {
+                    if shape.contains(&0)
+                        || shape.iter().fold(1usize, |a, &d| a.saturating_mul(d)) != *inputs
+                    {
+                        return bad(format!(
+                            "torchscript image shape {shape:?} must have no empty dimension and \
+                             hold the module's {inputs} inputs"
+                        ));
+                    }
+                }
                 let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
                 if module.len() != 64 || !module.chars().all(hex) {
                     return bad(format!(
@@ -479,6 +497,7 @@ impl fmt::Display for ModelSpec {
                 inputs,
                 outputs,
                 parameters,
+                ..
             } => write!(
                 f,
                 "torchscript {} {inputs} -> {outputs} ({} tensors)",

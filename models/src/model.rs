@@ -71,6 +71,19 @@ impl Model {
         outputs: usize,
         device: Device,
     ) -> Result<Model> {
+        Model::from_module_for(path, inputs, outputs, None, device)
+    }
+
+    /// As [`Model::from_module`]; with `image` (`[channels, height, width]`, whose product is
+    /// `inputs`), the module takes images `[n, channels, height, width]`, and the forward pass
+    /// checked is on a batch of 2 such images.
+    pub fn from_module_for(
+        path: &Path,
+        inputs: usize,
+        outputs: usize,
+        image: Option<[usize; 3]>,
+        device: Device,
+    ) -> Result<Model> {
         let inspected = inspect(path)?;
         if !inspected.forbidden.is_empty() {
             return Err(ModelError::InvalidSpec(format!(
@@ -94,6 +107,7 @@ impl Model {
             inputs,
             outputs,
             parameters,
+            image,
         };
         spec.validate()
             .map_err(|e| ModelError::InvalidSpec(format!("{}: {e}", path.display())))?;
@@ -431,7 +445,20 @@ impl Model {
                 } else {
                     m.f_set_eval().map_err(torch_error)?;
                 }
-                let out = m.forward_ts(&[xs]).map_err(torch_error)?;
+                // An image job's module takes images, not rows.
+                let shaped = match &self.spec {
+                    ModelSpec::Torchscript {
+                        image: Some([c, h, w]),
+                        ..
+                    } => Some(
+                        xs.f_view([-1, *c as i64, *h as i64, *w as i64])
+                            .map_err(torch_error)?,
+                    ),
+                    _ => None,
+                };
+                let out = m
+                    .forward_ts(&[shaped.as_ref().unwrap_or(xs)])
+                    .map_err(torch_error)?;
                 // A module's output is its own business until here: it must be one row of
                 // `outputs` values per input row, whatever the batch.
                 let want = [

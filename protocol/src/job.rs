@@ -206,6 +206,20 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
             "the model spec is not in canonical JSON form (serialize it with ModelSpec::canonical_json)",
         ));
     }
+    if let ModelSpec::Torchscript { image: Some(i), .. } = &model {
+        if image.map(|s| [s.channels, s.height, s.width]) != Some(*i) {
+            return Err(bad(
+                Model,
+                format!(
+                    "the torchscript module takes images of {i:?}, but the schema declares {}",
+                    image.map_or("table rows".to_string(), |s| format!(
+                        "[{}, {}, {}]",
+                        s.channels, s.height, s.width
+                    ))
+                ),
+            ));
+        }
+    }
     model
         .check_fits(inputs, task)
         .map_err(|e| bad(Model, format!("model spec does not fit the schema: {e}")))?;
@@ -364,6 +378,7 @@ mod tests {
                     name: "w".into(),
                     shape: vec![1, 2],
                 }],
+                image: None,
             };
             pb::JobSpec {
                 schema: Some(pb::DatasetSchema {

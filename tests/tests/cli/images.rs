@@ -8,9 +8,7 @@ use std::time::Duration;
 use fedchain_datasets::{
     load_images, partition, train_test_split, write_images, Builtin, ImageFormat, Schema, Scheme,
 };
-use fedchain_tests::{
-    as_party, failed_stderr, fedchain, json, logs, replay_ledger, s, venv_python,
-};
+use fedchain_tests::{as_party, failed_stderr, fedchain, json, logs, s, venv_python};
 
 fn digits_schema() -> Schema {
     let b = Builtin::Digits;
@@ -299,4 +297,56 @@ fn an_image_job_trains_on_dicom_and_png_folders_and_a_bad_file_is_declined_priva
     let rounds = report["replay"]["rounds"].as_array().unwrap();
     assert_eq!(rounds.len(), 4, "{report}");
     assert_eq!(rounds[3]["evaluations_verified"], 2, "{report}");
+}
+
+/// A researcher's module for an image job receives images `[n, 1, 8, 8]`, not rows: this one
+/// starts with a convolution, which refuses 2-D input. It trains on the PNG folders (the demo's
+/// plaintext run: the same split, statistics and training as the workers') and is refused, with
+/// the reason, for the table form of the same data.
+#[test]
+fn a_torchscript_module_of_an_image_job_receives_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let module = tmp.path().join("conv.pt");
+    let export = r#"
+import sys, torch, torch.nn as nn
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
+torch.jit.script(net).save(sys.argv[1])
+"#;
+    let exported = std::process::Command::new(venv_python())
+        .arg("-c")
+        .arg(export)
+        .arg(&module)
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let summary = json(&fedchain(&[
+        "demo",
+        "--plaintext",
+        "--dataset",
+        "digits",
+        "--images",
+        "png",
+        "--model-file",
+        s(&module),
+        "--rounds",
+        "2",
+        "--json",
+    ]));
+    let accuracy = summary["final_metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.85, "{summary}");
+    let refused = failed_stderr(
+        &fedchain(&[
+            "demo",
+            "--plaintext",
+            "--dataset",
+            "digits",
+            "--model-file",
+            s(&module),
+            "--rounds",
+            "1",
+        ]),
+        1,
+    );
+    assert!(refused.contains("forward pass"), "{refused}");
 }
