@@ -507,3 +507,52 @@ impl fmt::Display for ModelSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_presets_take_the_declared_shape_and_pool_large_images() {
+        use fedchain_datasets::ImageShape;
+        let digits = ModelSpec::preset_images(
+            ModelKind::Cnn,
+            ImageShape::new(1, 8, 8).unwrap(),
+            TaskKind::Multiclass { classes: 10 },
+        )
+        .unwrap();
+        // The digits' image preset is the table preset: same JSON, same digest.
+        let table = ModelSpec::preset(ModelKind::Cnn, 64, TaskKind::Multiclass { classes: 10 });
+        assert_eq!(digits, table.unwrap());
+        assert_eq!(
+            digits.canonical_json(),
+            r#"{"name":"cnn","height":8,"width":8,"channels":[16,32],"hidden":64,"outputs":10,"dropout":0.0}"#
+        );
+        let xray = ModelSpec::preset_images(
+            ModelKind::Cnn,
+            ImageShape::new(3, 64, 48).unwrap(),
+            TaskKind::Binary,
+        )
+        .unwrap();
+        assert_eq!(xray.inputs(), 3 * 64 * 48);
+        assert!(xray
+            .canonical_json()
+            .ends_with(r#""in_channels":3,"pool":[4,4]}"#));
+        // The dense layer is the digits' size whatever the image.
+        let dense = |s: &ModelSpec| {
+            crate::layout(s)
+                .into_iter()
+                .find(|p| p.name == "fc.weight")
+                .map(|p| p.shape)
+        };
+        assert_eq!(dense(&xray), dense(&digits));
+        assert_eq!(ModelSpec::from_json(&xray.canonical_json()).unwrap(), xray);
+        for bad in [
+            r#"{"name":"cnn","height":8,"width":8,"channels":[4,4],"hidden":4,"outputs":2,"dropout":0.0,"pool":[5,4]}"#,
+            r#"{"name":"cnn","height":8,"width":8,"channels":[4,4],"hidden":4,"outputs":2,"dropout":0.0,"in_channels":0}"#,
+            r#"{"name":"torchscript","module":"ababababababababababababababababababababababababababababababab","inputs":64,"outputs":2,"parameters":[{"name":"w","shape":[2,64]}],"image":[1,8,7]}"#,
+        ] {
+            assert!(ModelSpec::from_json(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -220,6 +220,28 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
             ));
         }
     }
+    // A CNN reads its rows as images of its own shape: an image job's must be the schema's
+    // (the same count in another shape would train on scrambled pixels).
+    if let ModelSpec::Cnn {
+        height,
+        width,
+        in_channels,
+        ..
+    } = &model
+    {
+        if let Some(shape) = image {
+            if (shape.channels, shape.height, shape.width) != (*in_channels, *height, *width) {
+                return Err(bad(
+                    Model,
+                    format!(
+                        "model spec does not fit the schema: the cnn takes {in_channels}x{height}x\
+                         {width} images, the schema declares {}x{}x{}",
+                        shape.channels, shape.height, shape.width
+                    ),
+                ));
+            }
+        }
+    }
     model
         .check_fits(inputs, task)
         .map_err(|e| bad(Model, format!("model spec does not fit the schema: {e}")))?;
@@ -350,6 +372,90 @@ mod tests {
         let e = validate(&spec).unwrap_err();
         assert_eq!(e.field, JobField::Schema);
         assert!(e.reason.contains("feature columns"), "{e}");
+    }
+
+    /// An image job: its features are its channels, its model takes channels x height x width
+    /// values, and anything else is refused naming the schema or the model.
+    #[test]
+    fn an_image_schema_names_its_channels_and_fits_its_model() {
+        let shape = fedchain_datasets::ImageShape::new(3, 16, 12).unwrap();
+        let cnn =
+            ModelSpec::preset_images(fedchain_model_core::ModelKind::Cnn, shape, TaskKind::Binary)
+                .unwrap();
+        let job = |features: Vec<String>, image: Option<(u32, u32, u32)>, model: &ModelSpec| {
+            pb::JobSpec {
+                schema: Some(pb::DatasetSchema {
+                    features,
+                    target: "y".into(),
+                    task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+                    image: image.map(|(channels, height, width)| pb::ImageShape {
+                        channels,
+                        height,
+                        width,
+                    }),
+                }),
+                model: Some(pb::ModelSpec {
+                    canonical_json: model.canonical_json(),
+                }),
+                rounds: 1,
+                local_epochs: 1,
+                learning_rate: 0.01,
+                batch_size: 8,
+                min_participants: 2,
+                round_deadline_seconds: 60,
+                credit_budget: 10,
+                quantization: Some(pb::Quantization {
+                    frac_bits: 16,
+                    clip: 1.0,
+                }),
+                seed: 1,
+                torchscript_module: Vec::new(),
+            }
+        };
+        let rgb = shape.channel_names();
+        let valid = validate(&job(rgb.clone(), Some((3, 16, 12)), &cnn)).unwrap();
+        assert_eq!(valid.image, Some(shape));
+        assert_eq!(valid.inputs(), 3 * 16 * 12);
+        assert_eq!(valid.data_schema().image, Some(shape));
+        // Round 0 pools two moments per channel.
+        assert_eq!(
+            crate::statistics_len(
+                valid.spec.schema.as_ref().unwrap().features.len(),
+                valid.task
+            ),
+            6
+        );
+        for (spec, field, why) in [
+            (
+                job(vec!["gray".into()], Some((3, 16, 12)), &cnn),
+                JobField::Schema,
+                "exactly [red, green, blue]",
+            ),
+            (
+                job(vec!["gray".into()], Some((2, 16, 12)), &cnn),
+                JobField::Schema,
+                "1 channel (grayscale) or 3",
+            ),
+            (
+                job(rgb.clone(), Some((3, 0, 12)), &cnn),
+                JobField::Schema,
+                "height must be between 1",
+            ),
+            (
+                job(rgb.clone(), Some((3, 12, 16)), &cnn),
+                JobField::Model,
+                "does not fit the schema",
+            ),
+            (
+                job(rgb.clone(), None, &cnn),
+                JobField::Model,
+                "does not fit the schema",
+            ),
+        ] {
+            let e = validate(&spec).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains(why), "{e} lacks {why:?}");
+        }
     }
 
     #[test]
