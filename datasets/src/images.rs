@@ -299,8 +299,19 @@ pub fn decode_file(path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
     decode_bytes(&bytes, path, shape)
 }
 
-/// Decodes one image's bytes (`path` is for messages).
+/// Decodes one image's bytes (`path` is for messages). A decoder that panics on a malformed file
+/// is an error naming the file, not a crash of the worker (the fuzz target `image_files` looks for
+/// such inputs).
 pub fn decode_bytes(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
+    std::panic::catch_unwind(|| decode_unguarded(bytes, path, shape)).unwrap_or_else(|_| {
+        Err(bad(
+            path,
+            "is malformed: its decoder failed on it (re-export the file)",
+        ))
+    })
+}
+
+fn decode_unguarded(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
     if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         return decode_dicom(bytes, path, shape);
     }
@@ -713,6 +724,20 @@ pub(crate) fn write_dicom_as(
     id: &str,
     layout: DicomLayout,
 ) -> Result<()> {
+    let bytes = dicom_bytes_as(path, shape, pixels, id, layout)?;
+    std::fs::write(path, bytes).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn dicom_bytes_as(
+    path: &Path,
+    shape: ImageShape,
+    pixels: &[f32],
+    id: &str,
+    layout: DicomLayout,
+) -> Result<Vec<u8>> {
     shape.check()?;
     if pixels.len() != shape.len() {
         return Err(bad(
@@ -815,7 +840,15 @@ pub(crate) fn write_dicom_as(
                 .implementation_version_name("FEDCHAIN"),
         )
         .map_err(|e| write_err(path, e))?;
-    file.write_to_file(path).map_err(|e| write_err(path, e))
+    // write_all writes the preamble and the DICM marker too.
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes).map_err(|e| write_err(path, e))?;
+    Ok(bytes)
+}
+
+/// The bytes of a DICOM file as [`write_dicom`] writes it.
+pub fn dicom_bytes(shape: ImageShape, pixels: &[f32], id: &str) -> Result<Vec<u8>> {
+    dicom_bytes_as(Path::new(id), shape, pixels, id, DicomLayout::default())
 }
 
 /// Writes `ds` as an image folder at `dir`: one file per row, `NNNNN.png` or `NNNNN.dcm`, and

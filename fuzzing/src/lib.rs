@@ -2,7 +2,7 @@
 //!
 //! Bytes from outside (a hospital's ciphertext vector or decryption share, a key file, a signed
 //! checkpoint, a ledger record, a model file, a researcher's job spec or TorchScript module, a
-//! Merkle proof) reach one of these decoders before anything else looks at them. Each [`Target`] feeds its decoder arbitrary bytes and
+//! Merkle proof, a hospital's image file) reach one of these decoders before anything else looks at them. Each [`Target`] feeds its decoder arbitrary bytes and
 //! panics if the decoder panics, or if it accepts bytes that do not re-encode to themselves (the
 //! decoders are canonical, so a mutant they accept without complaint would be a second encoding
 //! of one object, which digests and signatures over encodings must never meet).
@@ -123,6 +123,11 @@ pub fn fixtures() -> &'static Fixtures {
             ),
             ("job_specs", job.encode_to_vec()),
             ("torchscript_code", torchscript_archive()),
+            ("image_files", {
+                let shape = image_shape();
+                let px: Vec<f32> = (0..16).map(|v| v as f32).collect();
+                fedchain_datasets::dicom_bytes(shape, &px, "seed").expect("a DICOM file")
+            }),
             ("torchscript_pickles", {
                 use fedchain_model_core::pickle::Writer;
                 Writer::module(|w| {
@@ -198,7 +203,25 @@ pub const TARGETS: &[Target] = &[
         name: "torchscript_pickles",
         check: torchscript_pickles,
     },
+    Target {
+        name: "image_files",
+        check: image_files,
+    },
 ];
+
+fn image_shape() -> fedchain_datasets::ImageShape {
+    fedchain_datasets::ImageShape::new(1, 4, 4).expect("a 4x4 grayscale shape")
+}
+
+/// A hospital's image file (DICOM, PNG or JPEG), declared 4x4 grayscale: what the decoders
+/// accept has exactly that many values, all finite.
+pub fn image_files(bytes: &[u8]) {
+    let shape = image_shape();
+    if let Ok(px) = fedchain_datasets::decode_bytes(bytes, Path::new("fuzz"), shape) {
+        assert_eq!(px.len(), shape.len(), "an image of another size accepted");
+        assert!(px.iter().all(|v| v.is_finite()), "a non-finite pixel");
+    }
+}
 
 /// A valid encoding for target `name` (the corpus seed and the proptest mutation base).
 pub fn seed(name: &str) -> Vec<u8> {

@@ -111,6 +111,11 @@ fn torchscript_pickles() {
     fuzz("torchscript_pickles");
 }
 
+#[test]
+fn image_files() {
+    fuzz("image_files");
+}
+
 /// Every target has a test above, a cargo-fuzz binary in `fuzz/` and a seed; none is forgotten
 /// when a decoder is added.
 #[test]
