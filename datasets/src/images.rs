@@ -1069,6 +1069,26 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_files_are_read_by_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::GrayImage::from_fn(8, 6, |x, y| image::Luma([(x * 30 + y) as u8]));
+        // A JPEG named .png: read by what it is.
+        let path = dir.path().join("scan.png");
+        img.save_with_format(&path, image::ImageFormat::Jpeg).unwrap();
+        let px = decode_file(&path, gray(6, 8)).unwrap();
+        assert_eq!(px.len(), 48);
+        // Lossy, but close to the source.
+        let worst = px
+            .iter()
+            .zip(img.as_raw())
+            .map(|(a, &b)| (a - b as f32).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 12.0, "{worst}");
+        let msg = decode_file(&path, gray(8, 6)).unwrap_err().to_string();
+        assert!(msg.contains("scan.png") && msg.contains("6x8"), "{msg}");
+    }
+
+    #[test]
     fn an_opaque_alpha_channel_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let mut rgba = image::RgbaImage::from_pixel(2, 2, image::Rgba([9, 8, 7, 255]));
