@@ -124,6 +124,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             json: args.json,
         });
     }
+    if let (Some(f), None) = (args.images, args.dataset.image_shape()) {
+        bail!(
+            "--images {} needs a dataset of images: {} is a table; use --dataset digits",
+            f.extension(),
+            args.dataset
+        );
+    }
     let summary = if args.plaintext {
         plaintext(&args)?
     } else {

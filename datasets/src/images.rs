@@ -1074,7 +1074,8 @@ mod tests {
         let img = image::GrayImage::from_fn(8, 6, |x, y| image::Luma([(x * 30 + y) as u8]));
         // A JPEG named .png: read by what it is.
         let path = dir.path().join("scan.png");
-        img.save_with_format(&path, image::ImageFormat::Jpeg).unwrap();
+        img.save_with_format(&path, image::ImageFormat::Jpeg)
+            .unwrap();
         let px = decode_file(&path, gray(6, 8)).unwrap();
         assert_eq!(px.len(), 48);
         // Lossy, but close to the source.

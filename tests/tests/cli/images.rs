@@ -114,6 +114,18 @@ print(json.dumps(out))
         1,
     );
     assert!(refused.contains("only the bundled digits"), "{refused}");
+    let refused = failed_stderr(
+        &fedchain(&[
+            "demo",
+            "--plaintext",
+            "--images",
+            "png",
+            "--dataset",
+            "diabetes",
+        ]),
+        1,
+    );
+    assert!(refused.contains("diabetes is a table"), "{refused}");
 }
 
 /// An encrypted job that declares 8x8 grayscale images, in real processes over mutual TLS: h1
