@@ -152,7 +152,7 @@ pub fn run(
     anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
     let job = demo_job(dataset, model, None, Some(rounds as u32), 1, false);
     let spec = job.to_spec()?;
-    let (model, hospitals) = plaintext_hospitals(dataset, 3, 0.5, 1, &spec)?;
+    let (model, hospitals) = plaintext_hospitals(dataset, 3, 0.5, 1, &spec, None)?;
     let device = pick_device(DeviceChoice::Cpu)?;
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let (pk, shares) = deal(bits, hospitals.len(), 2, &mut rng)?;

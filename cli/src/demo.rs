@@ -216,6 +216,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         args.alpha,
         args.seed,
         &spec_pb,
+        args.images,
     )?;
     // The model round 1 starts from, as the coordinator derives it.
     let mut global = fedchain_protocol::starting_model(&fedchain_protocol::validate(&spec_pb)?);

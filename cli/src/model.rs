@@ -119,6 +119,15 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
             println!("parameters: {}", m.params().len());
             println!("digest:     sha256:{} (verified)", m.digest());
             match m.preprocessing() {
+                Some(p) if p.scaling.image.is_some() => {
+                    let shape = p.scaling.image.expect("matched");
+                    println!(
+                        "applies to: {shape} images (files, channel by channel), label {} ({}), \
+                         scaled per channel as the hospitals scaled them: `fedchain predict \
+                         --model FILE --images DIR`",
+                        p.target, p.task
+                    )
+                }
                 Some(p) => {
                     println!(
                     "applies to: rows of {} feature columns ({} ...), target {} ({}), scaled as \

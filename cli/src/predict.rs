@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use fedchain_datasets::{
-    image_folder, load_csv, load_image_rows, load_images, load_rows, DataError, Schema, TaskKind,
+    image_folder, load_csv, load_image_rows, load_images_named, load_rows, DataError, Schema,
+    TaskKind,
 };
 use fedchain_models::{evaluate, Model, ModelFile, ModelSpec};
 use serde_json::json;
@@ -94,10 +95,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
             features.len()
         ),
     };
+    if args.images.is_some() && !source.exists() {
+        bail!(
+            "{}: no such folder (give a folder of image files, or its labels.csv)",
+            source.display()
+        );
+    }
     let mut files: Option<Vec<String>> = None;
     let source_path = source.clone();
     let loaded = match p.scaling.image {
-        Some(_) => load_images(&source, &schema),
+        Some(_) => load_images_named(&source, &schema).map(|(ds, names)| {
+            files = Some(names);
+            ds
+        }),
         None => load_csv(&source, &schema),
     };
     let (predictions, metrics, rows, outputs) = match loaded {

@@ -100,9 +100,24 @@ pub fn plaintext_hospitals(
     alpha: f64,
     seed: u64,
     spec_pb: &pb::JobSpec,
+    files: Option<fedchain_datasets::ImageFormat>,
 ) -> Result<(ModelSpec, Vec<LocalData>)> {
     let images = spec_pb.schema.as_ref().is_some_and(|s| s.image.is_some());
     let (data, part) = demo_split(dataset, hospitals, alpha, seed, images)?;
+    // Image files, as the workers read them: written, then decoded back.
+    let shares = match (files, data.image()) {
+        (Some(format), Some(shape)) => {
+            let dir = tempfile::tempdir()?;
+            let names: Vec<String> = (1..=hospitals).map(|k| format!("h{k}")).collect();
+            fedchain_datasets::write_split_images(&data, &part, dir.path(), &names, shape, format)?;
+            let schema = data.schema();
+            names
+                .iter()
+                .map(|n| fedchain_datasets::load_images(&dir.path().join(n), &schema))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        }
+        _ => part.datasets(&data),
+    };
     let model = ModelSpec::from_json(
         &spec_pb
             .model
@@ -111,8 +126,7 @@ pub fn plaintext_hospitals(
             .unwrap_or_default(),
     )?;
     let task = data.task();
-    let splits: Vec<(Dataset, Dataset)> = part
-        .datasets(&data)
+    let splits: Vec<(Dataset, Dataset)> = shares
         .iter()
         .map(|rows| train_test_split(rows, 0.2, spec_pb.seed).map_err(anyhow::Error::from))
         .collect::<Result<_>>()?;

@@ -123,6 +123,11 @@ fn file_in(dir: &Path, labels: &Path, row: &LabelRow) -> Result<PathBuf> {
 /// problem is an error naming the file (or the labels file's line). Images are decoded on every
 /// core.
 pub fn load_images(path: &Path, schema: &Schema) -> Result<Dataset> {
+    load_images_named(path, schema).map(|(ds, _)| ds)
+}
+
+/// As [`load_images`], with each row's file name (as the labels file writes it), in row order.
+pub fn load_images_named(path: &Path, schema: &Schema) -> Result<(Dataset, Vec<String>)> {
     let shape = schema.image.ok_or_else(|| {
         DataError::InvalidArgument("load_images needs a schema that declares an image shape".into())
     })?;
@@ -147,7 +152,7 @@ pub fn load_images(path: &Path, schema: &Schema) -> Result<Dataset> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());
-    Ok(Dataset {
+    let ds = Dataset {
         name,
         feature_names: shape.channel_names(),
         target_name: schema.target.clone(),
@@ -155,7 +160,8 @@ pub fn load_images(path: &Path, schema: &Schema) -> Result<Dataset> {
         image: Some(shape),
         features,
         targets: rows.iter().map(|r| r.target.unwrap_or(0.0)).collect(),
-    })
+    };
+    Ok((ds, rows.into_iter().map(|r| r.file).collect()))
 }
 
 /// Loads a hospital's data as `schema` says: an image folder ([`load_images`]) when it declares
@@ -174,7 +180,8 @@ pub fn load_data(path: &Path, schema: &Schema) -> Result<Dataset> {
 
 /// Images without labels (what a released model is applied to), each of `shape`: the files
 /// [`LABELS_FILE`] lists when the folder has one, otherwise every file in the folder (not its
-/// subfolders, not hidden files, not `.csv` files), in name order. Returns the rows and the file
+/// subfolders, hidden files, `DICOMDIR`, or `.csv`, `.txt`, `.md`, `.json`, `.toml` files), in
+/// name order. Returns the rows and the file
 /// names, in the same order.
 pub fn load_image_rows(path: &Path, shape: ImageShape) -> Result<(Rows, Vec<String>)> {
     shape.check()?;
@@ -198,8 +205,14 @@ pub fn load_image_rows(path: &Path, shape: ImageShape) -> Result<(Rows, Vec<Stri
                 source,
             })?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
-            if is_file && !name.starts_with('.') && !name.to_ascii_lowercase().ends_with(".csv") {
+            // Followed, so a link to an image counts as the image.
+            let is_file = std::fs::metadata(e.path()).is_ok_and(|m| m.is_file());
+            let lower = name.to_ascii_lowercase();
+            let not_an_image = lower == "dicomdir"
+                || [".csv", ".txt", ".md", ".json", ".toml"]
+                    .iter()
+                    .any(|ext| lower.ends_with(ext));
+            if is_file && !name.starts_with('.') && !not_an_image {
                 names.push(name);
             }
         }
@@ -241,40 +254,74 @@ fn check_unique(labels: &Path, rows: &[LabelRow]) -> Result<()> {
     Ok(())
 }
 
+/// Most values an image dataset may hold in memory: 2^31 (8 GiB of `f32`).
+pub const MAX_DATASET_VALUES: usize = 1 << 31;
+
 /// Decodes every file (in parallel), CHW rows in file order; the first failing file (in order)
 /// is the error.
+///
+/// Memory follows the files, not the declaration: the first file is decoded (and so shown to
+/// have the declared shape) before room for all of them is reserved, so a job that declares
+/// enormous images costs a hospital nothing but a refusal.
 fn decode_all(files: &[PathBuf], shape: ImageShape) -> Result<Vec<f32>> {
+    let Some((first, rest)) = files.split_first() else {
+        return Ok(Vec::new());
+    };
+    let n = shape.len();
+    let first = decode_file(first, shape)?;
+    let total = files
+        .len()
+        .checked_mul(n)
+        .filter(|&t| t <= MAX_DATASET_VALUES)
+        .ok_or_else(|| {
+            DataError::InvalidArgument(format!(
+                "{} images of {shape} are more than {MAX_DATASET_VALUES} values; a worker loads \
+                 at most that many into memory",
+                files.len()
+            ))
+        })?;
+    let mut features: Vec<f32> = Vec::new();
+    features.try_reserve_exact(total).map_err(|_| {
+        DataError::InvalidArgument(format!(
+            "not enough memory to load {} images of {shape} ({} MiB)",
+            files.len(),
+            total / (1 << 18)
+        ))
+    })?;
+    features.extend_from_slice(&first);
+    features.resize(total, 0.0);
     let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(|t| t.get())
         .unwrap_or(1)
-        .min(files.len().max(1));
-    let chunk = files.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = files
+        .min(rest.len().max(1));
+    let chunk = rest.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = rest
             .chunks(chunk)
-            .map(|part| {
+            .zip(features[n..].chunks_mut(chunk * n))
+            .map(|(part, out)| {
                 s.spawn(move || {
-                    let mut out = Vec::with_capacity(part.len() * shape.len());
-                    for f in part {
-                        out.extend(decode_file(f, shape)?);
+                    for (f, dst) in part.iter().zip(out.chunks_mut(n)) {
+                        let px = decode_file(f, shape)?;
+                        if px.len() != n {
+                            return Err(bad(f, format!("decoded to {} values, not {n}", px.len())));
+                        }
+                        dst.copy_from_slice(&px);
                     }
-                    Ok(out)
+                    Ok(())
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(DataError::InvalidArgument("a decoder panicked".into()))
-                })
-            })
-            .collect()
-    });
-    let mut features = Vec::with_capacity(files.len() * shape.len());
-    for p in parts {
-        features.extend(p?);
-    }
+        // In file order, so the error is the first bad file's.
+        for h in handles {
+            h.join().unwrap_or_else(|_| {
+                Err(DataError::InvalidArgument(
+                    "an image decoder panicked".into(),
+                ))
+            })?;
+        }
+        Ok(())
+    })?;
     Ok(features)
 }
 
@@ -311,7 +358,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<
     })
 }
 
-fn decode_unguarded(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
+/// [`decode_bytes`] without the panic guard, for the fuzz target: a decoder's panic must reach the
+/// fuzzer, which reports it.
+#[doc(hidden)]
+pub fn decode_unguarded(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
     if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         return decode_dicom(bytes, path, shape);
     }
@@ -627,6 +677,14 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> DataError {
 /// Writes one image (CHW values, integers 0..=65535) as PNG: 8-bit when every value fits, else
 /// 16-bit.
 pub fn write_png(path: &Path, shape: ImageShape, pixels: &[f32]) -> Result<()> {
+    let bytes = png_bytes_at(path, shape, pixels)?;
+    std::fs::write(path, bytes).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn png_bytes_at(path: &Path, shape: ImageShape, pixels: &[f32]) -> Result<Vec<u8>> {
     shape.check()?;
     if pixels.len() != shape.len() {
         return Err(bad(
@@ -656,8 +714,15 @@ pub fn write_png(path: &Path, shape: ImageShape, pixels: &[f32]) -> Result<()> {
                 .ok_or_else(|| write_err(path, "buffer size"))?,
         ),
     };
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| write_err(path, e))
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| write_err(path, e))?;
+    Ok(bytes.into_inner())
+}
+
+/// The bytes of a PNG file as [`write_png`] writes it.
+pub fn png_bytes(shape: ImageShape, pixels: &[f32]) -> Result<Vec<u8>> {
+    png_bytes_at(Path::new("image.png"), shape, pixels)
 }
 
 /// Channel planes (CHW) to interleaved pixels (HWC).
@@ -876,7 +941,7 @@ pub fn write_images(
         source,
     })?;
     let digits = ds.len().to_string().len().max(5);
-    let mut labels = format!("{FILE_COLUMN},{}\n", ds.target_name());
+    let mut labels = format!("{FILE_COLUMN},{}\n", crate::loader::quote(ds.target_name()));
     for i in 0..ds.len() {
         let name = format!("{i:0digits$}.{}", format.extension());
         let path = dir.join(&name);
@@ -995,6 +1060,17 @@ mod tests {
             .to_multi_int()
             .unwrap();
         assert_eq!(stored, vec![50, 55, 175, 550]);
+        let obj = dicom_object::open_file(dir.path().join("m.dcm")).unwrap();
+        let stored: Vec<u16> = obj
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .value()
+            .to_multi_int()
+            .unwrap();
+        // MONOCHROME1: the brightest pixel is stored lowest.
+        assert_eq!(stored, vec![64511, 64501, 64261, 63511]);
+        let pi = obj.element(tags::PHOTOMETRIC_INTERPRETATION).unwrap();
+        assert_eq!(pi.to_str().unwrap().trim(), "MONOCHROME1");
         for f in ["s.dcm", "m.dcm"] {
             let got = decode_file(&dir.path().join(f), shape).unwrap();
             assert_eq!(got, px, "{f}");

@@ -41,9 +41,9 @@ pub use builtin::Builtin;
 pub use dataset::{Dataset, ImageShape, Schema, TaskKind, MAX_IMAGE_SIDE};
 pub use error::{DataError, Result};
 pub use images::{
-    decode_bytes, decode_file, dicom_bytes, image_folder, load_data, load_image_rows, load_images,
-    write_dicom, write_images, write_png, ImageFormat, FILE_COLUMN, LABELS_FILE,
-    MAX_IMAGE_FILE_BYTES,
+    decode_bytes, decode_file, decode_unguarded, dicom_bytes, image_folder, load_data,
+    load_image_rows, load_images, load_images_named, png_bytes, write_dicom, write_images,
+    write_png, ImageFormat, FILE_COLUMN, LABELS_FILE, MAX_DATASET_VALUES, MAX_IMAGE_FILE_BYTES,
 };
 pub use loader::{load_csv, load_rows, parse_csv, Rows};
 pub use partition::{

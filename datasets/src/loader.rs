@@ -581,7 +581,7 @@ impl Dataset {
 }
 
 /// Quotes a header name if the CSV reader would otherwise split it differently.
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     if name.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", name.replace('"', "\"\""))
     } else {

@@ -124,9 +124,12 @@ pub fn fixtures() -> &'static Fixtures {
             ("job_specs", job.encode_to_vec()),
             ("torchscript_code", torchscript_archive()),
             ("image_files", {
-                let shape = image_shape();
                 let px: Vec<f32> = (0..16).map(|v| v as f32).collect();
-                fedchain_datasets::dicom_bytes(shape, &px, "seed").expect("a DICOM file")
+                fedchain_datasets::dicom_bytes(image_shape(), &px, "seed").expect("a DICOM file")
+            }),
+            ("png_images", {
+                let px: Vec<f32> = (0..16).map(|v| (v * 16) as f32).collect();
+                fedchain_datasets::png_bytes(image_shape(), &px).expect("a PNG file")
             }),
             ("torchscript_pickles", {
                 use fedchain_model_core::pickle::Writer;
@@ -207,20 +210,31 @@ pub const TARGETS: &[Target] = &[
         name: "image_files",
         check: image_files,
     },
+    Target {
+        name: "png_images",
+        check: png_images,
+    },
 ];
 
 fn image_shape() -> fedchain_datasets::ImageShape {
     fedchain_datasets::ImageShape::new(1, 4, 4).expect("a 4x4 grayscale shape")
 }
 
-/// A hospital's image file (DICOM, PNG or JPEG), declared 4x4 grayscale: what the decoders
-/// accept has exactly that many values, all finite.
+/// A hospital's image file, declared 4x4 grayscale, through the decoders without their panic
+/// guard (so a decoder's panic is found): what they accept has exactly that many values, all
+/// finite. Bytes are read by content, so both targets reach every decoder; their seeds differ
+/// (DICOM here, PNG in [`png_images`]).
 pub fn image_files(bytes: &[u8]) {
     let shape = image_shape();
-    if let Ok(px) = fedchain_datasets::decode_bytes(bytes, Path::new("fuzz"), shape) {
+    if let Ok(px) = fedchain_datasets::decode_unguarded(bytes, Path::new("fuzz"), shape) {
         assert_eq!(px.len(), shape.len(), "an image of another size accepted");
         assert!(px.iter().all(|v| v.is_finite()), "a non-finite pixel");
     }
+}
+
+/// [`image_files`], grown from a PNG.
+pub fn png_images(bytes: &[u8]) {
+    image_files(bytes)
 }
 
 /// A valid encoding for target `name` (the corpus seed and the proptest mutation base).

@@ -116,6 +116,24 @@ fn image_files() {
     fuzz("image_files");
 }
 
+#[test]
+fn png_images() {
+    fuzz("png_images");
+}
+
+/// The seeds of the image targets are images, decoded to their pixels: the targets start from
+/// inputs the decoders accept, not from noise.
+#[test]
+fn image_seeds_decode() {
+    let shape = fedchain_datasets::ImageShape::new(1, 4, 4).unwrap();
+    for (name, scale) in [("image_files", 1.0), ("png_images", 16.0)] {
+        let px = fedchain_datasets::decode_bytes(&seed(name), std::path::Path::new(name), shape)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want: Vec<f32> = (0..16).map(|v| v as f32 * scale).collect();
+        assert_eq!(px, want, "{name}");
+    }
+}
+
 /// Every target has a test above, a cargo-fuzz binary in `fuzz/` and a seed; none is forgotten
 /// when a decoder is added.
 #[test]

@@ -73,6 +73,26 @@ impl ModelFile {
             Some(shape) => shape.len(),
             None => p.scaling.feature_names.len(),
         };
+        // Images must reach the model in its own shape, not merely as many values.
+        let takes = match &self.spec {
+            ModelSpec::Cnn {
+                in_channels,
+                height,
+                width,
+                ..
+            } => p.scaling.image.map(|_| [*in_channels, *height, *width]),
+            ModelSpec::Torchscript { image, .. } => *image,
+            _ => None,
+        };
+        if let Some(shape) = p.scaling.image {
+            let declared = [shape.channels, shape.height, shape.width];
+            if takes.is_some_and(|t| t != declared) {
+                return Err(ModelError::InvalidArgument(format!(
+                    "preprocessing: images of {declared:?}, but the model takes {:?}",
+                    takes.unwrap_or_default()
+                )));
+            }
+        }
         self.spec
             .check_fits(inputs, p.task)
             .map_err(|e| ModelError::InvalidArgument(format!("preprocessing: {e}")))?;

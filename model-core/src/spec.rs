@@ -256,7 +256,7 @@ impl ModelSpec {
                 width,
                 in_channels,
                 ..
-            } => in_channels * height * width,
+            } => in_channels.saturating_mul(*height).saturating_mul(*width),
         }
     }
 

@@ -206,12 +206,18 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
             "the model spec is not in canonical JSON form (serialize it with ModelSpec::canonical_json)",
         ));
     }
-    if let ModelSpec::Torchscript { image: Some(i), .. } = &model {
-        if image.map(|s| [s.channels, s.height, s.width]) != Some(*i) {
+    if let ModelSpec::Torchscript {
+        image: module_image,
+        ..
+    } = &model
+    {
+        // An image job's module takes images; a table job's, rows.
+        if image.map(|s| [s.channels, s.height, s.width]) != *module_image {
+            let i = module_image.map_or("table rows".to_string(), |i| format!("{i:?}"));
             return Err(bad(
                 Model,
                 format!(
-                    "the torchscript module takes images of {i:?}, but the schema declares {}",
+                    "the torchscript module takes {i}, but the schema declares {}",
                     image.map_or("table rows".to_string(), |s| format!(
                         "[{}, {}, {}]",
                         s.channels, s.height, s.width

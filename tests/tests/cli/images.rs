@@ -8,7 +8,7 @@ use std::time::Duration;
 use fedchain_datasets::{
     load_images, partition, train_test_split, write_images, Builtin, ImageFormat, Schema, Scheme,
 };
-use fedchain_tests::{as_party, failed_stderr, fedchain, json, logs, s, venv_python};
+use fedchain_tests::{as_party, failed_stderr, fedchain, json, logs, ok_stdout, s, venv_python};
 
 fn digits_schema() -> Schema {
     let b = Builtin::Digits;
@@ -265,6 +265,23 @@ fn an_image_job_trains_on_dicom_and_png_folders_and_a_bad_file_is_declined_priva
         "predict on the held-out files: {on_files}, the job reported {accuracy}"
     );
     assert_eq!(scored["rows"], union.len());
+    assert_eq!(scored["files"][1], "00001.dcm");
+    let missing = failed_stderr(
+        &fedchain(&[
+            "predict",
+            "--model",
+            s(&model),
+            "--images",
+            s(&dir.join("no-such-folder")),
+        ]),
+        1,
+    );
+    assert!(missing.contains("no such folder"), "{missing}");
+    let info = ok_stdout(&fedchain(&["model", "info", s(&model)]));
+    assert!(
+        info.contains("8x8 grayscale images") && info.contains("--images DIR"),
+        "{info}"
+    );
     // Without labels, every file is predicted by name.
     std::fs::remove_file(held_out.join("labels.csv")).unwrap();
     let unlabeled = json(&fedchain(&[
