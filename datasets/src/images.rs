@@ -483,7 +483,86 @@ fn to_chw(interleaved: &[f32], shape: ImageShape) -> Vec<f32> {
     out
 }
 
+/// Checks, before dicom-rs reads a file, that no top-level element claims more bytes than the file
+/// holds: dicom-rs reserves and zeroes an element's declared length before reading it, so one
+/// corrupt length would cost up to 4 GiB and a second of a worker's time. Scans the file meta
+/// group and, for little-endian transfer syntaxes, the data set up to the first element of
+/// undefined length (a sequence or encapsulated pixel data, which dicom-rs reads item by item).
+fn dicom_lengths_fit(bytes: &[u8]) -> std::result::Result<(), String> {
+    let u16_at = |p: usize| u16::from_le_bytes([bytes[p], bytes[p + 1]]);
+    let u32_at =
+        |p: usize| u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]);
+    let mut pos = 132;
+    let mut ts: &[u8] = b"";
+    let mut in_meta = true;
+    let mut implicit = false;
+    while pos + 8 <= bytes.len() {
+        let (group, element) = (u16_at(pos), u16_at(pos + 2));
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            let ts = std::str::from_utf8(ts)
+                .unwrap_or("")
+                .trim_end_matches(['\0', ' ']);
+            let explicit_le = ts == "1.2.840.10008.1.2.1"
+                || ts.starts_with("1.2.840.10008.1.2.4.")
+                || ts == "1.2.840.10008.1.2.5";
+            if ts == "1.2.840.10008.1.2" {
+                implicit = true;
+            } else if !explicit_le {
+                // Big endian, deflated or unknown: left to dicom-rs.
+                return Ok(());
+            }
+        }
+        let vr = &bytes[pos + 4..pos + 6];
+        let long = matches!(
+            vr,
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"SV"
+                | b"UC"
+                | b"UN"
+                | b"UR"
+                | b"UT"
+                | b"UV"
+        );
+        let (len, header) = if implicit && !in_meta {
+            (u32_at(pos + 4), 8)
+        } else if long {
+            if pos + 12 > bytes.len() {
+                return Err(format!("the element at byte {pos} is cut short"));
+            }
+            (u32_at(pos + 8), 12)
+        } else {
+            (u16_at(pos + 6) as u32, 8)
+        };
+        if len == u32::MAX {
+            return Ok(());
+        }
+        let end = (pos + header)
+            .checked_add(len as usize)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                format!(
+                    "the element ({group:04X},{element:04X}) at byte {pos} declares {len} bytes, \
+                     more than the file holds"
+                )
+            })?;
+        if in_meta && element == 0x0010 {
+            ts = &bytes[pos + header..end];
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
 fn decode_dicom(bytes: &[u8], path: &Path, shape: ImageShape) -> Result<Vec<f32>> {
+    dicom_lengths_fit(bytes)
+        .map_err(|e| bad(path, format!("is not a readable DICOM file: {e}")))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(bytes)
@@ -1142,6 +1221,30 @@ mod tests {
         std::fs::remove_file(d.join(LABELS_FILE)).unwrap();
         let msg = err_text(load_images(d, &schema(rgb, 3)));
         assert!(msg.contains(LABELS_FILE), "{msg}");
+    }
+
+    #[test]
+    fn a_corrupt_dicom_length_is_refused_before_anything_is_reserved() {
+        let shape = gray(4, 4);
+        let good = dicom_bytes(shape, &[3.0; 16], "x").unwrap();
+        // The first data set element after the meta group: its 2-byte length, made huge
+        // for a 4-byte-length VR by turning it into OB with length 0xFFFFFFF0.
+        let meta_len = u32::from_le_bytes(good[140..144].try_into().unwrap()) as usize;
+        let first = 144 + meta_len;
+        let mut bad_len = good[..first].to_vec();
+        bad_len.extend_from_slice(&good[first..first + 4]);
+        bad_len.extend_from_slice(b"OB\0\0");
+        bad_len.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        bad_len.extend_from_slice(&good[first + 8..]);
+        let t = std::time::Instant::now();
+        let e = decode_bytes(&bad_len, Path::new("corrupt.dcm"), shape).unwrap_err();
+        assert!(e.to_string().contains("more than the file holds"), "{e}");
+        assert!(t.elapsed().as_millis() < 100, "{:?}", t.elapsed());
+        assert!(dicom_lengths_fit(&good).is_ok());
+        assert_eq!(
+            decode_bytes(&good, Path::new("x"), shape).unwrap(),
+            vec![3.0; 16]
+        );
     }
 
     #[test]
