@@ -113,8 +113,13 @@ pub fn plaintext_hospitals(
             let schema = data.schema();
             names
                 .iter()
-                .map(|n| fedchain_datasets::load_images(&dir.path().join(n), &schema))
-                .collect::<std::result::Result<Vec<_>, _>>()?
+                .map(|n| {
+                    Ok(fedchain_datasets::load_images(
+                        &dir.path().join(n),
+                        &schema,
+                    )?)
+                })
+                .collect::<Result<Vec<_>>>()?
         }
         _ => part.datasets(&data),
     };
