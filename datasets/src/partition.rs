@@ -442,38 +442,11 @@ pub fn write_split_as(
     out_dir: &Path,
     names: &[String],
 ) -> Result<PartitionSummary> {
-    partition.check(ds)?;
-    if names.len() != partition.hospitals.len() {
-        return Err(DataError::InvalidArgument(format!(
-            "{} names for {} hospitals",
-            names.len(),
-            partition.hospitals.len()
-        )));
-    }
-    if let Some(bad) = names
-        .iter()
-        .find(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.'))
-    {
-        return Err(DataError::InvalidArgument(format!(
-            "{bad:?} cannot name a hospital's file"
-        )));
-    }
-    std::fs::create_dir_all(out_dir).map_err(|source| DataError::Io {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
-    for (part, name) in partition.datasets(ds).iter().zip(names) {
-        part.write_csv(&out_dir.join(format!("{name}.csv")))?;
-    }
-    let mut summary = partition.summary(ds);
-    for (h, name) in summary.hospitals.iter_mut().zip(names) {
-        h.file = format!("{name}.csv");
-    }
-    // Plain data (strings, integers, finite floats): serialization cannot fail.
-    let json = serde_json::to_string_pretty(&summary).expect("a summary always serializes");
-    let path = out_dir.join("summary.json");
-    std::fs::write(&path, json + "\n").map_err(|source| DataError::Io { path, source })?;
-    Ok(summary)
+    write_split_with(ds, partition, out_dir, names, "file", |part, name| {
+        let file = format!("{name}.csv");
+        part.write_csv(&out_dir.join(&file))?;
+        Ok(file)
+    })
 }
 
 /// As [`write_split_as`], with each hospital's rows written as an image folder
@@ -486,6 +459,22 @@ pub fn write_split_images(
     names: &[String],
     shape: crate::ImageShape,
     format: crate::ImageFormat,
+) -> Result<PartitionSummary> {
+    write_split_with(ds, partition, out_dir, names, "folder", |part, name| {
+        crate::write_images(part, shape, format, &out_dir.join(name), name)?;
+        Ok(format!("{name}/"))
+    })
+}
+
+/// Checks the names, writes each hospital's rows with `write` (which returns what it wrote,
+/// relative to `out_dir`, for the summary), then `summary.json`.
+fn write_split_with(
+    ds: &Dataset,
+    partition: &Partition,
+    out_dir: &Path,
+    names: &[String],
+    what: &str,
+    write: impl Fn(&Dataset, &str) -> Result<String>,
 ) -> Result<PartitionSummary> {
     partition.check(ds)?;
     if names.len() != partition.hospitals.len() {
@@ -500,16 +489,23 @@ pub fn write_split_images(
         .find(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.'))
     {
         return Err(DataError::InvalidArgument(format!(
-            "{bad:?} cannot name a hospital's folder"
+            "{bad:?} cannot name a hospital's {what}"
         )));
     }
-    for (part, name) in partition.datasets(ds).iter().zip(names) {
-        crate::write_images(part, shape, format, &out_dir.join(name), name)?;
-    }
+    std::fs::create_dir_all(out_dir).map_err(|source| DataError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let mut summary = partition.summary(ds);
-    for (h, name) in summary.hospitals.iter_mut().zip(names) {
-        h.file = format!("{name}/");
+    for ((part, name), h) in partition
+        .datasets(ds)
+        .iter()
+        .zip(names)
+        .zip(summary.hospitals.iter_mut())
+    {
+        h.file = write(part, name)?;
     }
+    // Plain data (strings, integers, finite floats): serialization cannot fail.
     let json = serde_json::to_string_pretty(&summary).expect("a summary always serializes");
     let path = out_dir.join("summary.json");
     std::fs::write(&path, json + "\n").map_err(|source| DataError::Io { path, source })?;

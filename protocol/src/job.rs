@@ -364,6 +364,29 @@ mod tests {
     use super::*;
     use fedchain_proto::v1 as pb;
 
+    /// A spec with usable hyperparameters around `schema`, `model` and `module`.
+    fn spec_of(schema: pb::DatasetSchema, model: &ModelSpec, module: Vec<u8>) -> pb::JobSpec {
+        pb::JobSpec {
+            schema: Some(schema),
+            model: Some(pb::ModelSpec {
+                canonical_json: model.canonical_json(),
+            }),
+            rounds: 1,
+            local_epochs: 1,
+            learning_rate: 0.01,
+            batch_size: 8,
+            min_participants: 2,
+            round_deadline_seconds: 60,
+            credit_budget: 10,
+            quantization: Some(pb::Quantization {
+                frac_bits: 16,
+                clip: 1.0,
+            }),
+            seed: 1,
+            torchscript_module: module,
+        }
+    }
+
     #[test]
     fn a_schema_without_features_is_refused_naming_them() {
         let spec = pb::JobSpec {
@@ -389,34 +412,17 @@ mod tests {
             ModelSpec::preset_images(fedchain_model_core::ModelKind::Cnn, shape, TaskKind::Binary)
                 .unwrap();
         let job = |features: Vec<String>, image: Option<(u32, u32, u32)>, model: &ModelSpec| {
-            pb::JobSpec {
-                schema: Some(pb::DatasetSchema {
-                    features,
-                    target: "y".into(),
-                    task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
-                    image: image.map(|(channels, height, width)| pb::ImageShape {
-                        channels,
-                        height,
-                        width,
-                    }),
+            let schema = pb::DatasetSchema {
+                features,
+                target: "y".into(),
+                task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+                image: image.map(|(channels, height, width)| pb::ImageShape {
+                    channels,
+                    height,
+                    width,
                 }),
-                model: Some(pb::ModelSpec {
-                    canonical_json: model.canonical_json(),
-                }),
-                rounds: 1,
-                local_epochs: 1,
-                learning_rate: 0.01,
-                batch_size: 8,
-                min_participants: 2,
-                round_deadline_seconds: 60,
-                credit_budget: 10,
-                quantization: Some(pb::Quantization {
-                    frac_bits: 16,
-                    clip: 1.0,
-                }),
-                seed: 1,
-                torchscript_module: Vec::new(),
-            }
+            };
+            spec_of(schema, model, Vec::new())
         };
         let rgb = shape.channel_names();
         let valid = validate(&job(rgb.clone(), Some((3, 16, 12)), &cnn)).unwrap();
@@ -492,30 +498,13 @@ mod tests {
                 }],
                 image: None,
             };
-            pb::JobSpec {
-                schema: Some(pb::DatasetSchema {
-                    features: vec!["a".into(), "b".into()],
-                    target: "y".into(),
-                    task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
-                    image: None,
-                }),
-                model: Some(pb::ModelSpec {
-                    canonical_json: model.canonical_json(),
-                }),
-                rounds: 1,
-                local_epochs: 1,
-                learning_rate: 0.01,
-                batch_size: 8,
-                min_participants: 2,
-                round_deadline_seconds: 60,
-                credit_budget: 10,
-                quantization: Some(pb::Quantization {
-                    frac_bits: 16,
-                    clip: 1.0,
-                }),
-                seed: 1,
-                torchscript_module: bytes,
-            }
+            let schema = pb::DatasetSchema {
+                features: vec!["a".into(), "b".into()],
+                target: "y".into(),
+                task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+                image: None,
+            };
+            spec_of(schema, &model, bytes)
         };
         validate(&job(&digest(&fine), fine.clone())).unwrap();
         for (spec, why) in [
