@@ -144,7 +144,7 @@ struct JobReplay {
     valid: Option<ValidJob>,
     researcher: String,
     members: Vec<Member>,
-    total_weight: Option<u64>,
+    enrollment: Option<protocol::Enrollment>,
     round: u64,
     state: RoundState,
     /// The global model the next round starts from, as re-derived; `None` once it cannot be
@@ -306,7 +306,7 @@ impl Replayer<'_> {
                         valid,
                         researcher,
                         members: Vec::new(),
-                        total_weight: None,
+                        enrollment: None,
                         round: 0,
                         state: RoundState::default(),
                         global: Some(Vec::new()),
@@ -614,8 +614,10 @@ impl Replayer<'_> {
         }
         let trusted = self.hospitals.get(&hospital).map(|t| t.identity);
         let j = self.jobs.get_mut(&job).expect("checked");
-        if j.total_weight.is_none() {
-            j.total_weight = Some(protocol::total_weight(j.members.iter().map(|m| m.samples)));
+        if j.enrollment.is_none() {
+            j.enrollment = Some(protocol::Enrollment::of(
+                j.members.iter().map(|m| m.samples),
+            ));
         }
         let enrolled = j.members.iter().any(|m| m.name == hospital);
         let duplicate = j.state.subs.contains_key(&hospital);
@@ -757,7 +759,7 @@ impl Replayer<'_> {
     }
 
     fn round_len(j: &JobReplay, round: u64) -> Option<(usize, fedchain_proto::v1::Quantization)> {
-        let plan = RoundPlan::new(j.valid.as_ref()?, round, j.total_weight?);
+        let plan = RoundPlan::new(j.valid.as_ref()?, round, j.enrollment?);
         Some((plan.len, plan.quantization))
     }
 
@@ -791,7 +793,7 @@ impl Replayer<'_> {
             );
             return;
         };
-        let total = j.total_weight.unwrap_or(0);
+        let enrolled = j.enrollment.unwrap_or_default();
         if participants != submitters {
             self.bad(
                 job,
@@ -812,7 +814,7 @@ impl Replayer<'_> {
                 format!("{}", participants.len()),
             );
         }
-        let codec = match protocol::codec(self.pk, &q, total) {
+        let codec = match protocol::codec(self.pk, &q, enrolled) {
             Ok(c) => c,
             Err(e) => {
                 self.bad(
@@ -989,7 +991,7 @@ impl Replayer<'_> {
         let plan = j
             .valid
             .as_ref()
-            .zip(j.total_weight)
+            .zip(j.enrollment)
             .map(|(v, w)| RoundPlan::new(v, round, w));
         let previous = match (&j.global, plan) {
             (_, None) => None,
@@ -1111,8 +1113,8 @@ impl Replayer<'_> {
             .map(|m| m.samples)
             .sum();
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
-        let codec =
-            protocol::codec(self.pk, q, j.total_weight.unwrap_or(0)).map_err(|e| e.to_string())?;
+        let codec = protocol::codec(self.pk, q, j.enrollment.unwrap_or_default())
+            .map_err(|e| e.to_string())?;
         let plain = combine_verified(self.pk, n, &shares).map_err(|e| e.to_string())?;
         let avg = codec
             .decode_average(&plain, len, weight)

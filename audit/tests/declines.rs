@@ -55,6 +55,7 @@ fn spec() -> pb::JobSpec {
         quantization: Some(pb::Quantization {
             frac_bits: 16,
             clip: 1.0,
+            quant_bits: 0,
         }),
     }
 }

@@ -82,6 +82,7 @@ fn job_spec() -> pb::JobSpec {
         quantization: Some(pb::Quantization {
             frac_bits: 16,
             clip: 1.0,
+            quant_bits: 0,
         }),
     }
 }

@@ -43,6 +43,10 @@ pub enum BenchCommand {
         /// Modulus size in bits.
         #[arg(long, default_value_t = 2048)]
         bits: usize,
+        /// Quantize updates to this many bits scaled by each hospital's share (8, 12 or 16),
+        /// as `demo --quant-bits` does; default: 16 fractional bits times the rows.
+        #[arg(long, value_name = "BITS")]
+        quant_bits: Option<u32>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -96,9 +100,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             model,
             rounds,
             bits,
+            quant_bits,
             json,
         } => {
-            let r = crate::bench_round::run(dataset, model, rounds, bits, !json)?;
+            let r = crate::bench_round::run(dataset, model, rounds, bits, quant_bits, !json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -20,7 +20,6 @@ use anyhow::Result;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::deal;
-use fedchain_crypto::quantize::Rounding;
 use fedchain_crypto::threshold::{combine_verified, partial_decrypt, verify_share};
 use fedchain_datasets::Builtin;
 use fedchain_ledger::note::NoteSigner;
@@ -29,7 +28,7 @@ use fedchain_ledger::sha256;
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_models::{fedavg, pick_device, DeviceChoice, ModelDigest, ModelKind};
 use fedchain_worker::local_round;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 
 use crate::simulation::{demo_job, plaintext_hospitals, pooled_metrics, round_config};
@@ -96,6 +95,14 @@ pub struct RoundBench {
     pub rounds: u64,
     pub ciphertexts_per_update: usize,
     pub upload_bytes_per_hospital: usize,
+    /// The job's quant_bits (null: 16 fractional bits times the rows).
+    pub quant_bits: Option<u32>,
+    /// Width of one value's slot in the plaintext.
+    pub slot_bits: u32,
+    /// Upload bits per parameter: each ciphertext is twice the modulus, shared by its slots.
+    pub bits_per_parameter: f64,
+    /// Update values clipped, all rounds and hospitals.
+    pub clipped_values: usize,
     pub encrypted_round_s: f64,
     pub plaintext_round_s: f64,
     pub ratio: f64,
@@ -147,10 +154,19 @@ pub fn run(
     model: Option<ModelKind>,
     rounds: u64,
     bits: usize,
+    quant_bits: Option<u32>,
     progress: bool,
 ) -> Result<RoundBench> {
     anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
-    let job = demo_job(dataset, model, None, Some(rounds as u32), 1, false);
+    let job = demo_job(
+        dataset,
+        model,
+        None,
+        Some(rounds as u32),
+        quant_bits,
+        1,
+        false,
+    );
     let spec = job.to_spec()?;
     let (model, hospitals) = plaintext_hospitals(dataset, 3, 0.5, 1, &spec, None)?;
     let device = pick_device(DeviceChoice::Cpu)?;
@@ -158,8 +174,10 @@ pub fn run(
     let (pk, shares) = deal(bits, hospitals.len(), 2, &mut rng)?;
     let table = EncryptionTable::new(&pk);
     let valid = fedchain_protocol::validate(&spec)?;
-    let total = fedchain_protocol::total_weight(hospitals.iter().map(|h| h.samples()));
-    let codec = fedchain_protocol::RoundPlan::new(&valid, 1, total).codec(&pk)?;
+    let enrolled = fedchain_protocol::Enrollment::of(hospitals.iter().map(|h| h.samples()));
+    let total = enrolled.rows;
+    let plan = fedchain_protocol::RoundPlan::new(&valid, 1, enrolled);
+    let codec = plan.codec(&pk)?;
     let tmp = tempfile::tempdir()?;
     let mut store = Store::open(tmp.path(), "bench-log")?;
     let signer = NoteSigner::new("bench-log", [7; 32])?;
@@ -168,6 +186,7 @@ pub fn run(
     let (mut enc_round, mut plain_round) = (0.0, 0.0);
     let mut ciphertexts = 0;
     let mut upload_bytes = 0;
+    let mut clipped = 0;
     for round in 1..=rounds {
         let config = round_config(&spec, round);
         let (mut train, mut encrypt, mut up, mut up_plain) = (vec![], vec![], 0.0, 0.0);
@@ -178,7 +197,9 @@ pub fn run(
             let u = local_round(&model, &[], &global, h, &config, device)?;
             train.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            let e = codec.encrypt(&table, &u.delta, u.samples, Rounding::Nearest, &mut rng)?;
+            let rounding = plan.rounding(rng.next_u64());
+            let e = codec.encrypt(&table, &u.delta, u.samples, rounding, &mut rng)?;
+            clipped += e.clipped;
             let bytes = encode_ciphertexts(&pk, &e.ciphertexts);
             encrypt.push(t.elapsed().as_secs_f64());
             ciphertexts = e.ciphertexts.len();
@@ -327,6 +348,10 @@ pub fn run(
         rounds,
         ciphertexts_per_update: ciphertexts,
         upload_bytes_per_hospital: upload_bytes,
+        quant_bits,
+        slot_bits: codec.packer().slot_bits(),
+        bits_per_parameter: upload_bytes as f64 * 8.0 / global.len() as f64,
+        clipped_values: clipped,
         encrypted_round_s: enc_round * k,
         plaintext_round_s: plain_round * k,
         ratio: enc_round / plain_round,

@@ -65,6 +65,11 @@ pub struct DemoArgs {
     /// Federated rounds.
     #[arg(long)]
     rounds: Option<u32>,
+    /// Quantize each hospital's update to this many bits (8, 12 or 16) scaled by its share of the
+    /// rows, instead of 16 fractional bits times its rows: fewer, narrower slots, so fewer
+    /// ciphertexts to encrypt and decrypt.
+    #[arg(long, value_name = "BITS")]
+    quant_bits: Option<u32>,
     /// Seed of the split across hospitals and of the job.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -197,6 +202,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         args.model,
         args.model_file.as_deref(),
         args.rounds,
+        args.quant_bits,
         args.seed,
         args.images.is_some(),
     );
@@ -347,6 +353,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         args.model,
         args.model_file.as_deref(),
         args.rounds,
+        args.quant_bits,
         args.seed,
         args.images.is_some(),
     );

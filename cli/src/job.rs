@@ -214,8 +214,13 @@ pub struct JobFile {
     pub credit_budget: u64,
     #[serde(default = "d::seed")]
     pub seed: u64,
-    #[serde(default = "d::frac_bits")]
-    pub frac_bits: u32,
+    /// Fixed-point fractional bits (default 16 when `quant_bits` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frac_bits: Option<u32>,
+    /// Bits of a full-weight hospital's value (8, 12 or 16): slots grow with the hospitals, not
+    /// their rows, at the price of coarser values (stochastic rounding keeps them unbiased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant_bits: Option<u32>,
     #[serde(default = "d::clip")]
     pub clip: f32,
 }
@@ -416,9 +421,16 @@ impl JobFile {
             min_participants: self.min_participants,
             round_deadline_seconds: self.round_deadline_seconds,
             credit_budget: self.credit_budget,
+            // With quant_bits, frac_bits is unused (0) unless the file sets both, which the
+            // protocol refuses, naming them.
             quantization: Some(pb::Quantization {
-                frac_bits: self.frac_bits,
+                frac_bits: self.frac_bits.unwrap_or(if self.quant_bits.is_some() {
+                    0
+                } else {
+                    d::frac_bits()
+                }),
                 clip: self.clip,
+                quant_bits: self.quant_bits.unwrap_or(0),
             }),
             seed: self.seed,
         })

@@ -15,12 +15,16 @@ use fedchain_worker::{evaluate_global, report, LocalData};
 
 use crate::job::JobFile;
 
+/// The demo's clip with `quant_bits`.
+pub const QUANT_CLIP: f32 = 0.25;
+
 /// The job the demo runs.
 pub fn demo_job(
     dataset: Builtin,
     model: Option<ModelKind>,
     module: Option<&std::path::Path>,
     rounds: Option<u32>,
+    quant_bits: Option<u32>,
     seed: u64,
     images: bool,
 ) -> JobFile {
@@ -69,8 +73,15 @@ pub fn demo_job(
         round_deadline_seconds: 300,
         credit_budget: 2000,
         seed,
-        frac_bits: 16,
-        clip: 1.0,
+        frac_bits: None,
+        quant_bits,
+        // With few levels per value the clip is their range: the demo's updates (two epochs of
+        // Adam at 2e-3) stay well inside 0.25, and the clipped values are counted.
+        clip: if quant_bits.is_some() {
+            QUANT_CLIP
+        } else {
+            1.0
+        },
     }
 }
 

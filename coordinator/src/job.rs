@@ -424,8 +424,8 @@ pub struct Job {
     pub enrolled: Vec<Enrolled>,
     /// Each enrolled hospital's enrollment.
     pub answers: BTreeMap<String, EnrollAnswer>,
-    /// Total declared rows (fixed when round 0 opens).
-    pub total_weight: u64,
+    /// The enrolled hospitals and their declared rows (fixed when round 0 opens).
+    pub enrollment: protocol::Enrollment,
     /// The current round's number.
     pub round_no: u64,
     /// The current round.
@@ -507,7 +507,7 @@ impl Job {
             reason: String::new(),
             enrolled: Vec::new(),
             answers: BTreeMap::new(),
-            total_weight: 0,
+            enrollment: protocol::Enrollment::default(),
             round_no: 0,
             round: None,
             quantization: protocol::statistics_quantization(0),
@@ -724,8 +724,8 @@ impl Job {
                 }
                 if all || (enough && (answered || now >= deadline_ms)) {
                     self.phase = JobPhase::Running;
-                    self.total_weight =
-                        protocol::total_weight(self.enrolled.iter().map(|e| e.samples));
+                    self.enrollment =
+                        protocol::Enrollment::of(self.enrolled.iter().map(|e| e.samples));
                     return Ok(Some(self.open_round(0, now, env)));
                 }
                 if now >= deadline_ms {
@@ -802,7 +802,7 @@ impl Job {
 
     /// Opens round `r` as the protocol plans it; a round that cannot open fails the job.
     fn open_round(&mut self, r: u64, now: u64, env: &JobEnv<'_>) -> Writes {
-        let plan = RoundPlan::new(&self.valid, r, self.total_weight);
+        let plan = RoundPlan::new(&self.valid, r, self.enrollment);
         let opened = plan
             .codec(env.pk)
             .map_err(|e| e.to_string())
@@ -1303,8 +1303,8 @@ impl Job {
                 let bytes = blob.ok_or_else(|| broken("a submission blob is missing".into()))?;
                 if matches!(self.phase, JobPhase::Enrolling { .. }) && *round == 0 {
                     self.phase = JobPhase::Running;
-                    self.total_weight =
-                        protocol::total_weight(self.enrolled.iter().map(|e| e.samples));
+                    self.enrollment =
+                        protocol::Enrollment::of(self.enrolled.iter().map(|e| e.samples));
                     let w = self.open_round(0, time_ms, env);
                     if self.phase == JobPhase::Failed {
                         let _ = w;
@@ -1452,7 +1452,7 @@ impl Job {
         };
         match round.phase() {
             Phase::Collecting if !self.subs.contains_key(h) => {
-                let plan = RoundPlan::new(&self.valid, self.round_no, self.total_weight);
+                let plan = RoundPlan::new(&self.valid, self.round_no, self.enrollment);
                 out.push(Task::Train {
                     job: self.id,
                     model: (plan.kind == RoundKind::Model).then_some(self.model_digest),

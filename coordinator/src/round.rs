@@ -345,11 +345,20 @@ impl Round {
                 None => return bad("the declared samples overflow".into()),
             };
         }
-        if total > codec.packer().total_weight() {
+        if total > codec.total_weight() {
             return bad(format!(
                 "the hospitals declare {total} samples, more than the codec's total weight {}",
-                codec.packer().total_weight()
+                codec.total_weight()
             ));
+        }
+        if let Some(most) = codec.contributors() {
+            if enrolled.len() as u64 > most {
+                return bad(format!(
+                    "{} hospitals enrolled, more than the {most} contributions the codec's slots \
+                     hold",
+                    enrolled.len()
+                ));
+            }
         }
         if enrolled.len() < pk.threshold() || enrolled.len() > pk.parties() {
             return bad(format!(

@@ -154,49 +154,14 @@ impl Quantizer {
     ///
     /// Errors with [`CryptoError::NotFinite`] naming the first NaN or infinite value.
     pub fn quantize(&self, values: &[f32], rounding: Rounding) -> Result<Quantized> {
-        let scale = scale(self.frac_bits);
-        let clip = f64::from(self.clip);
-        let bound = self.bound();
-        let mut rng = match rounding {
-            Rounding::Nearest => None,
-            Rounding::Stochastic { seed } => Some(ChaCha8Rng::seed_from_u64(seed)),
-        };
-        let mut out = Vec::with_capacity(values.len());
-        let mut clipped = 0usize;
-        for (index, &value) in values.iter().enumerate() {
-            if !value.is_finite() {
-                return Err(CryptoError::NotFinite { index, value });
-            }
-            let mut x = f64::from(value);
-            if x.abs() > clip {
-                clipped += 1;
-                x = clip.copysign(x);
-            }
-            // Exact (power-of-two scale); |scaled| <= clip * 2^frac_bits < 2^52 + 1.
-            let scaled = x * scale;
-            let rounded = match rng.as_mut() {
-                None => scaled.round(),
-                Some(rng) => {
-                    let floor = scaled.floor();
-                    // `frac` is exact and lies in [0, 1); `u` is uniform in [0, 1), so
-                    // P(u < frac) = frac and E[result] = floor + frac = scaled.
-                    let frac = scaled - floor;
-                    let u: f64 = rng.random();
-                    if u < frac {
-                        floor + 1.0
-                    } else {
-                        floor
-                    }
-                }
-            };
-            // |rounded| <= B + 1, so the conversion is exact; the clamp removes the +1.
-            // (`max`/`min` rather than `clamp`, which would panic on a malformed bound.)
-            out.push((rounded as i64).max(-bound).min(bound));
-        }
-        Ok(Quantized {
-            values: out,
-            clipped,
-        })
+        // Exact (power-of-two scale); |scaled| <= clip * 2^frac_bits < 2^52 + 1.
+        round_clipped(
+            values,
+            f64::from(self.clip),
+            scale(self.frac_bits),
+            self.bound(),
+            rounding,
+        )
     }
 
     /// Quantizes `values` as [`Quantizer::quantize`] does, then multiplies each integer by
@@ -243,6 +208,58 @@ impl Quantizer {
         let denom = scale(self.frac_bits) * divisor;
         sums.iter().map(|&s| (s as f64 / denom) as f32).collect()
     }
+}
+
+/// Clips each value to `[-clip, clip]`, multiplies it by `factor`, rounds it and clamps it to
+/// `[-cap, cap]`: the one rounding loop of both quantizations ([`Quantizer::quantize`] and the
+/// scaled layout of [`crate::update::UpdateCodec`]). Callers keep `clip * factor <= cap + 1` and
+/// `cap < 2^52`, so every integer is exact in an f64.
+pub(crate) fn round_clipped(
+    values: &[f32],
+    clip: f64,
+    factor: f64,
+    cap: i64,
+    rounding: Rounding,
+) -> Result<Quantized> {
+    let mut rng = match rounding {
+        Rounding::Nearest => None,
+        Rounding::Stochastic { seed } => Some(ChaCha8Rng::seed_from_u64(seed)),
+    };
+    let mut out = Vec::with_capacity(values.len());
+    let mut clipped = 0usize;
+    for (index, &value) in values.iter().enumerate() {
+        if !value.is_finite() {
+            return Err(CryptoError::NotFinite { index, value });
+        }
+        let mut x = f64::from(value);
+        if x.abs() > clip {
+            clipped += 1;
+            x = clip.copysign(x);
+        }
+        let scaled = x * factor;
+        let rounded = match rng.as_mut() {
+            None => scaled.round(),
+            Some(rng) => {
+                let floor = scaled.floor();
+                // `frac` is exact and lies in [0, 1); `u` is uniform in [0, 1), so
+                // P(u < frac) = frac and E[result] = floor + frac = scaled.
+                let frac = scaled - floor;
+                let u: f64 = rng.random();
+                if u < frac {
+                    floor + 1.0
+                } else {
+                    floor
+                }
+            }
+        };
+        // |rounded| <= cap + 1, so the conversion is exact; the clamp removes the +1.
+        // (`max`/`min` rather than `clamp`, which would panic on a malformed bound.)
+        out.push((rounded as i64).max(-cap).min(cap));
+    }
+    Ok(Quantized {
+        values: out,
+        clipped,
+    })
 }
 
 /// `2^frac_bits` as an f64 (exact for any `frac_bits` validated by [`Quantizer::new`]).

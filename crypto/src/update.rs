@@ -4,20 +4,63 @@
 //! An [`UpdateCodec`] fixes everything the parties of a job must agree on: the quantizer (scale
 //! and clipping bound), the total contributor weight, and hence the packing. It is derived from
 //! the job's parameters, so every hospital and the decoder build the same one.
+//!
+//! Two slot layouts ([`Layout`]):
+//! - **Weight in the slot** ([`UpdateCodec::new`]): `frac_bits` fixed point, each integer
+//!   multiplied by the hospital's sample count `w`, so a slot of the sum holds up to `W B` and
+//!   grows with `log2(W)`: about 9 of the digits CNN's 26 bits were sample weight.
+//! - **Scaled** ([`UpdateCodec::scaled`]): each of at most `P` contributors scales its clipped
+//!   update by `w / W` (its share of the public total `W`, fixed before the round) and quantizes
+//!   it to `quant_bits`, with stochastic rounding, to at most `floor(S w / W)` in magnitude, where
+//!   `S = P (2^(quant_bits - 1) - 1)`. The shares sum to at most 1, so every slot of the sum lies
+//!   in `[-S, S]` whoever takes part, and a slot needs `bits(S) + 1` bits: it grows with
+//!   `log2(P)`, not with the samples. The decoder divides by `S / clip` and corrects exactly for
+//!   the participants' actual weight `W_used`: average `= sum * clip * W / (S * W_used)`.
+//!   Each hospital's resolution is proportional to its weight (a hospital of a third of the rows
+//!   uses a third of the range), so the sum's resolution is that of `S` levels over `clip`.
 
 use crate::bigint::BigInt;
 use crate::djn::{Ciphertext, EncryptionTable};
 use crate::error::{CryptoError, Result};
 use crate::keys::PublicKey;
 use crate::pack::Packer;
-use crate::quantize::{Quantizer, Rounding};
+use crate::quantize::{round_clipped, Quantized, Quantizer, Rounding};
 use rand::{CryptoRng, RngCore};
+
+/// Narrowest and widest `quant_bits` of the scaled layout: below 2 bits a full-weight value has
+/// no non-zero level; above 32 bits a slot stops saving anything over the fixed-point layout.
+pub const QUANT_BITS: std::ops::RangeInclusive<u32> = 2..=32;
+
+/// The sum bound `S` must stay below this so every integer is exact in an f64.
+const MAX_SUM_BOUND: i64 = 1 << 52;
+
+/// How a contributor's weight enters its slots (see the [module documentation](self)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Layout {
+    /// `frac_bits` fixed point times the sample weight: slots of `bits(W B) + 1` bits.
+    WeightInSlot {
+        /// The fixed-point quantizer.
+        quantizer: Quantizer,
+    },
+    /// Scaled by `w / W` before quantizing to `quant_bits`: slots of `bits(S) + 1` bits,
+    /// `S = contributors (2^(quant_bits - 1) - 1)`.
+    Scaled {
+        /// Bits of a full-weight contributor's value, sign included.
+        quant_bits: u32,
+        /// Values are clipped to `[-clip, clip]` (finite, positive).
+        clip: f32,
+        /// The most contributions ever summed (the enrolled hospitals).
+        contributors: u64,
+    },
+}
 
 /// Quantizer plus packing for one job.
 #[derive(Debug, Clone)]
 pub struct UpdateCodec {
-    quantizer: Quantizer,
     packer: Packer,
+    layout: Layout,
+    /// `W`: the public total weight the round is built for.
+    total_weight: u64,
 }
 
 /// One contributor's encrypted update.
@@ -34,12 +77,85 @@ impl UpdateCodec {
     /// `total_weight`. Fails when the packing could overflow (see [`Packer::new`]).
     pub fn new(pk: &PublicKey, quantizer: Quantizer, total_weight: u64) -> Result<UpdateCodec> {
         let packer = Packer::new(pk.n(), quantizer.bound(), total_weight)?;
-        Ok(UpdateCodec { quantizer, packer })
+        Ok(UpdateCodec {
+            packer,
+            layout: Layout::WeightInSlot { quantizer },
+            total_weight,
+        })
     }
 
-    /// The quantizer.
-    pub fn quantizer(&self) -> &Quantizer {
-        &self.quantizer
+    /// A codec with the scaled layout: at most `contributors` updates, each clipped to
+    /// `[-clip, clip]`, scaled by its weight's share of `total_weight` and quantized to
+    /// `quant_bits` bits ([`QUANT_BITS`]).
+    ///
+    /// Errors: [`CryptoError::InvalidParameter`] for `quant_bits` outside [`QUANT_BITS`], a clip
+    /// that is not finite and positive, or no contributors or weight; [`CryptoError::Overflow`]
+    /// when the sum bound `S` reaches 2^52 or the packing cannot hold it (see [`Packer::new`]).
+    pub fn scaled(
+        pk: &PublicKey,
+        quant_bits: u32,
+        clip: f32,
+        total_weight: u64,
+        contributors: u64,
+    ) -> Result<UpdateCodec> {
+        if !QUANT_BITS.contains(&quant_bits) {
+            return Err(CryptoError::InvalidParameter(format!(
+                "quant_bits must be between {} and {}, got {quant_bits}",
+                QUANT_BITS.start(),
+                QUANT_BITS.end()
+            )));
+        }
+        if total_weight == 0 || contributors == 0 {
+            return Err(CryptoError::InvalidParameter(
+                "a scaled codec needs at least one contributor and a positive total weight".into(),
+            ));
+        }
+        if !clip.is_finite() || clip <= 0.0 {
+            return Err(CryptoError::InvalidParameter(format!(
+                "quantization clip must be a finite positive number, got {clip}"
+            )));
+        }
+        let full = (1i64 << (quant_bits - 1)) - 1;
+        let sum_bound = i64::try_from(contributors)
+            .ok()
+            .and_then(|p| p.checked_mul(full))
+            .filter(|s| *s < MAX_SUM_BOUND)
+            .ok_or_else(|| {
+                CryptoError::Overflow(format!(
+                    "{contributors} contributors of {quant_bits}-bit values can sum to 2^52 or \
+                     more: use fewer quantization bits"
+                ))
+            })?;
+        let packer = Packer::new(pk.n(), sum_bound, 1)?;
+        Ok(UpdateCodec {
+            packer,
+            layout: Layout::Scaled {
+                quant_bits,
+                clip,
+                contributors,
+            },
+            total_weight,
+        })
+    }
+
+    /// The slot layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// `W`: the total weight the codec is built for; contributions may weigh at most this much
+    /// together.
+    pub fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+
+    /// The most contributions the scaled layout can sum; `None` for weight in the slot, which
+    /// bounds the weight, not the count.
+    pub fn contributors(&self) -> Option<u64> {
+        match self.layout {
+            Layout::WeightInSlot { .. } => None,
+            Layout::Scaled { contributors, .. } => Some(contributors),
+        }
     }
 
     /// The packer.
@@ -61,18 +177,66 @@ impl UpdateCodec {
         rounding: Rounding,
         rng: &mut R,
     ) -> Result<EncryptedUpdate> {
-        if weight > self.packer.total_weight() {
+        if weight > self.total_weight {
             return Err(CryptoError::InvalidParameter(format!(
                 "weight {weight} exceeds the job's total weight {}",
-                self.packer.total_weight()
+                self.total_weight
             )));
         }
-        let q = self.quantizer.quantize_weighted(update, weight, rounding)?;
+        let q = self.quantize(update, weight, rounding)?;
         let plaintexts = self.packer.pack(&q.values)?;
         Ok(EncryptedUpdate {
             ciphertexts: table.encrypt_all(&plaintexts, rng)?,
             clipped: q.clipped,
         })
+    }
+
+    /// The integers one contributor of weight `weight` packs: the layout's quantization.
+    pub fn quantize(&self, update: &[f32], weight: u64, rounding: Rounding) -> Result<Quantized> {
+        match self.layout {
+            Layout::WeightInSlot { quantizer } => {
+                quantizer.quantize_weighted(update, weight, rounding)
+            }
+            Layout::Scaled { clip, .. } => {
+                if weight == 0 || weight > self.total_weight {
+                    return Err(CryptoError::InvalidParameter(format!(
+                        "weight {weight} must be between 1 and the job's total weight {}",
+                        self.total_weight
+                    )));
+                }
+                let s = self.packer.value_bound();
+                // floor(S w / W) <= S < 2^52, exact in u128: the shares' caps sum to at most S.
+                let cap = (u128::from(s as u64) * u128::from(weight)
+                    / u128::from(self.total_weight)) as i64;
+                if cap == 0 {
+                    return Err(CryptoError::InvalidParameter(format!(
+                        "weight {weight} of {} is too small a share for {} levels: every value \
+                         would round to zero; use more quantization bits",
+                        self.total_weight, s
+                    )));
+                }
+                let clip = f64::from(clip);
+                // clip * factor = S w / W up to rounding, within one unit of cap.
+                let factor = s as f64 * weight as f64 / self.total_weight as f64 / clip;
+                round_clipped(update, clip, factor, cap, rounding)
+            }
+        }
+    }
+
+    /// Maps summed integers back to the weighted average of the contributions, whose weights
+    /// add up to `total_weight_used`.
+    pub fn dequantize(&self, sums: &[i64], total_weight_used: u64) -> Vec<f32> {
+        match self.layout {
+            Layout::WeightInSlot { quantizer } => {
+                quantizer.dequantize(sums, total_weight_used as f64)
+            }
+            Layout::Scaled { clip, .. } => {
+                let s = self.packer.value_bound() as f64;
+                let clip = f64::from(clip);
+                let unit = clip * self.total_weight as f64 / (s * total_weight_used as f64);
+                sums.iter().map(|&v| (v as f64 * unit) as f32).collect()
+            }
+        }
     }
 
     /// Decodes decrypted aggregate plaintexts into the integer sums of all contributions, checking
@@ -95,6 +259,6 @@ impl UpdateCodec {
             ));
         }
         let sums = self.decode_sums(plaintexts, len)?;
-        Ok(self.quantizer.dequantize(&sums, total_weight_used as f64))
+        Ok(self.dequantize(&sums, total_weight_used))
     }
 }

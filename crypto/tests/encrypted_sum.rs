@@ -149,3 +149,186 @@ fn codec_recovers_the_weighted_average() {
         .encrypt(table, &updates[0], 101, Rounding::Nearest, &mut rng)
         .is_err());
 }
+
+/// A scaled-layout case: quantization bits, the enrolled hospitals' weights, which of them take
+/// part (a bit mask, at least one), their f32 updates (extremes, zeros and clipped values drawn
+/// often) and a seed.
+fn scaled_case() -> impl Strategy<Value = (u32, Vec<u64>, u32, Vec<Vec<f32>>, u64)> {
+    let x = prop_oneof![
+        1 => Just(2.0f32),
+        1 => Just(-2.0f32),
+        1 => Just(9.0f32),
+        1 => Just(-9.0f32),
+        1 => Just(0.0f32),
+        4 => -2.0f32..=2.0,
+    ];
+    (2u32..=20, 1usize..=PARTIES, 1usize..=40, any::<u64>()).prop_flat_map(
+        move |(bits, n, len, seed)| {
+            (
+                Just(bits),
+                proptest::collection::vec(1u64..=5000, n),
+                1u32..(1 << n),
+                proptest::collection::vec(proptest::collection::vec(x.clone(), len), n),
+                Just(seed),
+            )
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The scaled layout through real encryption, aggregation and every t-subset of shares:
+    /// whichever hospitals take part, the decrypted slots are exactly the sum of what each
+    /// packed, every slot stays within the sum bound S, and the decoded average is the
+    /// participants' weighted average within one quantization unit per participant.
+    #[test]
+    fn scaled_layout_decodes_every_subset_of_participants(
+        (bits, weights, mask, updates, seed) in scaled_case()
+    ) {
+        let (pk, shares, table) = key();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let clip = 2.0f32;
+        let total: u64 = weights.iter().sum();
+        let codec = match UpdateCodec::scaled(pk, bits, clip, total, weights.len() as u64) {
+            Ok(c) => c,
+            // Only a key too small for one slot may refuse (20 bits x 4 parties fits 512 bits).
+            Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+        };
+        let sum_bound = codec.packer().value_bound();
+        prop_assert_eq!(sum_bound, weights.len() as i64 * ((1i64 << (bits - 1)) - 1));
+        let len = updates[0].len();
+        let chosen: Vec<usize> = (0..weights.len()).filter(|i| mask & (1 << i) != 0).collect();
+        let mut expected = vec![0i64; len];
+        let mut cts = Vec::new();
+        for &i in &chosen {
+            let rounding = Rounding::Stochastic { seed: seed ^ i as u64 };
+            let q = match codec.quantize(&updates[i], weights[i], rounding) {
+                Ok(q) => q,
+                // A hospital whose share of the weight is below one level is refused, clearly.
+                Err(CryptoError::InvalidParameter(m)) => {
+                    prop_assert!(m.contains("too small a share"), "{}", m);
+                    return Ok(());
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+            };
+            let cap = (sum_bound as u128 * weights[i] as u128 / total as u128) as i64;
+            prop_assert!(q.values.iter().all(|v| v.abs() <= cap));
+            for (e, v) in expected.iter_mut().zip(&q.values) {
+                *e += v;
+            }
+            cts.push(table.encrypt_all(&codec.packer().pack(&q.values).unwrap(), &mut rng).unwrap());
+        }
+        prop_assert!(expected.iter().all(|v| v.abs() <= sum_bound));
+        let agg = aggregate(pk, &cts).unwrap();
+        let ctx = seed.to_le_bytes();
+        let dec: Vec<_> = shares
+            .iter()
+            .map(|s| partial_decrypt(pk, s, &agg, &ctx, &mut rng).unwrap())
+            .collect();
+        let used: u64 = chosen.iter().map(|&i| weights[i]).sum();
+        for subset in 0u32..(1 << PARTIES) {
+            let picked: Vec<_> = (0..PARTIES)
+                .filter(|i| subset & (1 << i) != 0)
+                .map(|i| dec[i].clone())
+                .collect();
+            if picked.len() < THRESHOLD {
+                continue;
+            }
+            let plain = combine(pk, &agg, &picked, &ctx).unwrap();
+            prop_assert_eq!(&codec.decode_sums(&plain, len).unwrap(), &expected);
+            let avg = codec.decode_average(&plain, len, used).unwrap();
+            // One unit of the sum is clip W / (S W_used) in the average.
+            let unit = f64::from(clip) * total as f64 / (sum_bound as f64 * used as f64);
+            for j in 0..len {
+                let want: f64 = chosen
+                    .iter()
+                    .map(|&i| f64::from(updates[i][j].clamp(-clip, clip)) * weights[i] as f64)
+                    .sum::<f64>()
+                    / used as f64;
+                let err = (f64::from(avg[j]) - want).abs();
+                prop_assert!(
+                    err <= unit * chosen.len() as f64 * (1.0 + 1e-9) + 1e-6,
+                    "{}: {} vs {} (unit {})", j, avg[j], want, unit
+                );
+            }
+        }
+    }
+}
+
+/// The point of the scaled layout: slots grow with the number of hospitals, not their rows.
+#[test]
+fn scaled_slots_grow_with_hospitals_not_rows() {
+    let (pk, _, _) = key();
+    let fixed = UpdateCodec::new(pk, Quantizer::new(16, 1.0).unwrap(), 1437).unwrap();
+    // 17 bits of value, 11 of weight: 1437 rows is 2^10.5.
+    assert_eq!(fixed.packer().slot_bits(), 28);
+    for (bits, hospitals, slot) in [(8, 3, 10), (8, 10, 12), (12, 3, 14), (16, 3, 18)] {
+        for rows in [3u64, 1437, 10_000_000] {
+            let codec = UpdateCodec::scaled(pk, bits, 1.0, rows.max(hospitals), hospitals).unwrap();
+            assert_eq!(
+                codec.packer().slot_bits(),
+                slot,
+                "{bits} bits, {hospitals} hospitals"
+            );
+            assert_eq!(codec.total_weight(), rows.max(hospitals));
+            assert_eq!(codec.contributors(), Some(hospitals));
+        }
+    }
+}
+
+/// Stochastic rounding keeps the scaled layout unbiased: at 4 bits, a value between levels
+/// averages back to itself over many seeds, where nearest rounding would always lose it.
+#[test]
+fn scaled_stochastic_rounding_is_unbiased() {
+    let (pk, _, _) = key();
+    // S = 2 x 7 = 14 levels; one hospital of weight 1 of 2 has a cap of 7 over clip 1.
+    let codec = UpdateCodec::scaled(pk, 4, 1.0, 2, 2).unwrap();
+    let x = [0.03f32; 1];
+    let nearest = codec.quantize(&x, 1, Rounding::Nearest).unwrap();
+    assert_eq!(nearest.values, vec![0]);
+    let n = 20_000;
+    let mean: f64 = (0..n)
+        .map(|seed| {
+            let q = codec
+                .quantize(&x, 1, Rounding::Stochastic { seed })
+                .unwrap();
+            codec.dequantize(&q.values, 1)[0] as f64
+        })
+        .sum::<f64>()
+        / n as f64;
+    assert!((mean - 0.03).abs() < 0.004, "mean {mean}");
+}
+
+#[test]
+fn scaled_codec_refuses_what_it_cannot_carry() {
+    let (pk, _, table) = key();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    for bits in [0, 1, 33] {
+        let e = UpdateCodec::scaled(pk, bits, 1.0, 10, 2).unwrap_err();
+        assert!(e.to_string().contains("quant_bits"), "{e}");
+    }
+    for clip in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let e = UpdateCodec::scaled(pk, 8, clip, 10, 2).unwrap_err();
+        assert!(e.to_string().contains("clip"), "{e}");
+    }
+    // Any finite positive clip will do: the levels are spread over it.
+    assert!(UpdateCodec::scaled(pk, 2, 1e-9, 10, 2).is_ok());
+    assert!(UpdateCodec::scaled(pk, 8, 1.0, 0, 2).is_err());
+    assert!(UpdateCodec::scaled(pk, 8, 1.0, 10, 0).is_err());
+    // 2^31 hospitals of 32-bit values: the sum bound would pass 2^52.
+    let e = UpdateCodec::scaled(pk, 32, 1.0, 1 << 40, 1 << 31).unwrap_err();
+    assert!(matches!(e, CryptoError::Overflow(_)), "{e}");
+    let codec = UpdateCodec::scaled(pk, 8, 1.0, 1000, 3).unwrap();
+    let u = [0.5f32; 4];
+    // Weight 0, above the total, or too small a share for one level (381 levels over 1000 rows).
+    for w in [0, 1001, 2] {
+        assert!(codec
+            .encrypt(table, &u, w, Rounding::Nearest, &mut rng)
+            .is_err());
+    }
+    let e = codec
+        .quantize(&[f32::NAN], 500, Rounding::Nearest)
+        .unwrap_err();
+    assert!(matches!(e, CryptoError::NotFinite { index: 0, .. }), "{e}");
+}

@@ -98,6 +98,7 @@ pub fn fixtures() -> &'static Fixtures {
             quantization: Some(pb::Quantization {
                 frac_bits: 16,
                 clip: 1.0,
+                quant_bits: 0,
             }),
             seed: 1,
         };

@@ -297,10 +297,12 @@ mod tests {
                 quantization: Some(Quantization {
                     frac_bits: 40,
                     clip: f32::MAX,
+                    quant_bits: u32::MAX,
                 }),
                 total_weight: u64::MAX,
                 // The statistics of 4096 features ride along with the largest inline model.
                 statistics: vec![f32::MAX; 2 * 4096 + 2],
+                contributors: u64::MAX,
             })),
         };
         assert!(task.encoded_len() <= MAX_MESSAGE_BYTES);

@@ -3,6 +3,7 @@
 //! submits it, a hospital before it enrolls, the auditor when it replays the `JobSubmitted` record.
 
 use fedchain_crypto::quantize::Quantizer;
+use fedchain_crypto::update::QUANT_BITS;
 use fedchain_datasets::{ImageShape, Schema, TaskKind};
 use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{num_parameters, ModelSpec, TorchScriptCode};
@@ -330,8 +331,41 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
         .quantization
         .as_ref()
         .ok_or_else(|| bad(Quantization, "the job has no quantization"))?;
-    Quantizer::new(q.frac_bits, q.clip)
-        .map_err(|e| bad(Quantization, format!("quantization: {e}")))?;
+    if q.quant_bits == 0 {
+        Quantizer::new(q.frac_bits, q.clip)
+            .map_err(|e| bad(Quantization, format!("quantization: {e}")))?;
+    } else {
+        if !QUANT_BITS.contains(&q.quant_bits) {
+            return Err(bad(
+                Quantization,
+                format!(
+                    "quant_bits must be between {} and {} (8, 12 or 16 in practice), got {}",
+                    QUANT_BITS.start(),
+                    QUANT_BITS.end(),
+                    q.quant_bits
+                ),
+            ));
+        }
+        if q.frac_bits != 0 {
+            return Err(bad(
+                Quantization,
+                format!(
+                    "set quant_bits or frac_bits, not both: quant_bits {} spreads its levels over \
+                     the clip, frac_bits {} would fix them at 2^-{}",
+                    q.quant_bits, q.frac_bits, q.frac_bits
+                ),
+            ));
+        }
+        if !q.clip.is_finite() || q.clip <= 0.0 {
+            return Err(bad(
+                Quantization,
+                format!(
+                    "quantization clip must be a finite positive number, got {}",
+                    q.clip
+                ),
+            ));
+        }
+    }
     let bytes = spec.encode_to_vec();
     Ok(ValidJob {
         spec: spec.clone(),
@@ -381,10 +415,53 @@ mod tests {
             quantization: Some(pb::Quantization {
                 frac_bits: 16,
                 clip: 1.0,
+                quant_bits: 0,
             }),
             seed: 1,
             torchscript_module: module,
         }
+    }
+
+    /// quant_bits replaces frac_bits: either one, within range, with a usable clip.
+    #[test]
+    fn quant_bits_are_checked_and_exclusive_with_frac_bits() {
+        let schema = pb::DatasetSchema {
+            features: vec!["a".into(), "b".into()],
+            target: "y".into(),
+            task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+            image: None,
+        };
+        let model = ModelSpec::LogisticRegression {
+            inputs: 2,
+            outputs: 1,
+        };
+        let with = |frac_bits: u32, quant_bits: u32, clip: f32| {
+            let mut spec = spec_of(schema.clone(), &model, Vec::new());
+            spec.quantization = Some(pb::Quantization {
+                frac_bits,
+                clip,
+                quant_bits,
+            });
+            validate(&spec)
+        };
+        for bits in [2, 8, 12, 16, 32] {
+            assert!(with(0, bits, 0.05).is_ok(), "{bits}");
+        }
+        for (frac_bits, quant_bits, clip, says) in [
+            (0, 1, 1.0, "between 2 and 32"),
+            (0, 33, 1.0, "between 2 and 32"),
+            (16, 8, 1.0, "not both"),
+            (0, 8, 0.0, "finite positive"),
+            (0, 8, f32::NAN, "finite positive"),
+            (0, 8, f32::INFINITY, "finite positive"),
+        ] {
+            let e = with(frac_bits, quant_bits, clip).unwrap_err();
+            assert_eq!(e.field, JobField::Quantization);
+            assert!(e.reason.contains(says), "{e}");
+        }
+        // The fixed-point layout is checked as before.
+        assert!(with(16, 0, 1.0).is_ok());
+        assert!(with(41, 0, 1.0).is_err());
     }
 
     #[test]

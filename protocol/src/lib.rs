@@ -30,5 +30,5 @@ pub use evaluation::{
     final_summary, pooled_metrics, validate_evaluation, Evaluation, EvaluationError, METRICS,
 };
 pub use job::{validate, JobError, JobField, ValidJob, MAX_DECLARED_SAMPLES, MAX_DECLINES};
-pub use plan::{codec, starting_model, total_weight, training_seed, RoundKind, RoundPlan};
+pub use plan::{codec, starting_model, training_seed, Enrollment, RoundKind, RoundPlan};
 pub use statistics::{statistics_len, statistics_quantization};

@@ -8,7 +8,7 @@
 //! job says, and the first of them starts from [`starting_model`].
 
 use fedchain_crypto::keys::PublicKey;
-use fedchain_crypto::quantize::Quantizer;
+use fedchain_crypto::quantize::{Quantizer, Rounding};
 use fedchain_crypto::update::UpdateCodec;
 use fedchain_crypto::CryptoError;
 use fedchain_model_core::{init_params, num_parameters};
@@ -39,19 +39,21 @@ pub struct RoundPlan {
     pub quantization: Quantization,
     /// The weight the codec is built for: every enrolled hospital's declared training rows.
     pub total_weight: u64,
+    /// The most updates the round sums: the enrolled hospitals (sizes the scaled layout's slots).
+    pub contributors: u64,
     /// The seed of each hospital's local training in this round (model rounds).
     pub training_seed: u64,
 }
 
 impl RoundPlan {
-    /// The plan of round `round` of `job`, whose enrolled hospitals declared `total_weight` rows.
-    pub fn new(job: &ValidJob, round: u64, total_weight: u64) -> RoundPlan {
+    /// The plan of round `round` of `job`, with the hospitals `enrolled`.
+    pub fn new(job: &ValidJob, round: u64, enrolled: Enrollment) -> RoundPlan {
         let (kind, len, quantization) = if round == 0 {
             let features = job.spec.schema.as_ref().map_or(0, |s| s.features.len());
             (
                 RoundKind::Statistics,
                 statistics_len(features, job.task),
-                statistics_quantization(total_weight),
+                statistics_quantization(enrolled.rows),
             )
         } else {
             (
@@ -65,14 +67,33 @@ impl RoundPlan {
             kind,
             len,
             quantization,
-            total_weight,
+            total_weight: enrolled.rows,
+            contributors: enrolled.hospitals,
             training_seed: training_seed(job.spec.seed, round),
         }
     }
 
     /// The round's codec (quantizer, packing and slot checks) for the consortium key `pk`.
     pub fn codec(&self, pk: &PublicKey) -> Result<UpdateCodec, CryptoError> {
-        codec(pk, &self.quantization, self.total_weight)
+        codec(
+            pk,
+            &self.quantization,
+            Enrollment {
+                rows: self.total_weight,
+                hospitals: self.contributors,
+            },
+        )
+    }
+
+    /// How a hospital rounds its vector: seeded stochastic rounding with `quant_bits` (few
+    /// levels, where nearest rounding would systematically lose small updates), nearest with the
+    /// fixed-point layout (as every earlier round did).
+    pub fn rounding(&self, seed: u64) -> Rounding {
+        if self.quantization.quant_bits > 0 {
+            Rounding::Stochastic { seed }
+        } else {
+            Rounding::Nearest
+        }
     }
 
     /// The vector the round's average is applied to: zeros for the statistics round (so the
@@ -85,14 +106,46 @@ impl RoundPlan {
     }
 }
 
-/// The codec of a round: every party builds it from the same three inputs.
+/// What the hospitals enrolled in a job declared, which sizes every round's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Enrollment {
+    /// Their declared training rows, summed: the total weight `W`.
+    pub rows: u64,
+    /// How many they are: the most updates one round sums.
+    pub hospitals: u64,
+}
+
+impl Enrollment {
+    /// The enrollment of hospitals declaring these rows, one item per hospital.
+    pub fn of(declared: impl IntoIterator<Item = u64>) -> Enrollment {
+        declared
+            .into_iter()
+            .fold(Enrollment::default(), |e, rows| Enrollment {
+                rows: e.rows.saturating_add(rows),
+                hospitals: e.hospitals + 1,
+            })
+    }
+}
+
+/// The codec of a round: every party builds it from the same inputs. `quant_bits` selects the
+/// scaled layout (fedchain-crypto's update module), otherwise `frac_bits` fixed point with the
+/// weight in the slot.
 pub fn codec(
     pk: &PublicKey,
     quantization: &Quantization,
-    total_weight: u64,
+    enrolled: Enrollment,
 ) -> Result<UpdateCodec, CryptoError> {
+    if quantization.quant_bits > 0 {
+        return UpdateCodec::scaled(
+            pk,
+            quantization.quant_bits,
+            quantization.clip,
+            enrolled.rows,
+            enrolled.hospitals,
+        );
+    }
     let quantizer = Quantizer::new(quantization.frac_bits, quantization.clip)?;
-    UpdateCodec::new(pk, quantizer, total_weight)
+    UpdateCodec::new(pk, quantizer, enrolled.rows)
 }
 
 /// The global model the first model round starts from: the architecture's seeded initialization.
@@ -104,11 +157,6 @@ pub fn starting_model(job: &ValidJob) -> Vec<f32> {
 /// so every round shuffles differently and every party can say which seed was used.
 pub fn training_seed(job_seed: u64, round: u64) -> u64 {
     job_seed.wrapping_add(round)
-}
-
-/// The total weight of a job's rounds: the enrolled hospitals' declared training rows.
-pub fn total_weight(declared: impl IntoIterator<Item = u64>) -> u64 {
-    declared.into_iter().sum()
 }
 
 #[cfg(test)]
@@ -147,6 +195,7 @@ mod tests {
             quantization: Some(Quantization {
                 frac_bits: 16,
                 clip: 1.0,
+                quant_bits: 0,
             }),
         })
         .unwrap()
@@ -155,12 +204,12 @@ mod tests {
     #[test]
     fn round_zero_pools_moments_and_later_rounds_train_the_model() {
         let j = job(7);
-        let stats = RoundPlan::new(&j, 0, 300);
+        let stats = RoundPlan::new(&j, 0, enrolled());
         assert_eq!(stats.kind, RoundKind::Statistics);
         assert_eq!(stats.len, 6);
         assert_eq!(stats.quantization, statistics_quantization(300));
         assert_eq!(stats.base(&[1.0; 4]), vec![0.0; 6]);
-        let model = RoundPlan::new(&j, 1, 300);
+        let model = RoundPlan::new(&j, 1, enrolled());
         assert_eq!(model.kind, RoundKind::Model);
         assert_eq!(model.len, 4);
         assert_eq!(model.quantization.frac_bits, 16);
@@ -170,7 +219,26 @@ mod tests {
         assert_eq!(starting_model(&j), starting_model(&job(7)));
         assert_ne!(starting_model(&j), starting_model(&job(8)));
         // The seed wraps rather than overflowing at the end of u64.
-        assert_eq!(RoundPlan::new(&job(u64::MAX), 2, 300).training_seed, 1);
-        assert_eq!(total_weight([100, 150, 50]), 300);
+        assert_eq!(
+            RoundPlan::new(&job(u64::MAX), 2, enrolled()).training_seed,
+            1
+        );
+        assert_eq!(model.rounding(5), Rounding::Nearest);
+    }
+
+    fn enrolled() -> Enrollment {
+        Enrollment::of([100, 150, 50])
+    }
+
+    #[test]
+    fn enrollment_counts_rows_and_hospitals() {
+        assert_eq!(
+            enrolled(),
+            Enrollment {
+                rows: 300,
+                hospitals: 3
+            }
+        );
+        assert_eq!(Enrollment::of([]), Enrollment::default());
     }
 }

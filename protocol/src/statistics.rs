@@ -31,6 +31,7 @@ pub fn statistics_quantization(total_weight: u64) -> Quantization {
             .saturating_sub(weight_bits)
             .clamp(8, STATISTICS_FRAC_BITS),
         clip: STATISTICS_CLIP,
+        quant_bits: 0,
     }
 }
 

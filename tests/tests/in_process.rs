@@ -83,6 +83,7 @@ fn spec(rounds: u32, seed: u64) -> pb::JobSpec {
         quantization: Some(pb::Quantization {
             frac_bits: 16,
             clip: 1.0,
+            quant_bits: 0,
         }),
     }
 }

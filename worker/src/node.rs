@@ -40,7 +40,6 @@ use fedchain_consortium::HospitalFolder;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{self, Ciphertext, EncryptionTable};
 use fedchain_crypto::keys::{KeyShare, PublicKey};
-use fedchain_crypto::quantize::Rounding;
 use fedchain_crypto::threshold::partial_decrypt;
 use fedchain_datasets::{
     load_data, train_test_split, DataError, Dataset, FeatureSums, Schema, Standardizer, TaskKind,
@@ -58,7 +57,7 @@ use fedchain_protocol::{decryption_context, RoundPlan, ValidJob};
 use pb::ledger_service_client::LedgerServiceClient;
 use pb::training_service_client::TrainingServiceClient;
 use prost::Message;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -797,7 +796,11 @@ impl Node {
         let spec = ctx.valid.spec.clone();
         let model_spec = ctx.valid.model.clone();
         // The round as the protocol defines it, checked against the task the coordinator sent.
-        let plan = RoundPlan::new(&ctx.valid, t.round, t.total_weight);
+        let enrolled = fedchain_protocol::Enrollment {
+            rows: t.total_weight,
+            hospitals: t.contributors,
+        };
+        let plan = RoundPlan::new(&ctx.valid, t.round, enrolled);
         let quantization = t.quantization.ok_or("the task has no quantization")?;
         let stats_round = t.kind == pb::RoundKind::Statistics as i32;
         if stats_round != (plan.kind == fedchain_protocol::RoundKind::Statistics) {
@@ -889,11 +892,11 @@ impl Node {
             .codec(&self.pk)
             .map_err(|e| format!("the round's codec: {e}"))?;
         let enc_started = Instant::now();
+        let rounding = plan.rounding(self.rng.next_u64());
         let (table, rng) = (&self.table, &mut self.rng);
-        let encrypted = tokio::task::block_in_place(|| {
-            codec.encrypt(table, &vector, weight, Rounding::Nearest, rng)
-        })
-        .map_err(|e| format!("encryption failed: {e}"))?;
+        let encrypted =
+            tokio::task::block_in_place(|| codec.encrypt(table, &vector, weight, rounding, rng))
+                .map_err(|e| format!("encryption failed: {e}"))?;
         if encrypted.clipped > 0 {
             if stats_round {
                 return Err(format!(

@@ -340,6 +340,7 @@ impl Shared {
                 quantization: Some(plan.quantization),
                 total_weight: plan.total_weight,
                 statistics: job.stats.clone(),
+                contributors: plan.contributors,
             }),
             Task::Decrypt {
                 job: id,

@@ -79,6 +79,7 @@ fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
         quantization: Some(pb::Quantization {
             frac_bits: 16,
             clip: 1.0,
+            quant_bits: 0,
         }),
     })
     .unwrap()
@@ -321,10 +322,15 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
     let plan = train_task(&job, "h3");
     assert_eq!(plan.kind, RoundKind::Statistics);
     assert_eq!(plan.total_weight, 100);
+    assert_eq!(plan.contributors, job.enrolled.len() as u64);
     assert_eq!(plan.quantization, protocol::statistics_quantization(100));
     assert_eq!(
         plan,
-        RoundPlan::new(&job.valid, 0, 100),
+        RoundPlan::new(
+            &job.valid,
+            0,
+            protocol::Enrollment::of(job.enrolled.iter().map(|e| e.samples))
+        ),
         "the protocol's plan"
     );
 

@@ -181,6 +181,7 @@ fn spec() -> pb::JobSpec {
         quantization: Some(pb::Quantization {
             frac_bits: 16,
             clip: 1.0,
+            quant_bits: 0,
         }),
         seed: 1,
     }
@@ -376,9 +377,16 @@ fn a_hospital_decrypts_one_aggregate_per_round_so_two_cannot_be_subtracted() {
     let c = provision(dir);
     let pk = PublicKey::load(&c.join("hospitals/h1/public.key")).unwrap();
     let valid = fedchain_protocol::validate(&spec()).unwrap();
-    let codec = fedchain_protocol::RoundPlan::new(&valid, 1, 300)
-        .codec(&pk)
-        .unwrap();
+    let codec = fedchain_protocol::RoundPlan::new(
+        &valid,
+        1,
+        fedchain_protocol::Enrollment {
+            rows: 300,
+            hospitals: 3,
+        },
+    )
+    .codec(&pk)
+    .unwrap();
     let table = EncryptionTable::new(&pk);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
     let len = fedchain_models::num_parameters(&valid.model);

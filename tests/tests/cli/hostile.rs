@@ -200,7 +200,10 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
         let codec = job::codec(
             &pk,
             train.quantization.as_ref().unwrap(),
-            train.total_weight,
+            fedchain_protocol::Enrollment {
+                rows: train.total_weight,
+                hospitals: train.contributors,
+            },
         )
         .unwrap();
         let len = 60; // 30 features: means, then mean squares
@@ -366,7 +369,10 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
         let codec = job::codec(
             &pk,
             train.quantization.as_ref().unwrap(),
-            train.total_weight,
+            fedchain_protocol::Enrollment {
+                rows: train.total_weight,
+                hospitals: train.contributors,
+            },
         )
         .unwrap();
         let update = codec
