@@ -11,7 +11,7 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --locked -p fedchain-cli
+	$(CARGO) build --release --locked -p fedchain-cli -p fedchain-server
 
 demo: build
 	./target/release/fedchain demo

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks the dependency rules of ARCHITECTURE.md that the compiler cannot:
-#   - the coordinator, fedchain-model-core and the fuzz targets never link libtorch (tch /
-#     torch-sys), nor do their tests;
+#   - the coordinator, fedchain-model-core, the fuzz targets and the fedchain-server binary never
+#     link libtorch (tch / torch-sys), nor do their tests;
 #   - crypto, ledger, model-core, models, datasets and proto never depend on the coordinator or
 #     the worker;
 #   - the worker, the audit crate and the fuzz targets never depend on the coordinator; fedchain-protocol knows no party;
-#   - the shipped binary (`cargo build -p fedchain-cli`) has no crash-test failpoints.
+#   - the shipped binaries (`cargo build -p fedchain-cli -p fedchain-server`) have no crash-test
+#     failpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -13,7 +14,7 @@ deps() { cargo tree --locked -q -e normal,build -p "$1" --prefix none | awk '{pr
 
 # Its tests too (dev-dependencies): `make test` builds the whole workspace in one cargo run, so
 # only the crate graph, not a feature flag, can keep libtorch out of these test binaries.
-for c in fedchain-coordinator fedchain-model-core fedchain-fuzzing; do
+for c in fedchain-coordinator fedchain-model-core fedchain-fuzzing fedchain-server; do
   if cargo tree --locked -q -e normal,build,dev -p "$c" --prefix none | awk '{print $1}' | grep -qxE 'tch|torch-sys'; then
     echo "check-deps: $c (or its tests) depends on libtorch (tch/torch-sys); it must not" >&2
     cargo tree --locked -q -e normal,build,dev -p "$c" -i tch >&2 || true
@@ -40,9 +41,11 @@ if deps fedchain-protocol | grep -qxE 'tch|torch-sys|fedchain-(coordinator|worke
   echo "check-deps: fedchain-protocol depends on $(deps fedchain-protocol | grep -xE 'tch|torch-sys|fedchain-(coordinator|worker|consortium)' | tr '\n' ' '); it must know no party" >&2
   fail=1
 fi
-if cargo tree --locked -q -e features -p fedchain-cli -i fedchain-coordinator | grep -q '"failpoints"'; then
-  echo "check-deps: the fedchain binary would be built with the coordinator's failpoints; only tests may turn them on" >&2
-  fail=1
-fi
-[ "$fail" -eq 0 ] && echo "check-deps: ok (coordinator free of libtorch; library crates independent of coordinator/worker; worker beside the coordinator, not on it; protocol knows no party; no failpoints in the binary)"
+for c in fedchain-cli fedchain-server; do
+  if cargo tree --locked -q -e features -p "$c" -i fedchain-coordinator | grep -q '"failpoints"'; then
+    echo "check-deps: $c's binary would be built with the coordinator's failpoints; only tests may turn them on" >&2
+    fail=1
+  fi
+done
+[ "$fail" -eq 0 ] && echo "check-deps: ok (coordinator and fedchain-server free of libtorch; library crates independent of coordinator/worker; worker beside the coordinator, not on it; protocol knows no party; no failpoints in the binaries)"
 exit "$fail"

@@ -134,7 +134,7 @@ fn checkpoints(
             checkpoints::of_store(&store, &trust)?
         }
         (None, Some(url)) => crate::serve::runtime()?.block_on(async {
-            let ch = crate::job::connect(url, party).await?;
+            let ch = crate::dial::connect(url, party).await?;
             let mut client =
                 fedchain_proto::v1::ledger_service_client::LedgerServiceClient::new(ch)
                     .max_decoding_message_size(fedchain_proto::limits::MAX_MESSAGE_BYTES);
@@ -198,7 +198,7 @@ async fn mirror(url: &str, party: &Path, into: &Path) -> Result<String> {
         &std::fs::read_to_string(&trust_path)
             .with_context(|| format!("cannot read {}", trust_path.display()))?,
     )?;
-    let ch = crate::job::connect(url, party).await?;
+    let ch = crate::dial::connect(url, party).await?;
     let mut client = pb::ledger_service_client::LedgerServiceClient::new(ch)
         .max_decoding_message_size(fedchain_proto::limits::MAX_MESSAGE_BYTES);
     let m = fedchain_audit::mirror(&mut client, &trust, into)

@@ -441,10 +441,14 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         Ok(std::fs::File::create(logs.join(format!("{name}.log")))?.into())
     };
     let addr_file = dir.join("coordinator.addr");
+    // The coordinator's host runs fedchain-server (no libtorch) when it is built beside this
+    // binary, as `make demo` does; otherwise this binary's own `coordinator` command.
+    let server = exe.with_file_name("fedchain-server");
+    let coordinator_exe = if server.is_file() { &server } else { &exe };
     let mut procs = Procs(Vec::new());
     procs.0.push((
         "coordinator".into(),
-        Command::new(&exe)
+        Command::new(coordinator_exe)
             .arg("coordinator")
             .arg("--config")
             .arg(dir.join("coordinator.toml"))
@@ -504,7 +508,12 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         ));
     }
     say(format!(
-        "3. coordinator listening on {url} (mutual TLS); workers of {} running (logs in {})",
+        "3. coordinator ({}) listening on {url} (mutual TLS); workers of {} running (logs in {})",
+        if coordinator_exe == &server {
+            "fedchain-server, no libtorch"
+        } else {
+            "fedchain coordinator"
+        },
         hospitals.join(", "),
         logs.display()
     ));
@@ -515,7 +524,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     let rt = runtime()?;
     let job_started = Instant::now();
     let (watched, downloaded) = rt.block_on(async {
-        let ch = job::connect(&url, &alice).await?;
+        let ch = crate::dial::connect(&url, &alice).await?;
         let status = job::submit(ch.clone(), spec.clone()).await?;
         say(format!(
             "4. {RESEARCHER} submitted job {} (spec {}); hospitals enroll, then round 0 pools \
@@ -554,7 +563,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         // Wait until the hospitals cosigned the last checkpoint, so the auditor sees every
         // checkpoint with its quorum.
         let trust = Trust::parse(&std::fs::read_to_string(audra.join(TRUST_FILE))?)?;
-        let ch = job::connect(&url, &audra).await?;
+        let ch = crate::dial::connect(&url, &audra).await?;
         let mut ledger = pb::ledger_service_client::LedgerServiceClient::new(ch);
         for _ in 0..100 {
             let cp = ledger

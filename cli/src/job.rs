@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use fedchain_consortium::tls::client_tls_for;
 use fedchain_consortium::TRUST_FILE;
 use fedchain_datasets::{Builtin, ImageShape, TaskKind};
 use fedchain_ledger::verify::Trust;
@@ -17,8 +16,9 @@ use pb::job_service_client::JobServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::dial::{connect, endpoint};
 use crate::serve::{read_toml, runtime};
 
 #[derive(Subcommand, Debug)]
@@ -108,72 +108,10 @@ pub struct ClientArgs {
     pub party: PathBuf,
 }
 
-/// Dials the coordinator with the party's certificate.
-///
-/// A refused connection is retried for up to [`REFUSED_PATIENCE`]: a coordinator that was just
-/// started (or is restarting) takes a moment to listen, and a script that starts one and then
-/// submits a job must not race it. Other failures (TLS, DNS, timeouts) are reported at once.
-pub async fn connect(url: &str, party_dir: &Path) -> Result<Channel> {
-    let endpoint = endpoint(url, party_dir)?;
-    let deadline = std::time::Instant::now() + REFUSED_PATIENCE;
-    let mut said = false;
-    loop {
-        match endpoint.connect().await {
-            Ok(ch) => return Ok(ch),
-            Err(e) if refused(&e) && std::time::Instant::now() < deadline => {
-                if !said {
-                    eprintln!("waiting for the coordinator at {url} (connection refused)");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => {
-                let hint = if refused(&e) {
-                    " (nothing listens there: is `fedchain coordinator` running, with this \
-                     address in its `listen`?)"
-                } else {
-                    ""
-                };
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot reach the coordinator at {url}{hint}")));
-            }
-        }
-    }
-}
-
-/// How long [`connect`] waits for a coordinator that refuses connections.
-const REFUSED_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Whether `e` is, at its root, a refused TCP connection.
-fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
-}
-
 /// As [`connect`], but the connection is made by the first call, so that a coordinator that is
 /// down shows up as a retryable `Unavailable` status (see [`watch`]).
 pub fn connect_lazy(url: &str, party_dir: &Path) -> Result<Channel> {
     Ok(endpoint(url, party_dir)?.connect_lazy())
-}
-
-fn endpoint(url: &str, party_dir: &Path) -> Result<Endpoint> {
-    let name = party_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| anyhow!("{} is not a party folder", party_dir.display()))?;
-    let tls = client_tls_for(party_dir, &name, url)?;
-    Ok(Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("{url:?} is not a URL"))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(10)))
 }
 
 fn jobs(ch: Channel) -> JobServiceClient<Channel> {

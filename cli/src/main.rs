@@ -11,6 +11,7 @@ mod consortium;
 mod data;
 mod dataset_args;
 mod demo;
+mod dial;
 mod fhir;
 mod job;
 mod keys;
@@ -19,6 +20,7 @@ mod predict;
 mod serve;
 mod simulation;
 mod train;
+mod work;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -50,7 +52,7 @@ enum Command {
     /// Run the coordinator (gRPC over mutual TLS, job lifecycle, ledger).
     Coordinator(serve::CoordinatorArgs),
     /// Run a hospital's worker (local training, encryption, decryption shares, cosigning).
-    Worker(serve::WorkerArgs),
+    Worker(work::WorkerArgs),
     /// Submit, follow and download jobs (researchers).
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -78,7 +80,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => done(predict::run(args)),
         Command::Demo(args) => done(demo::run(args)),
         Command::Coordinator(args) => done(serve::coordinator(args)),
-        Command::Worker(args) => done(serve::worker(args)),
+        Command::Worker(args) => done(work::worker(args)),
         Command::Job(cmd) => job::run(cmd),
         // A failed audit is a verdict, not an error: exit 1 after printing the report.
         Command::Audit(cmd) => audit::run(cmd),

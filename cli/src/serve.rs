@@ -1,13 +1,12 @@
-//! `fedchain coordinator --config FILE` and `fedchain worker --config FILE`: the two long-running
-//! processes. Both stop cleanly on SIGINT or SIGTERM.
+//! `coordinator --config FILE`, the coordinator's long-running process (in both binaries:
+//! `fedchain` and the torch-free `fedchain-server`), and what every long-running command shares:
+//! configuration files, the async runtime, stopping cleanly on SIGINT or SIGTERM.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use fedchain_coordinator::service::{Config, Coordinator};
-use fedchain_models::describe_device;
-use fedchain_worker::node::{Node, WorkerConfig};
 
 #[derive(Args, Debug)]
 pub struct CoordinatorArgs {
@@ -20,13 +19,6 @@ pub struct CoordinatorArgs {
     address_file: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-pub struct WorkerArgs {
-    /// The hospital worker's TOML configuration (coordinator, dir, data, state, device).
-    #[arg(long)]
-    config: PathBuf,
-}
-
 /// Reads a TOML file into `T`, resolving nothing yet.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
@@ -36,7 +28,7 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 /// Paths in a configuration file are relative to the file's folder.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -44,7 +36,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn base_of(config: &Path) -> PathBuf {
+pub fn base_of(config: &Path) -> PathBuf {
     config
         .parent()
         .map(Path::to_path_buf)
@@ -95,28 +87,5 @@ pub fn coordinator(args: CoordinatorArgs) -> Result<()> {
         coordinator.serve(listener, stop_signal()).await?;
         eprintln!("fedchain coordinator stopped");
         Ok(())
-    })
-}
-
-pub fn worker(args: WorkerArgs) -> Result<()> {
-    let mut config: WorkerConfig = read_toml(&args.config)?;
-    let base = base_of(&args.config);
-    config.dir = resolve(&base, &config.dir);
-    config.data = resolve(&base, &config.data);
-    config.state = resolve(&base, &config.state);
-    let node = Node::open(config.clone())
-        .with_context(|| format!("cannot start the worker from {}", config.dir.display()))?;
-    eprintln!(
-        "[{}] fedchain worker: data {}, device {}, coordinator {}",
-        node.name(),
-        config.data.display(),
-        describe_device(node.device()),
-        config.coordinator
-    );
-    runtime()?.block_on(async move {
-        tokio::select! {
-            r = node.run() => r.map_err(anyhow::Error::from),
-            _ = stop_signal() => Ok(()),
-        }
     })
 }

@@ -813,10 +813,21 @@ fn inconsistent_configurations_are_refused() {
     // A scaled codec sized for two contributions cannot sum three hospitals' updates.
     let total: u64 = HOSPITALS.iter().map(|(_, s)| s).sum();
     let scaled = |contributors| UpdateCodec::scaled(&k.pk, 8, 1.0, total, contributors).unwrap();
-    let with = |codec| Round::new(cfg(2, LEN), k.pk.clone(), codec, enrolled(3), global.clone());
+    let with = |codec| {
+        Round::new(
+            cfg(2, LEN),
+            k.pk.clone(),
+            codec,
+            enrolled(3),
+            global.clone(),
+        )
+    };
     assert!(with(scaled(3)).is_ok());
     match with(scaled(2)) {
         Err(RoundError::InvalidConfig(m)) => assert!(m.contains("contributions"), "{m}"),
-        other => panic!("three hospitals in two slots' worth: {:?}", other.map(|_| ())),
+        other => panic!(
+            "three hospitals in two slots' worth: {:?}",
+            other.map(|_| ())
+        ),
     }
 }
