@@ -47,6 +47,11 @@ pub enum BenchCommand {
         /// as `demo --quant-bits` does; default: 16 fractional bits times the rows.
         #[arg(long, value_name = "BITS")]
         quant_bits: Option<u32>,
+        /// Instead of the demo's job: one round's crypto for a synthetic model of N parameters
+        /// (updates drawn like trained deltas, 3 hospitals, no training), phase by phase, with
+        /// the memory it took.
+        #[arg(long, value_name = "N", conflicts_with_all = ["dataset", "model", "rounds"])]
+        params: Option<usize>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -96,11 +101,56 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             json,
         } => images(count, size, format, repeat.max(1), json),
         BenchCommand::Round {
+            bits,
+            quant_bits,
+            params: Some(params),
+            json,
+            ..
+        } => {
+            let r = crate::bench_round::run_params(params, bits, quant_bits, !json)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!(
+                "{} parameters, {} hospitals, {}-of-{} key of {} bits, {}: {} ciphertexts of {} \
+                 {}-bit slots, {:.1} bits per parameter on the wire",
+                r.parameters,
+                r.hospitals,
+                r.threshold,
+                r.hospitals,
+                r.modulus_bits,
+                match r.quant_bits {
+                    Some(b) => format!("quant_bits {b}"),
+                    None => "16 fractional bits".into(),
+                },
+                r.ciphertexts_per_update,
+                r.slots_per_ciphertext,
+                r.slot_bits,
+                r.bits_per_parameter
+            );
+            println!(
+                "  crypto of one round {:.2} s: encrypt {:.2}, aggregate {:.2}, share {:.2} (slowest \
+                 hospital, alone on this machine), verify + combine + decode {:.2}",
+                r.crypto_round_s, r.encrypt_s, r.aggregate_s, r.share_s, r.verify_combine_s
+            );
+            println!(
+                "  largest error of the average {:.2e}, {} values clipped, peak memory {} (one \
+                 process plays every party)",
+                r.max_abs_error,
+                r.clipped_values,
+                r.process_peak_rss_mib
+                    .map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+            );
+            Ok(())
+        }
+        BenchCommand::Round {
             dataset,
             model,
             rounds,
             bits,
             quant_bits,
+            params: None,
             json,
         } => {
             let r = crate::bench_round::run(dataset, model, rounds, bits, quant_bits, !json)?;

@@ -360,3 +360,171 @@ pub fn run(
         final_accuracy_encrypted: accuracy,
     })
 }
+
+/// `bench round --params N`: one round's crypto for a synthetic model of N parameters.
+#[derive(Debug, Serialize)]
+pub struct ParamsBench {
+    pub parameters: usize,
+    pub hospitals: usize,
+    pub threshold: usize,
+    pub modulus_bits: usize,
+    /// The job's quant_bits (null: 16 fractional bits times the rows).
+    pub quant_bits: Option<u32>,
+    pub clip: f32,
+    pub slot_bits: u32,
+    pub slots_per_ciphertext: usize,
+    pub ciphertexts_per_update: usize,
+    pub upload_bytes_per_hospital: usize,
+    /// Upload bits per parameter: each ciphertext is twice the modulus, shared by its slots.
+    pub bits_per_parameter: f64,
+    /// Quantize, pack, encrypt and encode one update (slowest hospital, all cores).
+    pub encrypt_s: f64,
+    /// Coordinator: decode and check every submission, multiply them.
+    pub aggregate_s: f64,
+    /// One hospital's decryption share with its proof, slowest of the t, each alone on all cores
+    /// (as if on its own machine).
+    pub share_s: f64,
+    /// Coordinator: verify the t shares, combine, decode and average.
+    pub verify_combine_s: f64,
+    /// The round's crypto on its critical path: encrypt + aggregate + share + verify_combine.
+    pub crypto_round_s: f64,
+    /// Largest difference between the decoded average and the exact weighted average.
+    pub max_abs_error: f64,
+    /// Update values clipped, all hospitals.
+    pub clipped_values: usize,
+    /// Peak resident memory of this process, which plays every party: a bound on each.
+    pub process_peak_rss_mib: Option<f64>,
+}
+
+/// Times one round's crypto for `params` parameters across 3 hospitals (threshold 2), with
+/// updates drawn like trained deltas (normal, standard deviation 0.01, seeded).
+pub fn run_params(
+    params: usize,
+    bits: usize,
+    quant_bits: Option<u32>,
+    progress: bool,
+) -> Result<ParamsBench> {
+    use rand_distr::{Distribution, Normal};
+    anyhow::ensure!(params > 0, "--params must be at least 1");
+    let say = |m: &str| {
+        if progress {
+            eprintln!("{m}");
+        }
+    };
+    let weights = [500u64, 300, 200];
+    let clip = if quant_bits.is_some() {
+        crate::simulation::QUANT_CLIP
+    } else {
+        1.0
+    };
+    let quantization = fedchain_proto::v1::Quantization {
+        frac_bits: if quant_bits.is_some() { 0 } else { 16 },
+        clip,
+        quant_bits: quant_bits.unwrap_or(0),
+    };
+    let enrolled = fedchain_protocol::Enrollment::of(weights);
+    say(&format!("dealing a {bits}-bit 2-of-3 key"));
+    let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+    let (pk, shares) = deal(bits, weights.len(), 2, &mut rng)?;
+    let table = EncryptionTable::new(&pk);
+    let codec = fedchain_protocol::codec(&pk, &quantization, enrolled)?;
+    let normal = Normal::new(0.0f32, 0.01).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut data_rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let updates: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|_| (0..params).map(|_| normal.sample(&mut data_rng)).collect())
+        .collect();
+
+    let (mut encrypt_s, mut clipped, mut submissions) = (0f64, 0, Vec::new());
+    for (i, (u, &w)) in updates.iter().zip(&weights).enumerate() {
+        say(&format!("hospital {} encrypts its update", i + 1));
+        let t = Instant::now();
+        let rounding = if quant_bits.is_some() {
+            fedchain_crypto::quantize::Rounding::Stochastic {
+                seed: rng.next_u64(),
+            }
+        } else {
+            fedchain_crypto::quantize::Rounding::Nearest
+        };
+        let e = codec.encrypt(&table, u, w, rounding, &mut rng)?;
+        submissions.push(encode_ciphertexts(&pk, &e.ciphertexts));
+        encrypt_s = encrypt_s.max(t.elapsed().as_secs_f64());
+        clipped += e.clipped;
+    }
+    let ciphertexts = codec.ciphertexts_for(params);
+    let upload_bytes = submissions[0].len();
+
+    say("the coordinator aggregates");
+    let t = Instant::now();
+    let vectors = submissions
+        .iter()
+        .map(|b| decode_ciphertexts(&pk, b, Some(ciphertexts)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let agg = aggregate(&pk, &vectors)?;
+    let aggregate_s = t.elapsed().as_secs_f64();
+    drop(vectors);
+
+    let context = b"fedchain bench round --params";
+    let (mut share_s, mut dec) = (0f64, Vec::new());
+    for (i, share) in shares[..2].iter().enumerate() {
+        say(&format!("hospital {} computes its decryption share", i + 1));
+        let t = Instant::now();
+        dec.push(partial_decrypt(&pk, share, &agg, context, &mut rng)?);
+        share_s = share_s.max(t.elapsed().as_secs_f64());
+    }
+    say("the coordinator verifies, combines and decodes");
+    let t = Instant::now();
+    for d in &dec {
+        verify_share(&pk, &agg, d, context)?;
+    }
+    let refs: Vec<_> = dec.iter().collect();
+    let plaintexts = combine_verified(&pk, agg.len(), &refs)?;
+    let avg = codec.decode_average(&plaintexts, params, enrolled.rows)?;
+    let verify_combine_s = t.elapsed().as_secs_f64();
+
+    let max_abs_error = (0..params)
+        .map(|j| {
+            let exact: f64 = updates
+                .iter()
+                .zip(&weights)
+                .map(|(u, &w)| f64::from(u[j].clamp(-clip, clip)) * w as f64)
+                .sum::<f64>()
+                / enrolled.rows as f64;
+            (f64::from(avg[j]) - exact).abs()
+        })
+        .fold(0.0, f64::max);
+    Ok(ParamsBench {
+        parameters: params,
+        hospitals: weights.len(),
+        threshold: 2,
+        modulus_bits: bits,
+        quant_bits,
+        clip,
+        slot_bits: codec.packer().slot_bits(),
+        slots_per_ciphertext: codec.packer().slots_per_plaintext(),
+        ciphertexts_per_update: ciphertexts,
+        upload_bytes_per_hospital: upload_bytes,
+        bits_per_parameter: upload_bytes as f64 * 8.0 / params as f64,
+        encrypt_s,
+        aggregate_s,
+        share_s,
+        verify_combine_s,
+        crypto_round_s: encrypt_s + aggregate_s + share_s + verify_combine_s,
+        max_abs_error,
+        clipped_values: clipped,
+        process_peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// This process's peak resident memory (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb / 1024.0)
+}

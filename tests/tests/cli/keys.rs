@@ -240,3 +240,54 @@ fn round_benchmark_reports_both_rounds_phase_by_phase() {
     let accuracy = r["final_accuracy_encrypted"].as_f64().unwrap();
     assert!(accuracy > 0.5 && accuracy <= 1.0, "{r}");
 }
+
+/// `bench round --params N` (model size as an axis): a synthetic model's round with both slot
+/// layouts. Checks the report's packing figures and the decoded average's accuracy against the
+/// layout's quantization unit, not speed.
+#[test]
+fn params_benchmark_reports_packing_and_an_exact_enough_average() {
+    let run = |quant: Option<&str>| {
+        let mut args = vec![
+            "bench", "round", "--params", "3000", "--bits", "512", "--json",
+        ];
+        if let Some(q) = quant {
+            args.extend(["--quant-bits", q]);
+        }
+        json(&fedchain(&args))
+    };
+    let fixed = run(None);
+    let q8 = run(Some("8"));
+    for r in [&fixed, &q8] {
+        assert_eq!(r["parameters"], 3000, "{r}");
+        let slots = r["slots_per_ciphertext"].as_u64().unwrap();
+        let slot_bits = r["slot_bits"].as_u64().unwrap();
+        // floor((512 - 2) / w) slots of w bits, and as many ciphertexts as 3000 values need.
+        assert_eq!(slots, 510 / slot_bits, "{r}");
+        assert_eq!(
+            r["ciphertexts_per_update"].as_u64().unwrap(),
+            3000u64.div_ceil(slots),
+            "{r}"
+        );
+        assert_eq!(r["clipped_values"], 0, "{r}");
+        let phases = ["encrypt_s", "aggregate_s", "share_s", "verify_combine_s"];
+        let sum: f64 = phases.iter().map(|p| r[p].as_f64().unwrap()).sum();
+        assert!(
+            (r["crypto_round_s"].as_f64().unwrap() - sum).abs() < 1e-9,
+            "{r}"
+        );
+        assert!(r["process_peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // 16 fractional bits times 1,000 rows: sums up to 1000 x 2^16, 26 bits and a sign; 8 bits for
+    // 3 hospitals: sums up to 3 x 127, 9 bits and a sign.
+    assert_eq!(fixed["slot_bits"], 27, "{fixed}");
+    assert_eq!(q8["quant_bits"], 8, "{q8}");
+    assert_eq!(q8["slot_bits"], 10, "{q8}");
+    // Half a unit for the fixed point (nearest rounding, weighted average of errors <= 2^-17),
+    // and within one unit per hospital, clip / S = 0.25 / 381, for 8 bits (stochastic rounding).
+    assert!(
+        fixed["max_abs_error"].as_f64().unwrap() <= 2f64.powi(-17) + 1e-9,
+        "{fixed}"
+    );
+    let e8 = q8["max_abs_error"].as_f64().unwrap();
+    assert!(e8 <= 3.0 * 0.25 / 381.0 && e8 > 0.0, "{q8}");
+}
