@@ -43,8 +43,9 @@ pub enum BenchCommand {
         /// Modulus size in bits.
         #[arg(long, default_value_t = 2048)]
         bits: usize,
-        /// Quantize updates to this many bits scaled by each hospital's share (8, 12 or 16),
-        /// as `demo --quant-bits` does; default: 16 fractional bits times the rows.
+        /// Quantize updates to this many bits (8, 12 or 16) for the average share of the rows,
+        /// each hospital's scaled by its share, as `demo --quant-bits` does; default: 16
+        /// fractional bits times the rows.
         #[arg(long, value_name = "BITS")]
         quant_bits: Option<u32>,
         /// Instead of the demo's job: one round's crypto for a synthetic model of N parameters
@@ -256,6 +257,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             println!(
                 "  bytes on the wire               {:>10.1} naive, {:.2} packed per value",
                 r.naive_bytes_per_value, r.packed_bytes_per_value
+            );
+            println!(
+                "  speed-up from 1 to {} threads:  encrypt {:.2}x, partial decryption {:.2}x, \
+                 verification {:.2}x",
+                r.threads,
+                r.encrypt_threads_speedup,
+                r.partial_decrypt_threads_speedup,
+                r.verify_threads_speedup
             );
             Ok(())
         }

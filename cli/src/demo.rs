@@ -65,9 +65,9 @@ pub struct DemoArgs {
     /// Federated rounds.
     #[arg(long)]
     rounds: Option<u32>,
-    /// Quantize each hospital's update to this many bits (8, 12 or 16) scaled by its share of the
-    /// rows, instead of 16 fractional bits times its rows: fewer, narrower slots, so fewer
-    /// ciphertexts to encrypt and decrypt.
+    /// Quantize updates to this many bits (8, 12 or 16) for a hospital with the average share of
+    /// the rows, each scaled by its share, instead of 16 fractional bits times its rows: fewer,
+    /// narrower slots, so fewer ciphertexts to encrypt and decrypt.
     #[arg(long, value_name = "BITS")]
     quant_bits: Option<u32>,
     /// Seed of the split across hospitals and of the job.

@@ -30,7 +30,8 @@ pub async fn connect(url: &str, party_dir: &Path) -> Result<Channel> {
             }
             Err(e) => {
                 let hint = if refused(&e) {
-                    " (nothing listens there: is `fedchain coordinator` running, with this \
+                    " (nothing listens there: is the coordinator (`fedchain-server coordinator` or \
+                     `fedchain coordinator`) running, with this \
                      address in its `listen`?)"
                 } else {
                     ""

@@ -155,8 +155,9 @@ pub struct JobFile {
     /// Fixed-point fractional bits (default 16 when `quant_bits` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frac_bits: Option<u32>,
-    /// Bits of a full-weight hospital's value (8, 12 or 16): slots grow with the hospitals, not
-    /// their rows, at the price of coarser values (stochastic rounding keeps them unbiased).
+    /// Bits of the value of a hospital with the average share of the rows (8, 12 or 16): slots
+    /// grow with the hospitals, not their rows, at the price of coarser values (stochastic
+    /// rounding keeps them unbiased).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quant_bits: Option<u32>,
     #[serde(default = "d::clip")]
@@ -253,6 +254,12 @@ impl JobFile {
     /// The protobuf spec the coordinator receives.
     pub fn to_spec(&self) -> Result<pb::JobSpec> {
         use pb::dataset_schema::Task;
+        if self.quant_bits == Some(0) {
+            bail!(
+                "quant_bits = 0 is not a width: remove the line for 16 fractional bits \
+                 (frac_bits), or set 8, 12 or 16"
+            );
+        }
         let mut image = None;
         let (features, target, task) = match (&self.dataset, &self.schema) {
             (Some(name), None) => {

@@ -12,6 +12,7 @@ mod data;
 mod dataset_args;
 mod demo;
 mod dial;
+mod exit;
 mod fhir;
 mod job;
 mod keys;
@@ -88,21 +89,5 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => done(keys::run(cmd)),
         Command::Bench(cmd) => done(bench::run(cmd)),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            // Library errors often repeat their source in their own message; print a cause only
-            // when it adds something.
-            let mut shown = e.to_string();
-            for cause in e.chain().skip(1) {
-                let text = cause.to_string();
-                if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                }
-                shown = text;
-            }
-            ExitCode::FAILURE
-        }
-    }
+    exit::code(result)
 }

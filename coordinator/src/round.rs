@@ -351,11 +351,12 @@ impl Round {
                 codec.total_weight()
             ));
         }
-        if let Some(most) = codec.contributors() {
-            if enrolled.len() as u64 > most {
+        // The scaled layout's levels follow from the enrolled count: a codec built for another
+        // count would decode every average at the wrong scale.
+        if let Some(built_for) = codec.contributors() {
+            if enrolled.len() as u64 != built_for {
                 return bad(format!(
-                    "{} hospitals enrolled, more than the {most} contributions the codec's slots \
-                     hold",
+                    "{} hospitals enrolled, but the codec was built for {built_for} contributions",
                     enrolled.len()
                 ));
             }

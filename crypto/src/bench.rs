@@ -101,6 +101,13 @@ pub struct BenchReport {
     pub naive_bytes_per_value: f64,
     /// Bytes on the wire per value, packed.
     pub packed_bytes_per_value: f64,
+    /// Wall-clock speed-up of the same work on all `threads` cores over one core: quantize,
+    /// pack and encrypt the update.
+    pub encrypt_threads_speedup: f64,
+    /// The same for one party's partial decryption with its proof.
+    pub partial_decrypt_threads_speedup: f64,
+    /// The same for verifying one party's share.
+    pub verify_threads_speedup: f64,
 }
 
 fn one_core<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -161,6 +168,10 @@ pub fn run<R: RngCore + CryptoRng + Send>(
     });
     let encrypted = encrypted?.ciphertexts;
     let packed_encrypt_us_per_value = packed_us / config.values as f64;
+    progress("packed encryption, all cores");
+    let t = Instant::now();
+    codec.encrypt(&table, &update, config.total_weight, Rounding::Nearest, rng)?;
+    let encrypt_threads_speedup = packed_us / us(t);
 
     progress("homomorphic addition");
     let add_us_per_ciphertext = one_core(|| {
@@ -179,6 +190,10 @@ pub fn run<R: RngCore + CryptoRng + Send>(
         (d, us(t))
     });
     let first = dec?;
+    progress("partial decryption, all cores");
+    let t = Instant::now();
+    partial_decrypt(&pk, &shares[0], cts, ctx, rng)?;
+    let partial_decrypt_threads_speedup = partial_us / us(t);
     // The same exponentiations with nothing around them: GMP's powm, same base, exponent and
     // modulus sizes, same core.
     progress("bare exponentiation");
@@ -199,6 +214,10 @@ pub fn run<R: RngCore + CryptoRng + Send>(
         let t = Instant::now();
         verify_share(&pk, cts, &all[0], ctx).map(|_| us(t))
     })?;
+    progress("verification, all cores");
+    let t = Instant::now();
+    verify_share(&pk, cts, &all[0], ctx)?;
+    let verify_threads_speedup = verify_us / us(t);
     progress("combination");
     let refs: Vec<_> = all.iter().collect();
     let combine_us = one_core(|| {
@@ -228,5 +247,8 @@ pub fn run<R: RngCore + CryptoRng + Send>(
         combine_us_per_ciphertext: combine_us / k as f64,
         naive_bytes_per_value: ct_bytes,
         packed_bytes_per_value: ct_bytes * encrypted.len() as f64 / config.values as f64,
+        encrypt_threads_speedup,
+        partial_decrypt_threads_speedup,
+        verify_threads_speedup,
     })
 }

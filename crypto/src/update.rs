@@ -9,15 +9,18 @@
 //! - **Weight in the slot** ([`UpdateCodec::new`]): `frac_bits` fixed point, each integer
 //!   multiplied by the hospital's sample count `w`, so a slot of the sum holds up to `W B` and
 //!   grows with `log2(W)`: about 9 of the digits CNN's 26 bits were sample weight.
-//! - **Scaled** ([`UpdateCodec::scaled`]): each of at most `P` contributors scales its clipped
-//!   update by `w / W` (its share of the public total `W`, fixed before the round) and quantizes
-//!   it to `quant_bits`, with stochastic rounding, to at most `floor(S w / W)` in magnitude, where
-//!   `S = P (2^(quant_bits - 1) - 1)`. The shares sum to at most 1, so every slot of the sum lies
-//!   in `[-S, S]` whoever takes part, and a slot needs `bits(S) + 1` bits: it grows with
-//!   `log2(P)`, not with the samples. The decoder divides by `S / clip` and corrects exactly for
-//!   the participants' actual weight `W_used`: average `= sum * clip * W / (S * W_used)`.
-//!   Each hospital's resolution is proportional to its weight (a hospital of a third of the rows
-//!   uses a third of the range), so the sum's resolution is that of `S` levels over `clip`.
+//! - **Scaled** ([`UpdateCodec::scaled`]): the sum gets `S = P (2^(quant_bits - 1) - 1)` levels
+//!   over `[-clip, clip]`, for at most `P` contributors. Each scales its clipped update by
+//!   `w / W` (its share of the public total `W`, fixed before the round), so its values span
+//!   `S w / W` levels, and rounds them stochastically (unbiased), capped at
+//!   `max(1, floor(S w / W))` in magnitude. The shares sum to at most 1 and the `max(1, ..)` adds
+//!   at most one level per contributor, so every slot of the sum lies in `[-(S + P), S + P]`
+//!   whoever takes part, and a slot needs `bits(S + P) + 1` bits: it grows with `log2(P)`, not
+//!   with the samples. The decoder divides by `S / clip` and corrects exactly for the
+//!   participants' actual weight `W_used`: average `= sum * clip * W / (S * W_used)`.
+//!   A hospital's resolution is proportional to its rows: one with the average share `W / P`
+//!   gets `quant_bits`, one with a tenth of that about 3.3 bits fewer, and one below a single
+//!   level still contributes unbiased values of -1, 0 or 1.
 
 use crate::bigint::BigInt;
 use crate::djn::{Ciphertext, EncryptionTable};
@@ -27,7 +30,7 @@ use crate::pack::Packer;
 use crate::quantize::{round_clipped, Quantized, Quantizer, Rounding};
 use rand::{CryptoRng, RngCore};
 
-/// Narrowest and widest `quant_bits` of the scaled layout: below 2 bits a full-weight value has
+/// Narrowest and widest `quant_bits` of the scaled layout: below 2 bits an average share has
 /// no non-zero level; above 32 bits a slot stops saving anything over the fixed-point layout.
 pub const QUANT_BITS: std::ops::RangeInclusive<u32> = 2..=32;
 
@@ -45,12 +48,15 @@ pub enum Layout {
     /// Scaled by `w / W` before quantizing to `quant_bits`: slots of `bits(S) + 1` bits,
     /// `S = contributors (2^(quant_bits - 1) - 1)`.
     Scaled {
-        /// Bits of a full-weight contributor's value, sign included.
+        /// Bits of the value of a contributor with the average share of the weight, sign
+        /// included.
         quant_bits: u32,
         /// Values are clipped to `[-clip, clip]` (finite, positive).
         clip: f32,
         /// The most contributions ever summed (the enrolled hospitals).
         contributors: u64,
+        /// `S`: the sum's levels over `[-clip, clip]`.
+        levels: i64,
     },
 }
 
@@ -116,10 +122,12 @@ impl UpdateCodec {
             )));
         }
         let full = (1i64 << (quant_bits - 1)) - 1;
-        let sum_bound = i64::try_from(contributors)
+        // S, and the slot bound S + P (each contributor's cap may round up to one level).
+        let (levels, sum_bound) = i64::try_from(contributors)
             .ok()
-            .and_then(|p| p.checked_mul(full))
-            .filter(|s| *s < MAX_SUM_BOUND)
+            .and_then(|p| Some((p.checked_mul(full)?, p)))
+            .and_then(|(s, p)| Some((s, s.checked_add(p)?)))
+            .filter(|(_, bound)| *bound < MAX_SUM_BOUND)
             .ok_or_else(|| {
                 CryptoError::Overflow(format!(
                     "{contributors} contributors of {quant_bits}-bit values can sum to 2^52 or \
@@ -133,6 +141,7 @@ impl UpdateCodec {
                 quant_bits,
                 clip,
                 contributors,
+                levels,
             },
             total_weight,
         })
@@ -197,41 +206,36 @@ impl UpdateCodec {
             Layout::WeightInSlot { quantizer } => {
                 quantizer.quantize_weighted(update, weight, rounding)
             }
-            Layout::Scaled { clip, .. } => {
+            Layout::Scaled { clip, levels, .. } => {
                 if weight == 0 || weight > self.total_weight {
                     return Err(CryptoError::InvalidParameter(format!(
                         "weight {weight} must be between 1 and the job's total weight {}",
                         self.total_weight
                     )));
                 }
-                let s = self.packer.value_bound();
-                // floor(S w / W) <= S < 2^52, exact in u128: the shares' caps sum to at most S.
-                let cap = (u128::from(s as u64) * u128::from(weight)
-                    / u128::from(self.total_weight)) as i64;
-                if cap == 0 {
-                    return Err(CryptoError::InvalidParameter(format!(
-                        "weight {weight} of {} is too small a share for {} levels: every value \
-                         would round to zero; use more quantization bits",
-                        self.total_weight, s
-                    )));
-                }
+                // floor(S w / W) <= S < 2^52, exact in u128. At least 1: a share below one
+                // level still rounds stochastically to -1, 0 or 1, unbiased, rather than to 0.
+                let cap = (u128::from(levels as u64) * u128::from(weight)
+                    / u128::from(self.total_weight))
+                .max(1) as i64;
                 let clip = f64::from(clip);
-                // clip * factor = S w / W up to rounding, within one unit of cap.
-                let factor = s as f64 * weight as f64 / self.total_weight as f64 / clip;
+                // clip * factor = S w / W (up to f64 rounding) < cap + 1, so the clamp takes
+                // away less than one level.
+                let factor = levels as f64 * weight as f64 / self.total_weight as f64 / clip;
                 round_clipped(update, clip, factor, cap, rounding)
             }
         }
     }
 
     /// Maps summed integers back to the weighted average of the contributions, whose weights
-    /// add up to `total_weight_used`.
+    /// add up to `total_weight_used` (positive; 0 gives infinities, as a division by zero).
     pub fn dequantize(&self, sums: &[i64], total_weight_used: u64) -> Vec<f32> {
         match self.layout {
             Layout::WeightInSlot { quantizer } => {
                 quantizer.dequantize(sums, total_weight_used as f64)
             }
-            Layout::Scaled { clip, .. } => {
-                let s = self.packer.value_bound() as f64;
+            Layout::Scaled { clip, levels, .. } => {
+                let s = levels as f64;
                 let clip = f64::from(clip);
                 let unit = clip * self.total_weight as f64 / (s * total_weight_used as f64);
                 sums.iter().map(|&v| (v as f64 * unit) as f32).collect()
@@ -245,8 +249,8 @@ impl UpdateCodec {
         self.packer.unpack(plaintexts, len)
     }
 
-    /// Decodes into the weighted average: sums divided by `total_weight_used` (the weights of
-    /// the contributors actually aggregated) and by the quantizer's scale.
+    /// Decodes into the weighted average of the contributors actually aggregated, whose weights
+    /// add up to `total_weight_used` (see [`UpdateCodec::dequantize`]).
     pub fn decode_average(
         &self,
         plaintexts: &[BigInt],

@@ -195,24 +195,21 @@ proptest! {
             // Only a key too small for one slot may refuse (20 bits x 4 parties fits 512 bits).
             Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
         };
+        // S levels; slots hold S + P (a cap may round up to one level per hospital).
+        let p = weights.len() as i64;
+        let levels = p * ((1i64 << (bits - 1)) - 1);
         let sum_bound = codec.packer().value_bound();
-        prop_assert_eq!(sum_bound, weights.len() as i64 * ((1i64 << (bits - 1)) - 1));
+        prop_assert_eq!(sum_bound, levels + p);
         let len = updates[0].len();
         let chosen: Vec<usize> = (0..weights.len()).filter(|i| mask & (1 << i) != 0).collect();
         let mut expected = vec![0i64; len];
         let mut cts = Vec::new();
         for &i in &chosen {
             let rounding = Rounding::Stochastic { seed: seed ^ i as u64 };
-            let q = match codec.quantize(&updates[i], weights[i], rounding) {
-                Ok(q) => q,
-                // A hospital whose share of the weight is below one level is refused, clearly.
-                Err(CryptoError::InvalidParameter(m)) => {
-                    prop_assert!(m.contains("too small a share"), "{}", m);
-                    return Ok(());
-                }
-                Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
-            };
-            let cap = (sum_bound as u128 * weights[i] as u128 / total as u128) as i64;
+            // Every hospital takes part, however small its share: below one level its values
+            // round to -1, 0 or 1.
+            let q = codec.quantize(&updates[i], weights[i], rounding).unwrap();
+            let cap = ((levels as u128 * weights[i] as u128 / total as u128) as i64).max(1);
             prop_assert!(q.values.iter().all(|v| v.abs() <= cap));
             for (e, v) in expected.iter_mut().zip(&q.values) {
                 *e += v;
@@ -238,8 +235,8 @@ proptest! {
             let plain = combine(pk, &agg, &picked, &ctx).unwrap();
             prop_assert_eq!(&codec.decode_sums(&plain, len).unwrap(), &expected);
             let avg = codec.decode_average(&plain, len, used).unwrap();
-            // One unit of the sum is clip W / (S W_used) in the average.
-            let unit = f64::from(clip) * total as f64 / (sum_bound as f64 * used as f64);
+            // One level of the sum is clip W / (S W_used) in the average.
+            let unit = f64::from(clip) * total as f64 / (levels as f64 * used as f64);
             for j in 0..len {
                 let want: f64 = chosen
                     .iter()
@@ -321,8 +318,8 @@ fn scaled_codec_refuses_what_it_cannot_carry() {
     assert!(matches!(e, CryptoError::Overflow(_)), "{e}");
     let codec = UpdateCodec::scaled(pk, 8, 1.0, 1000, 3).unwrap();
     let u = [0.5f32; 4];
-    // Weight 0, above the total, or too small a share for one level (381 levels over 1000 rows).
-    for w in [0, 1001, 2] {
+    // Weight 0 or above the total.
+    for w in [0, 1001] {
         assert!(codec
             .encrypt(table, &u, w, Rounding::Nearest, &mut rng)
             .is_err());
@@ -331,4 +328,25 @@ fn scaled_codec_refuses_what_it_cannot_carry() {
         .quantize(&[f32::NAN], 500, Rounding::Nearest)
         .unwrap_err();
     assert!(matches!(e, CryptoError::NotFinite { index: 0, .. }), "{e}");
+}
+
+/// A hospital with less than one level's share (2 rows of 1,000 at 8 bits: 381 levels, so 0.76 of
+/// one) still contributes: its values round to -1, 0 or 1, unbiased.
+#[test]
+fn a_share_below_one_level_still_counts_unbiased() {
+    let (pk, _, _) = key();
+    let codec = UpdateCodec::scaled(pk, 8, 1.0, 1000, 3).unwrap();
+    let x = [0.5f32; 1];
+    let n = 20_000u64;
+    let mut total = 0i64;
+    for seed in 0..n {
+        let q = codec
+            .quantize(&x, 2, Rounding::Stochastic { seed })
+            .unwrap();
+        assert!(q.values[0].abs() <= 1);
+        total += q.values[0];
+    }
+    // Expected level: 0.5 x 381 x 2 / 1000 = 0.381.
+    let mean = total as f64 / n as f64;
+    assert!((mean - 0.381).abs() < 0.015, "mean {mean}");
 }

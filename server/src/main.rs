@@ -3,14 +3,16 @@
 //! A coordinator host never trains: it multiplies ciphertexts, checks proofs and keeps the
 //! ledger. The `fedchain` binary links libtorch for the hospitals' and researchers' commands, so
 //! it needs the torch install (about 4 GB) and maps its libraries into every process. This binary
-//! is built from the same command sources (`cli/src/serve.rs`, `audit.rs`, `dial.rs`, `fhir.rs`)
-//! with only the crates they need, so `fedchain-server coordinator` and `fedchain coordinator`
-//! behave identically, and so do the `audit` commands.
+//! is built from the same command sources (`cli/src/serve.rs`, `audit.rs`, `dial.rs`, `fhir.rs`,
+//! `exit.rs`) with only the crates they need, so `fedchain-server coordinator` and `fedchain
+//! coordinator` behave identically, and so do the `audit` commands.
 
 #[path = "../../cli/src/audit.rs"]
 mod audit;
 #[path = "../../cli/src/dial.rs"]
 mod dial;
+#[path = "../../cli/src/exit.rs"]
+mod exit;
 #[path = "../../cli/src/fhir.rs"]
 mod fhir;
 #[path = "../../cli/src/serve.rs"]
@@ -42,8 +44,5 @@ fn main() -> ExitCode {
         // A failed audit is a verdict, not an error: exit 1 after printing the report.
         Command::Audit(cmd) => audit::run(cmd),
     };
-    result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
-    })
+    exit::code(result)
 }

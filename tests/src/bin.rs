@@ -20,7 +20,8 @@ pub fn fedchain_bin() -> PathBuf {
     assert!(
         bin.exists(),
         "{} does not exist; run the end-to-end tests with `cargo test --workspace`, which builds \
-         it first (or `cargo build -p fedchain-cli` before `cargo test -p fedchain-tests`)",
+         it first (or `cargo build -p fedchain-cli -p fedchain-server` before `cargo test -p \
+         fedchain-tests`: the demo runs its coordinator with fedchain-server when it is there)",
         bin.display()
     );
     bin

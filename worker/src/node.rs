@@ -809,6 +809,20 @@ impl Node {
                 t.round, plan.kind
             ));
         }
+        // The enrolled count sizes the scaled layout's levels: one outside what the key allows
+        // is a coordinator's error (or one too old to send it), not a codec to build.
+        if quantization.quant_bits > 0
+            && !(self.pk.threshold()..=self.pk.parties()).contains(&(t.contributors as usize))
+        {
+            return Err(format!(
+                "round {}: the task says {} hospitals are enrolled; the key needs between {} and \
+                 {} (is the coordinator older than this worker?)",
+                t.round,
+                t.contributors,
+                self.pk.threshold(),
+                self.pk.parties()
+            ));
+        }
         if quantization != plan.quantization {
             return Err(format!(
                 "round {}: the task's quantization {quantization:?} is not the round's {:?}",

@@ -810,7 +810,8 @@ fn inconsistent_configurations_are_refused() {
         e.samples = 1;
     }
     assert!(refused(new(cfg(2, LEN), four, global.clone())));
-    // A scaled codec sized for two contributions cannot sum three hospitals' updates.
+    // A scaled codec's levels follow from the enrolled count: one built for another count (which
+    // the hospitals' codecs would not match) is refused.
     let total: u64 = HOSPITALS.iter().map(|(_, s)| s).sum();
     let scaled = |contributors| UpdateCodec::scaled(&k.pk, 8, 1.0, total, contributors).unwrap();
     let with = |codec| {
@@ -823,11 +824,10 @@ fn inconsistent_configurations_are_refused() {
         )
     };
     assert!(with(scaled(3)).is_ok());
-    match with(scaled(2)) {
-        Err(RoundError::InvalidConfig(m)) => assert!(m.contains("contributions"), "{m}"),
-        other => panic!(
-            "three hospitals in two slots' worth: {:?}",
-            other.map(|_| ())
-        ),
+    for other in [2, 4] {
+        match with(scaled(other)) {
+            Err(RoundError::InvalidConfig(m)) => assert!(m.contains("built for"), "{m}"),
+            r => panic!("a codec for {other} with 3 enrolled: {:?}", r.map(|_| ())),
+        }
     }
 }

@@ -167,6 +167,9 @@ fn crypto_benchmark_reports_every_figure() {
         "verify_us_per_ciphertext",
         "combine_us_per_ciphertext",
         "packed_bytes_per_value",
+        "encrypt_threads_speedup",
+        "partial_decrypt_threads_speedup",
+        "verify_threads_speedup",
     ] {
         assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
     }
