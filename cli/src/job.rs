@@ -1028,3 +1028,34 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(extra: &str) -> JobFile {
+        toml::from_str(&format!(
+            "dataset = \"breast-cancer\"\nmodel = \"mlp\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn quantization_lines_become_the_spec_and_a_zero_width_is_refused() {
+        let e = job("quant_bits = 0\n").to_spec().unwrap_err().to_string();
+        assert!(e.contains("quant_bits = 0 is not a width"), "{e}");
+        let q = |extra: &str| job(extra).to_spec().unwrap().quantization.unwrap();
+        assert_eq!((q("").frac_bits, q("").quant_bits), (16, 0));
+        let q8 = q("quant_bits = 8\n");
+        assert_eq!((q8.frac_bits, q8.quant_bits), (0, 8));
+        // Both set: passed through, for the protocol to refuse naming both.
+        let both = q("quant_bits = 8\nfrac_bits = 12\n");
+        assert_eq!((both.frac_bits, both.quant_bits), (12, 8));
+        let e = fedchain_protocol::validate(
+            &job("quant_bits = 8\nfrac_bits = 12\n").to_spec().unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("quant_bits") && e.contains("frac_bits"), "{e}");
+    }
+}

@@ -252,7 +252,8 @@ pub(crate) fn round_clipped(
                 }
             }
         };
-        // |rounded| <= cap + 1, so the conversion is exact; the clamp removes the +1.
+        // |rounded| <= cap + 1 (a few levels more near 2^52, from f64 rounding), far inside an
+        // i64, so the conversion is exact; the clamp brings it back to the cap.
         // (`max`/`min` rather than `clamp`, which would panic on a malformed bound.)
         out.push((rounded as i64).max(-cap).min(cap));
     }

@@ -13,9 +13,10 @@
 //!   over `[-clip, clip]`, for at most `P` contributors. Each scales its clipped update by
 //!   `w / W` (its share of the public total `W`, fixed before the round), so its values span
 //!   `S w / W` levels, and rounds them stochastically (unbiased), capped at
-//!   `max(1, floor(S w / W))` in magnitude. The shares sum to at most 1 and the `max(1, ..)` adds
-//!   at most one level per contributor, so every slot of the sum lies in `[-(S + P), S + P]`
-//!   whoever takes part, and a slot needs `bits(S + P) + 1` bits: it grows with `log2(P)`, not
+//!   `max(1, floor(S w / W))` in magnitude. Each cap is below `S w / W + 1` (weights are at
+//!   least 1) and the shares sum to at most 1, so the caps sum to less than `S + P`: every slot of
+//!   the sum lies in `[-(S + P - 1), S + P - 1]` whoever takes part, and a slot needs
+//!   `bits(S + P - 1) + 1` bits: it grows with `log2(P)`, not
 //!   with the samples. The decoder divides by `S / clip` and corrects exactly for the
 //!   participants' actual weight `W_used`: average `= sum * clip * W / (S * W_used)`.
 //!   A hospital's resolution is proportional to its rows: one with the average share `W / P`
@@ -122,11 +123,12 @@ impl UpdateCodec {
             )));
         }
         let full = (1i64 << (quant_bits - 1)) - 1;
-        // S, and the slot bound S + P (each contributor's cap may round up to one level).
+        // S, and the slot bound S + P - 1: each cap is below S w / W + 1, so the P caps sum to
+        // less than S + P.
         let (levels, sum_bound) = i64::try_from(contributors)
             .ok()
             .and_then(|p| Some((p.checked_mul(full)?, p)))
-            .and_then(|(s, p)| Some((s, s.checked_add(p)?)))
+            .and_then(|(s, p)| Some((s, s.checked_add(p - 1)?)))
             .filter(|(_, bound)| *bound < MAX_SUM_BOUND)
             .ok_or_else(|| {
                 CryptoError::Overflow(format!(
@@ -219,8 +221,8 @@ impl UpdateCodec {
                     / u128::from(self.total_weight))
                 .max(1) as i64;
                 let clip = f64::from(clip);
-                // clip * factor = S w / W (up to f64 rounding) < cap + 1, so the clamp takes
-                // away less than one level.
+                // clip * factor = S w / W (up to f64 rounding, a few levels' worth near 2^52)
+                // < cap + 1, so the clamp takes away at most about one level.
                 let factor = levels as f64 * weight as f64 / self.total_weight as f64 / clip;
                 round_clipped(update, clip, factor, cap, rounding)
             }

@@ -195,11 +195,11 @@ proptest! {
             // Only a key too small for one slot may refuse (20 bits x 4 parties fits 512 bits).
             Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
         };
-        // S levels; slots hold S + P (a cap may round up to one level per hospital).
+        // S levels; slots hold S + P - 1 (each cap is below S w / W + 1).
         let p = weights.len() as i64;
         let levels = p * ((1i64 << (bits - 1)) - 1);
         let sum_bound = codec.packer().value_bound();
-        prop_assert_eq!(sum_bound, levels + p);
+        prop_assert_eq!(sum_bound, levels + p - 1);
         let len = updates[0].len();
         let chosen: Vec<usize> = (0..weights.len()).filter(|i| mask & (1 << i) != 0).collect();
         let mut expected = vec![0i64; len];
@@ -331,22 +331,33 @@ fn scaled_codec_refuses_what_it_cannot_carry() {
 }
 
 /// A hospital with less than one level's share (2 rows of 1,000 at 8 bits: 381 levels, so 0.76 of
-/// one) still contributes: its values round to -1, 0 or 1, unbiased.
+/// one) still contributes: its values round to -1, 0 or 1, unbiased, negative ones and values at
+/// the clip included.
 #[test]
 fn a_share_below_one_level_still_counts_unbiased() {
     let (pk, _, _) = key();
     let codec = UpdateCodec::scaled(pk, 8, 1.0, 1000, 3).unwrap();
-    let x = [0.5f32; 1];
     let n = 20_000u64;
-    let mut total = 0i64;
-    for seed in 0..n {
-        let q = codec
-            .quantize(&x, 2, Rounding::Stochastic { seed })
-            .unwrap();
-        assert!(q.values[0].abs() <= 1);
-        total += q.values[0];
+    for x in [0.5f32, -0.5, 1.0, -1.0, 3.0] {
+        let mut total = 0i64;
+        for seed in 0..n {
+            let q = codec
+                .quantize(&[x], 2, Rounding::Stochastic { seed })
+                .unwrap();
+            assert!(q.values[0].abs() <= 1, "{x}: {:?}", q.values);
+            assert!(
+                q.values[0] * i64::from(x.signum() as i8) >= 0,
+                "{x}: wrong sign"
+            );
+            assert_eq!(q.clipped, usize::from(x.abs() > 1.0));
+            total += q.values[0];
+        }
+        // Expected level: clamp(x, -1, 1) x 381 x 2 / 1000.
+        let expected = f64::from(x.clamp(-1.0, 1.0)) * 0.762;
+        let mean = total as f64 / n as f64;
+        assert!(
+            (mean - expected).abs() < 0.015,
+            "{x}: mean {mean}, expected {expected}"
+        );
     }
-    // Expected level: 0.5 x 381 x 2 / 1000 = 0.381.
-    let mean = total as f64 / n as f64;
-    assert!((mean - 0.381).abs() < 0.015, "mean {mean}");
 }

@@ -809,20 +809,8 @@ impl Node {
                 t.round, plan.kind
             ));
         }
-        // The enrolled count sizes the scaled layout's levels: one outside what the key allows
-        // is a coordinator's error (or one too old to send it), not a codec to build.
-        if quantization.quant_bits > 0
-            && !(self.pk.threshold()..=self.pk.parties()).contains(&(t.contributors as usize))
-        {
-            return Err(format!(
-                "round {}: the task says {} hospitals are enrolled; the key needs between {} and \
-                 {} (is the coordinator older than this worker?)",
-                t.round,
-                t.contributors,
-                self.pk.threshold(),
-                self.pk.parties()
-            ));
-        }
+        enrolled_count_fits(&quantization, t.contributors, &self.pk)
+            .map_err(|why| format!("round {}: {why}", t.round))?;
         if quantization != plan.quantization {
             return Err(format!(
                 "round {}: the task's quantization {quantization:?} is not the round's {:?}",
@@ -1329,9 +1317,49 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
+/// The enrolled count sizes the scaled layout's levels: one outside what the key allows is a
+/// coordinator's error (or one too old to send it), not a codec to build.
+fn enrolled_count_fits(
+    q: &pb::Quantization,
+    contributors: u64,
+    pk: &PublicKey,
+) -> Result<(), String> {
+    let (t, n) = (pk.threshold() as u64, pk.parties() as u64);
+    if q.quant_bits == 0 || (t..=n).contains(&contributors) {
+        return Ok(());
+    }
+    Err(format!(
+        "the task says {contributors} hospitals are enrolled; the key needs between {t} and {n} \
+         (is the coordinator older than this worker?)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_task_must_count_as_many_hospitals_as_the_key_allows() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let (pk, _) = fedchain_crypto::keys::deal(512, 3, 2, &mut rng).unwrap();
+        let q = |quant_bits| pb::Quantization {
+            frac_bits: 0,
+            clip: 1.0,
+            quant_bits,
+        };
+        for n in 2..=3 {
+            enrolled_count_fits(&q(8), n, &pk).unwrap();
+        }
+        for n in [0, 1, 4, u64::MAX] {
+            let why = enrolled_count_fits(&q(8), n, &pk).unwrap_err();
+            assert!(
+                why.contains(&format!("says {n} hospitals")) && why.contains("between 2 and 3"),
+                "{why}"
+            );
+        }
+        // The fixed-point layout does not use the count (older coordinators send 0).
+        enrolled_count_fits(&q(0), 0, &pk).unwrap();
+    }
 
     fn mlp() -> ModelSpec {
         ModelSpec::Mlp {
