@@ -118,6 +118,8 @@ struct Summary {
     ledger_records: Option<u64>,
     model_sha256: Option<String>,
     coordinator_peak_rss_mib: Option<f64>,
+    /// Decryption shares computed for rounds already decrypted (the coordinator's count).
+    wasted_shares: Option<u64>,
     dir: Option<PathBuf>,
 }
 
@@ -163,6 +165,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     if let Some(m) = summary.coordinator_peak_rss_mib {
         println!("  coordinator peak memory: {m:.0} MiB");
+    }
+    if let Some(w) = summary.wasted_shares {
+        println!("  decryption shares computed and not needed: {w}");
     }
     if !summary.credits.is_empty() {
         println!("  credits:");
@@ -275,6 +280,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         ledger_records: None,
         model_sha256: None,
         coordinator_peak_rss_mib: None,
+        wasted_shares: None,
         dir: None,
     })
 }
@@ -523,7 +529,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
     let audra = c.auditor_dir(AUDITOR);
     let rt = runtime()?;
     let job_started = Instant::now();
-    let (watched, downloaded) = rt.block_on(async {
+    let (watched, downloaded, wasted_shares) = rt.block_on(async {
         let ch = crate::dial::connect(&url, &alice).await?;
         let status = job::submit(ch.clone(), spec.clone()).await?;
         say(format!(
@@ -560,6 +566,8 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
                 Err(e) => return Err(e),
             }
         };
+        // Counted by the coordinator, so read before it stops.
+        let wasted = job::status(ch.clone(), status.job).await?.wasted_shares;
         // Wait until the hospitals cosigned the last checkpoint, so the auditor sees every
         // checkpoint with its quorum.
         let trust = Trust::parse(&std::fs::read_to_string(audra.join(TRUST_FILE))?)?;
@@ -575,7 +583,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok::<_, anyhow::Error>((watched, downloaded))
+        Ok::<_, anyhow::Error>((watched, downloaded, wasted))
     })?;
     let job_seconds = job_started.elapsed().as_secs_f64();
     say(format!(
@@ -662,6 +670,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         ledger_records: Some(records),
         model_sha256: watched.model_sha256,
         coordinator_peak_rss_mib,
+        wasted_shares: Some(wasted_shares),
         dir: args.dir.as_ref().map(|_| dir.clone()),
     })
 }

@@ -423,7 +423,17 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
             "reason": d.reason,
             "record": d.record_index,
         })).collect::<Vec<_>>(),
+        "wasted_shares": s.wasted_shares,
     })
+}
+
+/// Where job `id` stands now.
+pub async fn status(ch: Channel, id: u64) -> Result<pb::JobStatus> {
+    Ok(jobs(ch)
+        .get_job(pb::JobId { id })
+        .await
+        .map_err(status_err)?
+        .into_inner())
 }
 
 pub async fn submit(ch: Channel, spec: pb::JobSpec) -> Result<pb::JobStatus> {
@@ -862,11 +872,7 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
             }
             JobCommand::Status { id, client, json } => {
                 let ch = connect(&client.coordinator, &client.party).await?;
-                let s = jobs(ch)
-                    .get_job(pb::JobId { id })
-                    .await
-                    .map_err(status_err)?
-                    .into_inner();
+                let s = status(ch, id).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
                 } else {
@@ -889,6 +895,12 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                             printable(&d.hospital),
                             printable(&d.reason),
                             d.record_index
+                        );
+                    }
+                    if s.wasted_shares > 0 {
+                        println!(
+                            "  decryption shares computed for rounds already decrypted: {}",
+                            s.wasted_shares
                         );
                     }
                 }

@@ -15,7 +15,7 @@
 //! that did not reach the ledger is ever acted on). [`Job::recorded`] is the one place that notes
 //! which ledger records it produced, whether they were just appended or read back on restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fedchain_crypto::keys::PublicKey;
@@ -30,15 +30,11 @@ use fedchain_model_core::{num_parameters, ModelDigest, ModelError, ModelFile, Pr
 use fedchain_proto::v1::Quantization;
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
 
+use crate::decryptors::{Decryptors, ShareCosts};
 use crate::round::{CheckedShare, Enrolled, Phase, Round, RoundConfig, RoundError};
 
 /// The coordinator's party name, the actor of its own records.
 const COORDINATOR: &str = fedchain_consortium::COORDINATOR_NAME;
-
-/// How long the `t` first hospitals (by key-share index) have to deliver their decryption shares
-/// before the others are asked too. Decrypting costs each hospital one 4096-bit exponentiation per
-/// ciphertext, so asking everyone at once would waste `n - t` hospitals' work in the normal case.
-pub const BACKUP_DECRYPT_MS: u64 = 3_000;
 
 /// Where a job stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,11 +434,15 @@ pub struct Job {
     pub closed_record: Option<u64>,
     /// When the current round fails for want of shares.
     pub share_deadline_ms: Option<u64>,
-    /// When the first decryptors were asked, in effect: the round's closing, or after a restart
-    /// the resumption. The backup decryptors are asked [`BACKUP_DECRYPT_MS`] later.
-    pub closed_ms: u64,
-    /// Whether the backup decryptors were asked.
-    pub backups_asked: bool,
+    /// Who was asked for the current round's decryption shares, and when: the primaries at the
+    /// round's closing (or, after a restart, the resumption), backups only for a decryptor that
+    /// refused or ran late (see [`crate::decryptors`]).
+    pub decryptors: Decryptors,
+    /// What a decryption share costs each hospital per ciphertext, as reported and as shown.
+    pub share_costs: ShareCosts,
+    /// Decryption shares that arrived for a round already decrypted since this coordinator
+    /// started: work a hospital did for nothing.
+    pub wasted_shares: u64,
     /// The consortium's feature moments (round 0's result).
     pub stats: Vec<f32>,
     /// The current global model.
@@ -514,8 +514,9 @@ impl Job {
             subs: BTreeMap::new(),
             closed_record: None,
             share_deadline_ms: None,
-            closed_ms: 0,
-            backups_asked: false,
+            decryptors: Decryptors::default(),
+            share_costs: ShareCosts::default(),
+            wasted_shares: 0,
             stats: Vec::new(),
             model_file: Vec::new(),
             model_digest: [0; 32],
@@ -566,6 +567,50 @@ impl Job {
             ],
             ..Writes::default()
         })
+    }
+
+    /// `h` measured what one decryption share costs it per ciphertext (microseconds; 0: not
+    /// measured). Judges when it is late; never recorded. Kept whether or not its enrollment is
+    /// recorded yet: `h` is one of the consortium's hospitals (its certificate says so), so the
+    /// map stays as small as the consortium.
+    pub fn report_share_cost(&mut self, h: &str, micros: u64) {
+        self.share_costs.report(h, micros);
+    }
+
+    /// `h` refused to decrypt `round` (its refusal is recorded by the caller): if that is the
+    /// current round, another hospital is asked in its place at the next step.
+    pub fn decryption_refused(&mut self, h: &str, round: u64) {
+        if round == self.round_no {
+            self.decryptors.refused(h);
+        }
+    }
+
+    /// Asks backup decryptors, at `now`, for those that refused or ran past their budget (see
+    /// [`crate::decryptors`]). Returns the hospitals newly asked.
+    fn ask_backups(&mut self, now: u64, t: usize) -> Vec<String> {
+        let Some(round) = self.round.as_ref() else {
+            return Vec::new();
+        };
+        let order = protocol::first_decryptors(
+            self.enrolled
+                .iter()
+                .map(|e| (e.name.as_str(), e.share_index)),
+            self.enrolled.len(),
+        );
+        let valid = round.valid_shares();
+        let answered: BTreeSet<String> = valid
+            .iter()
+            .cloned()
+            .chain(round.invalid_shares())
+            .collect();
+        let ciphertexts = round.ciphertexts();
+        // A backup must have time left before the share deadline.
+        let cap_ms = u64::from(self.valid.spec.round_deadline_seconds) * 1000 / 2;
+        let costs = &self.share_costs;
+        self.decryptors
+            .ask_backups(now, &order, &answered, valid.len(), t, |h| {
+                costs.budget_ms(h, ciphertexts, cap_ms)
+            })
     }
 
     /// Whether `hospital` enrolled.
@@ -750,8 +795,7 @@ impl Job {
                             self.share_deadline_ms = Some(
                                 now + u64::from(self.valid.spec.round_deadline_seconds) * 1000,
                             );
-                            self.closed_ms = now;
-                            self.backups_asked = false;
+                            self.decryptors = Decryptors::open(round.primaries(), now);
                             return Ok(Some(Writes {
                                 blobs: round.aggregate_bytes().into_iter().collect(),
                                 after_blobs: Some("aggregate-stored"),
@@ -766,16 +810,16 @@ impl Job {
                         Ok(None)
                     }
                     Phase::Decrypting => {
-                        if !self.backups_asked && now >= self.closed_ms + BACKUP_DECRYPT_MS {
-                            self.backups_asked = true;
+                        let valid = round.valid_shares().len();
+                        if !self.ask_backups(now, env.pk.threshold()).is_empty() {
+                            // Nothing to write; the new tasks go out with the state change.
                             return Ok(Some(Writes::default()));
                         }
                         if self.share_deadline_ms.is_some_and(|d| now >= d) {
                             let reason = format!(
-                                "round {}: only {} valid decryption shares of the {} needed \
+                                "round {}: only {valid} valid decryption shares of the {} needed \
                                  arrived before the share deadline",
                                 self.round_no,
-                                round.valid_shares().len(),
                                 env.pk.threshold()
                             );
                             return Ok(Some(self.fail(reason, now, env)));
@@ -1163,6 +1207,7 @@ impl Job {
                     .as_ref()
                     .is_some_and(|r| *r.phase() == Phase::Finalized));
         if decrypted {
+            self.wasted_shares += 1;
             let e = JobError::AlreadyDecrypted {
                 job: self.id,
                 round,
@@ -1178,6 +1223,14 @@ impl Job {
             return (Writes::default(), Err(JobError::OtherAggregate));
         }
         let (entries, result) = r.submit_share(now, h, share_index, bytes, checked, credits);
+        if result.is_ok() {
+            // What this share took shows what h's next ones will.
+            if let Some(at) = self.decryptors.asked_at(h) {
+                let ciphertexts = r.ciphertexts();
+                self.share_costs
+                    .observe(h, now.saturating_sub(at), ciphertexts);
+            }
+        }
         let finalizes = entries
             .iter()
             .any(|e| matches!(e.body, Body::RoundFinalized { .. }));
@@ -1336,7 +1389,7 @@ impl Job {
                 if r.try_close(time_ms).is_empty() {
                     return Err(broken(format!("round {round} does not close again")));
                 }
-                self.closed_ms = time_ms;
+                self.decryptors = Decryptors::open(r.primaries(), time_ms);
                 self.share_deadline_ms =
                     Some(time_ms + u64::from(self.valid.spec.round_deadline_seconds) * 1000);
             }
@@ -1413,8 +1466,8 @@ impl Job {
                         Phase::Collecting => r.set_deadline(deadline),
                         Phase::Decrypting => {
                             self.share_deadline_ms = Some(deadline);
-                            // The first decryptors get their usual head start from then.
-                            self.closed_ms = back;
+                            // The primaries are asked again, their budgets counted from then.
+                            self.decryptors = Decryptors::open(r.primaries(), back);
                         }
                         _ => {}
                     }
@@ -1463,8 +1516,9 @@ impl Job {
             Phase::Decrypting => {
                 let answered = round.valid_shares().iter().any(|v| v == h)
                     || round.invalid_shares().iter().any(|v| v == h);
-                // The t enrolled hospitals with the lowest key-share indices decrypt first.
-                let asked = self.backups_asked || round.primaries().iter().any(|p| p == h);
+                // The t enrolled hospitals with the lowest key-share indices decrypt first;
+                // others only in place of one that refused or ran late.
+                let asked = self.decryptors.is_asked(h);
                 if let (false, true, Some(aggregate), Some(context)) =
                     (answered, asked, round.aggregate_digest(), round.context())
                 {

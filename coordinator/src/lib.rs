@@ -7,6 +7,8 @@
 //!   round (credit policy v1), returning the ledger entries to append and a typed error per refusal.
 //! - [`job`]: one job's lifecycle as a pure machine, as `round` is one round's: requests, time
 //!   and credits in; ledger writes, tasks in domain types and typed errors out.
+//! - [`decryptors`]: who is asked for a round's decryption shares, and when a backup is asked:
+//!   only for a decryptor that refused or ran past the budget of the work it was given.
 //! - [`service`]: the coordinator process: job, training and ledger services over mutual TLS, the
 //!   job lifecycle, checkpoints cosigned by hospitals, and recovery from the ledger after a crash.
 //! - [`failpoint`]: named places where a crash test stops the coordinator (test builds only).
@@ -22,6 +24,7 @@
 //! key share (provisioning writes none into its folder), multiplies ciphertexts and checks proofs.
 #![deny(missing_docs)]
 
+pub mod decryptors;
 pub mod failpoint;
 pub mod job;
 pub mod refusals;

@@ -448,6 +448,12 @@ impl Round {
             .map(|c| djn::encode_ciphertexts(&self.pk, &c.ciphertexts))
     }
 
+    /// How many ciphertexts the aggregate has (each decryption share has one value per
+    /// ciphertext); 0 before the round closes.
+    pub fn ciphertexts(&self) -> usize {
+        self.closed.as_ref().map_or(0, |c| c.ciphertexts.len())
+    }
+
     /// The new global model, once finalized.
     pub fn new_global(&self) -> Option<&[f32]> {
         self.new_global.as_deref()

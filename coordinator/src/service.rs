@@ -196,7 +196,7 @@ pub enum ServiceError {
 
 type SResult<T> = Result<T, Status>;
 
-pub use crate::job::BACKUP_DECRYPT_MS;
+pub use crate::decryptors::BACKUP_DECRYPT_MS;
 /// After a restart, when the deadlines of whatever was in progress start again: time for every
 /// worker to notice the restart and reconnect (its longest backoff), with a margin. The first
 /// decryptors' head start over the backups counts from then too.

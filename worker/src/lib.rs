@@ -14,6 +14,8 @@ pub mod commitments;
 pub mod node;
 pub mod watchdog;
 
+pub use node::share_cost_us;
+
 use fedchain_datasets::{train_test_split, DataError, Dataset, Standardizer};
 use fedchain_models::{evaluate, train, Metrics, Model, ModelError, ModelSpec, TrainConfig};
 use tch::Device;

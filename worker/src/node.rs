@@ -325,6 +325,8 @@ pub struct Node {
     commitments: Commitments,
     /// The researchers' modules this worker stopped for running past its limit.
     stopped: StoppedModules,
+    /// What a decryption share costs this machine per ciphertext (µs), once measured.
+    share_cost_us: Option<u64>,
 }
 
 /// Connects an endpoint (TLS and timeouts set) some other way than by dialing its URL.
@@ -383,6 +385,7 @@ impl Node {
             dial: None,
             commitments,
             stopped,
+            share_cost_us: None,
         })
     }
 
@@ -684,12 +687,14 @@ impl Node {
             test_raw,
         } = fit;
         let samples = train_raw.len() as u64;
+        let share_micros_per_ciphertext = self.share_cost_us();
         let answer = client
             .enroll(pb::EnrollRequest {
                 job_id: job,
                 hospital: self.name.clone(),
                 identity_key: self.identity.verifier().public_key().to_vec(),
                 declared_samples: samples,
+                share_micros_per_ciphertext,
             })
             .await
             .map_err(|s| format!("enrolling in job {job}: {}", s.message()))?
@@ -722,9 +727,25 @@ impl Node {
             },
         );
         Ok(format!(
-            "enrolled in job {job} with {samples} training rows (deposit {}, record {})",
-            answer.deposit, answer.record_index
+            "enrolled in job {job} with {samples} training rows (deposit {}, record {}); a \
+             decryption share costs this machine {:.1} ms per ciphertext",
+            answer.deposit,
+            answer.record_index,
+            share_micros_per_ciphertext as f64 / 1000.0
         ))
+    }
+
+    /// What one decryption share costs this machine per ciphertext ([`share_cost_us`]), measured
+    /// once and reported when enrolling, so the coordinator asks a backup in this hospital's place
+    /// only when it is really late. 0 if the measurement failed.
+    fn share_cost_us(&mut self) -> u64 {
+        if let Some(us) = self.share_cost_us {
+            return us;
+        }
+        let (pk, share) = (&self.pk, &self.share);
+        let us = tokio::task::block_in_place(|| share_cost_us(pk, share)).unwrap_or(0);
+        self.share_cost_us = Some(us);
+        us
     }
 
     /// Makes sure this worker knows job `id`: after a restart it asks the coordinator for its
@@ -745,6 +766,8 @@ impl Node {
                 // Zero never enrolls anybody: the coordinator answers an enrolled hospital with
                 // its recorded enrollment and refuses everyone else.
                 declared_samples: 0,
+                // Sent by `join` below, once the job is known to fit.
+                share_micros_per_ciphertext: 0,
             })
             .await
             .map_err(|s| format!("job {id} is unknown to this worker and: {}", s.message()))?
@@ -1315,6 +1338,25 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out.join(": ")
+}
+
+/// What one decryption share with `share` costs this machine per ciphertext, in microseconds
+/// (at least 1): a share of a few encryptions of zero under `pk`, computed as a real one is, with
+/// every core and its proof (which adds about 1/8 per core). `None` if `share` is not `pk`'s.
+pub fn share_cost_us(pk: &PublicKey, share: &KeyShare) -> Option<u64> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let k = (8 * cores).clamp(8, 64);
+    // Its own randomness: a worker's RNG stream (stochastic rounding) stays as it was.
+    let mut rng = ChaCha20Rng::from_os_rng();
+    let zero = fedchain_crypto::BigInt::from(0);
+    let cts = (0..k)
+        .map(|_| djn::encrypt_plain(pk, &zero, &mut rng))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let started = Instant::now();
+    partial_decrypt(pk, share, &cts, b"fedchain/share-cost-probe", &mut rng).ok()?;
+    let us = started.elapsed().as_micros() / k as u128;
+    Some(u64::try_from(us).unwrap_or(u64::MAX).max(1))
 }
 
 /// The enrolled count sizes the scaled layout's levels: one outside what the key allows is a

@@ -61,8 +61,10 @@ impl TrainingService for Coordinator {
         }
         let job = st
             .jobs
-            .get(&r.job_id)
+            .get_mut(&r.job_id)
             .ok_or_else(|| job_not_found(r.job_id))?;
+        // Once enrolled (its record applied): what judges when it is late to decrypt.
+        job.report_share_cost(&h, r.share_micros_per_ciphertext);
         let a = job
             .answers
             .get(&h)
@@ -606,6 +608,13 @@ impl TrainingService for Coordinator {
             },
         );
         let idx = s.append(&mut st, vec![e])?;
+        // Another hospital decrypts in its place, now rather than when it would have been late.
+        if let Some(job) = st.jobs.get_mut(&r.job) {
+            job.decryption_refused(&h, r.round);
+        }
+        s.step(&mut st, r.job, now_ms())?;
+        drop(st);
+        s.bump();
         Ok(Response::new(pb::Ack {
             record_index: idx.first().copied(),
         }))

@@ -272,6 +272,7 @@ impl Shared {
             },
             researcher: job.researcher.clone(),
             declined: declined(job),
+            wasted_shares: job.wasted_shares,
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use fedchain_coordinator::decryptors::BACKUP_DECRYPT_MS;
 use fedchain_coordinator::job::{
     Decline, Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task,
     Writes, MAX_DECLINES,
@@ -231,44 +232,58 @@ fn submit_all(job: &mut Job, ledger: &mut Ledger, now: u64, rng: &mut ChaCha20Rn
 /// The hospitals asked to decrypt send their shares, as their workers would.
 fn decrypt(job: &mut Job, ledger: &mut Ledger, now: u64, rng: &mut ChaCha20Rng) -> Vec<String> {
     let mut asked = Vec::new();
-    for (i, (h, _)) in HOSPITALS.iter().enumerate() {
-        let Some(Task::Decrypt {
-            round,
-            aggregate,
-            context,
-            ..
-        }) = job
-            .tasks_for(h, true)
-            .into_iter()
-            .find(|t| matches!(t, Task::Decrypt { .. }))
-        else {
-            continue;
-        };
-        asked.push(h.to_string());
-        let agg_bytes = ledger.blob(&aggregate).expect("the aggregate is a blob");
-        assert_eq!(
-            context,
-            protocol::decryption_context(JOB, round, &aggregate)
-        );
-        let agg = decode_ciphertexts(&keys().pk, &agg_bytes, None).unwrap();
-        let share = partial_decrypt(&keys().pk, &keys().shares[i], &agg, &context, rng).unwrap();
-        let bytes = share.to_bytes(&keys().pk);
-        let (w, r) = job.submit_share(
-            now,
-            ShareSubmission {
-                hospital: h,
-                round,
-                aggregate: Some(aggregate),
-                share_index: i + 1,
-                bytes: &bytes,
-                checked: None,
-            },
-            &ledger.credits.clone(),
-        );
-        r.unwrap();
-        ledger.commit(job, w, now);
+    for (h, _) in HOSPITALS {
+        if let Some(r) = send_share(job, ledger, h, now, rng) {
+            r.unwrap();
+            asked.push(h.to_string());
+        }
     }
     asked
+}
+
+/// Hospital `h` (key share hN) sends its share if it was asked; `None` if it was not.
+fn send_share(
+    job: &mut Job,
+    ledger: &mut Ledger,
+    h: &str,
+    now: u64,
+    rng: &mut ChaCha20Rng,
+) -> Option<Result<(), JobError>> {
+    let i = HOSPITALS.iter().position(|(x, _)| *x == h).unwrap();
+    let Some(Task::Decrypt {
+        round,
+        aggregate,
+        context,
+        ..
+    }) = job
+        .tasks_for(h, true)
+        .into_iter()
+        .find(|t| matches!(t, Task::Decrypt { .. }))
+    else {
+        return None;
+    };
+    let agg_bytes = ledger.blob(&aggregate).expect("the aggregate is a blob");
+    assert_eq!(
+        context,
+        protocol::decryption_context(JOB, round, &aggregate)
+    );
+    let agg = decode_ciphertexts(&keys().pk, &agg_bytes, None).unwrap();
+    let share = partial_decrypt(&keys().pk, &keys().shares[i], &agg, &context, rng).unwrap();
+    let bytes = share.to_bytes(&keys().pk);
+    let (w, r) = job.submit_share(
+        now,
+        ShareSubmission {
+            hospital: h,
+            round,
+            aggregate: Some(aggregate),
+            share_index: i + 1,
+            bytes: &bytes,
+            checked: None,
+        },
+        &ledger.credits.clone(),
+    );
+    ledger.commit(job, w, now);
+    Some(r)
 }
 
 #[test]
@@ -383,6 +398,11 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
         );
         assert!(matches!(r, Err(JobError::AlreadyDecrypted { .. })), "{r:?}");
         assert!(w.entries.is_empty());
+        assert_eq!(
+            job.wasted_shares,
+            round + 1,
+            "counted as work done for nothing"
+        );
     }
     // Round 0 pooled the moments: the row-weighted mean of the hospitals' vectors.
     let expected0 = (0.01 * 40.0 + 0.02 * 25.0 + 0.03 * 35.0) / 100.0;
@@ -681,4 +701,110 @@ fn a_job_every_other_hospital_declined_fails_at_once_naming_them() {
         job.decline(decline(&job, "h2", "later"), 5),
         Err(JobError::Ended { .. })
     ));
+}
+
+/// A three-hospital job whose round 0 just closed at `closed`, each hospital having reported
+/// what a share costs it per ciphertext.
+fn closed_round(ledger: &mut Ledger, costs: [u64; 3], closed: u64) -> Job {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let mut job = ledger.submitted(100_000);
+    for (i, (h, rows)) in HOSPITALS.iter().enumerate() {
+        let req = Enrollment {
+            hospital: h,
+            identity: identity(h).verifier().public_key(),
+            share_index: i + 1,
+            declared: *rows,
+            deposit: DEPOSIT,
+        };
+        let w = job.enroll(req, 2, &ledger.credits).unwrap().unwrap();
+        ledger.commit(&mut job, w, 2);
+        job.report_share_cost(h, costs[i]);
+    }
+    ledger.settle(&mut job, 3);
+    submit_all(&mut job, ledger, 10, &mut rng);
+    let w = job.step(closed, &ledger.env()).unwrap().expect("closes");
+    ledger.commit(&mut job, w, closed);
+    job
+}
+
+fn asked(job: &Job, h: &str) -> bool {
+    job.tasks_for(h, true)
+        .iter()
+        .any(|t| matches!(t, Task::Decrypt { .. }))
+}
+
+#[test]
+fn a_backup_decrypts_only_once_a_primary_runs_past_its_work_and_a_late_share_is_counted() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let mut ledger = Ledger::new();
+    // h1 reported 1 s per ciphertext, h2 100 ms: their budgets differ tenfold.
+    let mut job = closed_round(&mut ledger, [1_000_000, 100_000, 50_000], 20);
+    let ciphertexts = job.round.as_ref().unwrap().ciphertexts() as u64;
+    assert!(ciphertexts > 0);
+    let budget = |us: u64| 2_000 + 3 * us * ciphertexts / 1000;
+    assert!(asked(&job, "h1") && asked(&job, "h2") && !asked(&job, "h3"));
+    // h1 answers at once; h2 is within its budget, so h3 is not asked, however long the
+    // fixed 3 s of before would have been.
+    send_share(&mut job, &mut ledger, "h1", 21, &mut rng)
+        .unwrap()
+        .unwrap();
+    ledger.settle(&mut job, 20 + budget(100_000) - 1);
+    assert!(!asked(&job, "h3"), "h2 still has time");
+    // Past h2's budget: h3 is asked in its place.
+    ledger.settle(&mut job, 20 + budget(100_000));
+    assert!(asked(&job, "h3"));
+    send_share(
+        &mut job,
+        &mut ledger,
+        "h3",
+        20 + budget(100_000) + 5,
+        &mut rng,
+    )
+    .unwrap()
+    .unwrap();
+    ledger.settle(&mut job, 20 + budget(100_000) + 6);
+    assert_eq!(job.round_no, 1, "round 0 finalized with h1 and h3");
+    // h2's share, finished after all, was work for nothing: counted, not recorded.
+    let (w, r) = job.submit_share(
+        20 + budget(100_000) + 7,
+        ShareSubmission {
+            hospital: "h2",
+            round: 0,
+            aggregate: None,
+            share_index: 2,
+            bytes: b"late",
+            checked: None,
+        },
+        &ledger.credits.clone(),
+    );
+    assert!(matches!(r, Err(JobError::AlreadyDecrypted { .. })), "{r:?}");
+    assert!(w.entries.is_empty());
+    assert_eq!(job.wasted_shares, 1);
+    // h1's share showed nothing slower than its report; h3's took 5 ms: its report stands.
+    assert_eq!(job.share_costs.per_ciphertext_us("h3"), Some(50_000));
+}
+
+#[test]
+fn a_refusing_primary_is_replaced_at_once_and_unmeasured_hospitals_get_the_fixed_wait() {
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut ledger = Ledger::new();
+    let mut job = closed_round(&mut ledger, [1_000_000; 3], 20);
+    job.decryption_refused("h2", 0);
+    ledger.settle(&mut job, 21);
+    assert!(asked(&job, "h3"), "asked at once, not after h2's budget");
+    for h in ["h1", "h3"] {
+        send_share(&mut job, &mut ledger, h, 22, &mut rng)
+            .unwrap()
+            .unwrap();
+    }
+    ledger.settle(&mut job, 23);
+    assert_eq!((job.round_no, job.wasted_shares), (1, 0));
+
+    // Nobody reported a cost (an older worker, or a restarted coordinator): the fixed wait.
+    let mut ledger = Ledger::new();
+    let mut job = closed_round(&mut ledger, [0; 3], 20);
+    ledger.settle(&mut job, 20 + BACKUP_DECRYPT_MS - 1);
+    assert!(!asked(&job, "h3"));
+    ledger.settle(&mut job, 20 + BACKUP_DECRYPT_MS);
+    assert!(asked(&job, "h3"));
 }

@@ -122,6 +122,7 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
             hospital: hospital.into(),
             identity_key: key,
             declared_samples: 100,
+            share_micros_per_ciphertext: 0,
         };
         let e = c
             .enroll(enroll("h2", id.verifier().public_key().to_vec()))
@@ -585,6 +586,7 @@ fn a_hospital_refused_in_a_loop_cannot_flood_the_ledger() {
                     hospital: "h2".into(),
                     identity_key: vec![0; 32],
                     declared_samples: 1,
+                    share_micros_per_ciphertext: 0,
                 })
                 .await
                 .unwrap_err();

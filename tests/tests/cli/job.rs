@@ -55,6 +55,7 @@ fn check_refusals(cl: &Cluster) {
                         hospital: "h1".into(),
                         identity_key: vec![0; 32],
                         declared_samples: 10,
+                        share_micros_per_ciphertext: 0,
                     })
                     .await
                     .map(|_| ())

@@ -1,0 +1,233 @@
+//! Who is asked to decrypt a round, and when a backup is asked: scheduling only, a pure machine
+//! like [`crate::round::Round`].
+//!
+//! The `t` primaries (the lowest key-share indices, [`crate::round::Round::primaries`]) are asked
+//! when the round closes. Another hospital is asked only for a decryptor that will not answer in
+//! time: one that refused, or one that ran past the budget of the work it was given. A budget is
+//! [`SHARE_ALLOWANCE_MS`] plus [`SHARE_SLACK`] times the round's ciphertexts at that hospital's
+//! cost per ciphertext, the larger of what it reported when it enrolled and what its last share
+//! showed. Backups go in key-share order, one per missing share, so in the normal case nobody
+//! computes a share that is thrown away.
+//!
+//! Nothing here is recorded or needed by an auditor: the primaries, which the credit policy
+//! uses, follow from the enrollments alone. The costs are kept in memory; after a restart the
+//! coordinator uses [`BACKUP_DECRYPT_MS`] until a hospital's next share shows its cost again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A decryptor's budget, beyond its fixed allowance, is this many times its expected work: room
+/// for a machine that is busier than when it measured itself, without waiting for a dead one
+/// much longer than a live one would take.
+pub const SHARE_SLACK: u64 = 3;
+
+/// Part of every budget that does not grow with the ciphertexts: fetching the round, checking
+/// its submissions' signatures, the transfers.
+pub const SHARE_ALLOWANCE_MS: u64 = 2_000;
+
+/// The budget of a decryptor whose cost nobody in the job has reported or shown (a worker older
+/// than the cost report, or a coordinator just restarted).
+pub const BACKUP_DECRYPT_MS: u64 = 3_000;
+
+/// Largest cost per ciphertext taken from a report, 10 s: far above any real share, so a report
+/// cannot overflow a budget (budgets are capped by the share deadline anyway).
+const MAX_REPORTED_US: u64 = 10_000_000;
+
+/// What a decryption share costs each hospital of a job, per ciphertext, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShareCosts {
+    reported: BTreeMap<String, u64>,
+    shown: BTreeMap<String, u64>,
+}
+
+impl ShareCosts {
+    /// `h` measured itself at `micros` per ciphertext (0: not measured, ignored).
+    pub fn report(&mut self, h: &str, micros: u64) {
+        if micros > 0 {
+            self.reported
+                .insert(h.to_owned(), micros.min(MAX_REPORTED_US));
+        }
+    }
+
+    /// `h`'s share of `ciphertexts` arrived `took_ms` after it was asked. The allowance is taken
+    /// off first, so that the fixed part of a small round does not pass for a slow machine.
+    pub fn observe(&mut self, h: &str, took_ms: u64, ciphertexts: usize) {
+        let per = took_ms
+            .saturating_sub(SHARE_ALLOWANCE_MS)
+            .saturating_mul(1000)
+            / (ciphertexts.max(1) as u64);
+        self.shown.insert(h.to_owned(), per.min(MAX_REPORTED_US));
+    }
+
+    /// `h`'s cost per ciphertext: the larger of its report and its last share.
+    pub fn per_ciphertext_us(&self, h: &str) -> Option<u64> {
+        match (self.reported.get(h), self.shown.get(h)) {
+            (None, None) => None,
+            (a, b) => Some((*a.unwrap_or(&0)).max(*b.unwrap_or(&0))),
+        }
+    }
+
+    /// How long `h` may take for `ciphertexts` before a backup is asked in its place, at most
+    /// `cap_ms`. A hospital without a cost of its own is judged at the slowest cost known in the
+    /// job, and when none is known by the fixed [`BACKUP_DECRYPT_MS`].
+    pub fn budget_ms(&self, h: &str, ciphertexts: usize, cap_ms: u64) -> u64 {
+        let slowest = || {
+            self.reported
+                .keys()
+                .chain(self.shown.keys())
+                .filter_map(|k| self.per_ciphertext_us(k))
+                .max()
+        };
+        let budget = match self.per_ciphertext_us(h).or_else(slowest) {
+            Some(us) => SHARE_ALLOWANCE_MS.saturating_add(
+                SHARE_SLACK
+                    .saturating_mul(us)
+                    .saturating_mul(ciphertexts as u64)
+                    / 1000,
+            ),
+            None => BACKUP_DECRYPT_MS,
+        };
+        budget.min(cap_ms)
+    }
+}
+
+/// The decryptors asked for one round's shares, with when.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decryptors {
+    asked: BTreeMap<String, u64>,
+    refused: BTreeSet<String>,
+}
+
+impl Decryptors {
+    /// The round closed (or resumed after a restart) at `now`: its primaries are asked.
+    pub fn open(primaries: impl IntoIterator<Item = String>, now: u64) -> Decryptors {
+        Decryptors {
+            asked: primaries.into_iter().map(|h| (h, now)).collect(),
+            refused: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `h` was asked for a share of this round.
+    pub fn is_asked(&self, h: &str) -> bool {
+        self.asked.contains_key(h)
+    }
+
+    /// When `h` was asked.
+    pub fn asked_at(&self, h: &str) -> Option<u64> {
+        self.asked.get(h).copied()
+    }
+
+    /// The hospitals asked so far, by name.
+    pub fn asked(&self) -> impl Iterator<Item = &str> {
+        self.asked.keys().map(String::as_str)
+    }
+
+    /// `h` refused to decrypt this round: it will not answer.
+    pub fn refused(&mut self, h: &str) {
+        self.refused.insert(h.to_owned());
+    }
+
+    /// Asks backups, at `now`, for the decryptors that will not answer in time, so that the
+    /// shares still expected on time reach `t`. `order`: every enrolled hospital by key-share
+    /// index; `answered`: those whose share arrived (valid or not); `valid`: how many were
+    /// valid. Returns the hospitals newly asked.
+    pub fn ask_backups(
+        &mut self,
+        now: u64,
+        order: &[String],
+        answered: &BTreeSet<String>,
+        valid: usize,
+        t: usize,
+        budget_ms: impl Fn(&str) -> u64,
+    ) -> Vec<String> {
+        let on_time = self
+            .asked
+            .iter()
+            .filter(|(h, at)| {
+                !answered.contains(*h)
+                    && !self.refused.contains(*h)
+                    && now < at.saturating_add(budget_ms(h))
+            })
+            .count();
+        let missing = t.saturating_sub(valid + on_time);
+        let backups: Vec<String> = order
+            .iter()
+            .filter(|h| !self.asked.contains_key(*h) && !answered.contains(*h))
+            .take(missing)
+            .cloned()
+            .collect();
+        for h in &backups {
+            self.asked.insert(h.clone(), now);
+        }
+        backups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_budget_grows_with_the_work_and_falls_back_to_the_slowest_known_cost() {
+        let mut c = ShareCosts::default();
+        assert_eq!(c.budget_ms("a", 100, u64::MAX), BACKUP_DECRYPT_MS);
+        c.report("a", 10_000);
+        // 2 s + 3 x 100 x 10 ms.
+        assert_eq!(c.budget_ms("a", 100, u64::MAX), 5_000);
+        assert_eq!(c.budget_ms("a", 100, 4_000), 4_000, "capped");
+        // b reported nothing: judged at the slowest known cost.
+        assert_eq!(c.budget_ms("b", 100, u64::MAX), 5_000);
+        // a's share took 12 s for 100: 100 ms each once the allowance is off; that is larger
+        // than its report, so it counts.
+        c.observe("a", 12_000, 100);
+        assert_eq!(c.per_ciphertext_us("a"), Some(100_000));
+        // A fast share does not lower the budget below the report.
+        c.observe("a", 1_000, 100);
+        assert_eq!(c.per_ciphertext_us("a"), Some(10_000));
+        // Zero is no report; a huge one is bounded.
+        c.report("z", 0);
+        assert_eq!(c.per_ciphertext_us("z"), None);
+        c.report("z", u64::MAX);
+        assert_eq!(c.budget_ms("z", usize::MAX, 60_000), 60_000);
+    }
+
+    #[test]
+    fn a_backup_is_asked_only_for_a_late_or_refusing_primary_one_per_share() {
+        let order = names(&["p1", "p2", "b1", "b2"]);
+        let mut d = Decryptors::open(names(&["p1", "p2"]), 1_000);
+        let budget = |h: &str| if h == "p2" { 9_000 } else { 5_000 };
+        let none = BTreeSet::new();
+        // On time: nobody else.
+        assert!(d.ask_backups(5_999, &order, &none, 0, 2, budget).is_empty());
+        // p1 is late at 6 s (asked at 1 s, 5 s budget); p2 still has time: one backup.
+        assert_eq!(d.ask_backups(6_000, &order, &none, 0, 2, budget), ["b1"]);
+        assert!(d.is_asked("b1") && !d.is_asked("b2"));
+        assert!(d.ask_backups(6_100, &order, &none, 0, 2, budget).is_empty());
+        // p2 refuses: the last hospital is asked at once.
+        d.refused("p2");
+        assert_eq!(d.ask_backups(6_200, &order, &none, 0, 2, budget), ["b2"]);
+        assert_eq!(d.asked_at("b2"), Some(6_200));
+        // Nobody is left to ask.
+        assert!(d
+            .ask_backups(99_000, &order, &none, 0, 2, budget)
+            .is_empty());
+    }
+
+    #[test]
+    fn an_invalid_share_is_replaced_at_once_and_enough_valid_shares_ask_nobody() {
+        let order = names(&["p1", "p2", "b1"]);
+        let mut d = Decryptors::open(names(&["p1", "p2"]), 0);
+        let answered: BTreeSet<String> = names(&["p1"]).into_iter().collect();
+        // p1 answered with an invalid share: one valid of two is still expected.
+        assert_eq!(d.ask_backups(1, &order, &answered, 0, 2, |_| 5_000), ["b1"]);
+        // Both primaries valid: nothing to ask however late it is.
+        let mut d = Decryptors::open(names(&["p1", "p2"]), 0);
+        let both: BTreeSet<String> = names(&["p1", "p2"]).into_iter().collect();
+        assert!(d
+            .ask_backups(1_000_000, &order, &both, 2, 2, |_| 0)
+            .is_empty());
+    }
+}
