@@ -136,6 +136,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 r.crypto_round_s, r.encrypt_s, r.aggregate_s, r.share_s, r.verify_combine_s
             );
             println!(
+                "  the coordinator would ask a backup decryptor after {:.1} s; shares computed \
+                 for nothing: {}",
+                r.share_budget_s, r.wasted_shares
+            );
+            println!(
                 "  largest error of the average {:.2e}, {} values clipped, peak memory {} (one \
                  process plays every party)",
                 r.max_abs_error,
@@ -176,6 +181,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     r.plaintext_round_s, p.train_s, p.upload_s, p.fedavg_s, p.ledger_s
                 );
                 println!("  encrypted / plaintext: {:.2}x", r.ratio);
+                println!(
+                    "  decryption shares the coordinator's scheduler would have had computed for \
+                     nothing: {}",
+                    r.wasted_shares
+                );
             }
             Ok(())
         }

@@ -17,9 +17,10 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use fedchain_coordinator::decryptors::ShareCosts;
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
-use fedchain_crypto::keys::deal;
+use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
 use fedchain_crypto::threshold::{combine_verified, partial_decrypt, verify_share};
 use fedchain_datasets::Builtin;
 use fedchain_ledger::note::NoteSigner;
@@ -109,6 +110,40 @@ pub struct RoundBench {
     pub encrypted_phases: Phases,
     pub plaintext_phases: Phases,
     pub final_accuracy_encrypted: f64,
+    /// Decryption shares the coordinator's scheduler would have had computed for nothing over
+    /// all rounds: a primary's measured share ran past the budget its probed cost gives it.
+    pub wasted_shares: u64,
+}
+
+/// What the coordinator's scheduler makes of the measured share times (in seconds) of the first
+/// `times_s.len()` key shares of `shares`, the primaries: each reports what a worker's probe
+/// measures on this machine ([`fedchain_worker::share_cost_us`]), and one whose share took longer
+/// than the budget the coordinator gives it ([`ShareCosts::budget_ms`]) gets a backup (while the
+/// other key shares last), whose share is then computed for nothing. Returns the shares wasted
+/// and the smallest budget in seconds.
+fn scheduled(
+    pk: &PublicKey,
+    shares: &[KeyShare],
+    times_s: &[f64],
+    ciphertexts: usize,
+) -> (u64, f64) {
+    let mut costs = ShareCosts::default();
+    let names: Vec<String> = (1..=times_s.len()).map(|i| format!("h{i}")).collect();
+    for (h, share) in names.iter().zip(shares) {
+        costs.report(h, fedchain_worker::share_cost_us(pk, share).unwrap_or(0));
+    }
+    let budgets: Vec<u64> = names
+        .iter()
+        .map(|h| costs.budget_ms(h, ciphertexts, u64::MAX))
+        .collect();
+    let late = times_s
+        .iter()
+        .zip(&budgets)
+        .filter(|(t, b)| **t * 1000.0 > **b as f64)
+        .count();
+    let backups = shares.len().saturating_sub(times_s.len());
+    let smallest = budgets.iter().min().copied().unwrap_or(0);
+    (late.min(backups) as u64, smallest as f64 / 1000.0)
 }
 
 /// Sends `bytes` over a loopback TCP connection and returns how long until the receiver has them.
@@ -187,6 +222,7 @@ pub fn run(
     let mut ciphertexts = 0;
     let mut upload_bytes = 0;
     let mut clipped = 0;
+    let mut wasted_shares = 0;
     for round in 1..=rounds {
         let config = round_config(&spec, round);
         let (mut train, mut encrypt, mut up, mut up_plain) = (vec![], vec![], 0.0, 0.0);
@@ -235,6 +271,7 @@ pub fn run(
             dec.push(partial_decrypt(&pk, share, &agg, &context, &mut rng)?);
             share_times.push(t.elapsed().as_secs_f64());
         }
+        wasted_shares += scheduled(&pk, &shares, &share_times, agg.len()).0;
         let t = Instant::now();
         for d in &dec {
             verify_share(&pk, &agg, d, &context)?;
@@ -358,6 +395,7 @@ pub fn run(
         encrypted_phases: enc.scaled(k),
         plaintext_phases: plain.scaled(k),
         final_accuracy_encrypted: accuracy,
+        wasted_shares,
     })
 }
 
@@ -384,6 +422,12 @@ pub struct ParamsBench {
     /// One hospital's decryption share with its proof, slowest of the t, each alone on all cores
     /// (as if on its own machine).
     pub share_s: f64,
+    /// How long the coordinator lets a primary take before asking a backup: the smaller of
+    /// the two primaries' budgets, from the cost per ciphertext a worker's probe measures here.
+    pub share_budget_s: f64,
+    /// Shares the coordinator's scheduler would have had computed for nothing: a primary whose
+    /// measured share ran past its budget gets a backup.
+    pub wasted_shares: u64,
     /// Coordinator: verify the t shares, combine, decode and average.
     pub verify_combine_s: f64,
     /// The round's crypto on its critical path: encrypt + aggregate + share + verify_combine.
@@ -465,13 +509,16 @@ pub fn run_params(
     drop(vectors);
 
     let context = b"fedchain bench round --params";
-    let (mut share_s, mut dec) = (0f64, Vec::new());
+    let (mut share_times, mut dec) = (Vec::new(), Vec::new());
     for (i, share) in shares[..2].iter().enumerate() {
         say(&format!("hospital {} computes its decryption share", i + 1));
         let t = Instant::now();
         dec.push(partial_decrypt(&pk, share, &agg, context, &mut rng)?);
-        share_s = share_s.max(t.elapsed().as_secs_f64());
+        share_times.push(t.elapsed().as_secs_f64());
     }
+    let share_s = max(&share_times);
+    say("the hospitals measure what a share costs them; the coordinator sets their budgets");
+    let (wasted_shares, share_budget_s) = scheduled(&pk, &shares, &share_times, agg.len());
     say("the coordinator verifies, combines and decodes");
     let t = Instant::now();
     for d in &dec {
@@ -508,6 +555,8 @@ pub fn run_params(
         encrypt_s,
         aggregate_s,
         share_s,
+        share_budget_s,
+        wasted_shares,
         verify_combine_s,
         crypto_round_s: encrypt_s + aggregate_s + share_s + verify_combine_s,
         max_abs_error,

@@ -198,6 +198,8 @@ fn round_benchmark_reports_both_rounds_phase_by_phase() {
     assert_eq!(r["dataset"], "breast-cancer", "{r}");
     assert_eq!(r["model"], "logreg", "{r}");
     assert_eq!(r["parameters"], 31, "30 weights and a bias: {r}");
+    // Each primary's share was within the budget its probed cost gives it.
+    assert_eq!(r["wasted_shares"], 0, "{r}");
     assert_eq!(r["hospitals"], 3);
     let cts = r["ciphertexts_per_update"].as_u64().unwrap();
     assert!(cts >= 1, "{r}");
@@ -279,6 +281,10 @@ fn params_benchmark_reports_packing_and_an_exact_enough_average() {
             "{r}"
         );
         assert!(r["process_peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+        // The coordinator's budget before a backup: its 2 s allowance and more; a 512-bit share
+        // of a few ciphertexts is far inside it, so no share is computed for nothing.
+        assert!(r["share_budget_s"].as_f64().unwrap() >= 2.0, "{r}");
+        assert_eq!(r["wasted_shares"], 0, "{r}");
     }
     // 16 fractional bits times 1,000 rows: sums up to 1000 x 2^16, 26 bits and a sign; 8 bits for
     // 3 hospitals: sums up to 3 x 127, 9 bits and a sign.
