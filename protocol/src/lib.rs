@@ -10,6 +10,8 @@
 //! - [`plan`]: a round's [`RoundPlan`] (what it aggregates, its length and quantization, the
 //!   codec, the vector its average applies to, the training seed) and the model round 1 starts
 //!   from.
+//! - [`accountant`]: the privacy accountant (RDP of the sampled Gaussian mechanism, composed and
+//!   converted to `(epsilon, delta)`), which agrees with Google's `dp-accounting`.
 //! - [`decryption`]: what a decryption share's proof is bound to, and who decrypts first.
 //! - [`evaluation`]: the checks a hospital's report on a model passes, and the pooled figures a
 //!   researcher sees and a finished job's summary.
@@ -19,6 +21,7 @@
 //! (`fedchain-proto`) and produces values.
 #![deny(missing_docs)]
 
+pub mod accountant;
 pub mod decryption;
 pub mod evaluation;
 pub mod job;
