@@ -77,6 +77,25 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// DP-SGD against ordinary training of the same model on the same rows: seconds per epoch
+    /// and their ratio (per-row clipping and noise cost), on the CPU.
+    Dp {
+        /// Bundled dataset.
+        #[arg(long, default_value = "breast-cancer")]
+        dataset: Builtin,
+        /// Model: logreg, mlp or cnn (default: cnn for digits, mlp otherwise).
+        #[arg(long)]
+        model: Option<ModelKind>,
+        /// Epochs of each.
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Rows per step (DP-SGD: the expected size of its Poisson samples).
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger costs: recording a round (records + fsync'd signed checkpoint) and offline
     /// verification, in a temporary folder.
     Ledger {
@@ -94,6 +113,37 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Dp {
+            dataset,
+            model,
+            epochs,
+            batch_size,
+            json,
+        } => {
+            if epochs == 0 || batch_size == 0 {
+                anyhow::bail!("--epochs and --batch-size must be at least 1");
+            }
+            let r = crate::bench_dp::run(dataset, model, epochs, batch_size)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} / {} ({} rows, batches of {}, {} epochs): {:.3} s per epoch, DP-SGD \
+                     (clip {}, noise {}) {:.3} s: {:.2}x",
+                    r.dataset,
+                    r.model,
+                    r.rows,
+                    r.batch_size,
+                    r.epochs,
+                    r.plain_epoch_s,
+                    r.max_grad_norm,
+                    r.noise_multiplier,
+                    r.dp_epoch_s,
+                    r.ratio
+                );
+            }
+            Ok(())
+        }
         BenchCommand::Images {
             count,
             size,

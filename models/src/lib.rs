@@ -18,6 +18,7 @@ pub use fedchain_model_core::{
 };
 
 mod device;
+pub mod dp;
 mod model;
 pub mod torchscript;
 mod train;

@@ -17,6 +17,18 @@ enum Module<'a> {
     Bytes(&'a [u8]),
 }
 
+/// Padding of the built-in CNN's 3x3 convolutions (stride and dilation 1): the spatial size stays.
+pub(crate) const CONV_PADDING: i64 = 1;
+
+/// A parametrised layer of a traced forward pass ([`Model::forward_traced`]): its input (detached)
+/// and its output (in the graph, so the loss's gradient with respect to it can be asked).
+pub(crate) enum Traced {
+    /// `y = x W^T + b`, rows `[b, in]` to `[b, out]`.
+    Linear { input: Tensor, output: Tensor },
+    /// A 3x3 convolution with [`CONV_PADDING`], `[b, c, h, w]` to `[b, c', h, w]`.
+    Conv { input: Tensor, output: Tensor },
+}
+
 /// A network built from a [`ModelSpec`], with its parameters on a libtorch device.
 ///
 /// The parameters are always readable and writable as the flat vector of [`crate::params`]; the
@@ -250,7 +262,7 @@ impl Model {
                 pool,
             } => {
                 let conv = nn::ConvConfig {
-                    padding: 1,
+                    padding: CONV_PADDING,
                     ..Default::default()
                 };
                 let [c1, c2] = channels.map(|c| c as i64);
@@ -392,6 +404,11 @@ impl Model {
         self.device
     }
 
+    /// The parameters' variables, in layout order.
+    pub(crate) fn variables(&self) -> &[Tensor] {
+        &self.vars
+    }
+
     pub(crate) fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
@@ -517,6 +534,69 @@ impl Model {
         })
     }
 
+    /// The forward pass of a built-in network with each parametrised layer's input and output
+    /// kept: what per-example gradient norms need (see [`crate::dp`]). The same arithmetic as
+    /// [`Model::forward_t`]. `None` for a TorchScript module, whose layers are its own.
+    pub(crate) fn forward_traced(&self, xs: &Tensor, train: bool) -> Option<(Tensor, Vec<Traced>)> {
+        let mut traced = Vec::new();
+        let linear = |x: &Tensor, l: &nn::Linear, traced: &mut Vec<Traced>| {
+            let y = x.linear(&l.ws, l.bs.as_ref());
+            traced.push(Traced::Linear {
+                input: x.detach(),
+                output: y.shallow_clone(),
+            });
+            y
+        };
+        let out = match &self.net {
+            Net::Script(_) => return None,
+            Net::Linear(l) => linear(xs, l, &mut traced),
+            Net::Mlp {
+                layers,
+                output,
+                dropout,
+            } => {
+                let mut h = xs.shallow_clone();
+                for l in layers {
+                    h = linear(&h, l, &mut traced).relu().dropout(*dropout, train);
+                }
+                linear(&h, output, &mut traced)
+            }
+            Net::Cnn {
+                conv1,
+                conv2,
+                fc,
+                output,
+                height,
+                width,
+                in_channels,
+                pool,
+                dropout,
+            } => {
+                let conv = |x: &Tensor, c: &nn::Conv2D, traced: &mut Vec<Traced>| {
+                    let y = x.conv2d(&c.ws, c.bs.as_ref(), [1, 1], CONV_PADDING, [1, 1], 1);
+                    traced.push(Traced::Conv {
+                        input: x.detach(),
+                        output: y.shallow_clone(),
+                    });
+                    y
+                };
+                let x = xs.view([-1, *in_channels, *height, *width]);
+                let h = conv(&x, conv1, &mut traced).relu();
+                let pooled = conv(&h, conv2, &mut traced).relu().max_pool2d_default(2);
+                let flat = match pool {
+                    Some(grid) => pooled.adaptive_avg_pool2d(grid),
+                    None => pooled,
+                }
+                .flatten(1, -1);
+                let h = linear(&flat, fc, &mut traced)
+                    .relu()
+                    .dropout(*dropout, train);
+                linear(&h, output, &mut traced)
+            }
+        };
+        Some((out, traced))
+    }
+
     /// Predictions for every row of `data`: the class index (as f32) for classification, the
     /// value for regression (in the units of `data`'s target).
     pub fn predict(&self, data: &Dataset) -> Result<Vec<f32>> {
@@ -587,6 +667,22 @@ pub(crate) fn targets_tensor(data: &Dataset, device: Device) -> Tensor {
         TaskKind::Binary | TaskKind::Regression => t.view([-1, 1]),
     }
     .to_device(device)
+}
+
+/// The task's loss of each row `[b]`, whose mean over the rows is [`loss`].
+pub(crate) fn per_row_loss(task: TaskKind, outputs: &Tensor, targets: &Tensor) -> Tensor {
+    let none = tch::Reduction::None;
+    match task {
+        TaskKind::Binary => outputs
+            .binary_cross_entropy_with_logits::<Tensor>(targets, None, None, none)
+            .mean_dim(1, false, Kind::Float),
+        TaskKind::Multiclass { .. } => outputs
+            .log_softmax(-1, Kind::Float)
+            .nll_loss_nd::<Tensor>(targets, None, none, -100),
+        TaskKind::Regression => outputs
+            .mse_loss(targets, none)
+            .mean_dim(1, false, Kind::Float),
+    }
 }
 
 /// The task's training loss: binary cross-entropy on a logit, cross-entropy on logits, or MSE.

@@ -144,21 +144,7 @@ fn train_unguarded(
     let device = model.device();
     let xs = features_tensor(data, device);
     let ys = targets_tensor(data, device);
-    let mut opt = match config.optimizer {
-        Optimizer::Adam => tch::nn::Adam {
-            wd: config.weight_decay,
-            ..Default::default()
-        }
-        .build(model.var_store(), config.learning_rate)
-        .map_err(torch_error)?,
-        Optimizer::Sgd { momentum } => tch::nn::Sgd {
-            momentum,
-            wd: config.weight_decay,
-            ..Default::default()
-        }
-        .build(model.var_store(), config.learning_rate)
-        .map_err(torch_error)?,
-    };
+    let mut opt = optimizer(model, config)?;
     // Dropout masks come from libtorch's global generator; seed it so runs repeat.
     tch::manual_seed(config.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -189,6 +175,24 @@ fn train_unguarded(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The optimizer `config` names, over `model`'s parameters.
+pub(crate) fn optimizer(model: &Model, config: &TrainConfig) -> Result<tch::nn::Optimizer> {
+    match config.optimizer {
+        Optimizer::Adam => tch::nn::Adam {
+            wd: config.weight_decay,
+            ..Default::default()
+        }
+        .build(model.var_store(), config.learning_rate),
+        Optimizer::Sgd { momentum } => tch::nn::Sgd {
+            momentum,
+            wd: config.weight_decay,
+            ..Default::default()
+        }
+        .build(model.var_store(), config.learning_rate),
+    }
+    .map_err(torch_error)
 }
 
 /// Scores `model` on `data`: the task's loss plus accuracy, or R^2 and RMSE.

@@ -300,3 +300,26 @@ fn params_benchmark_reports_packing_and_an_exact_enough_average() {
     let e8 = q8["max_abs_error"].as_f64().unwrap();
     assert!(e8 <= 3.0 * 0.25 / 381.0 && e8 > 0.0, "{q8}");
 }
+
+#[test]
+fn dp_benchmark_times_both_trainings_of_the_same_model() {
+    let r = json(&fedchain(&[
+        "bench", "dp", "--model", "logreg", "--epochs", "1", "--json",
+    ]));
+    assert_eq!(r["dataset"], "breast-cancer", "{r}");
+    assert_eq!(r["rows"], 569, "{r}");
+    let (plain, dp) = (
+        r["plain_epoch_s"].as_f64().unwrap(),
+        r["dp_epoch_s"].as_f64().unwrap(),
+    );
+    assert!(plain > 0.0 && dp > 0.0, "{r}");
+    assert!(
+        (r["ratio"].as_f64().unwrap() - dp / plain).abs() < 1e-9,
+        "{r}"
+    );
+    // One epoch is enough for both to learn something on breast cancer.
+    assert!(r["plain_accuracy"].as_f64().unwrap() > 0.8, "{r}");
+    assert!(r["dp_accuracy"].as_f64().unwrap() > 0.6, "{r}");
+    let e = failed_stderr(&fedchain(&["bench", "dp", "--epochs", "0"]), 1);
+    assert!(e.contains("at least 1"), "{e}");
+}
