@@ -4,11 +4,13 @@ use crate::dataset_args::DatasetArgs;
 use anyhow::{Context, Result};
 use clap::Args;
 use fedchain_datasets::{train_test_split, Dataset, Standardizer};
+use fedchain_models::dp::{train_dp, DpSgd};
 use fedchain_models::{
     describe_device, evaluate, metrics, num_parameters, pick_device, train, DeviceChoice, Metrics,
     Model, ModelKind, ModelSpec, Optimizer, TrainConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,6 +61,39 @@ pub struct HyperArgs {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    #[command(flatten)]
+    pub dp: DpArgs,
+}
+
+/// Differentially private training (DP-SGD), centralized.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DpArgs {
+    /// Train with DP-SGD within this epsilon (at --delta) for the training rows: the noise
+    /// multiplier is the smallest whose steps stay within it (Rényi DP accountant). The feature
+    /// scaling is fitted on the training rows without noise, so it is not covered.
+    #[arg(long, value_name = "EPSILON")]
+    pub epsilon: Option<f64>,
+    /// The delta of --epsilon (a per-row failure probability; well below 1 / rows).
+    #[arg(long, default_value_t = 1e-5, requires = "epsilon")]
+    pub delta: f64,
+    /// With --epsilon: every row's gradient is scaled down to at most this L2 norm.
+    #[arg(long, default_value_t = 1.0, requires = "epsilon")]
+    pub max_grad_norm: f64,
+}
+
+/// What DP-SGD spent.
+#[derive(Debug, Serialize)]
+pub struct PrivacySpent {
+    /// The epsilon asked for, and the one spent (at most that).
+    pub epsilon_target: f64,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub max_grad_norm: f64,
+    pub noise_multiplier: f64,
+    pub sampling_rate: f64,
+    pub steps: u64,
+    /// Fraction of sampled rows whose gradient was scaled down.
+    pub clipped_fraction: f64,
 }
 
 /// Defaults per model family, tuned on the bundled datasets (see ARCHITECTURE.md).
@@ -99,6 +134,9 @@ pub struct TrainOutcome {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved: Option<PathBuf>,
+    /// With --epsilon: what DP-SGD spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySpent>,
 }
 
 /// Loads, splits, standardizes, trains and evaluates; `progress` shows a bar on stderr.
@@ -170,10 +208,39 @@ pub fn run_training(
     } else {
         ProgressBar::hidden()
     };
-    let reports = train(&mut model, &train_set, &config, |r| {
+    let on_epoch = |r: &fedchain_models::EpochReport| {
         bar.set_message(format!("loss {:.4}", r.loss));
         bar.inc(1);
-    })?;
+    };
+    let d = &hyper.dp;
+    let (reports, privacy) = match d.epsilon {
+        None => (train(&mut model, &train_set, &config, on_epoch)?, None),
+        Some(target) => {
+            use fedchain_protocol::accountant::{epsilon_of, noise_multiplier_for};
+            let rows = train_set.len();
+            let q = (config.batch_size as f64 / rows as f64).min(1.0);
+            let steps = (config.epochs * rows.div_ceil(config.batch_size)) as u64;
+            let sigma = noise_multiplier_for(q, steps, target, d.delta)?;
+            let params = DpSgd {
+                max_grad_norm: d.max_grad_norm,
+                noise_multiplier: sigma,
+            };
+            // The noise must be secret: the machine's own randomness, not the seed.
+            let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+            let run = train_dp(&mut model, &train_set, &config, &params, &mut rng, on_epoch)?;
+            let spent = PrivacySpent {
+                epsilon_target: target,
+                epsilon: epsilon_of(run.sampling_rate, sigma, run.steps, d.delta)?,
+                delta: d.delta,
+                max_grad_norm: d.max_grad_norm,
+                noise_multiplier: sigma,
+                sampling_rate: run.sampling_rate,
+                steps: run.steps,
+                clipped_fraction: run.clipped_rows as f64 / run.sampled_rows.max(1) as f64,
+            };
+            (run.epochs, Some(spent))
+        }
+    };
     bar.finish_and_clear();
 
     let test = evaluate(&model, &test_set, Some(&scaler))?;
@@ -219,6 +286,7 @@ pub fn run_training(
         model_digest: digest.to_hex(),
         seconds: started.elapsed().as_secs_f64(),
         saved,
+        privacy,
     })
 }
 
@@ -270,6 +338,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "trained: {} epochs, batch {}, Adam lr {}; final training loss {:.4}",
         o.config.epochs, o.config.batch_size, o.config.learning_rate, o.final_train_loss
     );
+    if let Some(p) = &o.privacy {
+        println!(
+            "privacy: DP-SGD, epsilon {:.3} at delta {:e} (asked {}): noise multiplier {:.3}, \
+             gradients clipped to {} ({:.0} % of rows scaled down), {} steps on samples of rate \
+             {:.4}; the feature scaling is not private",
+            p.epsilon,
+            p.delta,
+            p.epsilon_target,
+            p.noise_multiplier,
+            p.max_grad_norm,
+            100.0 * p.clipped_fraction,
+            p.steps,
+            p.sampling_rate
+        );
+    }
     println!("test:    {}", o.test);
     println!(
         "trivial baseline ({}): {}",

@@ -31,6 +31,20 @@ pub enum AccountantError {
     /// The target delta is not in (0, 1).
     #[error("delta must be strictly between 0 and 1, got {0}")]
     Delta(f64),
+    /// The target epsilon is not a positive number.
+    #[error("epsilon must be a positive number, got {0}")]
+    Epsilon(f64),
+    /// No noise multiplier up to 10,000 reaches the target.
+    #[error(
+        "epsilon {epsilon} at delta {delta} needs a noise multiplier above 10,000: allow a larger \
+         epsilon, or train fewer steps on smaller samples"
+    )]
+    Unreachable {
+        /// The target.
+        epsilon: f64,
+        /// At this delta.
+        delta: f64,
+    },
 }
 
 /// The orders at which RDP is tracked: `dp-accounting`'s defaults (1.1 to 10.9 by 0.1, 11 to 63,
@@ -111,6 +125,48 @@ impl Rdp {
         }
         Ok((best.0.max(0.0), best.1))
     }
+}
+
+/// `(epsilon, delta)` of `steps` steps of the Gaussian mechanism with noise multiplier `sigma` on
+/// Poisson samples of rate `q`.
+pub fn epsilon_of(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64, AccountantError> {
+    let mut rdp = Rdp::new();
+    rdp.compose_sampled_gaussian(q, sigma, steps)?;
+    Ok(rdp.epsilon(delta)?.0)
+}
+
+/// The smallest noise multiplier (to 0.1 %) whose `steps` steps on Poisson samples of rate `q`
+/// stay within `epsilon` at `delta`. Errs if `epsilon` is not positive or would need a noise
+/// multiplier above 10,000.
+pub fn noise_multiplier_for(
+    q: f64,
+    steps: u64,
+    epsilon: f64,
+    delta: f64,
+) -> Result<f64, AccountantError> {
+    if !(epsilon.is_finite() && epsilon > 0.0) {
+        return Err(AccountantError::Epsilon(epsilon));
+    }
+    let within =
+        |sigma: f64| Ok::<_, AccountantError>(epsilon_of(q, sigma, steps, delta)? <= epsilon);
+    let mut hi = 1.0;
+    while !within(hi)? {
+        hi *= 2.0;
+        if hi > 1e4 {
+            return Err(AccountantError::Unreachable { epsilon, delta });
+        }
+    }
+    let mut lo = 0.0;
+    // epsilon falls as the noise grows: bisect until the bracket is within 0.1 %.
+    while hi - lo > 1e-3 * hi {
+        let mid = (lo + hi) / 2.0;
+        if within(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
 }
 
 /// RDP of one step of the Poisson-sampled Gaussian mechanism at order `a > 1`.

@@ -237,3 +237,65 @@ fn cuda_request_is_honoured_or_refused() {
         assert!(err.contains("no CUDA device"), "{err}");
     }
 }
+
+/// `--epsilon`: DP-SGD with the smallest noise that keeps the run within the target, and a report
+/// of what it spent; bad targets and a module (not supported yet) are clear errors.
+#[test]
+fn dp_sgd_training_spends_at_most_its_epsilon_and_says_what_it_did() {
+    let run = json(&fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model",
+        "logreg",
+        "--epochs",
+        "5",
+        "--epsilon",
+        "3",
+        "--json",
+    ]));
+    let p = &run["privacy"];
+    let spent = p["epsilon"].as_f64().unwrap();
+    // At most the target, and close to it: the noise is the smallest that stays within it.
+    assert!(spent <= 3.0 && spent > 2.9, "{p}");
+    assert_eq!(p["delta"].as_f64(), Some(1e-5));
+    assert_eq!(p["max_grad_norm"].as_f64(), Some(1.0));
+    // 456 training rows in expected samples of 32: 15 steps an epoch.
+    assert_eq!(p["steps"].as_u64(), Some(75), "{p}");
+    assert!((p["sampling_rate"].as_f64().unwrap() - 32.0 / 456.0).abs() < 1e-12);
+    assert!(p["noise_multiplier"].as_f64().unwrap() > 0.5, "{p}");
+    let clipped = p["clipped_fraction"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&clipped), "{p}");
+    // Noisy, but a linear model on breast cancer still beats the majority class.
+    assert!(accuracy(&run, "test") > accuracy(&run, "baseline"), "{run}");
+    // Without --epsilon, no privacy report.
+    let plain = json(&fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model",
+        "logreg",
+        "--epochs",
+        "1",
+        "--json",
+    ]));
+    assert!(plain.get("privacy").is_none(), "{plain}");
+
+    for (args, says) in [
+        (vec!["--epsilon", "0"], "epsilon must be a positive number"),
+        (
+            vec!["--epsilon", "3", "--delta", "1"],
+            "delta must be strictly between 0 and 1",
+        ),
+        (
+            vec!["--epsilon", "3", "--max-grad-norm", "0"],
+            "max_grad_norm must be a positive",
+        ),
+        (vec!["--delta", "1e-6"], "--epsilon"),
+    ] {
+        let mut all = vec!["train", "--dataset", "breast-cancer", "--model", "logreg"];
+        all.extend(args);
+        let err = failed_stderr(&fedchain(&all), if says == "--epsilon" { 2 } else { 1 });
+        assert!(err.contains(says), "{says}: {err}");
+    }
+}
