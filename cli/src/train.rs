@@ -92,7 +92,8 @@ pub struct PrivacySpent {
     pub noise_multiplier: f64,
     pub sampling_rate: f64,
     pub steps: u64,
-    /// Fraction of sampled rows whose gradient was scaled down.
+    /// Fraction of sampled rows whose gradient was scaled down. Like the training loss, it is
+    /// computed from the rows without noise: for whoever holds the data, not for release.
     pub clipped_fraction: f64,
 }
 
@@ -342,7 +343,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         println!(
             "privacy: DP-SGD, epsilon {:.3} at delta {:e} (asked {}): noise multiplier {:.3}, \
              gradients clipped to {} ({:.0} % of rows scaled down), {} steps on samples of rate \
-             {:.4}; the feature scaling is not private",
+             {:.4}; the feature scaling, the training loss and the clipped share are not \
+             private (for this machine only)",
             p.epsilon,
             p.delta,
             p.epsilon_target,

@@ -134,12 +134,7 @@ pub(crate) fn clipped_gradient_sum(
     let norms = row_gradient_norms(&traced, &loss_rows)?;
     // Opacus's factor: a row within the bound keeps its gradient (up to 1e-6).
     let factors = (max_grad_norm / (&norms + 1e-6)).clamp_max(1.0).detach();
-    for v in model.variables() {
-        let mut g = v.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    }
+    zero_gradients(model);
     (&loss_rows * &factors)
         .sum(Kind::Float)
         .f_backward()
@@ -180,7 +175,9 @@ fn add_noise(
 
 /// Trains `model` on `data` with DP-SGD: `config.epochs` epochs of `rows / batch_size` steps,
 /// each on a Poisson sample of rate `batch_size / rows` (the sampling the accountant assumes),
-/// with the optimizer of `config`. Sampling follows `config.seed`; the noise comes from `rng`.
+/// with the optimizer of `config`. The samples and the noise both come from `rng`, which must be
+/// secret: the accountant's gain from sampling holds only if nobody knows which rows a step
+/// took. `config.seed` fixes nothing here but libtorch's dropout masks.
 pub fn train_dp(
     model: &mut Model,
     data: &Dataset,
@@ -189,7 +186,6 @@ pub fn train_dp(
     rng: &mut impl CryptoRng,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<DpRun> {
-    use rand::SeedableRng;
     config.validate()?;
     dp.validate()?;
     model.spec().check_fits(data.n_features(), data.task())?;
@@ -202,8 +198,8 @@ pub fn train_dp(
     let xs = features_tensor(data, device);
     let ys = targets_tensor(data, device);
     let mut opt = crate::train::optimizer(model, config)?;
+    define_gradients(model)?;
     tch::manual_seed(config.seed as i64);
-    let mut sampler = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
     let rows = data.len();
     let q = (config.batch_size as f64 / rows as f64).min(1.0);
     let steps_per_epoch = rows.div_ceil(config.batch_size).max(1);
@@ -218,28 +214,23 @@ pub fn train_dp(
         let (mut total, mut seen) = (0.0, 0usize);
         for _ in 0..steps_per_epoch {
             let sample: Vec<i64> = (0..rows as i64)
-                .filter(|_| sampler.random::<f64>() < q)
+                .filter(|_| rng.random::<f64>() < q)
                 .collect();
+            let (clipped, loss) = step(
+                model,
+                &mut opt,
+                data.task(),
+                (&xs, &ys),
+                &sample,
+                dp,
+                q * rows as f64,
+                rng,
+            )?;
             run.steps += 1;
-            opt.zero_grad();
-            if !sample.is_empty() {
-                let idx = Tensor::from_slice(&sample).to_device(device);
-                let (norms, mean) = clipped_gradient_sum(
-                    model,
-                    data.task(),
-                    &xs.index_select(0, &idx),
-                    &ys.index_select(0, &idx),
-                    dp.max_grad_norm,
-                )?;
-                run.clipped_rows +=
-                    norms.gt(dp.max_grad_norm).sum(Kind::Int64).int64_value(&[]) as u64;
-                total += mean * sample.len() as f64;
-                seen += sample.len();
-            }
-            // An empty sample still takes a noisy step: the accountant counts every step.
-            add_noise(model, dp, q * rows as f64, rng)?;
-            opt.step();
+            run.clipped_rows += clipped;
             run.sampled_rows += sample.len() as u64;
+            total += loss;
+            seen += sample.len();
         }
         let report = EpochReport {
             epoch,
@@ -256,6 +247,66 @@ pub fn train_dp(
         run.epochs.push(report);
     }
     Ok(run)
+}
+
+/// Gives every parameter a gradient (of zeros), so that every step adds noise to every one, an
+/// empty sample's included (libtorch skips a parameter without a gradient).
+fn define_gradients(model: &Model) -> Result<()> {
+    let zero = model
+        .variables()
+        .iter()
+        .map(|v| (v * 0.0).sum(Kind::Float))
+        .reduce(|a, b| a + b);
+    if let Some(zero) = zero {
+        zero_gradients(model);
+        zero.f_backward().map_err(torch_error)?;
+    }
+    Ok(())
+}
+
+/// Sets every defined gradient to zero (in place: the optimizer's `zero_grad` would undefine them).
+fn zero_gradients(model: &Model) {
+    for v in model.variables() {
+        let mut g = v.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
+/// One DP-SGD step on the rows `sample` of `xs`, `ys` (possibly none: the step is taken, noise
+/// only, as the accountant counts it). Returns the rows clipped and the sample's summed loss.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    model: &Model,
+    opt: &mut tch::nn::Optimizer,
+    task: TaskKind,
+    (xs, ys): (&Tensor, &Tensor),
+    sample: &[i64],
+    dp: &DpSgd,
+    expected_rows: f64,
+    rng: &mut impl CryptoRng,
+) -> Result<(u64, f64)> {
+    let mut out = (0, 0.0);
+    if sample.is_empty() {
+        zero_gradients(model);
+    } else {
+        let idx = Tensor::from_slice(sample).to_device(xs.device());
+        let (norms, mean) = clipped_gradient_sum(
+            model,
+            task,
+            &xs.index_select(0, &idx),
+            &ys.index_select(0, &idx),
+            dp.max_grad_norm,
+        )?;
+        out = (
+            norms.gt(dp.max_grad_norm).sum(Kind::Int64).int64_value(&[]) as u64,
+            mean * sample.len() as f64,
+        );
+    }
+    add_noise(model, dp, expected_rows, rng)?;
+    opt.step();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -279,20 +330,11 @@ mod tests {
         (model, data.task(), xs, ys)
     }
 
-    fn zero_grads(model: &Model) {
-        for v in model.variables() {
-            let mut g = v.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
-    }
-
     /// Each row's gradient the slow way: a backward pass of its own loss.
     fn row_by_row(model: &Model, task: TaskKind, xs: &Tensor, ys: &Tensor) -> Vec<Vec<Tensor>> {
         (0..xs.size()[0])
             .map(|i| {
-                zero_grads(model);
+                zero_gradients(model);
                 let out = model.forward_t(&xs.narrow(0, i, 1), true).unwrap();
                 loss(task, &out, &ys.narrow(0, i, 1)).backward();
                 model.variables().iter().map(|v| v.grad().copy()).collect()
@@ -407,6 +449,32 @@ mod tests {
         add_noise(&model, &quiet, 4.0, &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
         let max = model.variables()[0].grad().abs().max().double_value(&[]);
         assert!(max < 1e-9, "{max}");
+    }
+
+    #[test]
+    fn a_step_on_an_empty_sample_still_moves_every_parameter_by_noise() {
+        let (model, task, xs, ys) = setup(Builtin::BreastCancer, ModelKind::Mlp, 4);
+        let config = TrainConfig {
+            optimizer: crate::Optimizer::Sgd { momentum: 0.0 },
+            learning_rate: 0.1,
+            ..Default::default()
+        };
+        let mut opt = crate::train::optimizer(&model, &config).unwrap();
+        define_gradients(&model).unwrap();
+        let before: Vec<Tensor> = model.variables().iter().map(|v| v.copy()).collect();
+        let dp = DpSgd {
+            max_grad_norm: 1.0,
+            noise_multiplier: 1.0,
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let (clipped, loss) =
+            step(&model, &mut opt, task, (&xs, &ys), &[], &dp, 2.0, &mut rng).unwrap();
+        assert_eq!((clipped, loss), (0, 0.0));
+        for (v, b) in model.variables().iter().zip(&before) {
+            // Every entry moved: noise of deviation 0.1 x 1 / 2 on each.
+            let unmoved = v.eq_tensor(b).sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(unmoved, 0, "{:?}", v.size());
+        }
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub fn epsilon_of(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64, Acc
     Ok(rdp.epsilon(delta)?.0)
 }
 
+/// The largest noise multiplier [`noise_multiplier_for`] considers.
+const MAX_NOISE_MULTIPLIER: f64 = 1e4;
+
 /// The smallest noise multiplier (to 0.1 %) whose `steps` steps on Poisson samples of rate `q`
 /// stay within `epsilon` at `delta`. Errs if `epsilon` is not positive or would need a noise
 /// multiplier above 10,000.
@@ -149,12 +152,16 @@ pub fn noise_multiplier_for(
     }
     let within =
         |sigma: f64| Ok::<_, AccountantError>(epsilon_of(q, sigma, steps, delta)? <= epsilon);
+    if within(0.0)? {
+        // Nothing is spent (no steps, or nothing sampled): no noise is needed.
+        return Ok(0.0);
+    }
     let mut hi = 1.0;
     while !within(hi)? {
-        hi *= 2.0;
-        if hi > 1e4 {
+        if hi >= MAX_NOISE_MULTIPLIER {
             return Err(AccountantError::Unreachable { epsilon, delta });
         }
+        hi = (hi * 2.0).min(MAX_NOISE_MULTIPLIER);
     }
     let mut lo = 0.0;
     // epsilon falls as the noise grows: bisect until the bracket is within 0.1 %.
@@ -251,7 +258,8 @@ fn log_a_frac(q: f64, sigma: f64, a: f64) -> f64 {
 /// `log(erfc(x))`, accurate far into the tail, where `erfc` itself underflows (x > 26).
 fn log_erfc(x: f64) -> f64 {
     let r = libm::erfc(x);
-    if r > 0.0 {
+    // Below the smallest normal f64 erfc has lost precision (x > 26.5): the series is exact there.
+    if r >= f64::MIN_POSITIVE {
         return r.ln();
     }
     log_erfc_tail(x)

@@ -147,4 +147,7 @@ fn the_noise_multiplier_for_a_target_spends_at_most_the_target() {
         noise_multiplier_for(1.0, 1_000_000, 1e-6, 1e-5),
         Err(AccountantError::Unreachable { .. })
     ));
+    // No steps, or nothing sampled: nothing spent, no noise needed.
+    assert_eq!(noise_multiplier_for(q, 0, 1.0, 1e-5), Ok(0.0));
+    assert_eq!(noise_multiplier_for(0.0, steps, 1.0, 1e-5), Ok(0.0));
 }
