@@ -164,6 +164,9 @@ pub struct JobFile {
     pub clip: f32,
 }
 
+/// A job file's round deadline when it names none.
+pub const DEFAULT_ROUND_DEADLINE_SECONDS: u32 = 300;
+
 mod d {
     pub fn rounds() -> u32 {
         8
@@ -181,7 +184,7 @@ mod d {
         2
     }
     pub fn round_deadline_seconds() -> u32 {
-        300
+        super::DEFAULT_ROUND_DEADLINE_SECONDS
     }
     pub fn credit_budget() -> u64 {
         2000

@@ -67,17 +67,20 @@ impl ShareCosts {
     }
 
     /// How long `h` may take for `ciphertexts` before a backup is asked in its place, at most
-    /// `cap_ms`. A hospital without a cost of its own is judged at the slowest cost known in the
-    /// job, and when none is known by the fixed [`BACKUP_DECRYPT_MS`].
+    /// `cap_ms`. A hospital without a cost of its own is judged at the median of the costs known
+    /// in the job (the median, so that one hospital's inflated report does not set everyone's
+    /// budget), and when none is known by the fixed [`BACKUP_DECRYPT_MS`].
     pub fn budget_ms(&self, h: &str, ciphertexts: usize, cap_ms: u64) -> u64 {
-        let slowest = || {
-            self.reported
-                .keys()
-                .chain(self.shown.keys())
+        let median = || {
+            let names: BTreeSet<&String> = self.reported.keys().chain(self.shown.keys()).collect();
+            let mut known: Vec<u64> = names
+                .into_iter()
                 .filter_map(|k| self.per_ciphertext_us(k))
-                .max()
+                .collect();
+            known.sort_unstable();
+            known.get(known.len() / 2).copied()
         };
-        let budget = match self.per_ciphertext_us(h).or_else(slowest) {
+        let budget = match self.per_ciphertext_us(h).or_else(median) {
             Some(us) => SHARE_ALLOWANCE_MS.saturating_add(
                 SHARE_SLACK
                     .saturating_mul(us)
@@ -90,20 +93,48 @@ impl ShareCosts {
     }
 }
 
-/// The decryptors asked for one round's shares, with when.
+/// The decryptors asked for one round's shares, with when. Kept until the next round closes, so
+/// that a share arriving after its round was decrypted is still measured and counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decryptors {
+    round: Option<u64>,
+    ciphertexts: usize,
     asked: BTreeMap<String, u64>,
     refused: BTreeSet<String>,
+    wasted: BTreeSet<String>,
 }
 
 impl Decryptors {
-    /// The round closed (or resumed after a restart) at `now`: its primaries are asked.
-    pub fn open(primaries: impl IntoIterator<Item = String>, now: u64) -> Decryptors {
+    /// Round `round`, whose aggregate has `ciphertexts`, closed (or resumed after a restart) at
+    /// `now`: its primaries are asked.
+    pub fn open(
+        round: u64,
+        ciphertexts: usize,
+        primaries: impl IntoIterator<Item = String>,
+        now: u64,
+    ) -> Decryptors {
         Decryptors {
+            round: Some(round),
+            ciphertexts,
             asked: primaries.into_iter().map(|h| (h, now)).collect(),
-            refused: BTreeSet::new(),
+            ..Decryptors::default()
         }
+    }
+
+    /// The round these decryptors were asked for.
+    pub fn round(&self) -> Option<u64> {
+        self.round
+    }
+
+    /// The ciphertexts of that round's aggregate.
+    pub fn ciphertexts(&self) -> usize {
+        self.ciphertexts
+    }
+
+    /// `h`, asked for this round, sent a share after it was decrypted: true the first time (the
+    /// share was computed for nothing), false for a repeat or a hospital that was not asked.
+    pub fn wasted(&mut self, h: &str) -> bool {
+        self.asked.contains_key(h) && self.wasted.insert(h.to_owned())
     }
 
     /// Whether `h` was asked for a share of this round.
@@ -178,8 +209,14 @@ mod tests {
         // 2 s + 3 x 100 x 10 ms.
         assert_eq!(c.budget_ms("a", 100, u64::MAX), 5_000);
         assert_eq!(c.budget_ms("a", 100, 4_000), 4_000, "capped");
-        // b reported nothing: judged at the slowest known cost.
+        // b reported nothing: judged at the median known cost.
         assert_eq!(c.budget_ms("b", 100, u64::MAX), 5_000);
+        let mut m = ShareCosts::default();
+        for (h, us) in [("x", 1_000), ("y", 2_000), ("z", 9_000_000)] {
+            m.report(h, us);
+        }
+        // 2 s + 3 x 100 x 2 ms: z's inflated report does not set the others' budget.
+        assert_eq!(m.budget_ms("new", 100, u64::MAX), 2_600);
         // a's share took 12 s for 100: 100 ms each once the allowance is off; that is larger
         // than its report, so it counts.
         c.observe("a", 12_000, 100);
@@ -197,7 +234,7 @@ mod tests {
     #[test]
     fn a_backup_is_asked_only_for_a_late_or_refusing_primary_one_per_share() {
         let order = names(&["p1", "p2", "b1", "b2"]);
-        let mut d = Decryptors::open(names(&["p1", "p2"]), 1_000);
+        let mut d = Decryptors::open(0, 10, names(&["p1", "p2"]), 1_000);
         let budget = |h: &str| if h == "p2" { 9_000 } else { 5_000 };
         let none = BTreeSet::new();
         // On time: nobody else.
@@ -214,17 +251,20 @@ mod tests {
         assert!(d
             .ask_backups(99_000, &order, &none, 0, 2, budget)
             .is_empty());
+        // A late share is wasted once per asked hospital; one never asked is not counted.
+        assert!(d.wasted("p1") && !d.wasted("p1"));
+        assert!(!d.wasted("stranger"));
     }
 
     #[test]
     fn an_invalid_share_is_replaced_at_once_and_enough_valid_shares_ask_nobody() {
         let order = names(&["p1", "p2", "b1"]);
-        let mut d = Decryptors::open(names(&["p1", "p2"]), 0);
+        let mut d = Decryptors::open(0, 10, names(&["p1", "p2"]), 0);
         let answered: BTreeSet<String> = names(&["p1"]).into_iter().collect();
         // p1 answered with an invalid share: one valid of two is still expected.
         assert_eq!(d.ask_backups(1, &order, &answered, 0, 2, |_| 5_000), ["b1"]);
         // Both primaries valid: nothing to ask however late it is.
-        let mut d = Decryptors::open(names(&["p1", "p2"]), 0);
+        let mut d = Decryptors::open(0, 10, names(&["p1", "p2"]), 0);
         let both: BTreeSet<String> = names(&["p1", "p2"]).into_iter().collect();
         assert!(d
             .ask_backups(1_000_000, &order, &both, 2, 2, |_| 0)

@@ -440,7 +440,8 @@ pub struct Job {
     pub decryptors: Decryptors,
     /// What a decryption share costs each hospital per ciphertext, as reported and as shown.
     pub share_costs: ShareCosts,
-    /// Decryption shares that arrived for a round already decrypted since this coordinator
+    /// Decryption shares that arrived for a round already decrypted, from a hospital asked for
+    /// it, once per hospital and round, before the next round closed, since this coordinator
     /// started: work a hospital did for nothing.
     pub wasted_shares: u64,
     /// The consortium's feature moments (round 0's result).
@@ -795,7 +796,12 @@ impl Job {
                             self.share_deadline_ms = Some(
                                 now + u64::from(self.valid.spec.round_deadline_seconds) * 1000,
                             );
-                            self.decryptors = Decryptors::open(round.primaries(), now);
+                            self.decryptors = Decryptors::open(
+                                self.round_no,
+                                round.ciphertexts(),
+                                round.primaries(),
+                                now,
+                            );
                             return Ok(Some(Writes {
                                 blobs: round.aggregate_bytes().into_iter().collect(),
                                 after_blobs: Some("aggregate-stored"),
@@ -1207,7 +1213,18 @@ impl Job {
                     .as_ref()
                     .is_some_and(|r| *r.phase() == Phase::Finalized));
         if decrypted {
-            self.wasted_shares += 1;
+            // Still what h's share took (a late primary's budget must grow, or it is late
+            // again next round), and work done for nothing: counted once per asked hospital.
+            if self.decryptors.round() == Some(round) {
+                if let Some(at) = self.decryptors.asked_at(h) {
+                    let ciphertexts = self.decryptors.ciphertexts();
+                    self.share_costs
+                        .observe(h, now.saturating_sub(at), ciphertexts);
+                }
+                if self.decryptors.wasted(h) {
+                    self.wasted_shares += 1;
+                }
+            }
             let e = JobError::AlreadyDecrypted {
                 job: self.id,
                 round,
@@ -1389,7 +1406,7 @@ impl Job {
                 if r.try_close(time_ms).is_empty() {
                     return Err(broken(format!("round {round} does not close again")));
                 }
-                self.decryptors = Decryptors::open(r.primaries(), time_ms);
+                self.decryptors = Decryptors::open(*round, r.ciphertexts(), r.primaries(), time_ms);
                 self.share_deadline_ms =
                     Some(time_ms + u64::from(self.valid.spec.round_deadline_seconds) * 1000);
             }
@@ -1467,7 +1484,12 @@ impl Job {
                         Phase::Decrypting => {
                             self.share_deadline_ms = Some(deadline);
                             // The primaries are asked again, their budgets counted from then.
-                            self.decryptors = Decryptors::open(r.primaries(), back);
+                            self.decryptors = Decryptors::open(
+                                self.round_no,
+                                r.ciphertexts(),
+                                r.primaries(),
+                                back,
+                            );
                         }
                         _ => {}
                     }

@@ -399,9 +399,8 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
         assert!(matches!(r, Err(JobError::AlreadyDecrypted { .. })), "{r:?}");
         assert!(w.entries.is_empty());
         assert_eq!(
-            job.wasted_shares,
-            round + 1,
-            "counted as work done for nothing"
+            job.wasted_shares, 0,
+            "h3 was never asked: not work it was given"
         );
     }
     // Round 0 pooled the moments: the row-weighted mean of the hospitals' vectors.
@@ -779,6 +778,25 @@ fn a_backup_decrypts_only_once_a_primary_runs_past_its_work_and_a_late_share_is_
     );
     assert!(matches!(r, Err(JobError::AlreadyDecrypted { .. })), "{r:?}");
     assert!(w.entries.is_empty());
+    assert_eq!(job.wasted_shares, 1);
+    // Its lateness counts: h2's cost per ciphertext is now what this share showed, so it is not
+    // late again next round.
+    let shown = job.share_costs.per_ciphertext_us("h2").unwrap();
+    assert!(shown >= 3 * 100_000, "{shown}");
+    // The same share again is not counted twice.
+    let (_, r) = job.submit_share(
+        20 + budget(100_000) + 8,
+        ShareSubmission {
+            hospital: "h2",
+            round: 0,
+            aggregate: None,
+            share_index: 2,
+            bytes: b"late",
+            checked: None,
+        },
+        &ledger.credits.clone(),
+    );
+    assert!(matches!(r, Err(JobError::AlreadyDecrypted { .. })), "{r:?}");
     assert_eq!(job.wasted_shares, 1);
     // h1's share showed nothing slower than its report; h3's took 5 ms: its report stands.
     assert_eq!(job.share_costs.per_ciphertext_us("h3"), Some(50_000));
