@@ -19,6 +19,7 @@ mod job;
 mod keys;
 mod model;
 mod predict;
+mod privacy;
 mod serve;
 mod simulation;
 mod train;
@@ -70,6 +71,9 @@ enum Command {
     /// Measure performance on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The privacy accountant: what DP-SGD spends, or the noise a budget needs.
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Command::Consortium(cmd) => done(consortium::run(cmd)),
         Command::Keys(cmd) => done(keys::run(cmd)),
         Command::Bench(cmd) => done(bench::run(cmd)),
+        Command::Privacy(cmd) => done(privacy::run(cmd)),
     };
     exit::code(result)
 }

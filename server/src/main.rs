@@ -15,6 +15,8 @@ mod dial;
 mod exit;
 #[path = "../../cli/src/fhir.rs"]
 mod fhir;
+#[path = "../../cli/src/privacy.rs"]
+mod privacy;
 #[path = "../../cli/src/serve.rs"]
 mod serve;
 
@@ -36,6 +38,9 @@ enum Command {
     /// Audit a ledger without trusting the coordinator.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The privacy accountant: what DP-SGD spends, or the noise a budget needs.
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Coordinator(args) => serve::coordinator(args).map(|()| ExitCode::SUCCESS),
         // A failed audit is a verdict, not an error: exit 1 after printing the report.
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Privacy(cmd) => privacy::run(cmd).map(|()| ExitCode::SUCCESS),
     };
     exit::code(result)
 }

@@ -299,3 +299,107 @@ fn dp_sgd_training_spends_at_most_its_epsilon_and_says_what_it_did() {
         assert!(err.contains(says), "{says}: {err}");
     }
 }
+
+/// `privacy epsilon` and `privacy noise` are the accountant `train --epsilon` used: they give back
+/// its figures, and refuse what is not a DP-SGD run.
+#[test]
+fn the_privacy_commands_recompute_what_training_spent() {
+    let run = json(&fedchain(&[
+        "train",
+        "--dataset",
+        "breast-cancer",
+        "--model",
+        "logreg",
+        "--epochs",
+        "2",
+        "--epsilon",
+        "2",
+        "--json",
+    ]));
+    let p = &run["privacy"];
+    let (q, steps, sigma) = (
+        p["sampling_rate"].as_f64().unwrap().to_string(),
+        p["steps"].as_u64().unwrap().to_string(),
+        p["noise_multiplier"].as_f64().unwrap().to_string(),
+    );
+    let spent = json(&fedchain(&[
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        &q,
+        "--steps",
+        &steps,
+        "--noise-multiplier",
+        &sigma,
+        "--json",
+    ]));
+    assert_eq!(spent["epsilon"], p["epsilon"], "{spent} vs {p}");
+    let noise = json(&fedchain(&[
+        "privacy",
+        "noise",
+        "--sampling-rate",
+        &q,
+        "--steps",
+        &steps,
+        "--epsilon",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(
+        noise["noise_multiplier"], p["noise_multiplier"],
+        "{noise} vs {p}"
+    );
+    let text = ok_stdout(&fedchain(&[
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "0.01",
+        "--steps",
+        "100",
+        "--noise-multiplier",
+        "1",
+    ]));
+    assert!(text.contains("epsilon 1.21"), "{text}");
+    for (args, says) in [
+        (
+            vec![
+                "epsilon",
+                "--sampling-rate",
+                "2",
+                "--steps",
+                "1",
+                "--noise-multiplier",
+                "1",
+            ],
+            "sampling rate must be between 0 and 1",
+        ),
+        (
+            vec![
+                "epsilon",
+                "--sampling-rate",
+                "0.1",
+                "--steps",
+                "1",
+                "--noise-multiplier=-1",
+            ],
+            "--noise-multiplier must be zero or a positive number",
+        ),
+        (
+            vec![
+                "noise",
+                "--sampling-rate",
+                "1",
+                "--steps",
+                "1000000",
+                "--epsilon",
+                "0.000001",
+            ],
+            "needs a noise multiplier above 10,000",
+        ),
+    ] {
+        let mut all = vec!["privacy"];
+        all.extend(args);
+        let err = failed_stderr(&fedchain(&all), 1);
+        assert!(err.contains(says), "{says}: {err}");
+    }
+}
