@@ -142,8 +142,11 @@ pub struct VerifiedPreprocessing {
     pub statistics_record: u64,
     /// The job's TorchScript module, from its spec on the ledger (empty for a built-in model).
     pub torchscript_module: Vec<u8>,
-    /// The job's rounds, from its spec on the ledger: the final model is this round's.
+    /// The job's rounds, from its spec on the ledger: the final model is this round's, unless
+    /// the job has differential privacy and its budget stopped it earlier.
     pub rounds: u64,
+    /// Whether the job's spec asks for differential privacy.
+    pub private: bool,
 }
 
 /// Checks the preprocessing of a verified release `v` of job `job` against the ledger `client`
@@ -209,6 +212,7 @@ pub async fn verify_preprocessing(
         job_record,
         statistics_record,
         rounds: u64::from(valid.spec.rounds),
+        private: valid.spec.privacy.is_some(),
         torchscript_module: valid.spec.torchscript_module,
     })
 }

@@ -110,6 +110,10 @@ pub struct ReplayReport {
     /// Jobs declined by a hospital (a `JobDeclined` record signed by its trusted key, naming the
     /// job's spec, from a hospital not enrolled in it).
     pub declined: usize,
+    /// Hospitals' privacy spending in a round (one entry of a `PrivacySpent` record) recomputed
+    /// from the job's spec, the declared rows and the rounds taken part in, and found as recorded
+    /// and within the job's budget.
+    pub privacy_checked: usize,
     /// Everything that does not check out; empty when the ledger is consistent.
     pub discrepancies: Vec<Discrepancy>,
 }
@@ -135,6 +139,8 @@ struct RoundState {
     participants: Vec<String>,
     valid: Vec<(String, DecryptionShare)>,
     invalid: Vec<String>,
+    /// The round's `PrivacySpent` record was seen (or its absence reported).
+    privacy_recorded: bool,
     report: RoundReport,
 }
 
@@ -163,6 +169,12 @@ struct JobReplay {
     evaluated: BTreeMap<String, protocol::Evaluation>,
     /// Per hospital, its declines recorded so far and the latest reason.
     declines: BTreeMap<String, (u32, String)>,
+    /// For a job with differential privacy: the training rounds each hospital took part in, as
+    /// its `PrivacySpent` records say.
+    privacy_rounds: BTreeMap<String, u64>,
+    /// The round after which the privacy budget stops the job, and the reason its summary
+    /// starts with.
+    budget_stop: Option<(u64, String)>,
 }
 
 fn short(h: &Hash) -> String {
@@ -316,6 +328,8 @@ impl Replayer<'_> {
                         evaluating: None,
                         evaluated: BTreeMap::new(),
                         declines: BTreeMap::new(),
+                        privacy_rounds: BTreeMap::new(),
+                        budget_stop: None,
                     },
                 );
             }
@@ -368,6 +382,13 @@ impl Replayer<'_> {
                 participants,
                 aggregate,
             } => self.closed(index, job, round, participants, aggregate),
+            Body::PrivacySpent {
+                job,
+                round,
+                noise_multiplier,
+                delta,
+                spent,
+            } => self.privacy(index, job, round, (noise_multiplier, delta), spent),
             Body::DecryptionShare {
                 job,
                 round,
@@ -413,9 +434,15 @@ impl Replayer<'_> {
                 self.expected_from = index;
                 let researcher = j.researcher.clone();
                 let j = &self.jobs[&job];
-                let rounds = j.valid.as_ref().map(|v| u64::from(v.spec.rounds));
+                let rounds = match &j.budget_stop {
+                    Some((last, _)) => Some(*last),
+                    None => j.valid.as_ref().map(|v| u64::from(v.spec.rounds)),
+                };
                 let done = j.last_finalized;
-                let summary = protocol::final_summary(j.evaluated.values());
+                let mut summary = protocol::final_summary(j.evaluated.values());
+                if let Some((_, why)) = &j.budget_stop {
+                    summary = format!("{why}; {summary}");
+                }
                 if status == JobStatus::Finished && done != rounds {
                     self.bad(
                         job,
@@ -582,6 +609,18 @@ impl Replayer<'_> {
                 "job still running",
                 "no record after JobFinished",
                 "a round record",
+            );
+            return false;
+        }
+        if let Some((last, why)) = j.budget_stop.as_ref().filter(|(last, _)| round > *last) {
+            let (last, why) = (*last, why.clone());
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "no round past the job's privacy budget",
+                format!("no round after round {last} ({why})"),
+                format!("a record of round {round}"),
             );
             return false;
         }
@@ -774,7 +813,14 @@ impl Replayer<'_> {
         if !self.job_round(index, job, round) {
             return;
         }
-        let j = self.jobs.get(&job).expect("checked");
+        let j = self.jobs.get_mut(&job).expect("checked");
+        // A training round of a job with privacy counts for its participants, whatever its
+        // `PrivacySpent` record says (or whether there is one): figures are recomputed from this.
+        if round > 0 && j.valid.as_ref().is_some_and(|v| v.spec.privacy.is_some()) {
+            for h in &participants {
+                *j.privacy_rounds.entry(h.clone()).or_insert(0) += 1;
+            }
+        }
         let submitters: Vec<String> = j.state.subs.keys().cloned().collect();
         let min = j
             .valid
@@ -904,6 +950,19 @@ impl Replayer<'_> {
     ) {
         if !self.job_round(index, job, round) {
             return;
+        }
+        let j = self.jobs.get_mut(&job).expect("checked");
+        let private = j.valid.as_ref().is_some_and(|v| v.spec.privacy.is_some());
+        if private && round > 0 && !j.state.privacy_recorded {
+            j.state.privacy_recorded = true;
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "privacy spent recorded before the round is decrypted",
+                "a PrivacySpent record after RoundClosed",
+                "a decryption share",
+            );
         }
         let j = self.jobs.get(&job).expect("checked");
         let (Some(agg), Some(agg_digest)) = (j.state.aggregate.clone(), j.state.aggregate_digest)
@@ -1080,6 +1139,26 @@ impl Replayer<'_> {
         }
         j.round = round + 1;
         j.last_finalized = Some(round);
+        // The coordinator's rule: the next round opens only if every enrolled hospital could take
+        // it within the job's budget.
+        if let Some((v, privacy)) = j
+            .valid
+            .as_ref()
+            .and_then(|v| Some((v, protocol::privacy::JobPrivacy::of(&v.spec)?)))
+        {
+            let rounds = u64::from(v.spec.rounds);
+            let who = j.members.iter().map(|m| protocol::privacy::Participant {
+                hospital: &m.name,
+                rows: m.samples,
+                rounds: j.privacy_rounds.get(&m.name).copied().unwrap_or(0),
+            });
+            if round < rounds {
+                if let Err(over) = protocol::privacy::next_round_fits(&privacy, &v.spec, who) {
+                    let why = protocol::privacy::budget_stop_reason(round, rounds, &over);
+                    j.budget_stop = Some((round, why));
+                }
+            }
+        }
         // The report of the next round starts empty; keep this one.
         j.state.report = RoundReport {
             job,
@@ -1087,6 +1166,131 @@ impl Replayer<'_> {
             ..RoundReport::default()
         };
         self.report.rounds.push(report);
+    }
+
+    /// A round's `PrivacySpent`: right after its `RoundClosed`, for a job with privacy, naming
+    /// the round's participants, each entry recomputed from the spec, the declared rows and the
+    /// rounds the hospital took part in, and within the job's budget.
+    fn privacy(
+        &mut self,
+        index: u64,
+        job: u64,
+        round: u64,
+        (noise_multiplier, delta): (f64, f64),
+        spent: Vec<fedchain_ledger::record::PrivacySpend>,
+    ) {
+        if !self.job_round(index, job, round) {
+            return;
+        }
+        let j = self.jobs.get(&job).expect("checked");
+        let Some((spec, privacy)) = j
+            .valid
+            .as_ref()
+            .and_then(|v| Some((v.spec.clone(), protocol::privacy::JobPrivacy::of(&v.spec)?)))
+        else {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "privacy spent by a job with privacy",
+                "a job spec with privacy",
+                "a spec without",
+            );
+            return;
+        };
+        let fresh = round > 0
+            && j.state.aggregate_digest.is_some()
+            && !j.state.privacy_recorded
+            && j.state.valid.is_empty()
+            && j.state.invalid.is_empty();
+        if !fresh {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "privacy spent recorded once, right after a training round closes",
+                "one PrivacySpent between RoundClosed and the first share",
+                "another place",
+            );
+            return;
+        }
+        let named: Vec<String> = spent.iter().map(|s| s.hospital.clone()).collect();
+        let participants = j.state.participants.clone();
+        let rows: BTreeMap<String, u64> = j
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.samples))
+            .collect();
+        let before = j.privacy_rounds.clone();
+        if named != participants {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "privacy spent by the round's participants",
+                format!("{participants:?}"),
+                format!("{named:?}"),
+            );
+        }
+        if noise_multiplier != privacy.noise_multiplier || delta != privacy.delta {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "the job's noise multiplier and delta",
+                format!("{} and {}", privacy.noise_multiplier, privacy.delta),
+                format!("{noise_multiplier} and {delta}"),
+            );
+        }
+        for s in &spent {
+            let Some(&n) = rows.get(&s.hospital) else {
+                continue;
+            };
+            let m = protocol::privacy::Mechanism::of(&spec, n);
+            let rounds = before.get(&s.hospital).copied().unwrap_or(0);
+            let epsilon = privacy.spent(&spec, n, rounds);
+            let want = format!(
+                "rate {}, {} steps, {rounds} rounds, epsilon {}",
+                m.sampling_rate,
+                m.steps,
+                epsilon
+                    .as_ref()
+                    .map_or_else(|e| e.to_string(), f64::to_string)
+            );
+            let found = format!(
+                "rate {}, {} steps, {} rounds, epsilon {}",
+                s.sampling_rate, s.steps, s.rounds, s.epsilon
+            );
+            let same = epsilon.as_ref().is_ok_and(|e| {
+                protocol::privacy::same_epsilon(s.epsilon, *e)
+                    && protocol::privacy::same_epsilon(s.sampling_rate, m.sampling_rate)
+                    && s.steps == m.steps
+                    && s.rounds == rounds
+            });
+            if !same {
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    &format!("privacy spent by {} recomputed", s.hospital),
+                    want,
+                    found,
+                );
+            } else if s.epsilon > privacy.epsilon {
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    &format!("privacy spent by {} within the job's budget", s.hospital),
+                    format!("epsilon at most {}", privacy.epsilon),
+                    format!("epsilon {}", s.epsilon),
+                );
+            } else {
+                self.report.privacy_checked += 1;
+            }
+        }
+        let j = self.jobs.get_mut(&job).expect("checked");
+        j.state.privacy_recorded = true;
     }
 
     /// Recombines the round's first `t` valid shares, decodes the weighted average and applies it

@@ -29,6 +29,7 @@ fn key(h: &str) -> NoteSigner {
 fn spec() -> pb::JobSpec {
     pb::JobSpec {
         torchscript_module: Vec::new(),
+        privacy: None,
         schema: Some(pb::DatasetSchema {
             features: vec!["a".into(), "b".into()],
             target: "y".into(),

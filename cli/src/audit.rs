@@ -276,6 +276,13 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
              {} cancelled by their researcher; {} declined by a hospital (signed)",
             report.end_credits_checked, report.cancelled, report.declined
         );
+        if report.privacy_checked > 0 {
+            println!(
+                "  privacy: {} hospitals' spending in a round recomputed from the spec, the \
+                 declared rows and the rounds taken part in, each within its job's budget",
+                report.privacy_checked
+            );
+        }
         let at = |what: &str, n: Option<u64>| n.map(|n| format!(" {what} {n}")).unwrap_or_default();
         for f in &verified.findings {
             println!("FAIL {}{}: {}", f.object, at("record", f.record), f.problem);

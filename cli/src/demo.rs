@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedchain_consortium::{self as consortium, InitOptions, TRUST_FILE};
-use fedchain_datasets::{write_split_as, write_split_images, Builtin, ImageFormat};
+use fedchain_datasets::{write_split_as, write_split_images, Builtin, Dataset, ImageFormat};
 use fedchain_ledger::credits::Account;
 use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
@@ -82,6 +82,11 @@ pub struct DemoArgs {
     /// Decryption threshold (and cosignature quorum).
     #[arg(long, default_value_t = 2)]
     threshold: usize,
+    /// Train with record-level differential privacy (DP-SGD) within this epsilon per hospital, at
+    /// delta 1e-5: the noise multiplier is derived for the smallest hospital, the ledger records
+    /// what each round spends, and the auditor's replay recomputes it.
+    #[arg(long, conflicts_with_all = ["plaintext", "centralized"])]
+    epsilon: Option<f64>,
     /// Run the same job WITHOUT encryption, network or ledger, in this process, for comparison.
     #[arg(long, conflicts_with = "centralized")]
     plaintext: bool,
@@ -327,6 +332,25 @@ fn terminate(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
+/// The rows a worker trains on out of `rows` of `data`: what `train_test_split` leaves after
+/// holding out `test_fraction` of each class (of all rows, for regression), rounded.
+fn training_rows(data: &Dataset, rows: &[usize], test_fraction: f64) -> u64 {
+    let held = |n: usize| (n as f64 * test_fraction).round() as usize;
+    let kept = match data.task().classes() {
+        Some(classes) => {
+            let mut per = vec![0usize; classes];
+            for &i in rows {
+                if let Some(c) = data.label(i) {
+                    per[c] += 1;
+                }
+            }
+            per.iter().map(|&n| n - held(n)).sum()
+        }
+        None => rows.len() - held(rows.len()),
+    };
+    kept as u64
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -354,7 +378,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         }
     };
     let started = Instant::now();
-    let jobfile = demo_job(
+    let mut jobfile = demo_job(
         args.dataset,
         args.model,
         args.model_file.as_deref(),
@@ -363,7 +387,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         args.seed,
         args.images.is_some(),
     );
-    let spec = jobfile.to_spec()?;
+    let mut spec = jobfile.to_spec()?;
     let device = pick_device(args.device)?;
     say(format!(
         "fedchain demo: encrypted federated training of {} / {} across {} hospitals ({} rounds)",
@@ -417,6 +441,38 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         .zip(&hospitals)
         .map(|(s, h)| format!("{h} {} rows {:?}", s.rows, s.label_histogram))
         .collect();
+    if let Some(epsilon) = args.epsilon {
+        // The noise that keeps every hospital within the budget over every round: the largest any
+        // hospital needs, from its training rows (a worker holds out a fifth of each class).
+        let mut sigma: f64 = 0.0;
+        for rows in &part.hospitals {
+            let train = training_rows(&data, rows, 0.2);
+            let m = fedchain_protocol::privacy::Mechanism::of(&spec, train);
+            let need = fedchain_protocol::accountant::noise_multiplier_for(
+                m.sampling_rate,
+                m.steps.saturating_mul(u64::from(spec.rounds)),
+                epsilon,
+                1e-5,
+            )
+            .context("--epsilon: deriving the noise multiplier")?;
+            sigma = sigma.max(need);
+        }
+        jobfile.privacy = Some(crate::job::PrivacyFile {
+            epsilon,
+            delta: 1e-5,
+            max_grad_norm: 1.0,
+            noise_multiplier: Some(sigma),
+            rows: None,
+        });
+        spec = jobfile.to_spec()?;
+        if let Some(p) = &spec.privacy {
+            say(format!(
+                "  differential privacy: DP-SGD within epsilon {epsilon} at delta {:e} per \
+                 hospital, rows' gradients clipped to {}, noise multiplier {:.3}",
+                p.delta, p.max_grad_norm, p.noise_multiplier
+            ));
+        }
+    }
     say(format!(
         "2. {} split with Dirichlet({}) label skew{}: {} (labels {:?})",
         args.dataset,

@@ -162,6 +162,67 @@ pub struct JobFile {
     pub quant_bits: Option<u32>,
     #[serde(default = "d::clip")]
     pub clip: f32,
+    /// Record-level differential privacy (DP-SGD) of every hospital's training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyFile>,
+}
+
+/// A job file's `[privacy]`: the budget, and DP-SGD's clipping and noise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyFile {
+    /// The most epsilon any hospital may spend on the job.
+    pub epsilon: f64,
+    /// The delta of the guarantee.
+    #[serde(default = "d::delta")]
+    pub delta: f64,
+    /// Every row's gradient is clipped to this L2 norm.
+    #[serde(default = "d::max_grad_norm")]
+    pub max_grad_norm: f64,
+    /// Noise standard deviation over `max_grad_norm`; derived from `rows` when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_multiplier: Option<f64>,
+    /// The fewest training rows a hospital is expected to have: the noise multiplier is derived
+    /// so that such a hospital can take every round within `epsilon` (one with more rows spends
+    /// less; the ledger records what each actually spends, and the job stops before a round that
+    /// would take any hospital past the budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+impl PrivacyFile {
+    /// The spec's `privacy`, its noise multiplier derived for a job of `rounds` rounds of
+    /// `local_epochs` epochs in batches of `batch_size` when the file gives none.
+    pub fn to_spec(&self, rounds: u32, local_epochs: u32, batch_size: u32) -> Result<pb::Privacy> {
+        let noise_multiplier = match (self.noise_multiplier, self.rows) {
+            (Some(sigma), _) => sigma,
+            (None, Some(rows)) if rows > 0 => {
+                let probe = pb::JobSpec {
+                    local_epochs,
+                    batch_size: batch_size.max(1),
+                    ..Default::default()
+                };
+                let m = fedchain_protocol::privacy::Mechanism::of(&probe, rows);
+                fedchain_protocol::accountant::noise_multiplier_for(
+                    m.sampling_rate,
+                    m.steps.saturating_mul(u64::from(rounds)),
+                    self.epsilon,
+                    self.delta,
+                )
+                .context("[privacy]: deriving the noise multiplier")?
+            }
+            (None, _) => bail!(
+                "[privacy] needs noise_multiplier, or rows (the fewest training rows a hospital \
+                 is expected to have) to derive one from epsilon"
+            ),
+        };
+        Ok(pb::Privacy {
+            epsilon: self.epsilon,
+            delta: self.delta,
+            max_grad_norm: self.max_grad_norm,
+            noise_multiplier,
+        })
+    }
 }
 
 /// A job file's round deadline when it names none.
@@ -196,6 +257,12 @@ mod d {
         16
     }
     pub fn clip() -> f32 {
+        1.0
+    }
+    pub fn delta() -> f64 {
+        1e-5
+    }
+    pub fn max_grad_norm() -> f64 {
         1.0
     }
 }
@@ -349,6 +416,11 @@ impl JobFile {
         };
         Ok(pb::JobSpec {
             torchscript_module: module,
+            privacy: self
+                .privacy
+                .as_ref()
+                .map(|p| p.to_spec(self.rounds, self.local_epochs, self.batch_size))
+                .transpose()?,
             schema: Some(pb::DatasetSchema {
                 features,
                 target,
@@ -752,14 +824,19 @@ pub async fn download(
     // The model asked for is the round named or the job's last round's, which the release must be.
     let want = match round {
         Some(r) => r,
-        None => u64::from(
-            client
+        None => {
+            let s = client
                 .get_job(pb::JobId { id })
                 .await
                 .map_err(status_err)?
-                .into_inner()
-                .rounds,
-        ),
+                .into_inner();
+            // A job its privacy budget stopped early ends with an earlier round's model.
+            if s.finalized_round > 0 && s.finalized_round < u64::from(s.rounds) {
+                s.finalized_round
+            } else {
+                u64::from(s.rounds)
+            }
+        }
     };
     let mut outage = Outage::default();
     let mut stream = loop {
@@ -801,7 +878,9 @@ pub async fn download(
     }
     // The final model is the last round's by the job's spec on the ledger, not by the
     // coordinator's word (`GetJob`), which a coordinator could shorten.
-    if round.is_none() && v.round != p.rounds {
+    // A job with differential privacy may stop before its last round when the next would pass
+    // its budget; whether it had to is the auditor's replay's check (it recomputes the stop).
+    if round.is_none() && v.round != p.rounds && !(p.private && v.round < p.rounds) {
         bail!(
             "the release is round {}'s model, but job {id}'s spec on the ledger has {} rounds; \
              nothing was written",

@@ -82,6 +82,7 @@ pub fn demo_job(
         } else {
             1.0
         },
+        privacy: None,
     }
 }
 

@@ -22,7 +22,7 @@ use fedchain_crypto::keys::PublicKey;
 use fedchain_datasets::{Standardizer, TaskKind};
 use fedchain_ledger::credits::{end_movements, Account, Credits, Movement};
 use fedchain_ledger::record::{
-    signature_verifies, Actor, Body, JobStatus, Outcome, Role, MAX_DECLINE_REASON,
+    signature_verifies, Actor, Body, JobStatus, Outcome, PrivacySpend, Role, MAX_DECLINE_REASON,
 };
 use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
@@ -464,6 +464,10 @@ pub struct Job {
     pub finished_record: Option<u64>,
     /// Hospitals that declined it (their latest `JobDeclined` record), by name.
     pub declined: BTreeMap<String, Declined>,
+    /// For a job with differential privacy: the training rounds each hospital took part in.
+    pub privacy_rounds: BTreeMap<String, u64>,
+    /// The round after which the privacy budget stopped the job, and why.
+    pub budget_stop: Option<(u64, String)>,
 }
 
 fn entry(now: u64, id: &str, role: Role, outcome: Outcome, body: Body) -> Entry {
@@ -527,7 +531,80 @@ impl Job {
             evaluations: BTreeMap::new(),
             finished_record: None,
             declined: BTreeMap::new(),
+            privacy_rounds: BTreeMap::new(),
+            budget_stop: None,
         }
+    }
+
+    /// The job's last model round: the rounds it asked for, or the round after which its privacy
+    /// budget stopped it.
+    pub fn last_round(&self) -> u64 {
+        self.budget_stop
+            .as_ref()
+            .map_or(u64::from(self.valid.spec.rounds), |(r, _)| *r)
+    }
+
+    /// For a job with differential privacy, what the round that just closed spends: each
+    /// participant's mechanism and its epsilon so far (`PrivacySpent`, written with
+    /// `RoundClosed`, before any share can decrypt the round). Counts the round for them, also
+    /// on restore, where the entry is already on the ledger and is dropped.
+    fn privacy_spent(&mut self, now: u64) -> Option<Entry> {
+        let privacy = protocol::privacy::JobPrivacy::of(&self.valid.spec)?;
+        let round = self.round.as_ref().filter(|_| self.round_no > 0)?;
+        let mut spent = Vec::new();
+        for h in round.submitted() {
+            let rows = self
+                .enrolled
+                .iter()
+                .find(|e| e.name == h)
+                .map_or(0, |e| e.samples);
+            let rounds = {
+                let n = self.privacy_rounds.entry(h.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let m = protocol::privacy::Mechanism::of(&self.valid.spec, rows);
+            // The round opened only because this figure was within the budget.
+            let epsilon = privacy
+                .spent(&self.valid.spec, rows, rounds)
+                .unwrap_or(f64::MAX);
+            spent.push(PrivacySpend {
+                hospital: h,
+                sampling_rate: m.sampling_rate,
+                steps: m.steps,
+                rounds,
+                epsilon,
+            });
+        }
+        Some(coord(
+            now,
+            Body::PrivacySpent {
+                job: self.id,
+                round: self.round_no,
+                noise_multiplier: privacy.noise_multiplier,
+                delta: privacy.delta,
+                spent,
+            },
+        ))
+    }
+
+    /// Whether round `next` may open under the job's privacy budget: every enrolled hospital
+    /// could take part, so each must stay within it after one more round.
+    fn next_round_fits(&self) -> Result<(), protocol::privacy::OverBudget> {
+        let Some(privacy) = protocol::privacy::JobPrivacy::of(&self.valid.spec) else {
+            return Ok(());
+        };
+        protocol::privacy::next_round_fits(
+            &privacy,
+            &self.valid.spec,
+            self.enrolled
+                .iter()
+                .map(|e| protocol::privacy::Participant {
+                    hospital: &e.name,
+                    rows: e.samples,
+                    rounds: self.privacy_rounds.get(&e.name).copied().unwrap_or(0),
+                }),
+        )
     }
 
     /// What a researcher's submission of job `id` writes: the spec blob, `JobSubmitted` and the
@@ -791,7 +868,7 @@ impl Job {
                 };
                 match round.phase().clone() {
                     Phase::Collecting => {
-                        let entries = round.try_close(now);
+                        let mut entries = round.try_close(now);
                         if !entries.is_empty() {
                             self.share_deadline_ms = Some(
                                 now + u64::from(self.valid.spec.round_deadline_seconds) * 1000,
@@ -802,8 +879,10 @@ impl Job {
                                 round.primaries(),
                                 now,
                             );
+                            let blobs = round.aggregate_bytes().into_iter().collect();
+                            entries.extend(self.privacy_spent(now));
                             return Ok(Some(Writes {
-                                blobs: round.aggregate_bytes().into_iter().collect(),
+                                blobs,
                                 after_blobs: Some("aggregate-stored"),
                                 entries,
                                 after_entries: Some("round-closed"),
@@ -840,7 +919,7 @@ impl Job {
                 }
             }
             JobPhase::Evaluating { deadline_ms } => {
-                let last = u64::from(self.valid.spec.rounds);
+                let last = self.last_round();
                 if self.evaluated_by_all(last) || now >= deadline_ms {
                     return Ok(Some(self.finish(now, env)));
                 }
@@ -932,7 +1011,17 @@ impl Job {
             checkpoint: !restoring,
             ..Writes::default()
         };
-        if r < u64::from(self.valid.spec.rounds) {
+        let fits = self.next_round_fits();
+        if let (true, Err(over)) = (r < u64::from(self.valid.spec.rounds), &fits) {
+            if r == 0 {
+                let reason = format!("no round fits the job's privacy budget: {over}");
+                return Ok(writes.then(self.fail(reason, now, env)));
+            }
+            let rounds = u64::from(self.valid.spec.rounds);
+            let why = protocol::privacy::budget_stop_reason(r, rounds, over);
+            self.budget_stop = Some((r, why));
+        }
+        if r < self.last_round() {
             writes = writes.then(self.open_round(r + 1, now, env));
         } else {
             self.phase = JobPhase::Evaluating {
@@ -959,11 +1048,14 @@ impl Job {
 
     /// Ends the job, `Finished` with the pooled figures of the final model as its summary.
     fn finish(&mut self, now: u64, env: &JobEnv<'_>) -> Writes {
-        let last = u64::from(self.valid.spec.rounds);
-        let summary = match self.evaluations.get(&last) {
+        let last = self.last_round();
+        let mut summary = match self.evaluations.get(&last) {
             Some(reports) => protocol::final_summary(reports.values()),
             None => protocol::final_summary(std::iter::empty()),
         };
+        if let Some((_, why)) = &self.budget_stop {
+            summary = format!("{why}; {summary}");
+        }
         self.phase = JobPhase::Finished;
         self.end(JobStatus::Finished, summary, now, env)
     }
@@ -1407,6 +1499,8 @@ impl Job {
                     return Err(broken(format!("round {round} does not close again")));
                 }
                 self.decryptors = Decryptors::open(*round, r.ciphertexts(), r.primaries(), time_ms);
+                // Counts the round for its participants; the record is on the ledger already.
+                let _ = self.privacy_spent(time_ms);
                 self.share_deadline_ms =
                     Some(time_ms + u64::from(self.valid.spec.round_deadline_seconds) * 1000);
             }

@@ -77,6 +77,7 @@ pub fn fixtures() -> &'static Fixtures {
         let features: Vec<String> = (0..4).map(|i| format!("x{i}")).collect();
         let job = JobSpec {
             torchscript_module: Vec::new(),
+            privacy: None,
             schema: Some(pb::DatasetSchema {
                 features,
                 target: "y".into(),

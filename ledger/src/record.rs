@@ -179,6 +179,22 @@ pub enum Body {
         #[serde(with = "hex32")]
         aggregate: Hash,
     },
+    /// What a round of a job with differential privacy spends, per participant, written with
+    /// its `RoundClosed` and so before any share decrypts the round: the mechanism each ran and
+    /// the epsilon it has spent on the job so far. Anyone recomputes it from the job's spec, the
+    /// declared rows and the rounds each took part in.
+    PrivacySpent {
+        /// Job id.
+        job: u64,
+        /// Round number (from 1).
+        round: u64,
+        /// Noise standard deviation over the clipping norm.
+        noise_multiplier: f64,
+        /// The delta of every epsilon below.
+        delta: f64,
+        /// One per participant of the round, sorted by hospital.
+        spent: Vec<PrivacySpend>,
+    },
     /// A hospital's decryption share of a round's aggregate.
     DecryptionShare {
         /// Job id.
@@ -270,6 +286,22 @@ pub enum Body {
     },
 }
 
+/// One hospital's privacy spending in a round ([`Body::PrivacySpent`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySpend {
+    /// The hospital.
+    pub hospital: String,
+    /// Probability that a row was in a step's sample.
+    pub sampling_rate: f64,
+    /// DP-SGD steps it took in the round.
+    pub steps: u64,
+    /// Rounds of the job it took part in, this one included.
+    pub rounds: u64,
+    /// Epsilon it has spent on the job after this round.
+    pub epsilon: f64,
+}
+
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,7 +369,9 @@ impl Body {
                 hospital,
                 ..
             } => format!("job/{job}/round/{round}/hospital/{hospital}"),
-            Body::RoundClosed { job, round, .. } | Body::RoundFinalized { job, round, .. } => {
+            Body::RoundClosed { job, round, .. }
+            | Body::PrivacySpent { job, round, .. }
+            | Body::RoundFinalized { job, round, .. } => {
                 format!("job/{job}/round/{round}")
             }
             Body::CreditsMoved { .. } => "credits".to_string(),
@@ -349,6 +383,7 @@ impl Body {
     pub fn action(&self) -> Action {
         match self {
             Body::RoundClosed { .. }
+            | Body::PrivacySpent { .. }
             | Body::RoundFinalized { .. }
             | Body::DecryptionShare { .. } => Action::E,
             Body::JobFinished { .. } | Body::CreditsMoved { .. } => Action::U,
@@ -364,6 +399,7 @@ impl Body {
             | Body::HospitalEnrolled { job, .. }
             | Body::UpdateSubmitted { job, .. }
             | Body::RoundClosed { job, .. }
+            | Body::PrivacySpent { job, .. }
             | Body::DecryptionShare { job, .. }
             | Body::RoundFinalized { job, .. }
             | Body::ModelEvaluated { job, .. }
@@ -380,6 +416,7 @@ impl Body {
             Body::HospitalEnrolled { .. } => "hospital_enrolled",
             Body::UpdateSubmitted { .. } => "update_submitted",
             Body::RoundClosed { .. } => "round_closed",
+            Body::PrivacySpent { .. } => "privacy_spent",
             Body::DecryptionShare { .. } => "decryption_share",
             Body::RoundFinalized { .. } => "round_finalized",
             Body::ModelEvaluated { .. } => "model_evaluated",

@@ -84,6 +84,8 @@ pub enum JobField {
     CreditBudget,
     /// `quantization`.
     Quantization,
+    /// `privacy`: DP-SGD's parameters and the budget.
+    Privacy,
 }
 
 /// A job spec refused by [`validate`]: the field, and a message that says what is allowed.
@@ -366,6 +368,9 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
             ));
         }
     }
+    if let Some(p) = &spec.privacy {
+        crate::privacy::JobPrivacy::check(p).map_err(|e| bad(Privacy, e))?;
+    }
     let bytes = spec.encode_to_vec();
     Ok(ValidJob {
         spec: spec.clone(),
@@ -419,6 +424,7 @@ mod tests {
             }),
             seed: 1,
             torchscript_module: module,
+            privacy: None,
         }
     }
 

@@ -12,6 +12,8 @@
 //!   from.
 //! - [`accountant`]: the privacy accountant (RDP of the sampled Gaussian mechanism, composed and
 //!   converted to `(epsilon, delta)`), which agrees with Google's `dp-accounting`.
+//! - [`privacy`]: a job's differential privacy: each hospital's local DP-SGD as a mechanism,
+//!   what its rounds spend, and whether the next round fits the job's budget.
 //! - [`decryption`]: what a decryption share's proof is bound to, and who decrypts first.
 //! - [`evaluation`]: the checks a hospital's report on a model passes, and the pooled figures a
 //!   researcher sees and a finished job's summary.
@@ -26,6 +28,7 @@ pub mod decryption;
 pub mod evaluation;
 pub mod job;
 pub mod plan;
+pub mod privacy;
 pub mod statistics;
 
 pub use decryption::{decryption_context, first_decryptors};

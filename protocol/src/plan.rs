@@ -173,6 +173,7 @@ mod tests {
         };
         validate(&pb::JobSpec {
             torchscript_module: Vec::new(),
+            privacy: None,
             schema: Some(pb::DatasetSchema {
                 features: vec!["a".into(), "b".into(), "c".into()],
                 target: "y".into(),

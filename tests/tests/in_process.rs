@@ -61,6 +61,7 @@ fn spec(rounds: u32, seed: u64) -> pb::JobSpec {
     let model = ModelSpec::preset(ModelKind::Mlp, data.feature_names().len(), data.task()).unwrap();
     pb::JobSpec {
         torchscript_module: Vec::new(),
+        privacy: None,
         schema: Some(pb::DatasetSchema {
             features: data.feature_names().to_vec(),
             target: Builtin::BreastCancer.schema().target,

@@ -124,6 +124,46 @@ pub fn local_round(
     })
 }
 
+/// [`local_round`] of job `job` (its module, if any, is the spec's) with DP-SGD (its `privacy`): per-row clipping and Gaussian noise drawn
+/// from `rng`, which must be secret. Refuses to return an update whose training is not the
+/// mechanism the ledger accounts for this hospital (`fedchain_protocol::privacy::Mechanism`):
+/// the privacy spent would not be what is recorded.
+pub fn local_round_dp(
+    job: &fedchain_proto::v1::JobSpec,
+    spec: &ModelSpec,
+    global: &[f32],
+    data: &LocalData,
+    config: &TrainConfig,
+    device: Device,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<LocalUpdate> {
+    let privacy = fedchain_protocol::privacy::JobPrivacy::of(job).ok_or_else(|| {
+        WorkerError::Model(ModelError::InvalidArgument(
+            "the job asks for no differential privacy".into(),
+        ))
+    })?;
+    let dp = fedchain_models::dp::DpSgd {
+        max_grad_norm: privacy.max_grad_norm,
+        noise_multiplier: privacy.noise_multiplier,
+    };
+    let mut model = Model::for_job(spec, &job.torchscript_module, global, device)?;
+    let run = fedchain_models::dp::train_dp(&mut model, &data.train, config, &dp, rng, |_| {})?;
+    let expected = fedchain_protocol::privacy::Mechanism::of(job, data.samples());
+    if run.steps != expected.steps || run.sampling_rate != expected.sampling_rate {
+        return Err(WorkerError::Model(ModelError::InvalidArgument(format!(
+            "DP-SGD ran {} steps at sampling rate {}, but the job accounts {} at {}",
+            run.steps, run.sampling_rate, expected.steps, expected.sampling_rate
+        ))));
+    }
+    let trained = model.params()?;
+    let delta = trained.iter().zip(global).map(|(t, g)| t - g).collect();
+    Ok(LocalUpdate {
+        delta,
+        samples: data.samples(),
+        train_loss: run.epochs.last().map(|r| r.loss).unwrap_or(f64::NAN),
+    })
+}
+
 /// Scores global parameters on the hospital's test rows (only these metrics leave the hospital).
 pub fn evaluate_global(
     spec: &ModelSpec,

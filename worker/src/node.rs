@@ -65,7 +65,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::commitments::{Act, Commitments};
 use crate::watchdog::{within_limit, StoppedModules, STOPPED_FILE};
-use crate::{evaluate_global, local_round, LocalData};
+use crate::{evaluate_global, local_round, local_round_dp, LocalData};
 
 /// A worker's settings (TOML). Tools that write one serialize this type (`toml::to_string`), so
 /// a written file always reads back.
@@ -886,17 +886,23 @@ impl Node {
                 &model_spec,
                 &format!("job {}, round {}: training", t.job, t.round),
             );
+            // DP-SGD's samples and noise: secret, from the worker's OS-seeded generator.
+            let mut dp_rng = ChaCha20Rng::from_rng(&mut self.rng);
             let data = self.scaled(t.job, &t.statistics)?;
+            let rng = &mut dp_rng;
             let update = tokio::task::block_in_place(|| {
-                limit.run(|| {
-                    local_round(
+                limit.run(|| match &spec.privacy {
+                    None => local_round(
                         &model_spec,
                         &spec.torchscript_module,
                         &global,
                         data,
                         &config,
                         device,
-                    )
+                    ),
+                    Some(_) => {
+                        local_round_dp(&spec, &model_spec, &global, data, &config, device, rng)
+                    }
                 })
             })
             .map_err(|e| format!("local training failed: {e}"))?;

@@ -151,7 +151,7 @@ impl JobService for Coordinator {
                          not a model; model rounds count from 1",
                     )),
                     Some(r) => r,
-                    None if job.phase == JobPhase::Finished => u64::from(job.valid.spec.rounds),
+                    None if job.phase == JobPhase::Finished => job.last_round(),
                     None => {
                         return Err(Status::failed_precondition(format!(
                             "job {id} is {}: only a finished job has a final model; ask for a \
@@ -272,7 +272,7 @@ fn watch_events(
         JobPhase::Finished => {
             out.push(ev(Event::Finished(pb::job_event::Finished {
                 model: pb_digest(&job.model_digest),
-                metrics: wire_metrics(job, u64::from(job.valid.spec.rounds)),
+                metrics: wire_metrics(job, job.last_round()),
                 record_index,
             })));
             (out, true)

@@ -58,6 +58,7 @@ fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
     };
     protocol::validate(&pb::JobSpec {
         torchscript_module: Vec::new(),
+        privacy: None,
         schema: Some(pb::DatasetSchema {
             features: vec!["a".into(), "b".into(), "c".into()],
             target: "y".into(),
@@ -156,7 +157,12 @@ impl Ledger {
     /// A fresh job fed every record of this ledger through `restore`, as the service does after a
     /// restart (hospital hN's key share is N).
     fn restored(&self) -> Job {
-        let mut again = Job::new(JOB, spec(1), "ada".into(), 0, 0);
+        self.restored_as(spec(1))
+    }
+
+    /// [`Ledger::restored`] for a job of spec `valid`.
+    fn restored_as(&self, valid: fedchain_protocol::ValidJob) -> Job {
+        let mut again = Job::new(JOB, valid, "ada".into(), 0, 0);
         for (i, (t, body)) in self.records.iter().enumerate() {
             if matches!(body, Body::JobSubmitted { .. } | Body::CreditsMoved { .. }) {
                 continue;
@@ -825,4 +831,167 @@ fn a_refusing_primary_is_replaced_at_once_and_unmeasured_hospitals_get_the_fixed
     assert!(!asked(&job, "h3"));
     ledger.settle(&mut job, 20 + BACKUP_DECRYPT_MS);
     assert!(asked(&job, "h3"));
+}
+
+/// A job with differential privacy of `rounds` rounds within `epsilon` (noise multiplier 1).
+fn private_spec(rounds: u32, epsilon: f64) -> fedchain_protocol::ValidJob {
+    let mut s = spec(rounds).spec;
+    s.privacy = Some(pb::Privacy {
+        epsilon,
+        delta: 1e-5,
+        max_grad_norm: 1.0,
+        noise_multiplier: 1.0,
+    });
+    protocol::validate(&s).unwrap()
+}
+
+/// Most epsilon any of the three hospitals has spent after `rounds` rounds of `valid`.
+fn most_spent(valid: &fedchain_protocol::ValidJob, rounds: u64) -> f64 {
+    let p = protocol::privacy::JobPrivacy::of(&valid.spec).unwrap();
+    HOSPITALS
+        .iter()
+        .map(|(_, rows)| p.spent(&valid.spec, *rows, rounds).unwrap())
+        .fold(0.0, f64::max)
+}
+
+/// A submitted job of spec `valid` with the three hospitals enrolled (their `HOSPITALS` rows)
+/// and round 0 open.
+fn enrolled_job(ledger: &mut Ledger, valid: fedchain_protocol::ValidJob) -> Job {
+    let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
+    let mut job = Job::new(JOB, valid, "ada".into(), 0, 10_000);
+    ledger.commit(&mut job, w, 1);
+    for (i, (h, rows)) in HOSPITALS.iter().enumerate() {
+        let req = Enrollment {
+            hospital: h,
+            identity: identity(h).verifier().public_key(),
+            share_index: i + 1,
+            declared: *rows,
+            deposit: DEPOSIT,
+        };
+        let w = job.enroll(req, 2, &ledger.credits).unwrap().unwrap();
+        ledger.commit(&mut job, w, 2);
+    }
+    ledger.settle(&mut job, 3);
+    assert_eq!(job.phase, JobPhase::Running);
+    job
+}
+
+/// A job with differential privacy records what each round spends, with its `RoundClosed` and
+/// before any share; opens no round that would take a hospital past its budget, and ends with
+/// the reason on the ledger; a restored job decides the same.
+#[test]
+fn a_private_job_records_its_spending_and_stops_before_its_budget_runs_out() {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut ledger = Ledger::new();
+    // A budget between what two rounds and three rounds spend: two rounds of the ten run.
+    let probe = private_spec(10, 1.0);
+    let budget = (most_spent(&probe, 2) + most_spent(&probe, 3)) / 2.0;
+    let valid = private_spec(10, budget);
+    let mut job = enrolled_job(&mut ledger, valid.clone());
+    let mut spent_before = 0.0;
+    for round in 0..=2u64 {
+        submit_all(&mut job, &mut ledger, 10, &mut rng);
+        let w = job.step(20, &ledger.env()).unwrap().expect("closes");
+        assert!(matches!(w.entries[0].body, Body::RoundClosed { .. }));
+        if round == 0 {
+            assert_eq!(w.entries.len(), 1, "round 0 trains nothing: {w:?}");
+        } else {
+            let Body::PrivacySpent {
+                round: r,
+                noise_multiplier,
+                spent,
+                ..
+            } = &w.entries[1].body
+            else {
+                panic!("no PrivacySpent after RoundClosed: {:?}", w.entries);
+            };
+            assert_eq!((*r, *noise_multiplier), (round, 1.0));
+            let names: Vec<&str> = spent.iter().map(|s| s.hospital.as_str()).collect();
+            assert_eq!(names, ["h1", "h2", "h3"]);
+            for s in spent {
+                let rows = HOSPITALS.iter().find(|(h, _)| *h == s.hospital).unwrap().1;
+                let p = protocol::privacy::JobPrivacy::of(&valid.spec).unwrap();
+                assert_eq!(s.rounds, round);
+                assert_eq!(s.epsilon, p.spent(&valid.spec, rows, round).unwrap());
+                assert!(s.epsilon <= budget, "{} > {budget}", s.epsilon);
+            }
+            let most = spent.iter().map(|s| s.epsilon).fold(0.0, f64::max);
+            assert!(
+                most > spent_before,
+                "spending grows: {most} after {spent_before}"
+            );
+            spent_before = most;
+        }
+        ledger.commit(&mut job, w, 20);
+        decrypt(&mut job, &mut ledger, 21, &mut rng);
+        ledger.settle(&mut job, 22);
+    }
+    // Round 3 would pass the budget: the job evaluates round 2's model as its last.
+    assert_eq!(job.last_round(), 2);
+    assert_eq!(
+        job.phase,
+        JobPhase::Evaluating {
+            deadline_ms: 22 + 30_000
+        }
+    );
+    assert!(job
+        .tasks_for("h1", true)
+        .iter()
+        .all(|t| !matches!(t, Task::Train { .. })));
+    ledger.settle(&mut job, 22 + 30_000);
+    assert_eq!(job.phase, JobPhase::Finished);
+    let reason = ledger
+        .records
+        .iter()
+        .find_map(|(_, b)| match b {
+            Body::JobFinished { status, reason, .. } => {
+                assert_eq!(*status, JobStatus::Finished);
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        reason.starts_with(
+            "stopped by the privacy budget after round 2 of 10: the next round would take"
+        ),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!("above the job's budget of {budget}")),
+        "{reason}"
+    );
+    let again = ledger.restored_as(valid);
+    assert_eq!(again.phase, JobPhase::Finished);
+    assert_eq!(again.budget_stop, job.budget_stop);
+    assert_eq!(again.privacy_rounds, job.privacy_rounds);
+    assert_eq!(
+        job.privacy_rounds.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2]
+    );
+}
+
+/// A budget that not even one round fits fails the job after round 0, saying so.
+#[test]
+fn a_private_job_whose_budget_fits_no_round_fails_naming_it() {
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let mut ledger = Ledger::new();
+    let probe = private_spec(3, 1.0);
+    let valid = private_spec(3, most_spent(&probe, 1) / 2.0);
+    let mut job = enrolled_job(&mut ledger, valid);
+    submit_all(&mut job, &mut ledger, 10, &mut rng);
+    ledger.settle(&mut job, 20);
+    decrypt(&mut job, &mut ledger, 21, &mut rng);
+    ledger.settle(&mut job, 22);
+    assert_eq!(job.phase, JobPhase::Failed);
+    assert!(
+        job.reason
+            .starts_with("no round fits the job's privacy budget: the next round would take"),
+        "{}",
+        job.reason
+    );
+    assert!(!ledger
+        .records
+        .iter()
+        .any(|(_, b)| matches!(b, Body::PrivacySpent { .. })));
 }

@@ -160,6 +160,7 @@ fn spec() -> pb::JobSpec {
     let model = ModelSpec::preset(ModelKind::Mlp, data.n_features(), TaskKind::Binary).unwrap();
     pb::JobSpec {
         torchscript_module: Vec::new(),
+        privacy: None,
         schema: Some(pb::DatasetSchema {
             features: data.feature_names().to_vec(),
             target: Builtin::BreastCancer.schema().target,

@@ -481,3 +481,103 @@ fn replay_catches_a_coordinator_that_records_lies() {
         "one finding, {want:?}:\n{text}"
     );
 }
+
+/// A demo job with differential privacy: the ledger records what each round spends, `privacy
+/// report` shows it, the replay recomputes it, and catches an edited figure and a missing record,
+/// even consistently re-signed.
+#[test]
+fn replay_recomputes_the_privacy_each_round_spends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    let summary = json(&fedchain(&[
+        "demo",
+        "--rounds",
+        "2",
+        "--epsilon",
+        "8",
+        "--bits",
+        "1024",
+        "--device",
+        "cpu",
+        "--dir",
+        s(&demo),
+        "--json",
+    ]));
+    assert_eq!(summary["rounds"].as_array().unwrap().len(), 2, "{summary}");
+    let auditor = demo.join("consortium/auditors/audra");
+    let report = json(&fedchain(&[
+        "privacy",
+        "report",
+        "--ledger",
+        s(&demo.join("ledger")),
+        "--consortium",
+        s(&auditor),
+        "--json",
+    ]));
+    let spending = report["spending"].as_array().unwrap();
+    assert_eq!(spending.len(), 3, "{report}");
+    for h in spending {
+        let (epsilon, left) = (h["epsilon"].as_f64().unwrap(), h["left"].as_f64().unwrap());
+        assert_eq!(h["rounds"], 2, "{h}");
+        assert_eq!(h["budget"], 8.0, "{h}");
+        assert!(epsilon > 0.5 && epsilon <= 8.0, "{h}");
+        assert!((left - (8.0 - epsilon)).abs() < 1e-9, "{h}");
+    }
+    let text = ok_stdout(&fedchain(&[
+        "privacy",
+        "report",
+        "--ledger",
+        s(&demo.join("ledger")),
+        "--consortium",
+        s(&auditor),
+    ]));
+    assert!(
+        text.contains("st-marys") && text.contains("budget"),
+        "{text}"
+    );
+    let replayed = json(&fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&demo.join("ledger")),
+        "--consortium",
+        s(&auditor),
+        "--json",
+    ]));
+    assert_eq!(replayed["ok"], true, "{replayed}");
+    assert_eq!(replayed["replay"]["privacy_checked"], 6, "{replayed}");
+
+    // A lower figure for one hospital in round 2, re-signed by the log and cosigned.
+    let edited = tmp.path().join("edited");
+    rebuild(&demo, &edited, &mut |_, body, _, _| {
+        if let Body::PrivacySpent {
+            round: 2, spent, ..
+        } = body
+        {
+            spent[0].epsilon /= 2.0;
+        }
+    });
+    verify_ok(&demo, &edited);
+    let (ok, text) = replay(&demo, &edited);
+    assert!(!ok, "{text}");
+    assert!(text.contains("privacy spent by "), "{text}");
+    assert!(text.contains("recomputed"), "{text}");
+
+    // Round 1's record left out (another record in its place): its shares came without it.
+    let missing = tmp.path().join("missing");
+    rebuild(&demo, &missing, &mut |_, body, _, _| {
+        if matches!(body, Body::PrivacySpent { round: 1, .. }) {
+            *body = Body::RequestRejected {
+                request: "nothing".into(),
+                reason: "in place of the round's privacy record".into(),
+            };
+        }
+    });
+    verify_ok(&demo, &missing);
+    let (ok, text) = replay(&demo, &missing);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("privacy spent recorded before the round is decrypted"),
+        "{text}"
+    );
+}
