@@ -732,3 +732,116 @@ async fn hospitals_decline_jobs_their_policy_refuses_naming_the_rule() {
     assert!(report.ok(), "{:?}", report.discrepancies);
     assert_eq!(report.declined, 2);
 }
+
+/// Runs job `spec` to its end: the `Finished` or `Failed` event, and the job's status then.
+async fn run_to_end(
+    jobs: &mut JobServiceClient<tonic::transport::Channel>,
+    spec: pb::JobSpec,
+) -> (pb::job_event::Event, pb::JobStatus) {
+    let id = jobs.submit_job(spec).await.unwrap().into_inner().job;
+    let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
+    let end = loop {
+        match next(&mut events).await {
+            Some(e @ pb::job_event::Event::Finished(_)) => break e,
+            Some(e @ pb::job_event::Event::Failed(_)) => break e,
+            _ => {}
+        }
+    };
+    (
+        end,
+        jobs.get_job(pb::JobId { id }).await.unwrap().into_inner(),
+    )
+}
+
+/// Each hospital's privacy policy: h1 has a lifetime budget that one job's spending fits and
+/// two do not; h2 takes only jobs with differential privacy. A first private job runs on all
+/// three (what each spent is on the ledger); h1 declines a second, naming its lifetime budget,
+/// which runs on the other two; h1 and h2 decline a job without privacy, which fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hospital_whose_lifetime_budget_is_spent_declines_the_next_private_job() {
+    let private = |seed: u64, epsilon: f64| pb::JobSpec {
+        privacy: Some(pb::Privacy {
+            epsilon,
+            delta: 1e-5,
+            max_grad_norm: 1.0,
+            noise_multiplier: 1.0,
+        }),
+        ..spec(1, seed)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    layout.provision();
+    // What one round spends of each hospital's training rows (a worker holds out a fifth of
+    // each class).
+    let valid = fedchain_protocol::validate(&private(1, 100.0)).unwrap();
+    let privacy = fedchain_protocol::privacy::JobPrivacy::of(&valid.spec).unwrap();
+    let spent = |h: &str| {
+        let rows = fedchain_datasets::load_data(&layout.data(h), &valid.data_schema()).unwrap();
+        let (train, _) = fedchain_datasets::train_test_split(&rows, 0.2, 1).unwrap();
+        privacy.spent(&valid.spec, train.len() as u64, 1).unwrap()
+    };
+    let one = spent("h1");
+    let most = HOSPITALS.iter().map(|h| spent(h)).fold(0.0, f64::max);
+    let lifetime = 1.5 * one;
+    let config = layout.coordinator_config("127.0.0.1:0", 60);
+    let cluster = InProcess::start_tweaked(&layout, config, &HOSPITALS, |h, cfg| match h {
+        "h1" => {
+            cfg.policy.lifetime_epsilon = Some(lifetime);
+            cfg.policy.lifetime_delta = Some(1e-3);
+        }
+        "h2" => cfg.policy.require_privacy = true,
+        _ => {}
+    })
+    .await;
+    let mut jobs = JobServiceClient::new(cluster.channel(&layout.alice()).await);
+    // Each job's budget is above what its one round spends for every hospital.
+    let budget = 1.2 * most;
+
+    let (end, status) = run_to_end(&mut jobs, private(1, budget)).await;
+    assert!(matches!(end, pb::job_event::Event::Finished(_)), "{end:?}");
+    assert_eq!(status.hospitals, ["h1", "h2", "h3"], "{status:?}");
+
+    let (end, status) = run_to_end(&mut jobs, private(2, budget)).await;
+    assert!(matches!(end, pb::job_event::Event::Finished(_)), "{end:?}");
+    assert_eq!(status.hospitals, ["h2", "h3"], "{status:?}");
+    let [d] = &status.declined[..] else {
+        panic!("{status:?}")
+    };
+    assert_eq!(d.hospital, "h1");
+    // Job 1 counts at what h1 spent, by the ledger, once a checkpoint h1 cosigned covers its
+    // end; at its whole budget before.
+    assert!(
+        d.reason.contains(&format!("spent epsilon {one:.4}"))
+            || d.reason.contains(&format!("spent epsilon {budget:.4}")),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.contains("earlier job(s) spent epsilon")
+            && d.reason
+                .contains(&format!("lifetime budget of epsilon {lifetime}")),
+        "{}",
+        d.reason
+    );
+
+    let (end, status) = run_to_end(&mut jobs, spec(1, 3)).await;
+    assert!(matches!(end, pb::job_event::Event::Failed(_)), "{end:?}");
+    let why: Vec<&str> = status
+        .declined
+        .iter()
+        .map(|d| d.hospital.as_str())
+        .collect();
+    assert_eq!(why, ["h1", "h2"], "{status:?}");
+    assert!(status
+        .declined
+        .iter()
+        .all(|d| d.reason.contains("only jobs with a [privacy] budget")));
+
+    cluster.stop().await.unwrap();
+    let audra = AuditorFolder::open(&layout.audra()).unwrap();
+    let store = Store::open(&layout.ledger(), audra.trust.log.name()).unwrap();
+    let report = replay(&store, &audra.public_key, &audra.hospitals).unwrap();
+    assert!(report.ok(), "{:?}", report.discrepancies);
+    // Three hospitals in job 1, two in job 2: one round each.
+    assert_eq!(report.privacy_checked, 5);
+}

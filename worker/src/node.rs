@@ -31,7 +31,7 @@
 //! Each task stream opens with the newest checkpoint this hospital cosigned, so that a
 //! coordinator whose ledger lost it stops (`DATA_LOSS`) instead of forking the log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,7 @@ pub struct WorkerConfig {
 
 /// A hospital's policy on the jobs it takes (`[policy]` in `worker.toml`). Every rule is checked
 /// on the job's offer, before anything of the job is loaded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// The researchers whose jobs it takes (their names in the consortium); absent: any.
@@ -122,6 +122,29 @@ pub struct Policy {
     /// since a smaller sum says more about each update. 0: no floor.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub min_participants: u32,
+    /// Takes only jobs with record-level differential privacy (a `[privacy]` budget).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_privacy: bool,
+    /// The most epsilon this hospital's rows may spend over all jobs (summed, an upper bound by
+    /// basic composition): a job whose spending could take the total past it is declined. What
+    /// earlier jobs spent is read from the ledger's `PrivacySpent` records. Implies
+    /// `require_privacy`; needs `lifetime_delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_epsilon: Option<f64>,
+    /// The most delta over all jobs (summed), with `lifetime_epsilon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_delta: Option<f64>,
+}
+
+/// What this hospital's rows have spent on jobs with differential privacy, by the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LifetimeSpent {
+    /// Jobs it spent on.
+    pub jobs: usize,
+    /// The sum of their epsilons (each job's latest figure).
+    pub epsilon: f64,
+    /// The sum of their deltas.
+    pub delta: f64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -149,7 +172,55 @@ impl Policy {
                 Err(e) => return Err(format!("policy.models: {e}")),
             }
         }
+        match (self.lifetime_epsilon, self.lifetime_delta) {
+            (None, None) => {}
+            (Some(e), Some(d)) => {
+                if !(e.is_finite() && e > 0.0) {
+                    return Err(format!(
+                        "policy.lifetime_epsilon must be a positive number, got {e}"
+                    ));
+                }
+                if !(d.is_finite() && d > 0.0 && d < 1.0) {
+                    return Err(format!(
+                        "policy.lifetime_delta must be between 0 and 1, got {d}"
+                    ));
+                }
+            }
+            _ => {
+                return Err(
+                    "policy.lifetime_epsilon and policy.lifetime_delta go together: set both"
+                        .into(),
+                )
+            }
+        }
         Ok(())
+    }
+
+    /// Why a job of spec `job`, on `rows` training rows of this hospital, would take its lifetime
+    /// budget past what is left after `spent`: the job may spend up to its own budget or what all
+    /// its rounds spend, whichever is less.
+    pub fn lifetime_declines(
+        &self,
+        spent: LifetimeSpent,
+        job: &pb::JobSpec,
+        rows: u64,
+    ) -> Option<String> {
+        let (Some(epsilon), Some(delta)) = (self.lifetime_epsilon, self.lifetime_delta) else {
+            return None;
+        };
+        let p = fedchain_protocol::privacy::JobPrivacy::of(job)?;
+        let most = p
+            .spent(job, rows, u64::from(job.rounds))
+            .map_or(p.epsilon, |e| e.min(p.epsilon));
+        if spent.epsilon + most > epsilon || spent.delta + p.delta > delta {
+            return Some(format!(
+                "it may spend epsilon {most:.4} (delta {:e}) of this hospital's rows, and {} \
+                 earlier job(s) spent epsilon {:.4} (delta {:e}) of its lifetime budget of \
+                 epsilon {epsilon} (delta {delta:e})",
+                p.delta, spent.jobs, spent.epsilon, spent.delta
+            ));
+        }
+        None
     }
 
     /// Why this policy declines a job of `researcher` training `model` that decrypts aggregates of
@@ -159,7 +230,15 @@ impl Policy {
         researcher: &str,
         model: &ModelSpec,
         participants: u32,
+        private: bool,
     ) -> Option<String> {
+        if !private && (self.require_privacy || self.lifetime_epsilon.is_some()) {
+            return Some(
+                "it asks for no differential privacy, and this hospital's policy takes only jobs \
+                 with a [privacy] budget"
+                    .into(),
+            );
+        }
         if let Some(allowed) = &self.researchers {
             if !allowed.iter().any(|r| r == researcher) {
                 return Some(format!(
@@ -553,7 +632,7 @@ impl Node {
             ),
         };
         let result = match kind {
-            Kind::Offer(o) => self.offer(client, o).await,
+            Kind::Offer(o) => self.offer(client, ledger, o).await,
             Kind::Train(t) => self.train(client, t).await,
             Kind::Decrypt(d) => self.decrypt(client, d).await,
             Kind::Evaluate(e) => self.evaluate(client, e).await,
@@ -565,6 +644,7 @@ impl Node {
     async fn offer(
         &mut self,
         client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
         o: pb::JobOffer,
     ) -> TaskResult {
         let spec = o.spec.ok_or("the offer carries no spec")?;
@@ -573,7 +653,17 @@ impl Node {
             return Err("the offer's spec does not match its digest".into());
         }
         let job = o.job;
-        match self.assess(&spec, Some(&o.researcher)) {
+        let mut assessed = self.assess(&spec, Some(&o.researcher));
+        if let (Ok(fit), Some(_)) = (&assessed, self.cfg.policy.lifetime_epsilon) {
+            let rows = fit.train_raw.len() as u64;
+            // A ledger that cannot be read says nothing of what was spent: no answer yet (the
+            // offer comes again), rather than a decline or a job that might pass the budget.
+            let spent = self.lifetime_spent(ledger, job).await?;
+            if let Some(why) = self.cfg.policy.lifetime_declines(spent, &spec, rows) {
+                assessed = Err(why);
+            }
+        }
+        match assessed {
             Ok(fit) => self.join(client, job, spec, fit).await,
             Err(reason) => {
                 // Declined on the ledger, signed, so the researcher sees who declined and why.
@@ -604,6 +694,89 @@ impl Node {
         }
     }
 
+    /// What this hospital's rows spent on jobs with differential privacy other than `offered`,
+    /// by the ledger up to the last checkpoint this hospital cosigned (its records checked
+    /// against that checkpoint's root, so the coordinator cannot leave a figure out): each
+    /// job's latest `PrivacySpent` figure for it, or, for a job it is still enrolled in, the
+    /// job's whole budget, which it may yet spend.
+    async fn lifetime_spent(
+        &self,
+        ledger: &mut LedgerServiceClient<Channel>,
+        offered: u64,
+    ) -> Result<LifetimeSpent, String> {
+        use fedchain_ledger::record::Record;
+        let Some(cp) = self.witness.last().cloned() else {
+            return Ok(LifetimeSpent::default());
+        };
+        let mut leaves = Vec::with_capacity(cp.size as usize);
+        let mut figures: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        let mut ended = std::collections::BTreeSet::new();
+        while (leaves.len() as u64) < cp.size {
+            let mut stream = ledger
+                .get_records(pb::RecordRange {
+                    start: leaves.len() as u64,
+                    end: cp.size,
+                })
+                .await
+                .map_err(|s| {
+                    format!(
+                        "reading the ledger for the lifetime budget: {}",
+                        s.message()
+                    )
+                })?
+                .into_inner();
+            let before = leaves.len();
+            while let Some(e) = stream
+                .message()
+                .await
+                .map_err(|s| format!("reading the ledger: {}", s.message()))?
+            {
+                if e.index != leaves.len() as u64 {
+                    return Err(format!("the ledger sent record {} out of order", e.index));
+                }
+                leaves.push(fedchain_ledger::merkle::leaf_hash(&e.record));
+                let record = Record::decode(&e.record)
+                    .map_err(|e| format!("a ledger record does not decode: {e}"))?;
+                match record.body {
+                    Body::PrivacySpent {
+                        job, delta, spent, ..
+                    } => {
+                        if let Some(mine) = spent.iter().find(|s| s.hospital == self.name) {
+                            figures.insert(job, (mine.epsilon, delta));
+                        }
+                    }
+                    Body::JobFinished { job, .. } => {
+                        ended.insert(job);
+                    }
+                    _ => {}
+                }
+            }
+            if leaves.len() == before {
+                return Err("the ledger sent no records".into());
+            }
+        }
+        if fedchain_ledger::merkle::root(&leaves) != cp.root {
+            return Err(format!(
+                "the ledger's first {} records are not the ones this hospital cosigned",
+                cp.size
+            ));
+        }
+        // Jobs still running may spend up to their budget.
+        for (id, ctx) in &self.jobs {
+            if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(&ctx.valid.spec) {
+                if !ended.contains(id) {
+                    figures.insert(*id, (p.epsilon, p.delta));
+                }
+            }
+        }
+        figures.remove(&offered);
+        Ok(LifetimeSpent {
+            jobs: figures.len(),
+            epsilon: figures.values().map(|f| f.0).sum(),
+            delta: figures.values().map(|f| f.1).sum(),
+        })
+    }
+
     /// Whether this hospital takes part in `spec`: the job is valid, its `researcher` (when it is
     /// offered) and model are ones the hospital's policy takes, its module (if any) is one this
     /// hospital runs and declares its parameters truly, and this hospital's rows fit its schema.
@@ -612,11 +785,12 @@ impl Node {
         let valid = fedchain_protocol::validate(spec).map_err(|e| e.to_string())?;
         if let Some(researcher) = researcher {
             let participants = spec.min_participants.max(self.pk.threshold() as u32);
-            if let Some(why) = self
-                .cfg
-                .policy
-                .declines(researcher, &valid.model, participants)
-            {
+            if let Some(why) = self.cfg.policy.declines(
+                researcher,
+                &valid.model,
+                participants,
+                spec.privacy.is_some(),
+            ) {
                 return Err(why);
             }
         }
@@ -1422,7 +1596,7 @@ mod tests {
     fn an_open_policy_takes_every_job_and_is_not_written() {
         let p = Policy::default();
         assert!(p.is_open());
-        assert_eq!(p.declines("anyone", &mlp(), 1), None);
+        assert_eq!(p.declines("anyone", &mlp(), 1, false), None);
         let cfg = WorkerConfig::new("https://c".into(), "d".into(), "x.csv".into(), "s".into());
         let text = toml::to_string(&cfg).unwrap();
         assert!(!text.contains("policy"), "{text}");
@@ -1439,15 +1613,15 @@ mod tests {
             inputs: 4,
             outputs: 1,
         };
-        assert_eq!(p.declines("alice", &logreg, 3), None);
-        let why = p.declines("bob", &logreg, 3).unwrap();
+        assert_eq!(p.declines("alice", &logreg, 3, false), None);
+        let why = p.declines("bob", &logreg, 3, false).unwrap();
         assert!(
             why.contains("researchers alice only, not of \"bob\""),
             "{why}"
         );
-        let why = p.declines("alice", &mlp(), 3).unwrap();
+        let why = p.declines("alice", &mlp(), 3, false).unwrap();
         assert!(why.contains("models logreg, cnn only, not mlp"), "{why}");
-        let why = p.declines("alice", &logreg, 2).unwrap();
+        let why = p.declines("alice", &logreg, 2, false).unwrap();
         assert!(
             why.contains("as few as 2") && why.contains("at least 3"),
             "{why}"
@@ -1488,6 +1662,70 @@ mod tests {
             for secret in ["Jane", "secret", "diagnosis", "17"] {
                 assert!(!said.contains(secret), "{said}");
             }
+        }
+    }
+
+    /// A job without privacy is declined by a policy that requires it (or has a lifetime
+    /// budget); a private job is declined when what it may spend, on top of what earlier jobs
+    /// spent, passes the lifetime budget, naming both figures.
+    #[test]
+    fn privacy_rules_decline_jobs_without_it_and_jobs_past_the_lifetime_budget() {
+        let p: Policy = toml::from_str("lifetime_epsilon = 6.0\nlifetime_delta = 1e-4\n").unwrap();
+        p.validate().unwrap();
+        let why = p.declines("anyone", &mlp(), 3, false).unwrap();
+        assert!(why.contains("only jobs with a [privacy] budget"), "{why}");
+        assert_eq!(p.declines("anyone", &mlp(), 3, true), None);
+        let required: Policy = toml::from_str("require_privacy = true").unwrap();
+        assert!(required.declines("anyone", &mlp(), 3, false).is_some());
+        let job = pb::JobSpec {
+            rounds: 4,
+            local_epochs: 1,
+            batch_size: 32,
+            privacy: Some(pb::Privacy {
+                epsilon: 3.0,
+                delta: 1e-5,
+                max_grad_norm: 1.0,
+                noise_multiplier: 0.8,
+            }),
+            ..Default::default()
+        };
+        // At this noise all four rounds would spend more than 3: the job's budget bounds it.
+        let all = fedchain_protocol::privacy::JobPrivacy::of(&job)
+            .unwrap()
+            .spent(&job, 200, 4)
+            .unwrap();
+        assert!(all > 3.0, "{all}");
+        let nothing = LifetimeSpent::default();
+        assert_eq!(p.lifetime_declines(nothing, &job, 200), None);
+        let some = LifetimeSpent {
+            jobs: 1,
+            epsilon: 2.5,
+            delta: 1e-5,
+        };
+        assert_eq!(p.lifetime_declines(some, &job, 200), None, "2.5 + 3 <= 6");
+        let more = LifetimeSpent {
+            epsilon: 3.5,
+            ..some
+        };
+        let why = p.lifetime_declines(more, &job, 200).unwrap();
+        assert!(
+            why.contains("epsilon 3.0000") && why.contains("spent epsilon 3.5000"),
+            "{why}"
+        );
+        let deltas = LifetimeSpent {
+            delta: 9.5e-5,
+            ..some
+        };
+        assert!(p.lifetime_declines(deltas, &job, 200).is_some());
+        // Without a lifetime budget nothing is counted.
+        assert_eq!(required.lifetime_declines(more, &job, 200), None);
+        for bad in [
+            "lifetime_epsilon = 1.0",
+            "lifetime_epsilon = -1.0\nlifetime_delta = 1e-5",
+            "lifetime_epsilon = 1.0\nlifetime_delta = 2.0",
+        ] {
+            let p: Policy = toml::from_str(bad).unwrap();
+            assert!(p.validate().unwrap_err().contains("lifetime"), "{bad}");
         }
     }
 
