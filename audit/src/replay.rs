@@ -175,6 +175,9 @@ struct JobReplay {
     /// The round after which the privacy budget stops the job, and the reason its summary
     /// starts with.
     budget_stop: Option<(u64, String)>,
+    /// Why no round of the job fits its privacy budget, once that was reported: the job must
+    /// run no round at all.
+    fits_no_round: Option<String>,
 }
 
 fn short(h: &Hash) -> String {
@@ -330,6 +333,7 @@ impl Replayer<'_> {
                         declines: BTreeMap::new(),
                         privacy_rounds: BTreeMap::new(),
                         budget_stop: None,
+                        fits_no_round: None,
                     },
                 );
             }
@@ -385,10 +389,9 @@ impl Replayer<'_> {
             Body::PrivacySpent {
                 job,
                 round,
-                noise_multiplier,
                 delta,
                 spent,
-            } => self.privacy(index, job, round, (noise_multiplier, delta), spent),
+            } => self.privacy(index, job, round, delta, spent),
             Body::DecryptionShare {
                 job,
                 round,
@@ -601,6 +604,10 @@ impl Replayer<'_> {
             return false;
         }
         let j = &self.jobs[&job];
+        if j.fits_no_round.is_some() {
+            // Reported once, at the job's first round record.
+            return false;
+        }
         if j.finished {
             self.bad(
                 job,
@@ -657,6 +664,29 @@ impl Replayer<'_> {
             j.enrollment = Some(protocol::Enrollment::of(
                 j.members.iter().map(|m| m.samples),
             ));
+            // The coordinator's rule: a private job none of whose rounds fits its budget runs no
+            // round, not even round 0.
+            let over = j.valid.as_ref().and_then(|v| {
+                let p = protocol::privacy::JobPrivacy::of(&v.spec)?;
+                let who = j.members.iter().map(|m| protocol::privacy::Participant {
+                    hospital: &m.name,
+                    rows: m.samples,
+                    rounds: 0,
+                });
+                protocol::privacy::next_round_fits(&p, &v.spec, who).err()
+            });
+            if let Some(over) = over {
+                j.fits_no_round = Some(over.to_string());
+                self.bad(
+                    job,
+                    Some(round),
+                    Some(index),
+                    "no round of a job none of whose rounds fits its privacy budget",
+                    format!("no round ({over})"),
+                    format!("a submission for round {round}"),
+                );
+                return;
+            }
         }
         let enrolled = j.members.iter().any(|m| m.name == hospital);
         let duplicate = j.state.subs.contains_key(&hospital);
@@ -1176,7 +1206,7 @@ impl Replayer<'_> {
         index: u64,
         job: u64,
         round: u64,
-        (noise_multiplier, delta): (f64, f64),
+        delta: f64,
         spent: Vec<fedchain_ledger::record::PrivacySpend>,
     ) {
         if !self.job_round(index, job, round) {
@@ -1232,14 +1262,14 @@ impl Replayer<'_> {
                 format!("{named:?}"),
             );
         }
-        if noise_multiplier != privacy.noise_multiplier || delta != privacy.delta {
+        if delta != privacy.delta {
             self.bad(
                 job,
                 Some(round),
                 Some(index),
-                "the job's noise multiplier and delta",
-                format!("{} and {}", privacy.noise_multiplier, privacy.delta),
-                format!("{noise_multiplier} and {delta}"),
+                "the job's delta",
+                privacy.delta.to_string(),
+                delta.to_string(),
             );
         }
         for s in &spent {
@@ -1249,20 +1279,25 @@ impl Replayer<'_> {
             let m = protocol::privacy::Mechanism::of(&spec, n);
             let rounds = before.get(&s.hospital).copied().unwrap_or(0);
             let epsilon = privacy.spent(&spec, n, rounds);
+            let sigma = privacy.noise_for(&spec, n);
+            let shown =
+                |r: &Result<f64, _>| r.as_ref().map_or_else(|e| format!("{e}"), f64::to_string);
             let want = format!(
-                "rate {}, {} steps, {rounds} rounds, epsilon {}",
+                "rate {}, noise {}, {} steps, {rounds} rounds, epsilon {}",
                 m.sampling_rate,
+                shown(&sigma),
                 m.steps,
-                epsilon
-                    .as_ref()
-                    .map_or_else(|e| e.to_string(), f64::to_string)
+                shown(&epsilon)
             );
             let found = format!(
-                "rate {}, {} steps, {} rounds, epsilon {}",
-                s.sampling_rate, s.steps, s.rounds, s.epsilon
+                "rate {}, noise {}, {} steps, {} rounds, epsilon {}",
+                s.sampling_rate, s.noise_multiplier, s.steps, s.rounds, s.epsilon
             );
             let same = epsilon.as_ref().is_ok_and(|e| {
                 protocol::privacy::same_epsilon(s.epsilon, *e)
+                    && sigma
+                        .as_ref()
+                        .is_ok_and(|x| protocol::privacy::same_epsilon(s.noise_multiplier, *x))
                     && protocol::privacy::same_epsilon(s.sampling_rate, m.sampling_rate)
                     && s.steps == m.steps
                     && s.rounds == rounds

@@ -87,6 +87,10 @@ pub struct DemoArgs {
     /// what each round spends, and the auditor's replay recomputes it.
     #[arg(long, conflicts_with_all = ["plaintext", "centralized"])]
     epsilon: Option<f64>,
+    /// With --epsilon: one noise multiplier for every hospital instead of each one's own (the
+    /// budget may then stop the job before its last round).
+    #[arg(long, requires = "epsilon")]
+    noise_multiplier: Option<f64>,
     /// Run the same job WITHOUT encryption, network or ledger, in this process, for comparison.
     #[arg(long, conflicts_with = "centralized")]
     plaintext: bool,
@@ -125,6 +129,9 @@ struct Summary {
     coordinator_peak_rss_mib: Option<f64>,
     /// Decryption shares computed for rounds already decrypted (the coordinator's count).
     wasted_shares: Option<u64>,
+    /// For a job with differential privacy: the epsilon each hospital's rows spent (ledger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    privacy_spent: Option<std::collections::BTreeMap<String, f64>>,
     dir: Option<PathBuf>,
 }
 
@@ -173,6 +180,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     if let Some(w) = summary.wasted_shares {
         println!("  decryption shares computed and not needed: {w}");
+    }
+    if let Some(p) = &summary.privacy_spent {
+        let each: Vec<String> = p.iter().map(|(h, e)| format!("{h} {e:.3}")).collect();
+        println!(
+            "  privacy spent (epsilon, by the ledger): {}",
+            each.join(", ")
+        );
     }
     if !summary.credits.is_empty() {
         println!("  credits:");
@@ -286,6 +300,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
         model_sha256: None,
         coordinator_peak_rss_mib: None,
         wasted_shares: None,
+        privacy_spent: None,
         dir: None,
     })
 }
@@ -442,34 +457,30 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         .map(|(s, h)| format!("{h} {} rows {:?}", s.rows, s.label_histogram))
         .collect();
     if let Some(epsilon) = args.epsilon {
-        // The noise that keeps every hospital within the budget over every round: the largest any
-        // hospital needs, from its training rows (a worker holds out a fifth of each class).
-        let mut sigma: f64 = 0.0;
-        for rows in &part.hospitals {
-            let train = training_rows(&data, rows, 0.2);
-            let m = fedchain_protocol::privacy::Mechanism::of(&spec, train);
-            let need = fedchain_protocol::accountant::noise_multiplier_for(
-                m.sampling_rate,
-                m.steps.saturating_mul(u64::from(spec.rounds)),
-                epsilon,
-                1e-5,
-            )
-            .context("--epsilon: deriving the noise multiplier")?;
-            sigma = sigma.max(need);
-        }
         jobfile.privacy = Some(crate::job::PrivacyFile {
             epsilon,
             delta: 1e-5,
             max_grad_norm: 1.0,
-            noise_multiplier: Some(sigma),
-            rows: None,
+            noise_multiplier: args.noise_multiplier,
         });
         spec = jobfile.to_spec()?;
-        if let Some(p) = &spec.privacy {
+        if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(&spec) {
+            // What each hospital will derive from its training rows (a worker holds out a fifth
+            // of each class).
+            let mut noise = Vec::new();
+            for (h, rows) in hospitals.iter().zip(&part.hospitals) {
+                let train = training_rows(&data, rows, 0.2);
+                let sigma = p
+                    .noise_for(&spec, train)
+                    .with_context(|| format!("--epsilon {epsilon}: {h}'s noise"))?;
+                noise.push(format!("{h} {sigma:.2}"));
+            }
             say(format!(
-                "  differential privacy: DP-SGD within epsilon {epsilon} at delta {:e} per \
-                 hospital, rows' gradients clipped to {}, noise multiplier {:.3}",
-                p.delta, p.max_grad_norm, p.noise_multiplier
+                "  differential privacy: each hospital trains with DP-SGD within epsilon \
+                 {epsilon} at delta {:e}, rows' gradients clipped to {}; noise multipliers: {}",
+                p.delta,
+                p.max_grad_norm,
+                noise.join(", ")
             ));
         }
     }
@@ -700,9 +711,19 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         .map(|(a, b)| (account_name(a), *b))
         .collect();
     let records = store.len();
+    // What each hospital's rows spent, as the ledger records it (the latest figure).
+    let mut privacy = std::collections::BTreeMap::new();
+    for i in 0..records {
+        if let fedchain_ledger::record::Body::PrivacySpent { spent, .. } = store.record(i)?.0.body {
+            for h in spent {
+                privacy.insert(h.hospital, h.epsilon);
+            }
+        }
+    }
     drop(store);
     let seconds = started.elapsed().as_secs_f64();
-    let rounds = f64::from(spec.rounds);
+    // A private job may stop before its last round.
+    let rounds = watched.rounds.len().max(1) as f64;
     if !report.ok() {
         for f in &report.findings {
             eprintln!("  finding: {f:?}");
@@ -727,6 +748,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         model_sha256: watched.model_sha256,
         coordinator_peak_rss_mib,
         wasted_shares: Some(wasted_shares),
+        privacy_spent: (!privacy.is_empty()).then_some(privacy),
         dir: args.dir.as_ref().map(|_| dir.clone()),
     })
 }

@@ -179,49 +179,22 @@ pub struct PrivacyFile {
     /// Every row's gradient is clipped to this L2 norm.
     #[serde(default = "d::max_grad_norm")]
     pub max_grad_norm: f64,
-    /// Noise standard deviation over `max_grad_norm`; derived from `rows` when not given.
+    /// Noise standard deviation over `max_grad_norm`, the same for every hospital; when not
+    /// given, each hospital derives its own from its rows, the smallest that keeps all the
+    /// job's rounds within `epsilon` for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_multiplier: Option<f64>,
-    /// The fewest training rows a hospital is expected to have: the noise multiplier is derived
-    /// so that such a hospital can take every round within `epsilon` (one with more rows spends
-    /// less; the ledger records what each actually spends, and the job stops before a round that
-    /// would take any hospital past the budget).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
 }
 
 impl PrivacyFile {
-    /// The spec's `privacy`, its noise multiplier derived for a job of `rounds` rounds of
-    /// `local_epochs` epochs in batches of `batch_size` when the file gives none.
-    pub fn to_spec(&self, rounds: u32, local_epochs: u32, batch_size: u32) -> Result<pb::Privacy> {
-        let noise_multiplier = match (self.noise_multiplier, self.rows) {
-            (Some(sigma), _) => sigma,
-            (None, Some(rows)) if rows > 0 => {
-                let probe = pb::JobSpec {
-                    local_epochs,
-                    batch_size: batch_size.max(1),
-                    ..Default::default()
-                };
-                let m = fedchain_protocol::privacy::Mechanism::of(&probe, rows);
-                fedchain_protocol::accountant::noise_multiplier_for(
-                    m.sampling_rate,
-                    m.steps.saturating_mul(u64::from(rounds)),
-                    self.epsilon,
-                    self.delta,
-                )
-                .context("[privacy]: deriving the noise multiplier")?
-            }
-            (None, _) => bail!(
-                "[privacy] needs noise_multiplier, or rows (the fewest training rows a hospital \
-                 is expected to have) to derive one from epsilon"
-            ),
-        };
-        Ok(pb::Privacy {
+    /// The spec's `privacy`.
+    pub fn to_spec(&self) -> pb::Privacy {
+        pb::Privacy {
             epsilon: self.epsilon,
             delta: self.delta,
             max_grad_norm: self.max_grad_norm,
-            noise_multiplier,
-        })
+            noise_multiplier: self.noise_multiplier.unwrap_or(0.0),
+        }
     }
 }
 
@@ -416,11 +389,7 @@ impl JobFile {
         };
         Ok(pb::JobSpec {
             torchscript_module: module,
-            privacy: self
-                .privacy
-                .as_ref()
-                .map(|p| p.to_spec(self.rounds, self.local_epochs, self.batch_size))
-                .transpose()?,
+            privacy: self.privacy.as_ref().map(PrivacyFile::to_spec),
             schema: Some(pb::DatasetSchema {
                 features,
                 target,

@@ -60,10 +60,10 @@ struct Spending {
     /// Epsilon spent on the job (the latest `PrivacySpent` figure).
     epsilon: f64,
     delta: f64,
-    /// The job's budget.
-    budget: f64,
+    /// The job's budget (none when the job's spec is not on the ledger).
+    budget: Option<f64>,
     /// What is left of it.
-    left: f64,
+    left: Option<f64>,
     /// The record of the latest figure.
     record: u64,
 }
@@ -119,7 +119,7 @@ fn report(ledger: &Path, consortium: &Path) -> Result<Report> {
                 spent: s,
                 ..
             } => {
-                let budget = budgets.get(&job).map_or(f64::NAN, |p| p.epsilon);
+                let budget = budgets.get(&job).map(|p| p.epsilon);
                 for h in s {
                     spent.insert(
                         (h.hospital.clone(), job),
@@ -130,7 +130,7 @@ fn report(ledger: &Path, consortium: &Path) -> Result<Report> {
                             epsilon: h.epsilon,
                             delta,
                             budget,
-                            left: budget - h.epsilon,
+                            left: budget.map(|b| b - h.epsilon),
                             record: index,
                         },
                     );
@@ -208,10 +208,17 @@ pub fn run(cmd: PrivacyCommand) -> Result<()> {
                 "{:<16} {:>5} {:>7} {:>10} {:>8} {:>10} {:>10}",
                 "hospital", "job", "rounds", "epsilon", "delta", "budget", "left"
             );
+            let shown = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.4}"));
             for s in &r.spending {
                 println!(
-                    "{:<16} {:>5} {:>7} {:>10.4} {:>8.0e} {:>10.4} {:>10.4}",
-                    s.hospital, s.job, s.rounds, s.epsilon, s.delta, s.budget, s.left
+                    "{:<16} {:>5} {:>7} {:>10.4} {:>8.0e} {:>10} {:>10}",
+                    s.hospital,
+                    s.job,
+                    s.rounds,
+                    s.epsilon,
+                    s.delta,
+                    shown(s.budget),
+                    shown(s.left)
                 );
             }
             println!("over all jobs (sums: an upper bound by basic composition):");

@@ -564,13 +564,17 @@ impl Job {
                 *n
             };
             let m = protocol::privacy::Mechanism::of(&self.valid.spec, rows);
-            // The round opened only because this figure was within the budget.
+            // The round opened only because this figure was within the budget; the largest
+            // finite number, should it not be, which the replay reports as past the budget.
             let epsilon = privacy
                 .spent(&self.valid.spec, rows, rounds)
                 .unwrap_or(f64::MAX);
             spent.push(PrivacySpend {
                 hospital: h,
                 sampling_rate: m.sampling_rate,
+                noise_multiplier: privacy
+                    .noise_for(&self.valid.spec, rows)
+                    .unwrap_or(f64::MAX),
                 steps: m.steps,
                 rounds,
                 epsilon,
@@ -581,7 +585,6 @@ impl Job {
             Body::PrivacySpent {
                 job: self.id,
                 round: self.round_no,
-                noise_multiplier: privacy.noise_multiplier,
                 delta: privacy.delta,
                 spent,
             },
@@ -849,6 +852,12 @@ impl Job {
                     self.phase = JobPhase::Running;
                     self.enrollment =
                         protocol::Enrollment::of(self.enrolled.iter().map(|e| e.samples));
+                    // Not even round 0 (whose pooled moments the budget does not cover) for a
+                    // job none of whose rounds fits.
+                    if let Err(over) = self.next_round_fits() {
+                        let reason = format!("no round fits the job's privacy budget: {over}");
+                        return Ok(Some(self.fail(reason, now, env)));
+                    }
                     return Ok(Some(self.open_round(0, now, env)));
                 }
                 if now >= deadline_ms {

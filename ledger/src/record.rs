@@ -188,8 +188,6 @@ pub enum Body {
         job: u64,
         /// Round number (from 1).
         round: u64,
-        /// Noise standard deviation over the clipping norm.
-        noise_multiplier: f64,
         /// The delta of every epsilon below.
         delta: f64,
         /// One per participant of the round, sorted by hospital.
@@ -294,6 +292,8 @@ pub struct PrivacySpend {
     pub hospital: String,
     /// Probability that a row was in a step's sample.
     pub sampling_rate: f64,
+    /// Its noise standard deviation over the clipping norm.
+    pub noise_multiplier: f64,
     /// DP-SGD steps it took in the round.
     pub steps: u64,
     /// Rounds of the job it took part in, this one included.
@@ -595,6 +595,19 @@ impl Record {
             return Err(LedgerError::InvalidArgument(format!(
                 "metric {name} is {v}; records hold finite numbers only"
             )));
+        }
+        if let Body::PrivacySpent { delta, spent, .. } = &self.body {
+            let figures = spent
+                .iter()
+                .flat_map(|s| [s.sampling_rate, s.noise_multiplier, s.epsilon]);
+            if let Some(v) = std::iter::once(*delta)
+                .chain(figures)
+                .find(|v| !v.is_finite())
+            {
+                return Err(LedgerError::InvalidArgument(format!(
+                    "a privacy figure is {v}; records hold finite numbers only"
+                )));
+            }
         }
         serde_json::to_vec(self).map_err(|e| LedgerError::InvalidArgument(format!("record: {e}")))
     }

@@ -14,7 +14,7 @@
 //! feature moments (means and variances of the consortium's rows), the declared row counts and
 //! the evaluation figures on held-out rows.
 
-use crate::accountant::{epsilon_of, AccountantError};
+use crate::accountant::{epsilon_of, noise_multiplier_for, AccountantError};
 use fedchain_proto::v1::{JobSpec, Privacy};
 
 /// The largest epsilon a job may budget: beyond it a bound says nothing.
@@ -29,8 +29,9 @@ pub struct JobPrivacy {
     pub delta: f64,
     /// Every row's gradient is clipped to this L2 norm.
     pub max_grad_norm: f64,
-    /// Noise standard deviation over `max_grad_norm`.
-    pub noise_multiplier: f64,
+    /// Noise standard deviation over `max_grad_norm`, the same for every hospital; `None`:
+    /// each hospital's own, derived from its rows ([`JobPrivacy::noise_for`]).
+    pub noise_multiplier: Option<f64>,
 }
 
 impl JobPrivacy {
@@ -54,14 +55,14 @@ impl JobPrivacy {
                 p.max_grad_norm
             ));
         }
+        // 0 (the field unset): derived for each hospital.
         if !(p.noise_multiplier.is_finite()
-            && p.noise_multiplier > 0.0
+            && p.noise_multiplier >= 0.0
             && p.noise_multiplier <= 1e4)
         {
             return Err(format!(
-                "privacy.noise_multiplier must be positive and at most 10000, got {} (derive one \
-                 with `fedchain privacy noise --epsilon E --sampling-rate Q --steps S`, Q being \
-                 batch_size / rows and S rounds x local_epochs x rows / batch_size)",
+                "privacy.noise_multiplier must be between 0 and 10000, got {} (0, or leave it \
+                 out: each hospital derives its own from its rows and the budget)",
                 p.noise_multiplier
             ));
         }
@@ -69,7 +70,7 @@ impl JobPrivacy {
             epsilon: p.epsilon,
             delta: p.delta,
             max_grad_norm: p.max_grad_norm,
-            noise_multiplier: p.noise_multiplier,
+            noise_multiplier: (p.noise_multiplier > 0.0).then_some(p.noise_multiplier),
         })
     }
 
@@ -78,13 +79,31 @@ impl JobPrivacy {
         spec.privacy.as_ref().and_then(|p| Self::check(p).ok())
     }
 
+    /// The noise multiplier of a hospital of `rows` training rows: the job's, or the smallest
+    /// that keeps all of `spec`'s rounds within the budget for such a hospital (a small
+    /// hospital's samples are a larger share of its rows, so it needs more noise than a large
+    /// one). Each hospital's noise is its own (it protects its own rows), so they need not be
+    /// the same; the derivation is deterministic, and every party gets the same figure.
+    pub fn noise_for(&self, spec: &JobSpec, rows: u64) -> Result<f64, AccountantError> {
+        if let Some(sigma) = self.noise_multiplier {
+            return Ok(sigma);
+        }
+        let m = Mechanism::of(spec, rows);
+        noise_multiplier_for(
+            m.sampling_rate,
+            m.steps.saturating_mul(u64::from(spec.rounds)),
+            self.epsilon,
+            self.delta,
+        )
+    }
+
     /// Epsilon a hospital of `rows` training rows has spent after taking part in `rounds`
     /// training rounds of `spec`.
     pub fn spent(&self, spec: &JobSpec, rows: u64, rounds: u64) -> Result<f64, AccountantError> {
         let m = Mechanism::of(spec, rows);
         epsilon_of(
             m.sampling_rate,
-            self.noise_multiplier,
+            self.noise_for(spec, rows)?,
             m.steps.saturating_mul(rounds),
             self.delta,
         )
@@ -107,7 +126,7 @@ impl Mechanism {
         let rows = rows.max(1);
         Mechanism {
             sampling_rate: (batch as f64 / rows as f64).min(1.0),
-            steps: u64::from(spec.local_epochs) * rows.div_ceil(batch),
+            steps: u64::from(spec.local_epochs).saturating_mul(rows.div_ceil(batch)),
         }
     }
 }
@@ -228,8 +247,8 @@ mod tests {
             (privacy(0.0, 1.0), "privacy.epsilon"),
             (privacy(f64::NAN, 1.0), "privacy.epsilon"),
             (privacy(1000.0, 1.0), "privacy.epsilon"),
-            (privacy(1.0, 0.0), "privacy.noise_multiplier"),
-            (privacy(1.0, -1.0), "fedchain privacy noise"),
+            (privacy(1.0, -1.0), "privacy.noise_multiplier"),
+            (privacy(1.0, f64::NAN), "each hospital derives its own"),
             (
                 Privacy {
                     delta: 0.5,
@@ -297,6 +316,39 @@ mod tests {
                 "stopped by the privacy budget after round 3 of 10: the next round would take h1"
             )
         );
+    }
+
+    /// Without a noise multiplier in the spec, each hospital's is derived from its rows: all the
+    /// job's rounds spend at most the budget, nearly all of it, and a small hospital gets more
+    /// noise than a large one.
+    #[test]
+    fn a_derived_noise_multiplier_fits_each_hospital_to_the_budget() {
+        let s = JobSpec {
+            rounds: 8,
+            ..spec(2, 32, privacy(3.0, 0.0))
+        };
+        let p = JobPrivacy::of(&s).unwrap();
+        assert_eq!(p.noise_multiplier, None);
+        let (small, large) = (p.noise_for(&s, 15).unwrap(), p.noise_for(&s, 400).unwrap());
+        assert!(small > large && large > 0.5, "{small} {large}");
+        for rows in [15, 40, 120, 400, 5000] {
+            let all = p.spent(&s, rows, 8).unwrap();
+            assert!(all <= 3.0 && all > 2.9, "{rows} rows: {all}");
+            assert!(next_round_fits(
+                &p,
+                &s,
+                [Participant {
+                    hospital: "h",
+                    rows,
+                    rounds: 7
+                }]
+            )
+            .is_ok());
+        }
+        // Given, it is everyone's.
+        let fixed = JobPrivacy::of(&spec(2, 32, privacy(3.0, 1.3))).unwrap();
+        assert_eq!(fixed.noise_for(&s, 15).unwrap(), 1.3);
+        assert_eq!(fixed.noise_for(&s, 400).unwrap(), 1.3);
     }
 
     #[test]

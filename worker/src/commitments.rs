@@ -76,6 +76,14 @@ impl Commitments {
         })
     }
 
+    /// How many rounds of `job` other than `round` this hospital answered `act` for.
+    pub fn rounds_besides(&self, act: Act, job: u64, round: u64) -> u64 {
+        self.given
+            .keys()
+            .filter(|(a, j, r)| *a == act && *j == job && *r != round)
+            .count() as u64
+    }
+
     /// Records that this hospital answers `act` for `job` and `round` on `digest`, durably, unless
     /// it answered already: the same digest again is fine, another one is refused with the reason.
     pub fn commit(&mut self, act: Act, job: u64, round: u64, digest: Hash) -> Result<(), String> {

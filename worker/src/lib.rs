@@ -12,6 +12,7 @@
 
 pub mod commitments;
 pub mod node;
+pub mod privacy_log;
 pub mod watchdog;
 
 pub use node::share_cost_us;
@@ -144,7 +145,9 @@ pub fn local_round_dp(
     })?;
     let dp = fedchain_models::dp::DpSgd {
         max_grad_norm: privacy.max_grad_norm,
-        noise_multiplier: privacy.noise_multiplier,
+        noise_multiplier: privacy
+            .noise_for(job, data.samples())
+            .map_err(|e| ModelError::InvalidArgument(format!("the job's noise: {e}")))?,
     };
     let mut model = Model::for_job(spec, &job.torchscript_module, global, device)?;
     let run = fedchain_models::dp::train_dp(&mut model, &data.train, config, &dp, rng, |_| {})?;

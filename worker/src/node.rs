@@ -64,6 +64,7 @@ use tch::Device;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::commitments::{Act, Commitments};
+use crate::privacy_log::{JobMechanism, PrivacyLog};
 use crate::watchdog::{within_limit, StoppedModules, STOPPED_FILE};
 use crate::{evaluate_global, local_round, local_round_dp, LocalData};
 
@@ -402,6 +403,8 @@ pub struct Node {
     dial: Option<Dial>,
     /// The aggregates decrypted and models trained, per job and round (see [`Commitments`]).
     commitments: Commitments,
+    /// The mechanisms of the private jobs it trained in: its own count of what its rows spent.
+    privacy: PrivacyLog,
     /// The researchers' modules this worker stopped for running past its limit.
     stopped: StoppedModules,
     /// What a decryption share costs this machine per ciphertext (µs), once measured.
@@ -437,6 +440,7 @@ impl Node {
         let witness =
             Witness::open(identity.clone(), log, &cfg.state.join("witness.txt")).map_err(setup)?;
         let commitments = Commitments::open(&cfg.state.join("commitments.txt")).map_err(setup)?;
+        let privacy = PrivacyLog::open(&cfg.state.join("privacy.txt")).map_err(setup)?;
         let choice: DeviceChoice = cfg.device.parse().map_err(setup)?;
         let device = pick_device(choice).map_err(setup)?;
         if !(cfg.test_fraction > 0.0 && cfg.test_fraction < 1.0) {
@@ -463,6 +467,7 @@ impl Node {
             connections: 0,
             dial: None,
             commitments,
+            privacy,
             stopped,
             share_cost_us: None,
         })
@@ -694,28 +699,82 @@ impl Node {
         }
     }
 
-    /// What this hospital's rows spent on jobs with differential privacy other than `offered`,
-    /// by the ledger up to the last checkpoint this hospital cosigned (its records checked
-    /// against that checkpoint's root, so the coordinator cannot leave a figure out): each
-    /// job's latest `PrivacySpent` figure for it, or, for a job it is still enrolled in, the
-    /// job's whole budget, which it may yet spend.
+    /// Whether this hospital trains round `round` of private job `job` on its `rows` training
+    /// rows: a round the job has, that keeps its rows within the job's budget by its own count
+    /// (the model rounds it trained, whatever the coordinator says), its mechanism recorded
+    /// first for its lifetime budget. The coordinator should never ask otherwise; the hospital
+    /// does not rely on it.
+    fn privacy_allows(
+        &mut self,
+        spec: &pb::JobSpec,
+        p: &fedchain_protocol::privacy::JobPrivacy,
+        job: u64,
+        round: u64,
+        rows: u64,
+    ) -> Result<(), String> {
+        if round > u64::from(spec.rounds) {
+            return Err(format!(
+                "round {round}: refusing to train: job {job} has {} rounds",
+                spec.rounds
+            ));
+        }
+        let done = self.commitments.rounds_besides(Act::Train, job, round);
+        let spent = p
+            .spent(spec, rows, done + 1)
+            .map_err(|e| format!("round {round}: the job's privacy: {e}"))?;
+        if spent > p.epsilon {
+            return Err(format!(
+                "round {round}: refusing to train: a round more than the {done} this hospital \
+                 trained would take its rows to epsilon {spent:.4}, past job {job}'s budget of {}",
+                p.epsilon
+            ));
+        }
+        let m = fedchain_protocol::privacy::Mechanism::of(spec, rows);
+        self.privacy.record(
+            job,
+            JobMechanism {
+                sampling_rate: m.sampling_rate,
+                noise_multiplier: p
+                    .noise_for(spec, rows)
+                    .map_err(|e| format!("the job's noise: {e}"))?,
+                steps: m.steps,
+                delta: p.delta,
+                budget: p.epsilon,
+            },
+        )
+    }
+
+    /// What this hospital's rows spent, or may yet spend, on jobs with differential privacy
+    /// other than `offered`. Per job, the most of: its own count (the mechanism it recorded before
+    /// training, composed over the rounds it trained); the ledger's latest `PrivacySpent` figure
+    /// for it; and the job's whole budget while the job has not ended (it may spend all of it),
+    /// for a job it enrolled in by the ledger or is working on now. The ledger is read up to the
+    /// checkpoint this hospital last cosigned, and checked against that checkpoint's root.
     async fn lifetime_spent(
         &self,
         ledger: &mut LedgerServiceClient<Channel>,
         offered: u64,
     ) -> Result<LifetimeSpent, String> {
         use fedchain_ledger::record::Record;
-        let Some(cp) = self.witness.last().cloned() else {
-            return Ok(LifetimeSpent::default());
-        };
-        let mut leaves = Vec::with_capacity(cp.size as usize);
         let mut figures: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        let mut raise = |job: u64, epsilon: f64, delta: f64| {
+            let f = figures.entry(job).or_insert((0.0, 0.0));
+            *f = (f.0.max(epsilon), f.1.max(delta));
+        };
+        for (job, m) in self.privacy.jobs() {
+            let rounds = self.commitments.rounds_besides(Act::Train, *job, 0);
+            raise(*job, m.spent(rounds), m.delta);
+        }
+        let size = self.witness.last().map_or(0, |cp| cp.size);
+        let mut leaves = Vec::with_capacity(size as usize);
+        let mut specs: BTreeMap<u64, Hash> = BTreeMap::new();
+        let mut enrolled = std::collections::BTreeSet::new();
         let mut ended = std::collections::BTreeSet::new();
-        while (leaves.len() as u64) < cp.size {
+        while (leaves.len() as u64) < size {
             let mut stream = ledger
                 .get_records(pb::RecordRange {
                     start: leaves.len() as u64,
-                    end: cp.size,
+                    end: size,
                 })
                 .await
                 .map_err(|s| {
@@ -738,11 +797,17 @@ impl Node {
                 let record = Record::decode(&e.record)
                     .map_err(|e| format!("a ledger record does not decode: {e}"))?;
                 match record.body {
+                    Body::JobSubmitted { job, spec, .. } => {
+                        specs.insert(job, spec);
+                    }
+                    Body::HospitalEnrolled { job, hospital, .. } if hospital == self.name => {
+                        enrolled.insert(job);
+                    }
                     Body::PrivacySpent {
                         job, delta, spent, ..
                     } => {
                         if let Some(mine) = spent.iter().find(|s| s.hospital == self.name) {
-                            figures.insert(job, (mine.epsilon, delta));
+                            raise(job, mine.epsilon, delta);
                         }
                     }
                     Body::JobFinished { job, .. } => {
@@ -755,18 +820,41 @@ impl Node {
                 return Err("the ledger sent no records".into());
             }
         }
-        if fedchain_ledger::merkle::root(&leaves) != cp.root {
-            return Err(format!(
-                "the ledger's first {} records are not the ones this hospital cosigned",
-                cp.size
-            ));
+        if let Some(cp) = self.witness.last() {
+            if fedchain_ledger::merkle::root(&leaves) != cp.root {
+                return Err(format!(
+                    "the ledger's first {} records are not the ones this hospital cosigned",
+                    cp.size
+                ));
+            }
         }
-        // Jobs still running may spend up to their budget.
-        for (id, ctx) in &self.jobs {
-            if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(&ctx.valid.spec) {
-                if !ended.contains(id) {
-                    figures.insert(*id, (p.epsilon, p.delta));
-                }
+        // Jobs not ended may yet spend their whole budget.
+        let mut running: BTreeMap<u64, pb::JobSpec> = self
+            .jobs
+            .iter()
+            .filter(|(id, _)| !ended.contains(*id))
+            .map(|(id, ctx)| (*id, ctx.valid.spec.clone()))
+            .collect();
+        for job in enrolled.difference(&ended) {
+            if running.contains_key(job) {
+                continue;
+            }
+            let Some(digest) = specs.get(job) else {
+                continue;
+            };
+            let bytes = fetch_blob(ledger, digest).await?;
+            if sha256(&bytes) != *digest {
+                return Err(format!(
+                    "the ledger's spec of job {job} is not the one recorded"
+                ));
+            }
+            let spec = pb::JobSpec::decode(bytes.as_slice())
+                .map_err(|e| format!("job {job}'s spec: {e}"))?;
+            running.insert(*job, spec);
+        }
+        for (job, spec) in &running {
+            if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(spec) {
+                raise(*job, p.epsilon, p.delta);
             }
         }
         figures.remove(&offered);
@@ -1045,6 +1133,10 @@ impl Node {
                 None => return Err("the task carries no model".into()),
             };
             let global = check_model(&file, &t.model, &model_spec)?;
+            if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(&spec) {
+                let rows = self.scaled(t.job, &t.statistics)?.samples();
+                self.privacy_allows(&spec, &p, t.job, t.round, rows)?;
+            }
             // One round, one starting model: written before the update leaves.
             self.commitments
                 .commit(Act::Train, t.job, t.round, ModelDigest::of(&global).0)?;
@@ -1554,6 +1646,32 @@ fn enrolled_count_fits(
         "the task says {contributors} hospitals are enrolled; the key needs between {t} and {n} \
          (is the coordinator older than this worker?)"
     ))
+}
+
+/// Blob `digest` from the coordinator's ledger service, at most `limits::MAX_STREAM_BYTES`.
+async fn fetch_blob(
+    ledger: &mut LedgerServiceClient<Channel>,
+    digest: &Hash,
+) -> Result<Vec<u8>, String> {
+    let mut stream = ledger
+        .get_blob(pb::Digest {
+            sha256: digest.to_vec(),
+        })
+        .await
+        .map_err(|s| format!("reading blob {}: {}", hex::encode(digest), s.message()))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(c) = stream
+        .message()
+        .await
+        .map_err(|s| s.message().to_string())?
+    {
+        bytes.extend_from_slice(&c.data);
+        if bytes.len() as u64 > limits::MAX_STREAM_BYTES {
+            return Err(format!("blob {} is too large", hex::encode(digest)));
+        }
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -581,3 +581,75 @@ fn replay_recomputes_the_privacy_each_round_spends() {
         "{text}"
     );
 }
+
+/// One noise multiplier for every hospital, and a budget that two rounds fit and three do not:
+/// the job stops after round 2 of 4, says so in its summary, releases round 2's model, and
+/// replays cleanly; the same ledger with another summary, re-signed, does not.
+#[test]
+fn a_job_its_privacy_budget_stops_early_replays_and_its_stop_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = |dir: &Path, rounds: &str, epsilon: &str| {
+        json(&fedchain(&[
+            "demo",
+            "--rounds",
+            rounds,
+            "--epsilon",
+            epsilon,
+            "--noise-multiplier",
+            "1.0",
+            "--bits",
+            "1024",
+            "--device",
+            "cpu",
+            "--dir",
+            s(dir),
+            "--json",
+        ]))
+    };
+    // What two rounds spend at this noise, for the hospital that spends the most.
+    let probe = demo(&tmp.path().join("probe"), "2", "100");
+    let two = probe["privacy_spent"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|e| e.as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let budget = format!("{}", two * 1.01);
+    let stopped = tmp.path().join("stopped");
+    let summary = demo(&stopped, "4", &budget);
+    assert_eq!(summary["rounds"].as_array().unwrap().len(), 2, "{summary}");
+    let auditor = stopped.join("consortium/auditors/audra");
+    let replayed = json(&fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(&stopped.join("ledger")),
+        "--consortium",
+        s(&auditor),
+        "--json",
+    ]));
+    assert_eq!(replayed["ok"], true, "{replayed}");
+    let store = Store::open(&stopped.join("ledger"), "fedchain-log").unwrap();
+    let reason = (0..store.len())
+        .find_map(|i| match store.record(i).unwrap().0.body {
+            Body::JobFinished { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .unwrap();
+    drop(store);
+    assert!(
+        reason.starts_with("stopped by the privacy budget after round 2 of 4: the next round"),
+        "{reason}"
+    );
+    // A summary that hides the stop.
+    let hidden = tmp.path().join("hidden");
+    rebuild(&stopped, &hidden, &mut |_, body, _, _| {
+        if let Body::JobFinished { reason, .. } = body {
+            *reason = reason.split("; ").last().unwrap().to_string();
+        }
+    });
+    verify_ok(&stopped, &hidden);
+    let (ok, text) = replay(&stopped, &hidden);
+    assert!(!ok, "{text}");
+    assert!(text.contains("final summary recomputed"), "{text}");
+}
