@@ -468,6 +468,13 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
             "record": d.record_index,
         })).collect::<Vec<_>>(),
         "wasted_shares": s.wasted_shares,
+        "privacy_budget": (s.privacy_budget > 0.0).then_some(s.privacy_budget),
+        "privacy": s.privacy.iter().map(|p| json!({
+            "hospital": p.hospital,
+            "rounds": p.rounds,
+            "epsilon": p.epsilon,
+            "noise_multiplier": p.noise_multiplier,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -952,6 +959,30 @@ pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
                         println!(
                             "  decryption shares computed for rounds already decrypted: {}",
                             s.wasted_shares
+                        );
+                    }
+                    if s.privacy_budget > 0.0 {
+                        let each: Vec<String> = s
+                            .privacy
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{} {:.3} in {} rounds (noise {:.2})",
+                                    printable(&p.hospital),
+                                    p.epsilon,
+                                    p.rounds,
+                                    p.noise_multiplier
+                                )
+                            })
+                            .collect();
+                        println!(
+                            "  privacy spent of the budget of epsilon {}: {}",
+                            s.privacy_budget,
+                            if each.is_empty() {
+                                "nothing yet".to_string()
+                            } else {
+                                each.join(", ")
+                            }
                         );
                     }
                 }

@@ -21,12 +21,14 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const SHARE_SLACK: u64 = 3;
 
 /// Part of every budget that does not grow with the ciphertexts: fetching the round, checking
-/// its submissions' signatures, the transfers.
-pub const SHARE_ALLOWANCE_MS: u64 = 2_000;
+/// its submissions' signatures, the transfers, and a machine busy with other work. At 2 s, a
+/// live primary on a loaded 2-core machine ran past it in a small round, a backup decrypted in
+/// its place, and the credit policy penalised the primary for a share it was computing.
+pub const SHARE_ALLOWANCE_MS: u64 = 5_000;
 
 /// The budget of a decryptor whose cost nobody in the job has reported or shown (a worker older
-/// than the cost report, or a coordinator just restarted).
-pub const BACKUP_DECRYPT_MS: u64 = 3_000;
+/// than the cost report, or a coordinator just restarted): no less than the allowance.
+pub const BACKUP_DECRYPT_MS: u64 = 6_000;
 
 /// Largest cost per ciphertext taken from a report, 10 s: far above any real share, so a report
 /// cannot overflow a budget (budgets are capped by the share deadline anyway).
@@ -206,21 +208,21 @@ mod tests {
         let mut c = ShareCosts::default();
         assert_eq!(c.budget_ms("a", 100, u64::MAX), BACKUP_DECRYPT_MS);
         c.report("a", 10_000);
-        // 2 s + 3 x 100 x 10 ms.
-        assert_eq!(c.budget_ms("a", 100, u64::MAX), 5_000);
+        // 5 s + 3 x 100 x 10 ms.
+        assert_eq!(c.budget_ms("a", 100, u64::MAX), 8_000);
         assert_eq!(c.budget_ms("a", 100, 4_000), 4_000, "capped");
         // b reported nothing: judged at the median known cost.
-        assert_eq!(c.budget_ms("b", 100, u64::MAX), 5_000);
+        assert_eq!(c.budget_ms("b", 100, u64::MAX), 8_000);
         let mut m = ShareCosts::default();
         for (h, us) in [("x", 1_000), ("y", 2_000), ("z", 9_000_000)] {
             m.report(h, us);
         }
-        // 2 s + 3 x 100 x 2 ms: z's inflated report does not set the others' budget.
-        assert_eq!(m.budget_ms("new", 100, u64::MAX), 2_600);
-        // a's share took 12 s for 100: 100 ms each once the allowance is off; that is larger
+        // 5 s + 3 x 100 x 2 ms: z's inflated report does not set the others' budget.
+        assert_eq!(m.budget_ms("new", 100, u64::MAX), 5_600);
+        // a's share took 12 s for 100: 70 ms each once the 5 s allowance is off; that is larger
         // than its report, so it counts.
         c.observe("a", 12_000, 100);
-        assert_eq!(c.per_ciphertext_us("a"), Some(100_000));
+        assert_eq!(c.per_ciphertext_us("a"), Some(70_000));
         // A fast share does not lower the budget below the report.
         c.observe("a", 1_000, 100);
         assert_eq!(c.per_ciphertext_us("a"), Some(10_000));

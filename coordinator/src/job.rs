@@ -468,6 +468,8 @@ pub struct Job {
     pub privacy_rounds: BTreeMap<String, u64>,
     /// The round after which the privacy budget stopped the job, and why.
     pub budget_stop: Option<(u64, String)>,
+    /// Each hospital's latest `PrivacySpent` entry, as written or restored.
+    pub privacy_spent: BTreeMap<String, PrivacySpend>,
 }
 
 fn entry(now: u64, id: &str, role: Role, outcome: Outcome, body: Body) -> Entry {
@@ -533,6 +535,7 @@ impl Job {
             declined: BTreeMap::new(),
             privacy_rounds: BTreeMap::new(),
             budget_stop: None,
+            privacy_spent: BTreeMap::new(),
         }
     }
 
@@ -570,7 +573,7 @@ impl Job {
                 .spent(&self.valid.spec, rows, rounds)
                 .unwrap_or(f64::MAX);
             spent.push(PrivacySpend {
-                hospital: h,
+                hospital: h.clone(),
                 sampling_rate: m.sampling_rate,
                 noise_multiplier: privacy
                     .noise_for(&self.valid.spec, rows)
@@ -579,6 +582,9 @@ impl Job {
                 rounds,
                 epsilon,
             });
+        }
+        for s in &spent {
+            self.privacy_spent.insert(s.hospital.clone(), s.clone());
         }
         Some(coord(
             now,
@@ -1028,6 +1034,8 @@ impl Job {
             }
             let rounds = u64::from(self.valid.spec.rounds);
             let why = protocol::privacy::budget_stop_reason(r, rounds, over);
+            // What `job status` shows; the ledger has it in the job's JobFinished summary.
+            self.reason = why.clone();
             self.budget_stop = Some((r, why));
         }
         if r < self.last_round() {

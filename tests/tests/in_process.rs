@@ -800,6 +800,19 @@ async fn a_hospital_whose_lifetime_budget_is_spent_declines_the_next_private_job
     let (end, status) = run_to_end(&mut jobs, private(1, budget)).await;
     assert!(matches!(end, pb::job_event::Event::Finished(_)), "{end:?}");
     assert_eq!(status.hospitals, ["h1", "h2", "h3"], "{status:?}");
+    // What each spent, as the researcher sees it: one round, within the budget.
+    assert_eq!(status.privacy_budget, budget);
+    let spent: Vec<(&str, u64)> = status
+        .privacy
+        .iter()
+        .map(|p| (p.hospital.as_str(), p.rounds))
+        .collect();
+    assert_eq!(spent, [("h1", 1), ("h2", 1), ("h3", 1)], "{status:?}");
+    assert!(status
+        .privacy
+        .iter()
+        .all(|p| p.epsilon > 0.0 && p.epsilon <= budget && p.noise_multiplier == 1.0));
+    assert_eq!(status.privacy[0].epsilon, one);
 
     let (end, status) = run_to_end(&mut jobs, private(2, budget)).await;
     assert!(matches!(end, pb::job_event::Event::Finished(_)), "{end:?}");

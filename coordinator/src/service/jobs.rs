@@ -273,6 +273,17 @@ impl Shared {
             researcher: job.researcher.clone(),
             declined: declined(job),
             wasted_shares: job.wasted_shares,
+            privacy: job
+                .privacy_spent
+                .values()
+                .map(|s| pb::HospitalPrivacy {
+                    hospital: s.hospital.clone(),
+                    rounds: s.rounds,
+                    epsilon: s.epsilon,
+                    noise_multiplier: s.noise_multiplier,
+                })
+                .collect(),
+            privacy_budget: job.valid.spec.privacy.as_ref().map_or(0.0, |p| p.epsilon),
         }
     }
 

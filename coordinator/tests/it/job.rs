@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use fedchain_coordinator::decryptors::BACKUP_DECRYPT_MS;
+use fedchain_coordinator::decryptors::{BACKUP_DECRYPT_MS, SHARE_ALLOWANCE_MS};
 use fedchain_coordinator::job::{
     Decline, Enrollment, Job, JobEnv, JobError, JobPhase, ShareSubmission, Submission, Task,
     Writes, MAX_DECLINES,
@@ -746,7 +746,7 @@ fn a_backup_decrypts_only_once_a_primary_runs_past_its_work_and_a_late_share_is_
     let mut job = closed_round(&mut ledger, [1_000_000, 100_000, 50_000], 20);
     let ciphertexts = job.round.as_ref().unwrap().ciphertexts() as u64;
     assert!(ciphertexts > 0);
-    let budget = |us: u64| 2_000 + 3 * us * ciphertexts / 1000;
+    let budget = |us: u64| SHARE_ALLOWANCE_MS + 3 * us * ciphertexts / 1000;
     assert!(asked(&job, "h1") && asked(&job, "h2") && !asked(&job, "h3"));
     // h1 answers at once; h2 is within its budget, so h3 is not asked, however long the
     // fixed 3 s of before would have been.
@@ -926,6 +926,13 @@ fn a_private_job_records_its_spending_and_stops_before_its_budget_runs_out() {
     }
     // Round 3 would pass the budget: the job evaluates round 2's model as its last.
     assert_eq!(job.last_round(), 2);
+    assert!(
+        job.reason
+            .starts_with("stopped by the privacy budget after round 2 of 10"),
+        "{}",
+        job.reason
+    );
+    assert_eq!(job.privacy_spent.len(), 3);
     assert_eq!(
         job.phase,
         JobPhase::Evaluating {
