@@ -169,8 +169,8 @@ struct JobReplay {
     evaluated: BTreeMap<String, protocol::Evaluation>,
     /// Per hospital, its declines recorded so far and the latest reason.
     declines: BTreeMap<String, (u32, String)>,
-    /// For a job with differential privacy: the training rounds each hospital took part in, as
-    /// its `PrivacySpent` records say.
+    /// For a job with differential privacy: the training rounds each hospital took part in,
+    /// counted from `RoundClosed` (not from what `PrivacySpent` records say).
     privacy_rounds: BTreeMap<String, u64>,
     /// The round after which the privacy budget stops the job, and the reason its summary
     /// starts with.

@@ -221,7 +221,7 @@ fn add_noise(
     })
 }
 
-/// Trains `model` on `data` with DP-SGD: `config.epochs` epochs of `rows / batch_size` steps,
+/// Trains `model` on `data` with DP-SGD: `config.epochs` epochs of `ceil(rows / batch_size)` steps,
 /// each on a Poisson sample of rate `batch_size / rows` (the sampling the accountant assumes),
 /// with the optimizer of `config`. The samples and the noise both come from `rng`, which must be
 /// secret: the accountant's gain from sampling holds only if nobody knows which rows a step
