@@ -1276,30 +1276,24 @@ impl Replayer<'_> {
             let Some(&n) = rows.get(&s.hospital) else {
                 continue;
             };
-            let m = protocol::privacy::Mechanism::of(&spec, n);
             let rounds = before.get(&s.hospital).copied().unwrap_or(0);
-            let epsilon = privacy.spent(&spec, n, rounds);
-            let sigma = privacy.noise_for(&spec, n);
-            let shown =
-                |r: &Result<f64, _>| r.as_ref().map_or_else(|e| format!("{e}"), f64::to_string);
-            let want = format!(
-                "rate {}, noise {}, {} steps, {rounds} rounds, epsilon {}",
-                m.sampling_rate,
-                shown(&sigma),
-                m.steps,
-                shown(&epsilon)
-            );
+            let spend = privacy.spend(&spec, n, rounds);
+            let want = match &spend {
+                Ok(x) => format!(
+                    "rate {}, noise {}, {} steps, {rounds} rounds, epsilon {}",
+                    x.mechanism.sampling_rate, x.noise_multiplier, x.mechanism.steps, x.epsilon
+                ),
+                Err(e) => format!("{rounds} rounds, figures the accountant computes ({e})"),
+            };
             let found = format!(
                 "rate {}, noise {}, {} steps, {} rounds, epsilon {}",
                 s.sampling_rate, s.noise_multiplier, s.steps, s.rounds, s.epsilon
             );
-            let same = epsilon.as_ref().is_ok_and(|e| {
-                protocol::privacy::same_epsilon(s.epsilon, *e)
-                    && sigma
-                        .as_ref()
-                        .is_ok_and(|x| protocol::privacy::same_epsilon(s.noise_multiplier, *x))
-                    && protocol::privacy::same_epsilon(s.sampling_rate, m.sampling_rate)
-                    && s.steps == m.steps
+            let same = spend.as_ref().is_ok_and(|x| {
+                protocol::privacy::same_epsilon(s.epsilon, x.epsilon)
+                    && protocol::privacy::same_epsilon(s.noise_multiplier, x.noise_multiplier)
+                    && protocol::privacy::same_epsilon(s.sampling_rate, x.mechanism.sampling_rate)
+                    && s.steps == x.mechanism.steps
                     && s.rounds == rounds
             });
             if !same {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fedchain_consortium::{self as consortium, InitOptions, TRUST_FILE};
-use fedchain_datasets::{write_split_as, write_split_images, Builtin, Dataset, ImageFormat};
+use fedchain_datasets::{write_split_as, write_split_images, Builtin, ImageFormat};
 use fedchain_ledger::credits::Account;
 use fedchain_ledger::note;
 use fedchain_ledger::store::Store;
@@ -347,25 +347,6 @@ fn terminate(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-/// The rows a worker trains on out of `rows` of `data`: what `train_test_split` leaves after
-/// holding out `test_fraction` of each class (of all rows, for regression), rounded.
-fn training_rows(data: &Dataset, rows: &[usize], test_fraction: f64) -> u64 {
-    let held = |n: usize| (n as f64 * test_fraction).round() as usize;
-    let kept = match data.task().classes() {
-        Some(classes) => {
-            let mut per = vec![0usize; classes];
-            for &i in rows {
-                if let Some(c) = data.label(i) {
-                    per[c] += 1;
-                }
-            }
-            per.iter().map(|&n| n - held(n)).sum()
-        }
-        None => rows.len() - held(rows.len()),
-    };
-    kept as u64
-}
-
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -469,7 +450,10 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             // of each class).
             let mut noise = Vec::new();
             for (h, rows) in hospitals.iter().zip(&part.hospitals) {
-                let train = training_rows(&data, rows, 0.2);
+                // The worker's own split: its rows less the held-out fifth of each class.
+                let (train, _) =
+                    fedchain_datasets::train_test_split(&data.subset(rows), 0.2, args.seed)?;
+                let train = train.len() as u64;
                 let sigma = p
                     .noise_for(&spec, train)
                     .with_context(|| format!("--epsilon {epsilon}: {h}'s noise"))?;

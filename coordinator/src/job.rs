@@ -567,17 +567,15 @@ impl Job {
                 *n
             };
             let m = protocol::privacy::Mechanism::of(&self.valid.spec, rows);
-            // The round opened only because this figure was within the budget; the largest
-            // finite number, should it not be, which the replay reports as past the budget.
-            let epsilon = privacy
-                .spent(&self.valid.spec, rows, rounds)
-                .unwrap_or(f64::MAX);
+            // The round opened only because these figures were within the budget; the largest
+            // finite number, should they not be, which the replay reports as past the budget.
+            let (noise_multiplier, epsilon) = privacy
+                .spend(&self.valid.spec, rows, rounds)
+                .map_or((f64::MAX, f64::MAX), |s| (s.noise_multiplier, s.epsilon));
             spent.push(PrivacySpend {
                 hospital: h.clone(),
                 sampling_rate: m.sampling_rate,
-                noise_multiplier: privacy
-                    .noise_for(&self.valid.spec, rows)
-                    .unwrap_or(f64::MAX),
+                noise_multiplier,
                 steps: m.steps,
                 rounds,
                 epsilon,

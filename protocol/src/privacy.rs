@@ -100,14 +100,37 @@ impl JobPrivacy {
     /// Epsilon a hospital of `rows` training rows has spent after taking part in `rounds`
     /// training rounds of `spec`.
     pub fn spent(&self, spec: &JobSpec, rows: u64, rounds: u64) -> Result<f64, AccountantError> {
-        let m = Mechanism::of(spec, rows);
-        epsilon_of(
-            m.sampling_rate,
-            self.noise_for(spec, rows)?,
-            m.steps.saturating_mul(rounds),
-            self.delta,
-        )
+        Ok(self.spend(spec, rows, rounds)?.epsilon)
     }
+
+    /// Everything about such a hospital's spending, each figure computed once: its mechanism
+    /// per round, its noise multiplier and the epsilon after `rounds` rounds.
+    pub fn spend(&self, spec: &JobSpec, rows: u64, rounds: u64) -> Result<Spend, AccountantError> {
+        let mechanism = Mechanism::of(spec, rows);
+        let noise_multiplier = self.noise_for(spec, rows)?;
+        let epsilon = epsilon_of(
+            mechanism.sampling_rate,
+            noise_multiplier,
+            mechanism.steps.saturating_mul(rounds),
+            self.delta,
+        )?;
+        Ok(Spend {
+            mechanism,
+            noise_multiplier,
+            epsilon,
+        })
+    }
+}
+
+/// A hospital's spending on a job ([`JobPrivacy::spend`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spend {
+    /// Its mechanism per round.
+    pub mechanism: Mechanism,
+    /// Its noise multiplier.
+    pub noise_multiplier: f64,
+    /// Epsilon spent.
+    pub epsilon: f64,
 }
 
 /// One hospital's local training in one round, as the accountant sees it.

@@ -719,9 +719,10 @@ impl Node {
             ));
         }
         let done = self.commitments.rounds_besides(Act::Train, job, round);
-        let spent = p
-            .spent(spec, rows, done + 1)
+        let spend = p
+            .spend(spec, rows, done + 1)
             .map_err(|e| format!("round {round}: the job's privacy: {e}"))?;
+        let spent = spend.epsilon;
         if spent > p.epsilon {
             return Err(format!(
                 "round {round}: refusing to train: a round more than the {done} this hospital \
@@ -729,15 +730,12 @@ impl Node {
                 p.epsilon
             ));
         }
-        let m = fedchain_protocol::privacy::Mechanism::of(spec, rows);
         self.privacy.record(
             job,
             JobMechanism {
-                sampling_rate: m.sampling_rate,
-                noise_multiplier: p
-                    .noise_for(spec, rows)
-                    .map_err(|e| format!("the job's noise: {e}"))?,
-                steps: m.steps,
+                sampling_rate: spend.mechanism.sampling_rate,
+                noise_multiplier: spend.noise_multiplier,
+                steps: spend.mechanism.steps,
                 delta: p.delta,
                 budget: p.epsilon,
             },

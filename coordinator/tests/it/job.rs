@@ -713,16 +713,8 @@ fn a_job_every_other_hospital_declined_fails_at_once_naming_them() {
 fn closed_round(ledger: &mut Ledger, costs: [u64; 3], closed: u64) -> Job {
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let mut job = ledger.submitted(100_000);
-    for (i, (h, rows)) in HOSPITALS.iter().enumerate() {
-        let req = Enrollment {
-            hospital: h,
-            identity: identity(h).verifier().public_key(),
-            share_index: i + 1,
-            declared: *rows,
-            deposit: DEPOSIT,
-        };
-        let w = job.enroll(req, 2, &ledger.credits).unwrap().unwrap();
-        ledger.commit(&mut job, w, 2);
+    enroll_all(&mut job, ledger);
+    for (i, (h, _)) in HOSPITALS.iter().enumerate() {
         job.report_share_cost(h, costs[i]);
     }
     ledger.settle(&mut job, 3);
@@ -860,6 +852,13 @@ fn enrolled_job(ledger: &mut Ledger, valid: fedchain_protocol::ValidJob) -> Job 
     let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
     let mut job = Job::new(JOB, valid, "ada".into(), 0, 10_000);
     ledger.commit(&mut job, w, 1);
+    enroll_all(&mut job, ledger);
+    ledger.settle(&mut job, 3);
+    job
+}
+
+/// Every hospital enrolls (key share hN, its `HOSPITALS` rows) at time 2.
+fn enroll_all(job: &mut Job, ledger: &mut Ledger) {
     for (i, (h, rows)) in HOSPITALS.iter().enumerate() {
         let req = Enrollment {
             hospital: h,
@@ -869,10 +868,8 @@ fn enrolled_job(ledger: &mut Ledger, valid: fedchain_protocol::ValidJob) -> Job 
             deposit: DEPOSIT,
         };
         let w = job.enroll(req, 2, &ledger.credits).unwrap().unwrap();
-        ledger.commit(&mut job, w, 2);
+        ledger.commit(job, w, 2);
     }
-    ledger.settle(&mut job, 3);
-    job
 }
 
 /// A job with differential privacy records what each round spends, with its `RoundClosed` and

@@ -86,6 +86,19 @@ fn verify_ok(demo: &Path, ledger: &Path) {
     );
 }
 
+/// `audit replay --json` of `ledger` by the demo's auditor.
+fn replay_json(demo: &Path, ledger: &Path) -> serde_json::Value {
+    json(&fedchain(&[
+        "audit",
+        "replay",
+        "--ledger",
+        s(ledger),
+        "--consortium",
+        s(&demo.join("consortium/auditors/audra")),
+        "--json",
+    ]))
+}
+
 fn replay(demo: &Path, ledger: &Path) -> (bool, String) {
     let out = fedchain(&[
         "audit",
@@ -535,15 +548,7 @@ fn replay_recomputes_the_privacy_each_round_spends() {
         text.contains("st-marys") && text.contains("budget"),
         "{text}"
     );
-    let replayed = json(&fedchain(&[
-        "audit",
-        "replay",
-        "--ledger",
-        s(&demo.join("ledger")),
-        "--consortium",
-        s(&auditor),
-        "--json",
-    ]));
+    let replayed = replay_json(&demo, &demo.join("ledger"));
     assert_eq!(replayed["ok"], true, "{replayed}");
     assert_eq!(replayed["replay"]["privacy_checked"], 6, "{replayed}");
 
@@ -618,16 +623,7 @@ fn a_job_its_privacy_budget_stops_early_replays_and_its_stop_is_checked() {
     let stopped = tmp.path().join("stopped");
     let summary = demo(&stopped, "4", &budget);
     assert_eq!(summary["rounds"].as_array().unwrap().len(), 2, "{summary}");
-    let auditor = stopped.join("consortium/auditors/audra");
-    let replayed = json(&fedchain(&[
-        "audit",
-        "replay",
-        "--ledger",
-        s(&stopped.join("ledger")),
-        "--consortium",
-        s(&auditor),
-        "--json",
-    ]));
+    let replayed = replay_json(&stopped, &stopped.join("ledger"));
     assert_eq!(replayed["ok"], true, "{replayed}");
     let store = Store::open(&stopped.join("ledger"), "fedchain-log").unwrap();
     let reason = (0..store.len())
