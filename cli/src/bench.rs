@@ -7,6 +7,7 @@ use fedchain_datasets::Builtin;
 use fedchain_models::ModelKind;
 use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -53,6 +54,19 @@ pub enum BenchCommand {
         /// the memory it took.
         #[arg(long, value_name = "N", conflicts_with_all = ["dataset", "model", "rounds"])]
         params: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What `job submit` does before it sends anything: read the job file, load its
+    /// TorchScript module, check its operators and tensors, declare its parameters and run one
+    /// forward pass; then encode the spec. The median of REPEAT runs.
+    Submit {
+        /// The job file (`job.toml`), as `job submit` takes it.
+        job: PathBuf,
+        /// Runs (the figure is the median).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -113,6 +127,59 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Submit { job, repeat, json } => {
+            if repeat == 0 {
+                anyhow::bail!("--repeat must be at least 1");
+            }
+            let mut seconds = Vec::with_capacity(repeat);
+            let mut spec = None;
+            for _ in 0..repeat {
+                let start = std::time::Instant::now();
+                let s = crate::job::spec_of_file(&job)?;
+                let bytes = prost::Message::encode_to_vec(&s);
+                seconds.push(start.elapsed().as_secs_f64());
+                spec = Some((s, bytes.len()));
+            }
+            let (spec, spec_bytes) = spec.expect("at least one run");
+            let model = fedchain_models::ModelSpec::from_json(
+                &spec
+                    .model
+                    .as_ref()
+                    .map(|m| m.canonical_json.clone())
+                    .unwrap_or_default(),
+            )?;
+            seconds.sort_by(f64::total_cmp);
+            let r = serde_json::json!({
+                "job": job,
+                "parameters": fedchain_models::num_parameters(&model),
+                "module_bytes": spec.torchscript_module.len(),
+                "spec_bytes": spec_bytes,
+                "streamed": spec_bytes > fedchain_proto::limits::MAX_INLINE_SPEC_BYTES,
+                "repeat": repeat,
+                "median_s": seconds[repeat / 2],
+                "min_s": seconds[0],
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{}: {} parameters, module {} bytes, spec {} bytes ({}): checked and encoded \
+                     in {:.3} s (median of {repeat}, fastest {:.3} s)",
+                    job.display(),
+                    r["parameters"],
+                    r["module_bytes"],
+                    r["spec_bytes"],
+                    if r["streamed"] == true {
+                        "streamed"
+                    } else {
+                        "one message"
+                    },
+                    seconds[repeat / 2],
+                    seconds[0]
+                );
+            }
+            Ok(())
+        }
         BenchCommand::Dp {
             dataset,
             model,

@@ -14,6 +14,7 @@ use fedchain_proto::v1 as pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use pb::job_service_client::JobServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -487,9 +488,42 @@ pub async fn status(ch: Channel, id: u64) -> Result<pb::JobStatus> {
         .into_inner())
 }
 
+/// Submits `spec`: in one message, or, when it is too large for one (a large TorchScript
+/// module), streamed in slices after a header with its length and digest.
 pub async fn submit(ch: Channel, spec: pb::JobSpec) -> Result<pb::JobStatus> {
+    if spec.encoded_len() <= limits::MAX_INLINE_SPEC_BYTES {
+        return Ok(jobs(ch)
+            .submit_job(spec)
+            .await
+            .map_err(status_err)?
+            .into_inner());
+    }
+    let bytes = spec.encode_to_vec();
+    drop(spec);
+    if bytes.len() as u64 > limits::MAX_SPEC_BYTES {
+        bail!(
+            "the job spec is {} bytes, over the {} a coordinator accepts (a TorchScript module may \
+             have up to {} bytes)",
+            bytes.len(),
+            limits::MAX_SPEC_BYTES,
+            limits::MAX_TORCHSCRIPT_MODULE_BYTES
+        );
+    }
+    let header = pb::SpecChunk {
+        part: Some(pb::spec_chunk::Part::Header(pb::SpecHeader {
+            total_bytes: bytes.len() as u64,
+            spec: Some(pb::Digest {
+                sha256: fedchain_ledger::sha256(&bytes).to_vec(),
+            }),
+        })),
+    };
+    let slices: Vec<pb::SpecChunk> = std::iter::once(header)
+        .chain(bytes.chunks(limits::CHUNK_BYTES).map(|c| pb::SpecChunk {
+            part: Some(pb::spec_chunk::Part::Chunk(c.to_vec())),
+        }))
+        .collect();
     Ok(jobs(ch)
-        .submit_job(spec)
+        .submit_job_stream(tokio_stream::iter(slices))
         .await
         .map_err(status_err)?
         .into_inner())
@@ -899,20 +933,27 @@ pub async fn download(
     })
 }
 
+/// The spec of job file `file`: its module (if any) read relative to the file's folder, loaded,
+/// checked and declared.
+pub fn spec_of_file(file: &Path) -> Result<pb::JobSpec> {
+    let mut job: JobFile = read_toml(file)?;
+    if let ModelChoice::Torchscript { torchscript } = &mut job.model {
+        if torchscript.is_relative() {
+            let base = file.parent().unwrap_or(Path::new(""));
+            *torchscript = base.join(&*torchscript);
+        }
+    }
+    job.to_spec()
+        .with_context(|| format!("in {}", file.display()))
+}
+
 pub fn run(cmd: JobCommand) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     let rt = runtime()?;
     rt.block_on(async move {
         match cmd {
             JobCommand::Submit { file, client, json } => {
-                let mut job: JobFile = read_toml(&file)?;
-                if let ModelChoice::Torchscript { torchscript } = &mut job.model {
-                    if torchscript.is_relative() {
-                        let base = file.parent().unwrap_or(Path::new(""));
-                        *torchscript = base.join(&*torchscript);
-                    }
-                }
-                let spec = job.to_spec().with_context(|| format!("in {}", file.display()))?;
+                let spec = spec_of_file(&file)?;
                 let ch = connect(&client.coordinator, &client.party).await?;
                 let s = submit(ch, spec).await?;
                 if json {

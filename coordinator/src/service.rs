@@ -31,7 +31,7 @@ mod hospitals;
 mod incident;
 mod jobs;
 
-use jobs::{declined, job_state, job_status, progress, wire_metrics};
+use jobs::{declined, job_state, job_status, progress, wire_metrics, wire_spec};
 mod researchers;
 
 pub use incident::INCIDENT_FILE;
@@ -104,6 +104,11 @@ pub struct Config {
     /// `consortium.json` lists them): their holders are refused on every RPC, whatever their role.
     #[serde(default)]
     pub revoked: Vec<String>,
+    /// Largest model file sent inside a task; a larger one the hospital fetches with
+    /// `FetchModel`. Capped at `limits::MAX_INLINE_MODEL_BYTES` (1 MiB), the default. Tests set 0
+    /// so that small models take the path that large ones take.
+    #[serde(default = "defaults::inline_model_bytes")]
+    pub inline_model_bytes: usize,
 }
 
 impl Config {
@@ -119,7 +124,14 @@ impl Config {
             initial_credits: defaults::initial_credits(),
             evaluation_seconds: defaults::evaluation_seconds(),
             revoked: Vec::new(),
+            inline_model_bytes: defaults::inline_model_bytes(),
         }
+    }
+
+    /// Whether a task carries a model file of `len` bytes inline (rather than a `FetchModel`
+    /// request).
+    fn inlines_model(&self, len: usize) -> bool {
+        len <= self.inline_model_bytes.min(limits::MAX_INLINE_MODEL_BYTES)
     }
 }
 
@@ -135,6 +147,9 @@ mod defaults {
     }
     pub fn evaluation_seconds() -> u64 {
         30
+    }
+    pub fn inline_model_bytes() -> usize {
+        fedchain_proto::limits::MAX_INLINE_MODEL_BYTES
     }
 }
 

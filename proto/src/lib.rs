@@ -91,9 +91,25 @@ pub mod limits {
     /// under [`MAX_MESSAGE_BYTES`] whatever the model.
     pub const MAX_INLINE_MODEL_BYTES: usize = CHUNK_BYTES;
 
-    /// Largest TorchScript module a job spec may carry (`JobSpec.torchscript_module`): 2 MiB, so a
-    /// task carrying the spec and an inline model stays under [`MAX_MESSAGE_BYTES`].
-    pub const MAX_TORCHSCRIPT_MODULE_BYTES: usize = 2 * CHUNK_BYTES;
+    /// Largest TorchScript module a job spec may carry (`JobSpec.torchscript_module`): 64 MiB, a
+    /// module of about 16 million parameters (float32), more than the largest model
+    /// [`MAX_MODEL_FILE_BYTES`] admits, so the model is the bound, not its code.
+    pub const MAX_TORCHSCRIPT_MODULE_BYTES: usize = 64 * CHUNK_BYTES;
+
+    /// Largest encoded job spec (`SubmitJobStream`'s `total_bytes`): the largest module and 1 MiB
+    /// for the rest of the spec.
+    pub const MAX_SPEC_BYTES: u64 = (MAX_TORCHSCRIPT_MODULE_BYTES + CHUNK_BYTES) as u64;
+
+    /// Largest encoded job spec sent inside a message (`SubmitJob`, `JobOffer`,
+    /// `EnrollResponse`): 2 MiB. A larger one (a large TorchScript module) is submitted with
+    /// `SubmitJobStream` and read by hospitals from the ledger as a blob, by its digest.
+    pub const MAX_INLINE_SPEC_BYTES: usize = 2 * CHUNK_BYTES;
+
+    /// Largest safetensors model file of a job (its parameters at 4 bytes each and a header):
+    /// 64 MiB, about 16 million parameters. Files over [`MAX_INLINE_MODEL_BYTES`] are fetched
+    /// with `FetchModel`, and downloads are streamed, so only the encrypted update's size
+    /// ([`MAX_CIPHERTEXTS_PER_SUBMISSION`]) bounds a model more tightly.
+    pub const MAX_MODEL_FILE_BYTES: usize = 64 * CHUNK_BYTES;
 
     /// Most ciphertexts in one submission (and so in an aggregate or a decryption share): 2^18.
     ///
@@ -120,8 +136,10 @@ pub mod limits {
     // largest submission at 3072-bit keys (768-byte ciphertexts) must fit in a stream.
     const _: () = assert!(CHUNK_BYTES * 2 <= MAX_MESSAGE_BYTES);
     const _: () = assert!(MAX_INLINE_MODEL_BYTES * 2 <= MAX_MESSAGE_BYTES);
-    const _: () =
-        assert!(MAX_TORCHSCRIPT_MODULE_BYTES + MAX_INLINE_MODEL_BYTES < MAX_MESSAGE_BYTES);
+    // A spec sent inline and an inline model share no message, but each fits one with room.
+    const _: () = assert!(MAX_INLINE_SPEC_BYTES + CHUNK_BYTES < MAX_MESSAGE_BYTES);
+    const _: () = assert!(MAX_SPEC_BYTES <= MAX_STREAM_BYTES);
+    const _: () = assert!(MAX_MODEL_FILE_BYTES as u64 <= MAX_STREAM_BYTES);
     const _: () = assert!((MAX_CIPHERTEXTS_PER_SUBMISSION as u64) * 768 + 64 <= MAX_STREAM_BYTES);
 }
 

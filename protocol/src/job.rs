@@ -258,13 +258,15 @@ pub fn validate(spec: &JobSpec) -> Result<ValidJob, JobError> {
     // preprocessing (a name, a mean and a deviation per feature, and the pooled moments).
     let header = 4096 + model_json.len() + schema.features.len() * 128;
     let file_bytes = num_parameters(&model) * 4 + header;
-    if file_bytes > limits::MAX_INLINE_MODEL_BYTES {
+    if file_bytes > limits::MAX_MODEL_FILE_BYTES {
         return Err(bad(
             Model,
             format!(
-                "the model has {} parameters; this coordinator sends models inline, up to {} bytes",
+                "the model has {} parameters, a file of about {file_bytes} bytes; a job's model \
+                 file may have up to {} bytes (about {} million parameters)",
                 num_parameters(&model),
-                limits::MAX_INLINE_MODEL_BYTES
+                limits::MAX_MODEL_FILE_BYTES,
+                limits::MAX_MODEL_FILE_BYTES / 4_000_000
             ),
         ));
     }
@@ -468,6 +470,30 @@ mod tests {
         // The fixed-point layout is checked as before.
         assert!(with(16, 0, 1.0).is_ok());
         assert!(with(41, 0, 1.0).is_err());
+    }
+
+    /// Models over the 1 MiB a task carries inline are fetched, so a job may have a million
+    /// parameters; past the model file limit (about 16 million) it is refused, with both sizes.
+    #[test]
+    fn a_model_may_be_large_up_to_the_model_file_limit() {
+        let schema = pb::DatasetSchema {
+            features: vec!["a".into(), "b".into()],
+            target: "y".into(),
+            task: Some(dataset_schema::Task::Binary(dataset_schema::Binary {})),
+            image: None,
+        };
+        let mlp = |width: usize| ModelSpec::Mlp {
+            inputs: 2,
+            hidden: vec![width, width],
+            outputs: 1,
+            dropout: 0.0,
+        };
+        // 1024 x 1024: 1.05 million parameters, a 4.2 MB file.
+        assert!(validate(&spec_of(schema.clone(), &mlp(1024), Vec::new())).is_ok());
+        let e = validate(&spec_of(schema, &mlp(4200), Vec::new())).unwrap_err();
+        assert_eq!(e.field, JobField::Model);
+        assert!(e.reason.contains("17661001 parameters"), "{e}");
+        assert!(e.reason.contains("up to 67108864 bytes"), "{e}");
     }
 
     #[test]

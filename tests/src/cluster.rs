@@ -127,11 +127,14 @@ pub fn start_enrolling(dir: &Path, workers: &[&str], enroll_seconds: u64) -> Clu
 /// Starts the coordinator and the workers of `workers` in the provisioned layout `dir`, jobs
 /// enrolling for `enroll_seconds`.
 pub fn launch(dir: &Path, workers: &[&str], enroll_seconds: u64) -> Cluster {
+    let config = Layout::new(dir).coordinator_config("127.0.0.1:0", enroll_seconds);
+    launch_configured(dir, workers, &config)
+}
+
+/// As [`launch`], the coordinator with `config`.
+pub fn launch_configured(dir: &Path, workers: &[&str], config: &Config) -> Cluster {
     let layout = Layout::new(dir);
-    write_coordinator_config(
-        dir,
-        &layout.coordinator_config("127.0.0.1:0", enroll_seconds),
-    );
+    write_coordinator_config(dir, config);
     let (coordinator, addr) = spawn_coordinator(dir, &layout.log("coordinator"), &[]);
     let mut procs = Procs(vec![coordinator]);
     let url = format!("https://{addr}");

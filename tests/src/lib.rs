@@ -16,7 +16,7 @@ pub mod layout;
 
 pub use bin::{failed_stderr, fedchain, fedchain_bin, json, ok_stdout, venv_python};
 pub use cluster::{
-    as_party, launch, logs, replay_ledger, spawn, spawn_coordinator, spawn_with, start,
-    start_enrolling, start_with, write_coordinator_config, Cluster, Procs,
+    as_party, launch, launch_configured, logs, replay_ledger, spawn, spawn_coordinator, spawn_with,
+    start, start_enrolling, start_with, write_coordinator_config, Cluster, Procs,
 };
 pub use layout::{s, Layout, HOSPITALS};

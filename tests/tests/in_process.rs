@@ -542,9 +542,70 @@ async fn a_researchers_torchscript_module_trains_in_an_encrypted_job() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
     assert!(refused.message().contains("torch.from_file"), "{refused}");
 
+    // Streamed (as `job submit` sends a spec too large for one message), after streams the
+    // coordinator refuses: no header, more than a spec may be, bytes that are not the announced.
     let spec = with_module("mlp.pt");
     let module = spec.torchscript_module.clone();
-    let id = jobs.submit_job(spec).await.unwrap().into_inner().job;
+    let bytes = prost::Message::encode_to_vec(&spec);
+    let header = |total_bytes: u64, digest: [u8; 32]| pb::SpecChunk {
+        part: Some(pb::spec_chunk::Part::Header(pb::SpecHeader {
+            total_bytes,
+            spec: Some(pb::Digest {
+                sha256: digest.to_vec(),
+            }),
+        })),
+    };
+    let body = |bytes: &[u8]| -> Vec<pb::SpecChunk> {
+        bytes
+            .chunks(1000)
+            .map(|c| pb::SpecChunk {
+                part: Some(pb::spec_chunk::Part::Chunk(c.to_vec())),
+            })
+            .collect()
+    };
+    let digest = fedchain_ledger::sha256(&bytes);
+    let refusals: [(Vec<pb::SpecChunk>, tonic::Code, &str); 4] = [
+        (
+            body(&bytes),
+            tonic::Code::InvalidArgument,
+            "must start with a SpecHeader",
+        ),
+        (
+            vec![header(fedchain_proto::limits::MAX_SPEC_BYTES + 1, digest)],
+            tonic::Code::ResourceExhausted,
+            "a job spec may have up to",
+        ),
+        (
+            [vec![header(bytes.len() as u64, [7; 32])], body(&bytes)].concat(),
+            tonic::Code::InvalidArgument,
+            "do not have the digest",
+        ),
+        (
+            [vec![header(bytes.len() as u64 - 1, digest)], body(&bytes)].concat(),
+            tonic::Code::ResourceExhausted,
+            "runs past",
+        ),
+    ];
+    for (stream, code, says) in refusals {
+        let e = jobs
+            .submit_job_stream(tokio_stream::iter(stream))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e}");
+        assert!(e.message().contains(says), "{e}");
+    }
+    let streamed = [vec![header(bytes.len() as u64, digest)], body(&bytes)].concat();
+    let status = jobs
+        .submit_job_stream(tokio_stream::iter(streamed))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.spec.unwrap().sha256,
+        digest.to_vec(),
+        "the ledger names the spec sent"
+    );
+    let id = status.job;
     let mut events = jobs.watch_job(pb::JobId { id }).await.unwrap().into_inner();
     let finished = loop {
         match next(&mut events).await {
@@ -611,6 +672,16 @@ async fn a_researchers_torchscript_module_trains_in_an_encrypted_job() {
         unreachable!()
     };
     assert!(reason.contains("torch.from_file"), "{reason}");
+    // So are the four refused streams.
+    let rejected = (0..store.len())
+        .filter(|i| {
+            matches!(
+                store.record(*i).unwrap().0.body,
+                fedchain_ledger::record::Body::RequestRejected { .. }
+            )
+        })
+        .count();
+    assert_eq!(rejected, 5);
 }
 
 /// A module whose parameters are not the ones its spec declares passes the coordinator (which

@@ -638,9 +638,9 @@ impl Node {
         };
         let result = match kind {
             Kind::Offer(o) => self.offer(client, ledger, o).await,
-            Kind::Train(t) => self.train(client, t).await,
-            Kind::Decrypt(d) => self.decrypt(client, d).await,
-            Kind::Evaluate(e) => self.evaluate(client, e).await,
+            Kind::Train(t) => self.train(client, ledger, t).await,
+            Kind::Decrypt(d) => self.decrypt(client, ledger, d).await,
+            Kind::Evaluate(e) => self.evaluate(client, ledger, e).await,
             Kind::Cosign(c) => self.cosign(client, ledger, c).await,
         };
         (key, result)
@@ -652,12 +652,9 @@ impl Node {
         ledger: &mut LedgerServiceClient<Channel>,
         o: pb::JobOffer,
     ) -> TaskResult {
-        let spec = o.spec.ok_or("the offer carries no spec")?;
-        let digest = sha256(&spec.encode_to_vec());
-        if o.spec_digest.map(|d| d.sha256) != Some(digest.to_vec()) {
-            return Err("the offer's spec does not match its digest".into());
-        }
         let job = o.job;
+        let spec = spec_of(ledger, job, o.spec, o.spec_digest.as_ref()).await?;
+        let digest = sha256(&spec.encode_to_vec());
         let mut assessed = self.assess(&spec, Some(&o.researcher));
         if let (Ok(fit), Some(_)) = (&assessed, self.cfg.policy.lifetime_epsilon) {
             let rows = fit.train_raw.len() as u64;
@@ -971,7 +968,10 @@ impl Node {
                 self.share.index()
             ));
         }
-        if answer.spec.as_ref() != Some(&spec) {
+        let named = answer.spec_digest.as_ref().map(|d| d.sha256.as_slice());
+        if named != Some(sha256(&spec.encode_to_vec()).as_slice())
+            || answer.spec.is_some_and(|s| s != spec)
+        {
             return Err(format!(
                 "job {job}: the enrollment names another spec than the offer"
             ));
@@ -1013,6 +1013,7 @@ impl Node {
     async fn ensure_job(
         &mut self,
         client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
         id: u64,
     ) -> Result<(), String> {
         if self.jobs.contains_key(&id) {
@@ -1032,7 +1033,7 @@ impl Node {
             .await
             .map_err(|s| format!("job {id} is unknown to this worker and: {}", s.message()))?
             .into_inner();
-        let spec = answer.spec.ok_or("the enrollment carries no spec")?;
+        let spec = spec_of(ledger, id, answer.spec, answer.spec_digest.as_ref()).await?;
         // Enrolled already: the policy was checked when the job was offered.
         let fit = self
             .assess(&spec, None)
@@ -1071,10 +1072,11 @@ impl Node {
     async fn train(
         &mut self,
         client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
         t: pb::TrainTask,
     ) -> TaskResult {
         let started = Instant::now();
-        self.ensure_job(client, t.job).await?;
+        self.ensure_job(client, ledger, t.job).await?;
         let ctx = self.job(t.job)?;
         let spec = ctx.valid.spec.clone();
         let model_spec = ctx.valid.model.clone();
@@ -1113,21 +1115,7 @@ impl Node {
         } else {
             let file = match t.model_file {
                 Some(pb::train_task::ModelFile::Inline(bytes)) => bytes,
-                Some(pb::train_task::ModelFile::Fetch(req)) => {
-                    let mut s = client
-                        .fetch_model(req)
-                        .await
-                        .map_err(|s| format!("fetching the model: {}", s.message()))?
-                        .into_inner();
-                    let mut bytes = Vec::new();
-                    while let Some(c) = s.message().await.map_err(|s| s.message().to_string())? {
-                        bytes.extend_from_slice(&c.data);
-                        if bytes.len() as u64 > limits::MAX_STREAM_BYTES {
-                            return Err("the model file is too large".into());
-                        }
-                    }
-                    bytes
-                }
+                Some(pb::train_task::ModelFile::Fetch(req)) => fetch_model(client, req).await?,
                 None => return Err("the task carries no model".into()),
             };
             let global = check_model(&file, &t.model, &model_spec)?;
@@ -1277,10 +1265,11 @@ impl Node {
     async fn decrypt(
         &mut self,
         client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
         d: pb::DecryptTask,
     ) -> TaskResult {
         let started = Instant::now();
-        self.ensure_job(client, d.job).await?;
+        self.ensure_job(client, ledger, d.job).await?;
         let min = self.job(d.job)?.valid.spec.min_participants.max(2) as usize;
         let Some(aggregate_digest) = d
             .aggregate
@@ -1469,12 +1458,17 @@ impl Node {
     async fn evaluate(
         &mut self,
         client: &mut TrainingServiceClient<Channel>,
+        ledger: &mut LedgerServiceClient<Channel>,
         e: pb::EvaluateTask,
     ) -> TaskResult {
-        self.ensure_job(client, e.job).await?;
+        self.ensure_job(client, ledger, e.job).await?;
         let model_spec = self.job(e.job)?.valid.model.clone();
         let module = self.job(e.job)?.valid.spec.torchscript_module.clone();
-        let params = check_model(&e.inline, &e.model, &model_spec)?;
+        let file = match e.fetch {
+            Some(req) => fetch_model(client, req).await?,
+            None => e.inline,
+        };
+        let params = check_model(&file, &e.model, &model_spec)?;
         let model = ModelDigest::of(&params).0;
         let device = self.device;
         let limit = self.limit(
@@ -1644,6 +1638,64 @@ fn enrolled_count_fits(
         "the task says {contributors} hospitals are enrolled; the key needs between {t} and {n} \
          (is the coordinator older than this worker?)"
     ))
+}
+
+/// A model file the coordinator did not send inline, at most `limits::MAX_MODEL_FILE_BYTES`
+/// (its parameters are checked against the task's digest after).
+async fn fetch_model(
+    client: &mut TrainingServiceClient<Channel>,
+    req: pb::ModelRequest,
+) -> Result<Vec<u8>, String> {
+    let mut s = client
+        .fetch_model(req)
+        .await
+        .map_err(|s| format!("fetching the model: {}", s.message()))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(c) = s
+        .message()
+        .await
+        .map_err(|s| format!("fetching the model: {}", s.message()))?
+    {
+        bytes.extend_from_slice(&c.data);
+        if bytes.len() > limits::MAX_MODEL_FILE_BYTES {
+            return Err(format!(
+                "the model file is larger than a job's model may be ({} bytes)",
+                limits::MAX_MODEL_FILE_BYTES
+            ));
+        }
+    }
+    Ok(bytes)
+}
+
+/// Job `job`'s spec as an offer or an enrollment answer carries it (`sent`), or, when it was too
+/// large to send, from the ledger's blob of `digest`; either way checked against `digest`, the
+/// `JobSubmitted` record's.
+async fn spec_of(
+    ledger: &mut LedgerServiceClient<Channel>,
+    job: u64,
+    sent: Option<pb::JobSpec>,
+    digest: Option<&pb::Digest>,
+) -> Result<pb::JobSpec, String> {
+    let digest: Hash = digest
+        .and_then(|d| d.sha256.as_slice().try_into().ok())
+        .ok_or_else(|| format!("job {job}: the coordinator names no spec digest"))?;
+    let spec = match sent {
+        Some(spec) => spec,
+        None => {
+            let bytes = fetch_blob(ledger, &digest)
+                .await
+                .map_err(|e| format!("job {job}'s spec, too large to be sent: {e}"))?;
+            pb::JobSpec::decode(bytes.as_slice())
+                .map_err(|e| format!("job {job}'s spec from the ledger: {e}"))?
+        }
+    };
+    if sha256(&spec.encode_to_vec()) != digest {
+        return Err(format!(
+            "job {job}: the spec does not match the digest its JobSubmitted record names"
+        ));
+    }
+    Ok(spec)
 }
 
 /// Blob `digest` from the coordinator's ledger service, at most `limits::MAX_STREAM_BYTES`.

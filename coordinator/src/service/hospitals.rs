@@ -71,7 +71,7 @@ impl TrainingService for Coordinator {
             .ok_or_else(|| internal("an enrollment without its record"))?;
         let response = pb::EnrollResponse {
             public_key: s.pk.to_bytes(),
-            spec: Some(job.valid.spec.clone()),
+            spec: wire_spec(job),
             spec_digest: pb_digest(&job.valid.digest),
             party: hospital.share_index as u32,
             deposit: a.deposit,

@@ -328,7 +328,7 @@ impl Shared {
         let kind = match task {
             Task::Offer { job: id } => Kind::Offer(pb::JobOffer {
                 job: id,
-                spec: Some(job.valid.spec.clone()),
+                spec: wire_spec(job),
                 spec_digest: pb_digest(&job.valid.digest),
                 deposit: self.config.deposit,
                 researcher: job.researcher.clone(),
@@ -342,8 +342,16 @@ impl Shared {
                 job: id,
                 round: plan.round,
                 model: model.as_ref().and_then(pb_digest),
-                model_file: model
-                    .map(|_| pb::train_task::ModelFile::Inline(job.model_file.clone())),
+                model_file: model.map(|digest| {
+                    if self.config.inlines_model(job.model_file.len()) {
+                        pb::train_task::ModelFile::Inline(job.model_file.clone())
+                    } else {
+                        pb::train_task::ModelFile::Fetch(pb::ModelRequest {
+                            job: id,
+                            model: pb_digest(&digest),
+                        })
+                    }
+                }),
                 deadline_unix_ms: deadline_ms,
                 kind: match plan.kind {
                     RoundKind::Statistics => pb::RoundKind::Statistics,
@@ -371,16 +379,33 @@ impl Shared {
                 job: id,
                 round,
                 model,
-            } => Kind::Evaluate(pb::EvaluateTask {
-                job: id,
-                round,
-                model: pb_digest(&model),
-                inline: job.model_file.clone(),
-                statistics: job.stats.clone(),
-            }),
+            } => {
+                let inline = self.config.inlines_model(job.model_file.len());
+                Kind::Evaluate(pb::EvaluateTask {
+                    job: id,
+                    round,
+                    model: pb_digest(&model),
+                    inline: if inline {
+                        job.model_file.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    statistics: job.stats.clone(),
+                    fetch: (!inline).then(|| pb::ModelRequest {
+                        job: id,
+                        model: pb_digest(&model),
+                    }),
+                })
+            }
         };
         pb::Task { kind: Some(kind) }
     }
+}
+
+/// A job's spec as offers and enrollment answers carry it: absent when it is too large for a
+/// message (a large TorchScript module); the hospital then reads it from the ledger by digest.
+pub(super) fn wire_spec(job: &Job) -> Option<pb::JobSpec> {
+    (job.valid.spec.encoded_len() <= limits::MAX_INLINE_SPEC_BYTES).then(|| job.valid.spec.clone())
 }
 
 /// A job's state on the wire.

@@ -6,36 +6,24 @@ use super::*;
 impl JobService for Coordinator {
     async fn submit_job(&self, req: Request<pb::JobSpec>) -> SResult<Response<pb::JobStatus>> {
         let peer = self.shared.authorize(&req, &[Role::Researcher])?;
-        let s = &self.shared;
-        let valid = match protocol::validate(req.get_ref()) {
-            Ok(valid) => valid,
-            // On the ledger, as the researcher's act: a refused module names the operator.
-            Err(e) => {
-                let status = Status::invalid_argument(e.to_string());
+        self.submit(peer, req.get_ref()).map(Response::new)
+    }
+
+    async fn submit_job_stream(
+        &self,
+        req: Request<Streaming<pb::SpecChunk>>,
+    ) -> SResult<Response<pb::JobStatus>> {
+        let peer = self.shared.authorize(&req, &[Role::Researcher])?;
+        match read_spec(req.into_inner()).await {
+            Ok(spec) => self.submit(peer, &spec).map(Response::new),
+            // On the ledger as a refused submission is: the researcher's act, with the reason.
+            Err(status) => {
+                let s = &self.shared;
                 let mut st = s.lock();
                 let request = format!("submit/job/researcher/{}", peer.name);
-                return Err(s.reject_as(&mut st, LRole::Researcher, &peer.name, request, status));
+                Err(s.reject_as(&mut st, LRole::Researcher, &peer.name, request, status))
             }
-        };
-        let mut st = s.lock();
-        let id = st.next_job;
-        let now = now_ms();
-        let writes = Job::submission(id, &valid, &peer.name, now, st.store.credits())
-            .map_err(|e| job_status(&e))?;
-        let idx = s.apply(&mut st, id, 0, writes)?;
-        st.next_job += 1;
-        let job = Job::new(
-            id,
-            valid,
-            peer.name,
-            idx[0],
-            now + s.config.enroll_seconds * 1000,
-        );
-        let status = s.status(&job);
-        st.jobs.insert(id, job);
-        drop(st);
-        s.bump();
-        Ok(Response::new(status))
+        }
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> SResult<Response<pb::JobList>> {
@@ -298,4 +286,82 @@ fn finalized_rounds(job: &Job) -> String {
         (Some(first), Some(last)) => format!("{first}..={last}"),
         _ => "none".into(),
     }
+}
+
+impl Coordinator {
+    /// Validates and records `spec` as `peer`'s job (both submission calls end here).
+    fn submit(
+        &self,
+        peer: fedchain_consortium::tls::Peer,
+        spec: &pb::JobSpec,
+    ) -> SResult<pb::JobStatus> {
+        let s = &self.shared;
+        let valid = match protocol::validate(spec) {
+            Ok(valid) => valid,
+            // On the ledger, as the researcher's act: a refused module names the operator.
+            Err(e) => {
+                let status = Status::invalid_argument(e.to_string());
+                let mut st = s.lock();
+                let request = format!("submit/job/researcher/{}", peer.name);
+                return Err(s.reject_as(&mut st, LRole::Researcher, &peer.name, request, status));
+            }
+        };
+        let mut st = s.lock();
+        let id = st.next_job;
+        let now = now_ms();
+        let writes = Job::submission(id, &valid, &peer.name, now, st.store.credits())
+            .map_err(|e| job_status(&e))?;
+        let idx = s.apply(&mut st, id, 0, writes)?;
+        st.next_job += 1;
+        let job = Job::new(
+            id,
+            valid,
+            peer.name,
+            idx[0],
+            now + s.config.enroll_seconds * 1000,
+        );
+        let status = s.status(&job);
+        st.jobs.insert(id, job);
+        drop(st);
+        s.bump();
+        Ok(status)
+    }
+}
+
+/// The job spec of a `SubmitJobStream` call: its header, at most `limits::MAX_SPEC_BYTES`, the
+/// bytes it announced and no others, decoded.
+async fn read_spec(mut stream: Streaming<pb::SpecChunk>) -> SResult<pb::JobSpec> {
+    use pb::spec_chunk::Part;
+    let header = match stream.message().await.map_err(too_large)? {
+        Some(pb::SpecChunk {
+            part: Some(Part::Header(h)),
+        }) => h,
+        _ => {
+            return Err(Status::invalid_argument(
+                "SubmitJobStream must start with a SpecHeader",
+            ))
+        }
+    };
+    let announced = digest_of(&header.spec)?;
+    if header.total_bytes > limits::MAX_SPEC_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "the header announces a spec of {} bytes; a job spec may have up to {} bytes (its \
+             TorchScript module up to {})",
+            header.total_bytes,
+            limits::MAX_SPEC_BYTES,
+            limits::MAX_TORCHSCRIPT_MODULE_BYTES
+        )));
+    }
+    let bytes = read_body(&mut stream, header.total_bytes, |c| match c.part {
+        Some(Part::Chunk(b)) => Some(b),
+        _ => None,
+    })
+    .await?;
+    if sha256(&bytes) != announced {
+        return Err(Status::invalid_argument(
+            "the spec's bytes do not have the digest its header announced",
+        ));
+    }
+    pb::JobSpec::decode(bytes.as_slice())
+        .map_err(|e| Status::invalid_argument(format!("the streamed bytes are not a JobSpec: {e}")))
 }

@@ -70,6 +70,17 @@ class LoopsWhenTraining(nn.Module):
                 y = y * 1.0
         return y
 
+class Table(nn.Module):
+    # An MLP that scales its inputs by a table of 1.1 million floats (a buffer, not trained): a
+    # 4.4 MB file, more than one gRPC message (4 MiB) holds.
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(30, 16)
+        self.out = nn.Linear(16, 1)
+        self.register_buffer("table", torch.ones(1_100_000))
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x * self.table[:30])))
+
 mlp = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
 modules = {
     "loops": torch.jit.script(LoopsWhenTraining()),
@@ -77,6 +88,7 @@ modules = {
     "views_traced": torch.jit.trace(Views(), torch.zeros(2, 30)),
     "digits": torch.jit.script(DigitsNet()),
     "mlp": torch.jit.trace(mlp, torch.zeros(2, 30)),
+    "table": torch.jit.script(Table()),
     "evil": torch.jit.script(ReadsAFile()),
     "ten_outputs": torch.jit.script(nn.Linear(30, 10)),
     "no_gradient": torch.jit.script(NoGradient()),
@@ -169,6 +181,25 @@ fn inspect_lists_pytorchs_parameters_and_refuses_a_module_that_reads_a_file() {
     assert!(!not_a_module.status.success());
     let said = String::from_utf8_lossy(&not_a_module.stderr);
     assert!(said.contains("not a TorchScript file"), "{said}");
+
+    // What `job submit` does before sending, timed: a module past the message size is streamed.
+    std::fs::write(
+        dir.join("job.toml"),
+        "dataset = \"breast-cancer\"\nmodel = { torchscript = \"table.pt\" }\n",
+    )
+    .unwrap();
+    let bench = json(&fedchain(&[
+        "bench",
+        "submit",
+        s(&dir.join("job.toml")),
+        "--repeat",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(bench["parameters"], 30 * 16 + 16 + 16 + 1, "{bench}");
+    assert_eq!(bench["streamed"], true, "{bench}");
+    assert!(bench["module_bytes"].as_u64().unwrap() > 4 << 20, "{bench}");
+    assert!(bench["median_s"].as_f64().unwrap() > 0.0, "{bench}");
 }
 
 /// Applies the trained module `m.pt` in PyTorch to the rows of `CSV` (the features scaled with
@@ -362,18 +393,25 @@ fn a_researchers_module_trains_and_its_trained_file_predicts_the_same_in_pytorch
 }
 
 /// A researcher's module trains in an encrypted job through real processes (coordinator and three
-/// workers over mutual TLS): `model = { torchscript = "mlp.pt" }` in `job.toml`, and the download
-/// brings back the trained module, which PyTorch applies as `fedchain predict` does.
+/// workers over mutual TLS): `model = { torchscript = "table.pt" }` in `job.toml`, and the
+/// download brings back the trained module, which PyTorch applies as `fedchain predict` does.
+///
+/// The module is larger than one gRPC message: `job submit` streams the spec, the hospitals read
+/// it from the ledger by the digest their offer names. The coordinator sends no model inline
+/// (`inline_model_bytes = 0`), so every task's model is fetched, as a large model's is.
 #[test]
 fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_modules(dir);
+    let layout = fedchain_tests::Layout::new(dir);
+    layout.provision();
+    let mut config = layout.coordinator_config("127.0.0.1:0", 120);
+    config.inline_model_bytes = 0;
     // h3's worker.toml keeps the default: it runs no researcher's module. It declines the job,
     // signed and on the ledger, and the job starts with h1 and h2 without waiting for the
     // enrollment deadline.
-    let mut cl = fedchain_tests::start_with(dir, &["h1", "h2"]);
-    let layout = fedchain_tests::Layout::new(dir);
+    let mut cl = fedchain_tests::launch_configured(dir, &["h1", "h2"], &config);
     let mut h3 = layout.worker_config("h3", &cl.url);
     h3.torchscript = false;
     let h3 = layout.write_toml("h3.toml", &h3);
@@ -383,9 +421,14 @@ fn a_torchscript_job_runs_in_real_processes_and_its_trained_module_comes_back() 
     ));
     std::fs::write(
         dir.join("job.toml"),
-        "dataset = \"breast-cancer\"\nmodel = { torchscript = \"mlp.pt\" }\nrounds = 2\n",
+        "dataset = \"breast-cancer\"\nmodel = { torchscript = \"table.pt\" }\nrounds = 2\n",
     )
     .unwrap();
+    let module_bytes = std::fs::metadata(dir.join("table.pt")).unwrap().len();
+    assert!(
+        module_bytes > fedchain_proto::limits::MAX_MESSAGE_BYTES as u64,
+        "{module_bytes}"
+    );
     let alice = layout.alice();
     let url = cl.url.clone();
     let submitted = json(&fedchain(&fedchain_tests::as_party(
