@@ -369,6 +369,16 @@ impl JobFile {
                 (spec, Vec::new())
             }
             ModelChoice::Torchscript { torchscript } => {
+                let size = std::fs::metadata(torchscript)
+                    .with_context(|| format!("cannot read {}", torchscript.display()))?
+                    .len();
+                if size > limits::MAX_TORCHSCRIPT_MODULE_BYTES as u64 {
+                    bail!(
+                        "{} has {size} bytes; a job's module may have up to {} bytes",
+                        torchscript.display(),
+                        limits::MAX_TORCHSCRIPT_MODULE_BYTES
+                    );
+                }
                 let m = fedchain_models::Model::from_module_for(
                     torchscript,
                     image.map_or(features.len(), |s| s.len()),

@@ -873,3 +873,29 @@ fn refused_party(entries: &[Entry]) -> Option<String> {
 fn job_not_found(id: u64) -> Status {
     Status::not_found(format!("no job {id} on this coordinator"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README lists every setting of `coordinator.toml`; the block reads as a `Config`, and
+    /// a model larger than a task carries is fetched whatever `inline_model_bytes` says.
+    #[test]
+    fn the_readmes_coordinator_toml_reads_as_written() {
+        let readme = include_str!("../../README.md");
+        let at = readme
+            .find("Every setting of the coordinator (`coordinator.toml`")
+            .expect("the README shows a coordinator.toml");
+        let block = &readme[at..];
+        let start = block.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + block[start..].find("```").expect("its end");
+        let mut cfg: Config = toml::from_str(&block[start..end]).unwrap();
+        assert_eq!(cfg.inline_model_bytes, limits::MAX_INLINE_MODEL_BYTES);
+        assert!(cfg.inlines_model(limits::MAX_INLINE_MODEL_BYTES));
+        assert!(!cfg.inlines_model(limits::MAX_INLINE_MODEL_BYTES + 1));
+        cfg.inline_model_bytes = usize::MAX;
+        assert!(!cfg.inlines_model(limits::MAX_INLINE_MODEL_BYTES + 1));
+        cfg.inline_model_bytes = 0;
+        assert!(!cfg.inlines_model(1));
+    }
+}
