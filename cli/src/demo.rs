@@ -101,6 +101,11 @@ pub struct DemoArgs {
     /// temporary one.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Seconds a round waits for submissions, and then for decryption shares, before the job
+    /// fails. Large models need more: a share costs about 25 ms per ciphertext at 2048 bits on
+    /// these 2 cores, and a million parameters make about 5,000 ciphertexts at --quant-bits 8.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    round_deadline: u32,
     /// Paillier modulus bits of the demo consortium.
     #[arg(long, default_value_t = 2048)]
     bits: usize,
@@ -383,6 +388,10 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         args.seed,
         args.images.is_some(),
     );
+    if args.round_deadline == 0 {
+        bail!("--round-deadline must be at least 1 second");
+    }
+    jobfile.round_deadline_seconds = args.round_deadline;
     let mut spec = jobfile.to_spec()?;
     let device = pick_device(args.device)?;
     say(format!(
@@ -598,8 +607,16 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         ));
         let watched = job::watch(ch.clone(), status.job, if args.json { 0 } else { 1 }).await?;
         if !watched.finished {
+            let hint = if watched.reason.contains("before the share deadline") {
+                format!(
+                    "; a larger model needs a longer --round-deadline (it was {} s)",
+                    args.round_deadline
+                )
+            } else {
+                String::new()
+            };
             bail!(
-                "job {} failed: {} (logs in {})",
+                "job {} failed: {}{hint} (logs in {})",
                 status.job,
                 watched.reason,
                 logs.display()
