@@ -596,10 +596,10 @@ impl Round {
             ));
             return Vec::new();
         }
-        let vectors: Vec<Vec<Ciphertext>> = self
+        let vectors: Vec<&[Ciphertext]> = self
             .submissions
             .values()
-            .map(|s| s.ciphertexts.clone())
+            .map(|s| s.ciphertexts.as_slice())
             .collect();
         let ciphertexts = match aggregate::aggregate(&self.pk, &vectors) {
             Ok(a) => a,

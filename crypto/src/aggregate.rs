@@ -26,15 +26,16 @@ pub fn add_into(pk: &PublicKey, into: &mut [Ciphertext], other: &[Ciphertext]) -
 }
 
 /// The elementwise product of several equally long ciphertext vectors (their homomorphic sum).
-pub fn aggregate(pk: &PublicKey, vectors: &[Vec<Ciphertext>]) -> Result<Vec<Ciphertext>> {
+/// The vectors are borrowed (`Vec`s or slices), so a caller that keeps them copies none.
+pub fn aggregate<V: AsRef<[Ciphertext]>>(pk: &PublicKey, vectors: &[V]) -> Result<Vec<Ciphertext>> {
     let Some((first, rest)) = vectors.split_first() else {
         return Err(CryptoError::InvalidParameter(
             "nothing to aggregate: no ciphertext vectors".into(),
         ));
     };
-    let mut sum = first.clone();
+    let mut sum = first.as_ref().to_vec();
     for v in rest {
-        add_into(pk, &mut sum, v)?;
+        add_into(pk, &mut sum, v.as_ref())?;
     }
     Ok(sum)
 }

@@ -63,9 +63,18 @@ pub struct Entry {
 /// right after the coordinator stops, a restart) fails with "could not acquire lock". That error
 /// alone is retried, for up to about two seconds; a lock held by a live process is then reported.
 pub fn open_db(path: &Path) -> Result<sled::Db> {
+    // sled's default page cache is 1 GiB and keeps the pages it wrote, large values included:
+    // with a large model's submissions, shares and models (tens of MB each) it is most of the
+    // coordinator's memory. The ledger reads little back (a blob per fetch, records for proofs
+    // and restarts), so a small cache costs little.
+    const CACHE_BYTES: u64 = 64 * 1024 * 1024;
     let mut attempt = 0;
     loop {
-        match sled::open(path) {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 attempt += 1;
                 if attempt >= 40 {
