@@ -412,8 +412,8 @@ impl Round {
         self.submissions.keys().cloned().collect()
     }
 
-    /// The accepted submission of `hospital`, as its ciphertexts (to serve hospitals that rebuild
-    /// and check the aggregate).
+    /// The accepted submission of `hospital`, as its ciphertexts, while the round collects (once
+    /// it closes, only the aggregate is kept).
     pub fn submission(&self, hospital: &str) -> Option<&[Ciphertext]> {
         self.submissions
             .get(hospital)
@@ -609,6 +609,11 @@ impl Round {
                 return Vec::new();
             }
         };
+        // Hospitals rebuild the aggregate from the submissions' blobs on the ledger; the decoded
+        // vectors (three times the aggregate, for three hospitals) are not needed any more.
+        for s in self.submissions.values_mut() {
+            s.ciphertexts = Vec::new();
+        }
         let digest = sha256(&djn::encode_ciphertexts(&self.pk, &ciphertexts));
         let context = decryption_context(self.cfg.job, self.cfg.round, &digest);
         self.closed = Some(Closed {
