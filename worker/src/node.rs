@@ -1646,23 +1646,30 @@ async fn fetch_model(
     client: &mut TrainingServiceClient<Channel>,
     req: pb::ModelRequest,
 ) -> Result<Vec<u8>, String> {
-    let mut s = client
+    let stream = client
         .fetch_model(req)
         .await
         .map_err(|s| format!("fetching the model: {}", s.message()))?
         .into_inner();
+    read_chunks(stream, limits::MAX_MODEL_FILE_BYTES as u64)
+        .await
+        .map_err(|e| format!("fetching the model: {e}"))
+}
+
+/// The bytes of a stream of chunks, refused past `limit`.
+async fn read_chunks(
+    mut stream: tonic::Streaming<pb::Chunk>,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
-    while let Some(c) = s
+    while let Some(c) = stream
         .message()
         .await
-        .map_err(|s| format!("fetching the model: {}", s.message()))?
+        .map_err(|s| s.message().to_string())?
     {
         bytes.extend_from_slice(&c.data);
-        if bytes.len() > limits::MAX_MODEL_FILE_BYTES {
-            return Err(format!(
-                "the model file is larger than a job's model may be ({} bytes)",
-                limits::MAX_MODEL_FILE_BYTES
-            ));
+        if bytes.len() as u64 > limit {
+            return Err(format!("more than the {limit} bytes it may have"));
         }
     }
     Ok(bytes)
@@ -1703,25 +1710,16 @@ async fn fetch_blob(
     ledger: &mut LedgerServiceClient<Channel>,
     digest: &Hash,
 ) -> Result<Vec<u8>, String> {
-    let mut stream = ledger
+    let stream = ledger
         .get_blob(pb::Digest {
             sha256: digest.to_vec(),
         })
         .await
         .map_err(|s| format!("reading blob {}: {}", hex::encode(digest), s.message()))?
         .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(c) = stream
-        .message()
+    read_chunks(stream, limits::MAX_STREAM_BYTES)
         .await
-        .map_err(|s| s.message().to_string())?
-    {
-        bytes.extend_from_slice(&c.data);
-        if bytes.len() as u64 > limits::MAX_STREAM_BYTES {
-            return Err(format!("blob {} is too large", hex::encode(digest)));
-        }
-    }
-    Ok(bytes)
+        .map_err(|e| format!("reading blob {}: {e}", hex::encode(digest)))
 }
 
 #[cfg(test)]
