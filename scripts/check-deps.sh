@@ -4,7 +4,7 @@
 #     link libtorch (tch / torch-sys), nor do their tests;
 #   - crypto, ledger, model-core, models, datasets and proto never depend on the coordinator or
 #     the worker;
-#   - the worker, the audit crate and the fuzz targets never depend on the coordinator; fedchain-protocol knows no party;
+#   - the worker, the audit crate, the dashboard and the fuzz targets never depend on the coordinator; fedchain-protocol knows no party;
 #   - the shipped binaries (`cargo build -p fedchain-cli -p fedchain-server`) have no crash-test
 #     failpoints.
 set -euo pipefail
@@ -29,7 +29,7 @@ for c in fedchain-crypto fedchain-ledger fedchain-model-core fedchain-models fed
 done
 # The worker and the auditor's crate learn the rules from fedchain-protocol and fedchain-consortium,
 # never from the coordinator: they stand beside it, not on it.
-for c in fedchain-worker fedchain-audit fedchain-fuzzing; do
+for c in fedchain-worker fedchain-audit fedchain-dashboard fedchain-fuzzing; do
   if deps "$c" | grep -qx 'fedchain-coordinator'; then
     echo "check-deps: $c depends on fedchain-coordinator; take the rule from fedchain-protocol or fedchain-consortium" >&2
     fail=1

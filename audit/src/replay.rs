@@ -88,6 +88,9 @@ pub struct RoundReport {
     pub credits_checked: usize,
     /// Hospitals' evaluations of the round's model whose signature, model and figures checked.
     pub evaluations_verified: usize,
+    /// The consortium's figures for the round's model (e.g. accuracy, loss), pooled from the
+    /// evaluations that verified only, weighted by their rows: what a dashboard may show as fact.
+    pub metrics: Vec<(String, f64)>,
     /// Whether the round finalized (false for a round the job failed in, or one in progress).
     pub finalized: bool,
 }
@@ -810,11 +813,16 @@ impl Replayer<'_> {
             self.bad(job, Some(round), Some(index), check, expected, found);
             return;
         }
-        if let Some(j) = self.jobs.get_mut(&job) {
-            j.evaluated.insert(hospital, report);
-        }
+        let pooled = match self.jobs.get_mut(&job) {
+            Some(j) => {
+                j.evaluated.insert(hospital, report);
+                protocol::pooled_metrics(j.evaluated.values())
+            }
+            None => Vec::new(),
+        };
         if let Some(r) = self.round_report(job, round) {
             r.evaluations_verified += 1;
+            r.metrics = pooled;
         }
     }
 

@@ -189,7 +189,7 @@ fn checkpoints(
 
 /// Copies the coordinator's ledger into `into` over the ledger service, checked against the trust
 /// file of the party folder `party` (see `fedchain_audit::mirror`). Returns a one-line account.
-async fn mirror(url: &str, party: &Path, into: &Path) -> Result<String> {
+pub async fn mirror(url: &str, party: &Path, into: &Path) -> Result<String> {
     use fedchain_consortium::TRUST_FILE;
     use fedchain_proto::v1 as pb;
 

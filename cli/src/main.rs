@@ -9,6 +9,7 @@ mod bench;
 mod bench_dp;
 mod bench_round;
 mod consortium;
+mod dashboard;
 mod data;
 mod dataset_args;
 mod demo;
@@ -74,6 +75,9 @@ enum Command {
     /// The privacy accountant: what DP-SGD spends, or the noise a budget needs.
     #[command(subcommand)]
     Privacy(privacy::PrivacyCommand),
+    /// Serve a read-only web dashboard of a ledger: jobs, rounds, checkpoints, credits,
+    /// parties, each figure re-derived by the auditor's replay before it is drawn.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => done(keys::run(cmd)),
         Command::Bench(cmd) => done(bench::run(cmd)),
         Command::Privacy(cmd) => done(privacy::run(cmd)),
+        Command::Dashboard(args) => done(dashboard::run(args)),
     };
     exit::code(result)
 }
