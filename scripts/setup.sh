@@ -43,10 +43,14 @@ command -v "$python" >/dev/null 2>&1 || missing+=(python3)
 if command -v "$python" >/dev/null 2>&1 && [ ! -x .venv/bin/python ]; then
   "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
+# A real headless browser for the dashboard's tests (driven over WebDriver).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     die "missing: ${missing[*]}. This script installs them with apt-get on Debian/Ubuntu; on this \
-system install the equivalent packages (C/C++ compiler, GMP headers, Python 3 with venv) and re-run."
+system install the equivalent packages (C/C++ compiler, GMP headers, Python 3 with venv, Chromium and \
+its WebDriver) and re-run."
   fi
   if [ "$(id -u)" -eq 0 ]; then
     sudo=()

@@ -41,6 +41,9 @@ pub struct Store {
     credits: Credits,
     /// The fsync half of [`Store::flush`] (behind a lock so that `flush` takes `&self`).
     disk: Mutex<SledSync>,
+    /// Set when opened by [`Store::open_to_read`] over records that no longer reproduce the
+    /// latest checkpoint: why, and so every write is refused.
+    damaged: Option<String>,
 }
 
 /// One record to append: everything but its index.
@@ -98,6 +101,25 @@ impl Store {
     /// Opens (or creates) the ledger in folder `dir` for log `origin`. Reopening with another
     /// origin is an error: one folder holds one log.
     pub fn open(dir: &Path, origin: &str) -> Result<Store> {
+        let store = Store::open_unchecked(dir, origin)?;
+        match store.damaged {
+            Some(why) => Err(LedgerError::Corrupt(why)),
+            None => Ok(store),
+        }
+    }
+
+    /// Opens a ledger to read it even when its records no longer reproduce its latest
+    /// checkpoint (records lost or changed after hospitals cosigned them): an auditor replays
+    /// such a copy to learn which rounds the change touches. Returns the store and, for such a
+    /// ledger, what is wrong; the store then refuses every write, since appending would fork the
+    /// log away from what hospitals cosigned. Every other check of [`Store::open`] still holds.
+    pub fn open_to_read(dir: &Path, origin: &str) -> Result<(Store, Option<String>)> {
+        let store = Store::open_unchecked(dir, origin)?;
+        let why = store.damaged.clone();
+        Ok((store, why))
+    }
+
+    fn open_unchecked(dir: &Path, origin: &str) -> Result<Store> {
         if origin.is_empty() || origin.contains('\n') {
             return Err(LedgerError::InvalidArgument(
                 "the log origin must be one non-empty line".into(),
@@ -132,6 +154,7 @@ impl Store {
             frontier: Frontier::new(),
             credits: Credits::new(),
             disk: Mutex::new(SledSync::new(&dir.join(DB_DIR))),
+            damaged: None,
         };
         // Makes the folder itself durable (sled's configuration file, a new origin) and teaches
         // the syncer which files exist, so later flushes sync only what changes.
@@ -180,16 +203,26 @@ impl Store {
             let cp = Checkpoint::from_text(&signed.text)
                 .map_err(|e| LedgerError::Corrupt(format!("latest checkpoint: {e}")))?;
             if cp.size > self.len() || self.root_at(cp.size)? != cp.root {
-                return Err(LedgerError::Corrupt(format!(
+                self.damaged = Some(format!(
                     "the latest checkpoint covers {} records with root {}, but the {} stored \
                      records do not reproduce it; records a checkpoint covered were lost or changed",
                     cp.size,
                     hex::encode(cp.root),
                     self.len()
-                )));
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Refuses a write to a store opened over damaged records.
+    fn writable(&self) -> Result<()> {
+        match &self.damaged {
+            Some(why) => Err(LedgerError::Corrupt(format!(
+                "this ledger was opened to read only: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The log's origin line.
@@ -227,6 +260,7 @@ impl Store {
     /// balance, double reward, ...) nothing is written. Not flushed: call [`Store::checkpoint`] (or
     /// [`Store::flush`]) to make them durable.
     pub fn append_all(&mut self, entries: Vec<Entry>) -> Result<Vec<Record>> {
+        self.writable()?;
         let mut credits = self.credits.clone();
         let mut batch = sled::Batch::default();
         let mut out = Vec::with_capacity(entries.len());
@@ -262,6 +296,7 @@ impl Store {
 
     /// Stores a blob and returns its digest (idempotent).
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash> {
+        self.writable()?;
         let digest = sha256(bytes);
         self.blobs.insert(digest, bytes)?;
         Ok(digest)
@@ -281,6 +316,7 @@ impl Store {
 
     /// Removes a blob (retention); records keep its digest.
     pub fn prune_blob(&self, digest: &Hash) -> Result<bool> {
+        self.writable()?;
         Ok(self.blobs.remove(digest)?.is_some())
     }
 
@@ -339,6 +375,7 @@ impl Store {
     /// and returns the signed note. Hospitals add their cosignatures with
     /// [`Store::add_cosignatures`].
     pub fn checkpoint(&mut self, signer: &NoteSigner) -> Result<String> {
+        self.writable()?;
         self.flush()?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
@@ -367,6 +404,7 @@ impl Store {
     /// that is unknown or does not verify is refused: stored once, it could never be removed and
     /// would make every auditor reject the checkpoint.
     pub fn add_cosignatures(&self, note_text: &str, known: &[NoteVerifier]) -> Result<()> {
+        self.writable()?;
         let new = note::parse(note_text)?;
         if let Some(sig) = new.signatures.iter().find(|sig| {
             !known
@@ -405,6 +443,7 @@ impl Store {
     /// note must open with the `known` keys (every line valid), be for this log's origin, and
     /// name exactly this store's current size and root.
     pub fn import_checkpoint(&self, note_text: &str, known: &[NoteVerifier]) -> Result<()> {
+        self.writable()?;
         let (signed, _) = note::open(note_text, known)?;
         let cp = Checkpoint::from_text(&signed.text)?;
         if cp.origin != self.origin || cp.size != self.len() || cp.root != self.root() {

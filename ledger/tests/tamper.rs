@@ -725,3 +725,52 @@ fn an_anchor_whose_checkpoint_was_deleted_is_a_failure() {
     assert!(check(dir.path()).ok());
     assert_fails(&anchored(dir.path()), "no longer holds");
 }
+
+#[test]
+fn a_changed_record_is_readable_for_an_audit_but_never_written_to() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    with_db(dir.path(), |db| {
+        let t = db.open_tree("records").unwrap();
+        let v = t.get(2u64.to_be_bytes()).unwrap().unwrap();
+        let text = String::from_utf8(v.to_vec())
+            .unwrap()
+            .replace("\"budget\":600", "\"budget\":601");
+        assert_ne!(
+            text.as_bytes(),
+            v.as_ref(),
+            "record 2 submits a job of budget 600"
+        );
+        t.insert(2u64.to_be_bytes(), text.as_bytes()).unwrap();
+    });
+    // Opening to write refuses: appending would fork the log from what hospitals cosigned.
+    let refused = Store::open(dir.path(), ORIGIN).err().expect("refused");
+    assert!(
+        refused.to_string().contains("do not reproduce"),
+        "{refused}"
+    );
+    // Opening to read gives the records and says what is wrong; every write is refused.
+    let (mut store, why) = Store::open_to_read(dir.path(), ORIGIN).unwrap();
+    assert!(why.unwrap().contains("do not reproduce"));
+    let (record, _) = store.record(2).unwrap();
+    assert!(matches!(
+        record.body,
+        Body::JobSubmitted { budget: 601, .. }
+    ));
+    let len = store.len();
+    assert!(store
+        .append(credit(Movement::Mint {
+            to: Account::Researcher("eve".into()),
+            amount: 1,
+        }))
+        .is_err());
+    assert!(store.put_blob(b"x").is_err());
+    assert!(store.checkpoint(&signer()).is_err());
+    assert_eq!(store.len(), len);
+    drop(store);
+    // A clean ledger opens to read with nothing to say.
+    let clean = tempfile::tempdir().unwrap();
+    build(clean.path());
+    let (_store, why) = Store::open_to_read(clean.path(), ORIGIN).unwrap();
+    assert_eq!(why, None);
+}

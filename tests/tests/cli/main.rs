@@ -3,6 +3,7 @@
 
 mod audit;
 mod consortium;
+mod dashboard;
 mod data;
 mod dishonest;
 mod faults;
