@@ -101,27 +101,24 @@ fn say(view: &View, url: &str) {
     );
 }
 
-/// Serves until SIGINT or SIGTERM. `ready`: called with the URL once the port is bound (the demo
-/// prints it its own way).
+/// Serves until SIGINT or SIGTERM.
 pub fn run(args: DashboardArgs) -> Result<()> {
-    crate::serve::runtime()?.block_on(serve(args, None))
+    crate::serve::runtime()?.block_on(serve(args))
 }
 
-/// As [`run`], on the caller's runtime; `view`: one already built (the demo's).
-pub async fn serve(args: DashboardArgs, view: Option<View>) -> Result<()> {
+async fn serve(args: DashboardArgs) -> Result<()> {
     if !args.listen.ip().is_loopback() {
         eprintln!(
             "warning: serving on {}: anyone who can reach this address reads the whole ledger",
             args.listen
         );
     }
-    let view = match (view, &args.ledger, &args.coordinator) {
-        (Some(v), _, _) => v,
-        (None, Some(dir), _) => view_of(dir, &args, dir.display().to_string())?,
-        (None, None, Some(url)) => live_view(url, &args)
+    let view = match (&args.ledger, &args.coordinator) {
+        (Some(dir), _) => view_of(dir, &args, dir.display().to_string())?,
+        (None, Some(url)) => live_view(url, &args)
             .await
             .with_context(|| format!("following the ledger of {url}"))?,
-        (None, None, None) => unreachable!("clap requires one source"),
+        (None, None) => unreachable!("clap requires one source"),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

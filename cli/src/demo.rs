@@ -113,8 +113,19 @@ pub struct DemoArgs {
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
     /// Print the summary as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dashboard")]
     json: bool,
+    /// Then serve the web dashboard of the demo's ledger on this address (default
+    /// 127.0.0.1:8080) until Ctrl-C; the demo's files are kept (in a new temporary folder
+    /// without --dir).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:8080",
+        conflicts_with_all = ["plaintext", "centralized"]
+    )]
+    dashboard: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,7 +219,32 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(dir) = &summary.dir {
         println!("  files kept in {}", dir.display());
     }
+    if let (Some(listen), Some(dir)) = (args.dashboard, &summary.dir) {
+        println!();
+        return crate::dashboard::run(crate::dashboard::DashboardArgs {
+            ledger: Some(dir.join("ledger")),
+            coordinator: None,
+            consortium: dir.join("consortium/auditors").join(AUDITOR),
+            anchor: witness_files(dir),
+            listen,
+            refresh: 10,
+        });
+    }
     Ok(())
+}
+
+/// The hospitals' witness state files of the demo in `dir`: checkpoints they cosigned.
+fn witness_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(states) = std::fs::read_dir(dir.join("worker-state")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = states
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("witness.txt"))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
 }
 
 fn show(m: &MetricMap) -> String {
@@ -366,6 +402,11 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             std::fs::create_dir_all(d)?;
             d.canonicalize()?
         }
+        // The dashboard serves the ledger after the demo: keep the folder.
+        None if args.dashboard.is_some() => tempfile::Builder::new()
+            .prefix("fedchain-demo-")
+            .tempdir()?
+            .keep(),
         None => {
             temp = tempfile::Builder::new()
                 .prefix("fedchain-demo-")
@@ -750,7 +791,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         coordinator_peak_rss_mib,
         wasted_shares: Some(wasted_shares),
         privacy_spent: (!privacy.is_empty()).then_some(privacy),
-        dir: args.dir.as_ref().map(|_| dir.clone()),
+        dir: (args.dir.is_some() || args.dashboard.is_some()).then(|| dir.clone()),
     })
 }
 

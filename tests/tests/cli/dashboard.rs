@@ -16,7 +16,7 @@ use fedchain_ledger::store::DB_DIR;
 use fedchain_tests::{fedchain, fedchain_bin, json, ok_stdout, s};
 
 /// A child process killed when dropped.
-struct Kill(Child);
+pub struct Kill(Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -31,18 +31,18 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-/// Starts `fedchain dashboard` on a free loopback port; returns it and its URL.
+/// Starts `fedchain dashboard` on the ledger folder `ledger`.
 fn dashboard(ledger: &Path, party: &Path) -> (Kill, String) {
+    spawn(&["--ledger", s(ledger), "--consortium", s(party)])
+}
+
+/// Starts `fedchain dashboard ARGS` on a free loopback port; returns it and its URL once it
+/// serves.
+pub fn spawn(args: &[&str]) -> (Kill, String) {
     let mut child = Command::new(fedchain_bin())
-        .args([
-            "dashboard",
-            "--ledger",
-            s(ledger),
-            "--consortium",
-            s(party),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .arg("dashboard")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -362,6 +362,26 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
     );
     shot(&c, "job-tampered").await;
     c.close().await.unwrap();
+}
+
+/// A plain HTTP GET of `url` (`http://ADDR/PATH`): the status and the body.
+pub fn get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
 }
 
 fn hash(hex_text: &str) -> [u8; 32] {

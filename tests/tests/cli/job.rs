@@ -283,6 +283,29 @@ fn encrypted_job_over_mutual_tls_matches_plaintext_fedavg_and_audits() {
         );
     }
 
+    // The dashboard follows the live coordinator the same way, and shows the same verdict.
+    let (_dashboard, dashboard) = crate::dashboard::spawn(&[
+        "--coordinator",
+        &url,
+        "--as",
+        s(&dir.join("c/auditors/audra")),
+    ]);
+    let (status, body) = crate::dashboard::get(&format!("{dashboard}/api/replay.json"));
+    assert_eq!(status, 200, "{body}");
+    let live: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(live["ok"], true, "{live}");
+    let last = |r: &serde_json::Value| r["replay"]["rounds"].as_array().unwrap().last().cloned();
+    assert_eq!(
+        last(&live),
+        last(&report),
+        "the final round as the replay confirmed it"
+    );
+    let (status, page) = crate::dashboard::get(&format!("{dashboard}/job/1"));
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!(
+        "data-round=\"{ROUNDS}\" data-verdict=\"verified\""
+    )));
+
     // The auditor lists the live ledger's checkpoints: each signed by the log, sizes rising, and
     // (once the hospitals answered) the newest cosigned by a quorum.
     let deadline = Instant::now() + Duration::from_secs(30);
