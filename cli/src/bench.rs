@@ -110,6 +110,23 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How fast the dashboard's pages load for a ledger of RECORDS records (a real demo job of
+    /// ROUNDS rounds, then refused requests, signed and cosigned): the time to check the ledger
+    /// and build the view, then each page fetched over HTTP on loopback.
+    Dashboard {
+        /// Records in the ledger.
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
+        /// Rounds of the demo job recorded first.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+        /// Loads of each page (median and slowest reported).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger costs: recording a round (records + fsync'd signed checkpoint) and offline
     /// verification, in a temporary folder.
     Ledger {
@@ -127,6 +144,20 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Dashboard {
+            records,
+            rounds,
+            repeat,
+            json,
+        } => {
+            let r = crate::bench_dashboard::run(records, rounds, repeat)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                crate::bench_dashboard::print(&r);
+            }
+            Ok(())
+        }
         BenchCommand::Submit { job, repeat, json } => {
             if repeat == 0 {
                 anyhow::bail!("--repeat must be at least 1");

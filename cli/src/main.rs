@@ -6,6 +6,7 @@
 mod audit;
 mod baseline;
 mod bench;
+mod bench_dashboard;
 mod bench_dp;
 mod bench_round;
 mod consortium;
