@@ -400,3 +400,29 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `bench dashboard` on a small ledger: every page is fetched, and the ledger holds exactly the
+/// records asked for (a demo job, then refused requests, signed and cosigned: it must check out,
+/// or the bench refuses to time it).
+#[test]
+fn the_dashboard_benchmark_times_every_page_of_a_ledger_of_the_size_asked() {
+    let r = json(&fedchain(&[
+        "bench",
+        "dashboard",
+        "--records",
+        "500",
+        "--rounds",
+        "1",
+        "--repeat",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(r["records"], 500, "{r}");
+    let pages = r["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 9, "{r}");
+    for p in pages {
+        assert!(p["bytes"].as_u64().unwrap() > 500, "{p}");
+        assert!(p["max_ms"].as_f64().unwrap() >= p["median_ms"].as_f64().unwrap());
+    }
+    assert!(r["build_s"].as_f64().unwrap() > 0.0);
+}
