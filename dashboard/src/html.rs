@@ -253,8 +253,17 @@ pub fn job(view: &View, id: u64) -> Option<String> {
         let valid = r.shares.iter().filter(|s| s.1).count();
         let model = match (&r.model, r.finalized_record) {
             (Some(m), Some(rec)) => format!(
-                "<a href=\"/record/{rec}\" title=\"{m}\"><code>{}</code></a>",
-                short(m)
+                "<a href=\"/record/{rec}\" title=\"{m}\"><code>{}</code></a>{}",
+                short(m),
+                match &r.model_file {
+                    Some(f) if r.round > 0 => format!(
+                        " <a class=\"download\" href=\"/model/{id}/{}\" download>download</a> \
+                         <span class=\"muted\">({})</span>",
+                        r.round,
+                        size(f.len())
+                    ),
+                    _ => String::new(),
+                }
             ),
             _ => "–".to_owned(),
         };
@@ -289,7 +298,13 @@ pub fn job(view: &View, id: u64) -> Option<String> {
             problems(r),
         );
     }
-    body.push_str("</tbody></table>");
+    let _ = write!(
+        body,
+        "</tbody></table><p class=\"muted\">A downloaded model's parameters have the digest its \
+         round recorded (<code>fedchain model info FILE</code> prints it). A researcher gets a \
+         round's model with the proof of its record in a cosigned checkpoint through \
+         <code>fedchain job download {id} --round R</code>.</p>"
+    );
     let _ = write!(body, "<h2>Hospitals</h2><table id=\"hospitals\"><thead><tr><th>Hospital</th><th>Declared rows</th><th>Rounds taken part in</th></tr></thead><tbody>");
     for (h, rows) in &j.enrolled {
         let n = j
@@ -336,6 +351,14 @@ pub fn job(view: &View, id: u64) -> Option<String> {
         "<p><a href=\"/ledger?job={id}\">Every record of job {id}</a></p>"
     );
     Some(page(view, &format!("Job {id}"), "Jobs", &body))
+}
+
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
 }
 
 fn problems(r: &RoundView) -> String {

@@ -88,6 +88,34 @@ async fn record(State(s): State<Shared>, Path(index): Path<u64>) -> Response {
     }
 }
 
+/// A round's model file, as the ledger folder holds it.
+async fn model(State(s): State<Shared>, Path((job, round)): Path<(u64, u64)>) -> Response {
+    let v = s.get();
+    let file = v
+        .jobs
+        .get(&job)
+        .and_then(|j| j.rounds.iter().find(|r| r.round == round && round > 0))
+        .and_then(|r| r.model_file.clone());
+    let Some(file) = file else {
+        return page(
+            StatusCode::NOT_FOUND,
+            html::not_found(&v, &format!("A model file of job {job} round {round}")),
+        );
+    };
+    let mut r = file.as_ref().clone().into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"job-{job}-round-{round}.safetensors\""
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
 async fn credits(State(s): State<Shared>) -> Response {
     page(StatusCode::OK, html::credits(&s.get()))
 }
@@ -127,6 +155,7 @@ pub fn router(view: Shared) -> Router {
         .route("/job/{id}", get(job))
         .route("/ledger", get(ledger))
         .route("/record/{index}", get(record))
+        .route("/model/{job}/{round}", get(model))
         .route("/credits", get(credits))
         .route("/parties", get(parties))
         .route("/api/replay.json", get(replay_json))

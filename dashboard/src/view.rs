@@ -2,8 +2,9 @@
 //! `audit verify` and `audit replay`, and per job, round, checkpoint, account and party the
 //! figures the pages draw. Pages only render a [`View`]; nothing here is computed while serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use fedchain_audit::checkpoints::CheckpointView;
 use fedchain_audit::ReplayReport;
@@ -60,6 +61,9 @@ pub struct RoundView {
     pub model: Option<String>,
     /// The `RoundFinalized` record.
     pub finalized_record: Option<u64>,
+    /// The round's model file, when the ledger folder holds it (the coordinator keeps each
+    /// released model as a blob): its parameters have the digest of `model`.
+    pub model_file: Option<Arc<Vec<u8>>>,
     /// The replay's report, when the round finalized.
     pub replayed: Option<fedchain_audit::replay::RoundReport>,
     /// Figures the replay confirmed: pooled from the evaluations that verified.
@@ -299,8 +303,16 @@ pub fn build(
     let mut evaluations: BTreeMap<(u64, u64), Vec<fedchain_protocol::Evaluation>> = BTreeMap::new();
     let mut credits = Credits::new();
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    let mut referenced: BTreeSet<Hash> = BTreeSet::new();
     for index in 0..store.len() {
         let (record, bytes) = store.record(index)?;
+        if let Body::JobSubmitted { spec: d, .. }
+        | Body::UpdateSubmitted { ciphertexts: d, .. }
+        | Body::RoundClosed { aggregate: d, .. }
+        | Body::DecryptionShare { share: d, .. } = &record.body
+        {
+            referenced.insert(*d);
+        }
         let row = row(index, &record, &bytes);
         follow(&store, &mut jobs, &mut evaluations, index, &record);
         if let Body::CreditsMoved { movement } = &record.body {
@@ -323,6 +335,7 @@ pub fn build(
         }
         records.push(row);
     }
+    attach_model_files(&store, &referenced, &mut jobs)?;
     drop(store);
 
     // Attach what the checks found to records, rounds and jobs.
@@ -402,6 +415,66 @@ pub fn build(
         parties,
         threshold: description.threshold,
     })
+}
+
+/// Model files the pages serve, at most this many bytes in all (newest rounds first); older
+/// rounds of a larger ledger are downloaded with `fedchain job download --round`.
+pub const MAX_MODEL_BYTES: usize = 256 << 20;
+
+/// Finds each finalized round's model file among the blobs no record names (records name specs,
+/// ciphertexts, aggregates and shares; the coordinator keeps released model files beside them)
+/// by the digest of its parameters, and keeps the newest within [`MAX_MODEL_BYTES`].
+fn attach_model_files(
+    store: &Store,
+    referenced: &BTreeSet<Hash>,
+    jobs: &mut BTreeMap<u64, JobView>,
+) -> Result<(), DashboardError> {
+    let mut wanted: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for j in jobs.values() {
+        for r in j.rounds.iter().filter(|r| r.round > 0) {
+            if let Some(m) = &r.model {
+                wanted.entry(m.clone()).or_default().push((j.id, r.round));
+            }
+        }
+    }
+    let mut found: Vec<(u64, u64, Arc<Vec<u8>>)> = Vec::new();
+    for digest in store.blob_digests()? {
+        if referenced.contains(&digest) {
+            continue;
+        }
+        let Some(bytes) = store.blob(&digest)? else {
+            continue;
+        };
+        // A safetensors file opens with its header's length, then the JSON header.
+        let header = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        if !header.is_some_and(|n| n < bytes.len() as u64 && bytes.get(8) == Some(&b'{')) {
+            continue;
+        }
+        let Ok(file) = fedchain_model_core::ModelFile::from_bytes(&bytes, Path::new("<blob>"))
+        else {
+            continue;
+        };
+        if let Some(rounds) = wanted.get(&hex::encode(file.digest().0)) {
+            let bytes = Arc::new(bytes);
+            for &(job, round) in rounds {
+                found.push((job, round, bytes.clone()));
+            }
+        }
+    }
+    found.sort_by_key(|(job, round, _)| std::cmp::Reverse((*round, *job)));
+    let mut kept = 0;
+    for (job, round, bytes) in found {
+        if kept + bytes.len() > MAX_MODEL_BYTES {
+            continue;
+        }
+        kept += bytes.len();
+        if let Some(j) = jobs.get_mut(&job) {
+            round_mut(j, round).model_file = Some(bytes);
+        }
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {

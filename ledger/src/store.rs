@@ -294,6 +294,20 @@ impl Store {
         Ok((Record::decode(&bytes)?, bytes.to_vec()))
     }
 
+    /// The digests of every stored blob, in byte order.
+    pub fn blob_digests(&self) -> Result<Vec<Hash>> {
+        let mut out = Vec::new();
+        for key in self.blobs.iter().keys() {
+            let key = key?;
+            let digest: Hash = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| LedgerError::Corrupt(format!("a blob key of {} bytes", key.len())))?;
+            out.push(digest);
+        }
+        Ok(out)
+    }
+
     /// Stores a blob and returns its digest (idempotent).
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash> {
         self.writable()?;

@@ -256,6 +256,18 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
     );
     shot(&c, "job").await;
 
+    // The final round's model downloads from the page: the very file the demo's researcher
+    // downloaded and verified against its checkpoint.
+    let link = c
+        .find(Locator::Css("tr.round[data-round=\"3\"] a.download"))
+        .await
+        .unwrap();
+    let href = attr(&link, "href").await;
+    let href = href.strip_prefix(&url).unwrap_or(&href).to_owned();
+    let (status, file) = get_bytes(&format!("{url}{href}"));
+    assert_eq!(status, 200);
+    assert_eq!(file, std::fs::read(demo.join("model.safetensors")).unwrap());
+
     // The ledger page: every checkpoint with the cosigners the auditor's check found.
     c.goto(&format!("{url}/ledger")).await.unwrap();
     let rows = c.find_all(Locator::Css("tr.checkpoint")).await.unwrap();
@@ -364,8 +376,14 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
     c.close().await.unwrap();
 }
 
-/// A plain HTTP GET of `url` (`http://ADDR/PATH`): the status and the body.
+/// A plain HTTP GET of `url` (`http://ADDR/PATH`): the status and the body as text.
 pub fn get(url: &str) -> (u16, String) {
+    let (status, body) = get_bytes(url);
+    (status, String::from_utf8(body).expect("a text body"))
+}
+
+/// A plain HTTP GET of `url`: the status and the body.
+pub fn get_bytes(url: &str) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (addr, path) = rest
@@ -377,11 +395,15 @@ pub fn get(url: &str) -> (u16, String) {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).unwrap();
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..end]);
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    (status, response[end + 4..].to_vec())
 }
 
 fn hash(hex_text: &str) -> [u8; 32] {
