@@ -141,6 +141,7 @@ pub fn run(records: u64, rounds: u32, repeat: usize) -> Result<Report> {
         "/ledger?party=riverside".to_owned(),
         "/ledger?kind=request_rejected&page=20".to_owned(),
         format!("/record/{}", total / 2),
+        "/checkpoints".to_owned(),
         "/credits".to_owned(),
         "/parties".to_owned(),
     ];

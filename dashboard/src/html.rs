@@ -412,35 +412,17 @@ fn charts(j: &JobView) -> String {
     out
 }
 
-/// Filters of the ledger page.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-pub struct LedgerQuery {
-    /// Only records of this kind.
-    pub kind: Option<String>,
-    /// Only records of this job.
-    pub job: Option<u64>,
-    /// Only records naming this party.
-    pub party: Option<String>,
-    /// Page number, from 0.
-    pub page: Option<usize>,
-}
-
-/// The ledger page: checkpoints, then the records that pass the filters, a page at a time.
-pub fn ledger(view: &View, q: &LedgerQuery) -> String {
+/// The newest `limit` checkpoints as a table.
+fn checkpoint_table(view: &View, limit: usize) -> String {
     let mut body = String::new();
-    // Records per kind: the page's "over time" is the log order itself, and this summary.
-    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
-    for r in &view.records {
-        *kinds.entry(r.kind.as_str()).or_default() += 1;
-    }
     let _ = write!(
         body,
-        "<h2>Checkpoints</h2><p>Signed by the log and cosigned by hospitals; each needs {} \
+        "<p>Signed by the log and cosigned by hospitals; each needs {} \
          cosignatures.</p><table id=\"checkpoints\"><thead><tr><th>Size</th><th>Root</th>\
          <th>Cosigners</th><th>Quorum</th><th>State</th></tr></thead><tbody>",
         view.threshold
     );
-    for c in view.checkpoints.iter().rev() {
+    for c in view.checkpoints.iter().rev().take(limit) {
         let _ = write!(
             body,
             "<tr class=\"checkpoint\" data-size=\"{}\" data-cosigners=\"{}\"><td>{}</td>\
@@ -464,7 +446,54 @@ pub fn ledger(view: &View, q: &LedgerQuery) -> String {
             }
         );
     }
-    body.push_str("</tbody></table><h2>Records</h2><form class=\"filters\" method=\"get\"><label>kind <select name=\"kind\"><option value=\"\">any</option>");
+    body.push_str("</tbody></table>");
+    body
+}
+
+/// Every checkpoint, newest first.
+pub fn checkpoints(view: &View) -> String {
+    page(
+        view,
+        "Checkpoints",
+        "Ledger",
+        &checkpoint_table(view, usize::MAX),
+    )
+}
+
+/// Checkpoints the ledger page lists (the newest; all are on /checkpoints).
+const NEWEST_CHECKPOINTS: usize = 10;
+
+/// Filters of the ledger page.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct LedgerQuery {
+    /// Only records of this kind.
+    pub kind: Option<String>,
+    /// Only records of this job.
+    pub job: Option<u64>,
+    /// Only records naming this party.
+    pub party: Option<String>,
+    /// Page number, from 0.
+    pub page: Option<usize>,
+}
+
+/// The ledger page: checkpoints, then the records that pass the filters, a page at a time.
+pub fn ledger(view: &View, q: &LedgerQuery) -> String {
+    let mut body = String::new();
+    // Records per kind: the page's "over time" is the log order itself, and this summary.
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &view.records {
+        *kinds.entry(r.kind.as_str()).or_default() += 1;
+    }
+    body.push_str("<h2>Checkpoints</h2>");
+    body.push_str(&checkpoint_table(view, NEWEST_CHECKPOINTS));
+    if view.checkpoints.len() > NEWEST_CHECKPOINTS {
+        let _ = write!(
+            body,
+            "<p><a href=\"/checkpoints\" id=\"all-checkpoints\">All {} checkpoints</a></p>",
+            view.checkpoints.len()
+        );
+    }
+    body.push_str("<h2>Records</h2><form class=\"filters\" method=\"get\"><label>kind <select name=\"kind\"><option value=\"\">any</option>");
     for (k, n) in &kinds {
         let _ = write!(
             body,

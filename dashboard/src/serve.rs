@@ -116,6 +116,10 @@ async fn model(State(s): State<Shared>, Path((job, round)): Path<(u64, u64)>) ->
     r
 }
 
+async fn checkpoints(State(s): State<Shared>) -> Response {
+    page(StatusCode::OK, html::checkpoints(&s.get()))
+}
+
 async fn credits(State(s): State<Shared>) -> Response {
     page(StatusCode::OK, html::credits(&s.get()))
 }
@@ -155,6 +159,7 @@ pub fn router(view: Shared) -> Router {
         .route("/job/{id}", get(job))
         .route("/ledger", get(ledger))
         .route("/record/{index}", get(record))
+        .route("/checkpoints", get(checkpoints))
         .route("/model/{job}/{round}", get(model))
         .route("/credits", get(credits))
         .route("/parties", get(parties))

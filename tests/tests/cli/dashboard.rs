@@ -268,8 +268,13 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
     assert_eq!(status, 200);
     assert_eq!(file, std::fs::read(demo.join("model.safetensors")).unwrap());
 
-    // The ledger page: every checkpoint with the cosigners the auditor's check found.
+    // The ledger page: the newest checkpoints; the checkpoints page: every one, with the
+    // cosigners the auditor's check found.
     c.goto(&format!("{url}/ledger")).await.unwrap();
+    let newest = c.find_all(Locator::Css("tr.checkpoint")).await.unwrap();
+    assert_eq!(newest.len(), checkpoints.len().min(10));
+    shot(&c, "ledger").await;
+    c.goto(&format!("{url}/checkpoints")).await.unwrap();
     let rows = c.find_all(Locator::Css("tr.checkpoint")).await.unwrap();
     assert_eq!(rows.len(), checkpoints.len());
     for (row, cp) in rows.iter().zip(checkpoints.iter().rev()) {
@@ -283,7 +288,6 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
         assert!(cosigners.len() >= 2, "a quorum of 2: {cp}");
         assert_eq!(attr(row, "data-cosigners").await, cosigners.join(","));
     }
-    shot(&c, "ledger").await;
 
     // Filtered by kind: the decryption shares of job 1 only.
     c.goto(&format!("{url}/ledger?kind=decryption_share&job=1"))
@@ -341,7 +345,39 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
         hospitals.len() >= 6,
         "coordinator, 3 hospitals, alice, audra"
     );
+    for row in &hospitals {
+        let state = row.find(Locator::Css("td.cert")).await.unwrap();
+        assert!(state.text().await.unwrap().starts_with("in force"));
+    }
     shot(&c, "parties").await;
+
+    // Once the CA revokes northgate's certificate, the parties page says so.
+    ok_stdout(&fedchain(&[
+        "consortium",
+        "revoke",
+        "--dir",
+        s(&demo.join("consortium")),
+        "--party",
+        "northgate",
+        "--reason",
+        "key-compromise",
+    ]));
+    let (_revoked, revoked_url) = dashboard(&ledger, &audra);
+    c.goto(&format!("{revoked_url}/parties")).await.unwrap();
+    let northgate = c
+        .find(Locator::Css("tr.party[data-name=\"northgate\"] td.cert"))
+        .await
+        .unwrap();
+    let state = northgate.text().await.unwrap();
+    assert!(
+        state.starts_with("revoked on") && state.contains("key-compromise"),
+        "{state}"
+    );
+    let riverside = c
+        .find(Locator::Css("tr.party[data-name=\"riverside\"] td.cert"))
+        .await
+        .unwrap();
+    assert_eq!(riverside.text().await.unwrap(), "in force");
 
     // A tampered copy: round 2's reported accuracy changed. The round shows as failed, its
     // figure is not drawn as a fact, and the other rounds still check.
@@ -441,7 +477,7 @@ fn the_dashboard_benchmark_times_every_page_of_a_ledger_of_the_size_asked() {
     ]));
     assert_eq!(r["records"], 500, "{r}");
     let pages = r["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 9, "{r}");
+    assert_eq!(pages.len(), 10, "{r}");
     for p in pages {
         assert!(p["bytes"].as_u64().unwrap() > 500, "{p}");
         assert!(p["max_ms"].as_f64().unwrap() >= p["median_ms"].as_f64().unwrap());
