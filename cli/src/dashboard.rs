@@ -135,7 +135,12 @@ async fn serve(args: DashboardArgs) -> Result<()> {
                 // A coordinator that is down or restarting leaves the last view up.
                 match live_view(&coordinator, &args).await {
                     Ok(v) => shared.set(v),
-                    Err(e) => eprintln!("dashboard: refreshing from {coordinator}: {e:#}"),
+                    Err(e) => {
+                        eprintln!("dashboard: refreshing from {coordinator}: {e:#}");
+                        let mut stale = (*shared.get()).clone();
+                        stale.refresh_error = Some(format!("{e:#}"));
+                        shared.set(stale);
+                    }
                 }
             }
         });

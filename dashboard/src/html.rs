@@ -56,7 +56,8 @@ fn time(ms: u64) -> String {
 }
 
 fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(12)]
+    // consortium.json's fingerprints are not checked to be hex: never split a character.
+    hex.char_indices().nth(12).map_or(hex, |(i, _)| &hex[..i])
 }
 
 fn badge(v: Verdict) -> String {
@@ -123,12 +124,28 @@ fn page(view: &View, title: &str, active: &str, body: &str) -> String {
                 esc(&d.found)
             );
         }
+        if let Some(why) = &view.unreadable {
+            let _ = write!(
+                list,
+                "<li>the records cannot be read to replay the rounds, so nothing is drawn: {}</li>",
+                esc(why)
+            );
+        }
         format!(
             "<div id=\"verdict\" class=\"verdict failed\" data-ok=\"false\">FAILED: the \
              ledger does not check out ({} problems). Figures in failed rounds are not facts.\
              <ul>{list}</ul></div>",
-            view.problems()
+            view.problems() + usize::from(view.unreadable.is_some())
         )
+    };
+    let verdict = match &view.refresh_error {
+        Some(e) => format!(
+            "<div class=\"verdict failed\" id=\"stale\">The last refresh failed, so this is \
+             the ledger as of {}: {}</div>{verdict}",
+            time(view.built_ms),
+            esc(e)
+        ),
+        None => verdict,
     };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -171,7 +188,7 @@ fn metric_cell(r: &RoundView, name: &str) -> String {
 pub fn jobs(view: &View) -> String {
     let mut body = String::from(
         "<table id=\"jobs\"><thead><tr><th>Job</th><th>Researcher</th><th>Model</th>\
-         <th>State</th><th>Rounds</th><th>Participants</th><th>Final accuracy</th>\
+         <th>State</th><th>Rounds</th><th>Hospitals enrolled</th><th>Final accuracy</th>\
          <th>Final loss</th><th>Credits spent</th><th>Verdict</th></tr></thead><tbody>",
     );
     if view.jobs.is_empty() {
@@ -463,17 +480,36 @@ pub fn checkpoints(view: &View) -> String {
 /// Checkpoints the ledger page lists (the newest; all are on /checkpoints).
 const NEWEST_CHECKPOINTS: usize = 10;
 
-/// Filters of the ledger page.
+/// Filters of the ledger page, as the form sends them: an empty field is no filter, so every
+/// field is text here and read by [`LedgerQuery::job`] and [`LedgerQuery::page`].
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 pub struct LedgerQuery {
     /// Only records of this kind.
     pub kind: Option<String>,
-    /// Only records of this job.
-    pub job: Option<u64>,
+    /// Only records of this job (a number).
+    pub job: Option<String>,
     /// Only records naming this party.
     pub party: Option<String>,
     /// Page number, from 0.
-    pub page: Option<usize>,
+    pub page: Option<String>,
+}
+
+impl LedgerQuery {
+    /// The job filter: `Ok(None)` for none, `Err` with the text when it is not a job id.
+    pub fn job(&self) -> Result<Option<u64>, String> {
+        match self.job.as_deref().map(str::trim).filter(|j| !j.is_empty()) {
+            None => Ok(None),
+            Some(j) => j.parse().map(Some).map_err(|_| j.to_owned()),
+        }
+    }
+
+    /// The page asked for (the first when absent or not a number).
+    pub fn page(&self) -> usize {
+        self.page
+            .as_deref()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The ledger page: checkpoints, then the records that pass the filters, a page at a time.
@@ -511,20 +547,32 @@ pub fn ledger(view: &View, q: &LedgerQuery) -> String {
         "</select></label> <label>job <input name=\"job\" size=\"4\" value=\"{}\"></label> \
          <label>party <input name=\"party\" size=\"12\" value=\"{}\"></label> \
          <button type=\"submit\">Filter</button></form>",
-        q.job.map(|j| j.to_string()).unwrap_or_default(),
+        esc(q.job.as_deref().unwrap_or("")),
         esc(q.party.as_deref().unwrap_or(""))
     );
     let kind = q.kind.as_deref().filter(|k| !k.is_empty());
+    let job = q.job();
     let party = q.party.as_deref().filter(|p| !p.is_empty());
     let matching: Vec<_> = view
         .records
         .iter()
         .filter(|r| kind.is_none_or(|k| r.kind == k))
-        .filter(|r| q.job.is_none_or(|j| r.job == Some(j)))
+        .filter(|r| match &job {
+            Ok(j) => j.is_none_or(|j| r.job == Some(j)),
+            Err(_) => false,
+        })
         .filter(|r| party.is_none_or(|p| r.parties.iter().any(|x| x == p)))
         .collect();
+    body.push_str(&over_time(&matching));
     let pages = matching.len().div_ceil(PAGE).max(1);
-    let at = q.page.unwrap_or(0).min(pages - 1);
+    let at = q.page().min(pages - 1);
+    if let Err(bad) = &job {
+        let _ = write!(
+            body,
+            "<p class=\"problems\">job &quot;{}&quot; is not a job id: give a number, or leave it empty</p>",
+            esc(bad)
+        );
+    }
     let _ = write!(
         body,
         "<p id=\"count\" data-count=\"{}\">{} records{}; page {} of {pages}</p>\
@@ -561,7 +609,7 @@ pub fn ledger(view: &View, q: &LedgerQuery) -> String {
         if let Some(k) = kind {
             let _ = write!(s, "&kind={}", url(k));
         }
-        if let Some(j) = q.job {
+        if let Ok(Some(j)) = job {
             let _ = write!(s, "&job={j}");
         }
         if let Some(p) = party {
@@ -570,7 +618,7 @@ pub fn ledger(view: &View, q: &LedgerQuery) -> String {
         esc(&s)
     };
     if at > 0 {
-        let _ = write!(body, "<a href=\"{}\">← newer… older</a> ", link(at - 1));
+        let _ = write!(body, "<a href=\"{}\">← previous page</a> ", link(at - 1));
     }
     if at + 1 < pages {
         let _ = write!(
@@ -581,6 +629,39 @@ pub fn ledger(view: &View, q: &LedgerQuery) -> String {
     }
     body.push_str("</p>");
     page(view, "Ledger", "Ledger", &body)
+}
+
+/// The records `rows` over time: how many the ledger held at each moment, at most 100 points.
+fn over_time(rows: &[&crate::view::RecordRow]) -> String {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return String::new();
+    };
+    let (t0, t1) = (first.time_ms, last.time_ms.max(first.time_ms));
+    let buckets = 100u64;
+    let width = ((t1 - t0) / buckets).max(1);
+    let mut points: Vec<(f64, f64, bool)> = Vec::new();
+    for (n, r) in rows.iter().enumerate() {
+        let x = (r.time_ms.saturating_sub(t0) / width * width) as f64 / 60_000.0;
+        // A clock that stepped back must not draw the count backwards.
+        let x = x.max(points.last().map_or(0.0, |p| p.0));
+        match points.last_mut() {
+            Some(p) if p.0 == x => p.1 = (n + 1) as f64,
+            _ => points.push((x, (n + 1) as f64, false)),
+        }
+    }
+    let mut out = String::from("<div class=\"charts\">");
+    out.push_str(&line_chart(
+        "Records over time",
+        "minutes since the first record listed",
+        &[Series {
+            name: "records",
+            class: "c0",
+            points,
+        }],
+        true,
+    ));
+    out.push_str("</div>");
+    out
 }
 
 /// The page of one record, with its inclusion proof, or `None` when there is no such record.
@@ -744,5 +825,27 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
         assert_eq!(url("st marys&x"), "st%20marys%26x");
+        assert_eq!(short("abcdef0123456789"), "abcdef012345");
+        assert_eq!(
+            short("ééééééééééééé"),
+            "éééééééééééé",
+            "never splits a character"
+        );
+    }
+
+    #[test]
+    fn the_forms_empty_fields_filter_nothing_and_a_bad_job_is_named() {
+        let q = |job: Option<&str>, page: Option<&str>| LedgerQuery {
+            kind: None,
+            job: job.map(str::to_owned),
+            party: None,
+            page: page.map(str::to_owned),
+        };
+        assert_eq!(q(Some(""), Some("")).job(), Ok(None));
+        assert_eq!(q(Some(""), Some("")).page(), 0);
+        assert_eq!(q(Some(" 7 "), Some("3")).job(), Ok(Some(7)));
+        assert_eq!(q(None, Some("3")).page(), 3);
+        assert_eq!(q(Some("x<"), None).job(), Err("x<".to_owned()));
+        assert_eq!(q(None, Some("-1")).page(), 0);
     }
 }

@@ -12,8 +12,8 @@
 //! Architecture invariant: like the auditor, it trusts only public files: the ledger, the trust
 //! file, the threshold public key and `consortium.json`. It never depends on the coordinator
 //! crate, holds no secret key, runs no script in the browser and loads nothing from elsewhere
-//! (a hospital's closed network has no CDN). It writes nothing: the ledger folder is opened only
-//! while a view is built.
+//! (a hospital's closed network has no CDN). It never writes to a ledger: the folder is opened
+//! to read (`Store::open_to_read`, which refuses writes) and only while a view is built.
 #![deny(missing_docs)]
 
 pub mod chart;

@@ -241,12 +241,17 @@ pub struct View {
     pub parties: Vec<PartyView>,
     /// The decryption threshold, which is also the cosignature quorum.
     pub threshold: usize,
+    /// Why the records could not be read for the replay (records missing, reordered or not
+    /// decoding): then only `verify`'s findings are shown.
+    pub unreadable: Option<String>,
+    /// Why the last refresh of a live view failed, when it did: the pages are older than said.
+    pub refresh_error: Option<String>,
 }
 
 impl View {
     /// Whether both `audit verify` and `audit replay` passed.
     pub fn ok(&self) -> bool {
-        self.verify.ok() && self.replay.ok()
+        self.verify.ok() && self.replay.ok() && self.unreadable.is_none()
     }
 
     /// Problems found, all told.
@@ -269,7 +274,7 @@ impl View {
             .checkpoints
             .iter()
             .rev()
-            .find(|c| c.ok && c.size > index)?;
+            .find(|c| c.ok && c.problem.is_none() && c.size > index)?;
         let leaves: Vec<Hash> = self.records.iter().map(|r| r.leaf).collect();
         let proof = merkle::inclusion_proof(&leaves, index, cp.size).ok()?;
         Some((cp.size, cp.root.clone(), proof))
@@ -293,14 +298,34 @@ pub fn build(
     let verify = fedchain_ledger::verify::verify(ledger, Some(&trust))?;
     // A ledger whose records no longer reproduce its checkpoints is still replayed: `verify`
     // reports the damage, and the replay says which rounds the changed records touch.
-    let (store, _damaged) = Store::open_to_read(ledger, trust.log.name())?;
+    let store = match Store::open_to_read(ledger, trust.log.name()) {
+        Ok((store, _damaged)) => store,
+        // Records the replay cannot even read: show what `verify` found, which names them.
+        Err(e) => {
+            return Ok(View {
+                source,
+                built_ms: now_ms(),
+                check_seconds: started.elapsed().as_secs_f64(),
+                verify,
+                replay: ReplayReport::default(),
+                records: Vec::new(),
+                checkpoints: Vec::new(),
+                jobs: BTreeMap::new(),
+                credits: BTreeMap::new(),
+                parties: parties_of(&folder, party, &[], &[]),
+                threshold: folder.description.threshold,
+                unreadable: Some(e.to_string()),
+                refresh_error: None,
+            })
+        }
+    };
     let replay = fedchain_audit::replay(&store, &folder.public_key, &folder.hospitals)?;
     let check_seconds = started.elapsed().as_secs_f64();
     let checkpoints = fedchain_audit::checkpoints::of_store(&store, &trust)?;
 
     let mut records = Vec::with_capacity(store.len() as usize);
     let mut jobs: BTreeMap<u64, JobView> = BTreeMap::new();
-    let mut evaluations: BTreeMap<(u64, u64), Vec<fedchain_protocol::Evaluation>> = BTreeMap::new();
+    let mut evaluations: Evaluations = BTreeMap::new();
     let mut credits = Credits::new();
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     let mut referenced: BTreeSet<Hash> = BTreeSet::new();
@@ -316,7 +341,8 @@ pub fn build(
         let row = row(index, &record, &bytes);
         follow(&store, &mut jobs, &mut evaluations, index, &record);
         if let Body::CreditsMoved { movement } = &record.body {
-            // A movement the credit rules refuse is `audit verify`'s finding; the chart skips it.
+            // The store refuses to open over a movement the credit rules refuse; should one
+            // get here all the same, the chart skips it (and `verify` reports it).
             if credits.apply(movement).is_ok() {
                 for (account, balance) in credits.balances() {
                     if matches!(account, Account::Escrow(_) | Account::Deposit { .. }) {
@@ -373,15 +399,47 @@ pub fn build(
     for ((job, round), reports) in &evaluations {
         if let Some(j) = jobs.get_mut(job) {
             let x = round_mut(j, *round);
-            let claimed = fedchain_protocol::pooled_metrics(reports.iter());
-            if claimed != x.metrics {
+            // Pooled in hospital order, as the replay pools: an honest round's figures are the
+            // same bits, and the tolerance only forgives the last one.
+            let claimed = fedchain_protocol::pooled_metrics(reports.values());
+            let same = claimed.len() == x.metrics.len()
+                && claimed.iter().zip(&x.metrics).all(|((a, u), (b, v))| {
+                    a == b && (u - v).abs() <= 1e-12 * u.abs().max(v.abs()).max(1.0)
+                });
+            if !same {
                 x.claimed = claimed;
             }
         }
     }
 
-    let description = &folder.description;
-    let parties = description
+    let parties = parties_of(&folder, party, &records, &checkpoints);
+
+    Ok(View {
+        source,
+        built_ms: now_ms(),
+        check_seconds,
+        verify,
+        replay,
+        records,
+        checkpoints,
+        jobs,
+        credits: series,
+        parties,
+        threshold: folder.description.threshold,
+        unreadable: None,
+        refresh_error: None,
+    })
+}
+
+/// The consortium's parties, with what the records and checkpoints say of each.
+fn parties_of(
+    folder: &AuditorFolder,
+    party: &Path,
+    records: &[RecordRow],
+    checkpoints: &[CheckpointView],
+) -> Vec<PartyView> {
+    folder
+        .description
         .parties
         .iter()
         .map(|p| PartyView {
@@ -400,44 +458,39 @@ pub fn build(
                 .count(),
             certificate: crate::parties::certificate_state(party, p),
         })
-        .collect();
-
-    Ok(View {
-        source,
-        built_ms: now_ms(),
-        check_seconds,
-        verify,
-        replay,
-        records,
-        checkpoints,
-        jobs,
-        credits: series,
-        parties,
-        threshold: description.threshold,
-    })
+        .collect()
 }
 
-/// Model files the pages serve, at most this many bytes in all (newest rounds first); older
-/// rounds of a larger ledger are downloaded with `fedchain job download --round`.
+/// Each round's first evaluation by each hospital, by (job, round) and hospital.
+type Evaluations = BTreeMap<(u64, u64), BTreeMap<String, fedchain_protocol::Evaluation>>;
+
+/// Model files the pages serve, at most this many bytes in all (the most recently finalized
+/// rounds first); older rounds of a larger ledger are downloaded with `fedchain job download
+/// --round`.
 pub const MAX_MODEL_BYTES: usize = 256 << 20;
 
 /// Finds each finalized round's model file among the blobs no record names (records name specs,
 /// ciphertexts, aggregates and shares; the coordinator keeps released model files beside them)
-/// by the digest of its parameters, and keeps the newest within [`MAX_MODEL_BYTES`].
+/// by the digest of its parameters, and keeps the most recent within [`MAX_MODEL_BYTES`]. One
+/// blob is held at a time while looking.
 fn attach_model_files(
     store: &Store,
     referenced: &BTreeSet<Hash>,
     jobs: &mut BTreeMap<u64, JobView>,
 ) -> Result<(), DashboardError> {
-    let mut wanted: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    // Model digest -> (finalized record, job, round) of every round that released it.
+    let mut wanted: HashMap<String, Vec<(u64, u64, u64)>> = HashMap::new();
     for j in jobs.values() {
         for r in j.rounds.iter().filter(|r| r.round > 0) {
-            if let Some(m) = &r.model {
-                wanted.entry(m.clone()).or_default().push((j.id, r.round));
+            if let (Some(m), Some(rec)) = (&r.model, r.finalized_record) {
+                wanted
+                    .entry(m.clone())
+                    .or_default()
+                    .push((rec, j.id, r.round));
             }
         }
     }
-    let mut found: Vec<(u64, u64, Arc<Vec<u8>>)> = Vec::new();
+    let mut found: Vec<(u64, u64, u64, Hash, usize)> = Vec::new();
     for digest in store.blob_digests()? {
         if referenced.contains(&digest) {
             continue;
@@ -456,22 +509,30 @@ fn attach_model_files(
         else {
             continue;
         };
-        if let Some(rounds) = wanted.get(&hex::encode(file.digest().0)) {
-            let bytes = Arc::new(bytes);
-            for &(job, round) in rounds {
-                found.push((job, round, bytes.clone()));
-            }
+        for &(rec, job, round) in wanted
+            .get(&hex::encode(file.digest().0))
+            .into_iter()
+            .flatten()
+        {
+            found.push((rec, job, round, digest, bytes.len()));
         }
     }
-    found.sort_by_key(|(job, round, _)| std::cmp::Reverse((*round, *job)));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut kept = 0;
-    for (job, round, bytes) in found {
-        if kept + bytes.len() > MAX_MODEL_BYTES {
-            continue;
+    let mut loaded: HashMap<Hash, Arc<Vec<u8>>> = HashMap::new();
+    for (_, job, round, digest, len) in found {
+        if let std::collections::hash_map::Entry::Vacant(slot) = loaded.entry(digest) {
+            if kept + len > MAX_MODEL_BYTES {
+                continue;
+            }
+            let Some(bytes) = store.blob(&digest)? else {
+                continue;
+            };
+            kept += len;
+            slot.insert(Arc::new(bytes));
         }
-        kept += bytes.len();
         if let Some(j) = jobs.get_mut(&job) {
-            round_mut(j, round).model_file = Some(bytes);
+            round_mut(j, round).model_file = loaded.get(&digest).cloned();
         }
     }
     Ok(())
@@ -507,7 +568,7 @@ fn round_mut(j: &mut JobView, n: u64) -> &mut RoundView {
 fn row(index: u64, record: &Record, bytes: &[u8]) -> RecordRow {
     let body = serde_json::to_value(&record.body).unwrap_or_default();
     let mut job = body.get("job").and_then(|v| v.as_u64());
-    let round = body.get("round").and_then(|v| v.as_u64());
+    let mut round = body.get("round").and_then(|v| v.as_u64());
     let mut parties = vec![record.actor.id.clone()];
     let mut named = |v: &serde_json::Value| {
         for key in ["hospital", "researcher"] {
@@ -524,6 +585,7 @@ fn row(index: u64, record: &Record, bytes: &[u8]) -> RecordRow {
         // is `{"hospital": name}` or `{"researcher": name}`.
         named(m);
         job = job.or_else(|| m.get("job").and_then(|v| v.as_u64()));
+        round = round.or_else(|| m.get("round").and_then(|v| v.as_u64()));
         if let Some(account) = m.get("to").and_then(|a| a.as_object()) {
             for s in account.values().filter_map(|v| v.as_str()) {
                 if !parties.iter().any(|p| p == s) {
@@ -565,7 +627,7 @@ fn row(index: u64, record: &Record, bytes: &[u8]) -> RecordRow {
 fn follow(
     store: &Store,
     jobs: &mut BTreeMap<u64, JobView>,
-    evaluations: &mut BTreeMap<(u64, u64), Vec<fedchain_protocol::Evaluation>>,
+    evaluations: &mut Evaluations,
     index: u64,
     record: &Record,
 ) {
@@ -676,14 +738,17 @@ fn follow(
         Body::ModelEvaluated {
             job,
             round,
+            hospital,
             rows,
             metrics,
             ..
         } => {
+            // The first report of a hospital counts, as in the replay, which refuses a second.
             evaluations
                 .entry((*job, *round))
                 .or_default()
-                .push((*rows, metrics.clone()));
+                .entry(hospital.clone())
+                .or_insert_with(|| (*rows, metrics.clone()));
         }
         Body::CreditsMoved { movement } => {
             use fedchain_ledger::credits::Movement;

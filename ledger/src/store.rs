@@ -41,9 +41,10 @@ pub struct Store {
     credits: Credits,
     /// The fsync half of [`Store::flush`] (behind a lock so that `flush` takes `&self`).
     disk: Mutex<SledSync>,
-    /// Set when opened by [`Store::open_to_read`] over records that no longer reproduce the
-    /// latest checkpoint: why, and so every write is refused.
+    /// Why the records no longer reproduce the latest checkpoint, when they do not.
     damaged: Option<String>,
+    /// Opened by [`Store::open_to_read`]: every write is refused.
+    read_only: bool,
 }
 
 /// One record to append: everything but its index.
@@ -108,13 +109,15 @@ impl Store {
         }
     }
 
-    /// Opens a ledger to read it even when its records no longer reproduce its latest
+    /// Opens a ledger to read it, even when its records no longer reproduce its latest
     /// checkpoint (records lost or changed after hospitals cosigned them): an auditor replays
     /// such a copy to learn which rounds the change touches. Returns the store and, for such a
-    /// ledger, what is wrong; the store then refuses every write, since appending would fork the
-    /// log away from what hospitals cosigned. Every other check of [`Store::open`] still holds.
+    /// ledger, what is wrong. The store refuses every write (appending to a damaged log would
+    /// fork it away from what hospitals cosigned); opening still lets sled flush its own files.
+    /// Every other check of [`Store::open`] still holds.
     pub fn open_to_read(dir: &Path, origin: &str) -> Result<(Store, Option<String>)> {
-        let store = Store::open_unchecked(dir, origin)?;
+        let mut store = Store::open_unchecked(dir, origin)?;
+        store.read_only = true;
         let why = store.damaged.clone();
         Ok((store, why))
     }
@@ -155,6 +158,7 @@ impl Store {
             credits: Credits::new(),
             disk: Mutex::new(SledSync::new(&dir.join(DB_DIR))),
             damaged: None,
+            read_only: false,
         };
         // Makes the folder itself durable (sled's configuration file, a new origin) and teaches
         // the syncer which files exist, so later flushes sync only what changes.
@@ -215,13 +219,16 @@ impl Store {
         Ok(())
     }
 
-    /// Refuses a write to a store opened over damaged records.
+    /// Refuses a write to a store opened to read.
     fn writable(&self) -> Result<()> {
-        match &self.damaged {
-            Some(why) => Err(LedgerError::Corrupt(format!(
+        match (&self.damaged, self.read_only) {
+            (_, false) => Ok(()),
+            (Some(why), true) => Err(LedgerError::Corrupt(format!(
                 "this ledger was opened to read only: {why}"
             ))),
-            None => Ok(()),
+            (None, true) => Err(LedgerError::InvalidArgument(
+                "this ledger was opened to read only".into(),
+            )),
         }
     }
 

@@ -771,6 +771,10 @@ fn a_changed_record_is_readable_for_an_audit_but_never_written_to() {
     // A clean ledger opens to read with nothing to say.
     let clean = tempfile::tempdir().unwrap();
     build(clean.path());
-    let (_store, why) = Store::open_to_read(clean.path(), ORIGIN).unwrap();
+    let (store, why) = Store::open_to_read(clean.path(), ORIGIN).unwrap();
     assert_eq!(why, None);
+    assert!(
+        store.put_blob(b"x").is_err(),
+        "opened to read, it writes nothing"
+    );
 }

@@ -302,6 +302,12 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
     assert!(shares >= 8, "at least 2 shares in each of 4 rounds");
     let count = c.find(Locator::Id("count")).await.unwrap();
     assert_eq!(attr(&count, "data-count").await, shares.to_string());
+    // As the form sends it, with the other fields left empty.
+    c.goto(&format!("{url}/ledger?kind=decryption_share&job=&party="))
+        .await
+        .unwrap();
+    let count = c.find(Locator::Id("count")).await.unwrap();
+    assert_eq!(attr(&count, "data-count").await, shares.to_string());
 
     // A record's inclusion proof, by clicking it, recomputes the checkpoint's root.
     c.goto(&format!("{url}/ledger")).await.unwrap();
@@ -409,6 +415,26 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
         "a failed round's figure is marked"
     );
     shot(&c, "job-tampered").await;
+
+    // A copy with a record deleted cannot even be read for the replay: the dashboard still
+    // serves, and says so with what `verify` found, rather than refusing to start.
+    let gap = tmp.path().join("gap");
+    copy_dir(&ledger, &gap);
+    {
+        let db = fedchain_ledger::store::open_db(&gap.join(DB_DIR)).unwrap();
+        db.open_tree("records")
+            .unwrap()
+            .remove(10u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (_gap, gap_url) = dashboard(&gap, &audra);
+    c.goto(&format!("{gap_url}/")).await.unwrap();
+    let verdict = c.find(Locator::Id("verdict")).await.unwrap();
+    assert_eq!(attr(&verdict, "data-ok").await, "false");
+    let text = verdict.text().await.unwrap();
+    assert!(text.contains("record 10 is missing"), "{text}");
+    assert!(text.contains("cannot be read to replay"), "{text}");
     c.close().await.unwrap();
 }
 
