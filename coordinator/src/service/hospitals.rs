@@ -295,43 +295,31 @@ impl TrainingService for Coordinator {
                 r.round, r.job
             )));
         };
-        let mut msgs = Vec::new();
-        let mut ciphertexts = 0;
-        for (h, info) in &job.subs {
-            let bytes = st
-                .store
-                .blob(&info.digest)
-                .map_err(internal)?
-                .ok_or_else(|| internal("a submission's blob is missing"))?;
-            ciphertexts = info.ciphertexts;
-            msgs.push(Ok(pb::RoundBundle {
-                part: Some(Part::Submission(pb::Submission {
-                    job: r.job,
-                    round: r.round,
-                    hospital: h.clone(),
-                    ciphertexts: info.ciphertexts,
-                    total_bytes: info.bytes,
-                    ciphertext_digest: pb_digest(&info.digest),
-                    signature: info.signature.to_vec(),
-                })),
-            }));
-            msgs.extend(chunks(&bytes).map(|c| {
-                Ok(pb::RoundBundle {
-                    part: Some(Part::Chunk(c)),
-                })
-            }));
-        }
-        msgs.push(Ok(pb::RoundBundle {
+        let subs: Vec<(String, crate::job::SubInfo)> = job
+            .subs
+            .iter()
+            .map(|(h, i)| (h.clone(), i.clone()))
+            .collect();
+        let aggregate = pb::RoundBundle {
             part: Some(Part::Aggregate(pb::Aggregate {
                 job: r.job,
                 round: r.round,
                 contributors: round.submitted(),
                 digest: pb_digest(&digest),
-                ciphertexts,
+                ciphertexts: subs.last().map_or(0, |(_, i)| i.ciphertexts),
                 record_index,
             })),
-        }));
-        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+        };
+        drop(st);
+        let bundle = Bundle {
+            shared: self.shared.clone(),
+            job: r.job,
+            round: r.round,
+            subs: subs.into_iter(),
+            current: None,
+            aggregate: Some(aggregate),
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(bundle))))
     }
 
     async fn submit_decryption_share(
@@ -617,6 +605,72 @@ impl TrainingService for Coordinator {
         s.bump();
         Ok(Response::new(pb::Ack {
             record_index: idx.first().copied(),
+        }))
+    }
+}
+
+/// A round's bundle as `FetchRound` streams it: each submission's header, then its ciphertext
+/// vector in chunks, then the aggregate. Blobs are read one at a time as the hospital reads, and
+/// cut as they go: a 10M-parameter round's three 25 MB updates were all read and copied into
+/// chunks up front for each hospital that asked, 150 MB per request held until it was sent.
+struct Bundle {
+    shared: Arc<Shared>,
+    job: u64,
+    round: u64,
+    subs: std::vec::IntoIter<(String, crate::job::SubInfo)>,
+    /// The blob being sent, and how much of it was.
+    current: Option<(Vec<u8>, usize)>,
+    aggregate: Option<pb::RoundBundle>,
+}
+
+impl Bundle {
+    /// Ends the stream with `status` (nothing follows an error).
+    fn fail(&mut self, status: Status) -> Option<SResult<pb::RoundBundle>> {
+        self.subs = Vec::new().into_iter();
+        self.current = None;
+        self.aggregate = None;
+        Some(Err(status))
+    }
+}
+
+impl Iterator for Bundle {
+    type Item = SResult<pb::RoundBundle>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use pb::round_bundle::Part;
+        if let Some((bytes, sent)) = &mut self.current {
+            if *sent < bytes.len() {
+                let end = (*sent + limits::CHUNK_BYTES).min(bytes.len());
+                let chunk = bytes[*sent..end].to_vec();
+                *sent = end;
+                return Some(Ok(pb::RoundBundle {
+                    part: Some(Part::Chunk(chunk)),
+                }));
+            }
+            self.current = None;
+        }
+        let Some((h, info)) = self.subs.next() else {
+            return self.aggregate.take().map(Ok);
+        };
+        // The round's blobs stay while it is current, and retention keeps recent rounds'.
+        // The lock is released at the end of this statement, before any error is handled.
+        let read = self.shared.lock().store.blob(&info.digest);
+        let bytes = match read {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return self.fail(internal("a submission's blob is missing")),
+            Err(e) => return self.fail(internal(e)),
+        };
+        self.current = Some((bytes, 0));
+        Some(Ok(pb::RoundBundle {
+            part: Some(Part::Submission(pb::Submission {
+                job: self.job,
+                round: self.round,
+                hospital: h,
+                ciphertexts: info.ciphertexts,
+                total_bytes: info.bytes,
+                ciphertext_digest: pb_digest(&info.digest),
+                signature: info.signature.to_vec(),
+            })),
         }))
     }
 }
