@@ -682,12 +682,16 @@ pub fn record(view: &View, index: u64) -> Option<String> {
         body,
         "<dl class=\"facts\"><dt>Kind</dt><dd>{}</dd><dt>Time (UTC)</dt><dd>{}</dd>\
          <dt>Actor</dt><dd>{}</dd><dt>Leaf hash</dt><dd><code id=\"leaf\">{}</code></dd></dl>\
-         <h2>As stored</h2><pre id=\"record-json\">{}</pre><h2>Inclusion proof</h2>",
+         <h2>Readable</h2><pre id=\"record-json\">{}</pre>\
+         <h2>As stored</h2><p class=\"muted\">The exact bytes whose leaf hash is above \
+         (SHA-256 of a 0x00 byte and these bytes).</p><pre id=\"record-bytes\">{}</pre>\
+         <h2>Inclusion proof</h2>",
         esc(&r.kind),
         time(r.time_ms),
         esc(&r.actor),
         hex::encode(r.leaf),
-        esc(&pretty)
+        esc(&pretty),
+        esc(&r.json)
     );
     match view.inclusion(index) {
         Some((size, root, proof)) => {

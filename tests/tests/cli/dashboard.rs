@@ -324,6 +324,18 @@ async fn the_dashboard_shows_what_the_replay_confirmed_in_a_real_browser() {
         .text()
         .await
         .unwrap();
+    // The bytes shown as stored are the leaf's.
+    let stored = c
+        .find(Locator::Id("record-bytes"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        hex::encode(fedchain_ledger::merkle::leaf_hash(stored.as_bytes())),
+        leaf.trim()
+    );
     let inclusion = c.find(Locator::Id("inclusion")).await.unwrap();
     let size: u64 = attr(&inclusion, "data-size").await.parse().unwrap();
     let root = attr(&inclusion, "data-root").await;
