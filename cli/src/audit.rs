@@ -320,7 +320,7 @@ fn replay(ledger: &Path, party: &Path, anchors: &[PathBuf], json: bool) -> Resul
 }
 
 /// Reads a checkpoint from a witness state file or a signed note.
-fn read_anchor(path: &std::path::Path) -> Result<Checkpoint> {
+pub fn read_anchor(path: &std::path::Path) -> Result<Checkpoint> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     note::checkpoint_in(&text)

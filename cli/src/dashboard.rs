@@ -39,15 +39,7 @@ pub struct DashboardArgs {
 }
 
 fn anchors(paths: &[PathBuf]) -> Result<Vec<fedchain_ledger::note::Checkpoint>> {
-    paths
-        .iter()
-        .map(|p| {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            fedchain_ledger::note::checkpoint_in(&text)
-                .with_context(|| format!("{} does not hold a checkpoint", p.display()))
-        })
-        .collect()
+    paths.iter().map(|p| crate::audit::read_anchor(p)).collect()
 }
 
 /// Builds the view of the ledger folder `ledger`, naming `source` on the pages.

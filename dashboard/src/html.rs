@@ -253,13 +253,7 @@ pub fn job(view: &View, id: u64) -> Option<String> {
         badge(j.verdict()),
         st = j.state(),
     );
-    if !j.problems.is_empty() {
-        body.push_str("<ul class=\"problems\">");
-        for p in &j.problems {
-            let _ = write!(body, "<li>{}</li>", esc(p));
-        }
-        body.push_str("</ul>");
-    }
+    body.push_str(&problem_list(&j.problems));
     body.push_str(&charts(j));
     body.push_str(
         "<h2>Rounds</h2><table id=\"rounds\"><thead><tr><th>Round</th><th>Participants</th>\
@@ -378,15 +372,22 @@ fn size(bytes: usize) -> String {
     }
 }
 
-fn problems(r: &RoundView) -> String {
+/// What did not check out, as a list (nothing when all did).
+fn problem_list(problems: &[String]) -> String {
     let mut out = String::new();
-    if !r.problems.is_empty() {
+    if !problems.is_empty() {
         out.push_str("<ul class=\"problems\">");
-        for p in &r.problems {
+        for p in problems {
             let _ = write!(out, "<li>{}</li>", esc(p));
         }
         out.push_str("</ul>");
     }
+    out
+}
+
+fn problems(r: &RoundView) -> String {
+    let mut out = String::new();
+    out.push_str(&problem_list(&r.problems));
     if !r.claimed.is_empty() {
         let claimed = r
             .claimed
@@ -671,13 +672,7 @@ pub fn record(view: &View, index: u64) -> Option<String> {
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or_else(|_| r.json.clone());
     let mut body = String::new();
-    if !r.problems.is_empty() {
-        body.push_str("<ul class=\"problems\">");
-        for p in &r.problems {
-            let _ = write!(body, "<li>{}</li>", esc(p));
-        }
-        body.push_str("</ul>");
-    }
+    body.push_str(&problem_list(&r.problems));
     let _ = write!(
         body,
         "<dl class=\"facts\"><dt>Kind</dt><dd>{}</dd><dt>Time (UTC)</dt><dd>{}</dd>\

@@ -259,14 +259,6 @@ impl View {
         self.verify.findings.len() + self.replay.discrepancies.len()
     }
 
-    /// The newest checkpoint whose signatures verify and which carries its quorum.
-    pub fn newest_good_checkpoint(&self) -> Option<&CheckpointView> {
-        self.checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.ok && c.problem.is_none())
-    }
-
     /// The inclusion proof of record `index` in the newest good checkpoint that covers it:
     /// `(size, root hex, proof)`.
     pub fn inclusion(&self, index: u64) -> Option<(u64, String, Vec<Hash>)> {
