@@ -99,7 +99,12 @@ impl JobService for Coordinator {
                         return;
                     }
                 }
-                if done || version.changed().await.is_err() || shared.closing.load(Ordering::SeqCst)
+                // `closing` is read before waiting too: a stop that came between `authorize` and
+                // `subscribe` bumped a version this receiver never sees change.
+                if done
+                    || shared.closing.load(Ordering::SeqCst)
+                    || version.changed().await.is_err()
+                    || shared.closing.load(Ordering::SeqCst)
                 {
                     // A coordinator that stopped on its own says why before the stream ends.
                     if let Some(status) = shared.halt_status() {

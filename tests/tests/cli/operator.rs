@@ -152,6 +152,21 @@ fn a_full_disk_stops_the_coordinator_and_a_restart_finishes_the_job() {
         .spawn()
         .unwrap()]);
     wait_until(&cl, 120, |st| st["round"].as_u64() >= Some(1));
+    // The watcher must hold its stream when the coordinator stops, or it cannot hear why (a
+    // watcher that starts after the stop finds nothing listening): its first round line shows it
+    // does. That was a flake under load, when the watcher process started late.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(dir.join("watch.out"))
+        .unwrap_or_default()
+        .contains("\"round\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job watch never showed a round\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let filled = disk.fill("filler");
     assert!(filled > 0);
