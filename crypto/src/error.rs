@@ -71,6 +71,16 @@ pub enum CryptoError {
         /// Parties whose shares were rejected.
         rejected: Vec<usize>,
     },
+    /// A ciphertext of a spread decryption has fewer valid shares than the threshold.
+    #[error("ciphertext {ciphertext} has {valid} valid decryption shares, {needed} are needed")]
+    NotCovered {
+        /// Its index in the aggregate.
+        ciphertext: usize,
+        /// The threshold t.
+        needed: usize,
+        /// Valid shares covering it.
+        valid: usize,
+    },
     /// Bytes that should hold an encoded object do not.
     #[error("cannot decode {what}: {reason}")]
     Decode {

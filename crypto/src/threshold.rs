@@ -253,6 +253,122 @@ fn challenge(
     BigInt::from_bytes(&t.finish())
 }
 
+/// A verified decryption share of some of an aggregate's ciphertexts: `share.values[k]` decrypts
+/// ciphertext `at[k]` (indices strictly increasing). Verify the share against exactly those
+/// ciphertexts (with [`verify_share`]) before combining it.
+#[derive(Clone, Copy, Debug)]
+pub struct Piece<'a> {
+    /// The share.
+    pub share: &'a DecryptionShare,
+    /// The aggregate's index of each of its values.
+    pub at: &'a [usize],
+}
+
+/// Combines verified shares that each cover part of an aggregate of `count` ciphertexts (spread
+/// decryption): each ciphertext from the `t` pieces with the lowest party indices among those that
+/// cover it, with the Lagrange coefficients of that subset. The same plaintexts as
+/// [`combine_verified`] over whole shares, whichever subsets cover which ciphertexts.
+///
+/// The same warning holds: only pass shares verified on the same ciphertexts and context.
+pub fn combine_pieces(pk: &PublicKey, count: usize, pieces: &[Piece<'_>]) -> Result<Vec<BigInt>> {
+    let bad = |party: usize, reason: String| CryptoError::BadDecryptionShare {
+        index: party,
+        reason,
+    };
+    // Who covers each ciphertext, as (party, value).
+    let mut cover: Vec<Vec<(usize, &BigInt)>> = vec![Vec::new(); count];
+    for p in pieces {
+        let party = p.share.party;
+        if p.at.len() != p.share.values.len() {
+            return Err(bad(
+                party,
+                format!(
+                    "covers {} ciphertexts, {} were named",
+                    p.share.values.len(),
+                    p.at.len()
+                ),
+            ));
+        }
+        if p.at.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad(party, "ciphertext indices are not increasing".into()));
+        }
+        for (&j, v) in p.at.iter().zip(&p.share.values) {
+            let slot = cover
+                .get_mut(j)
+                .ok_or_else(|| bad(party, format!("ciphertext {j} is past the {count}")))?;
+            if slot.iter().any(|&(q, _)| q == party) {
+                return Err(bad(party, format!("two shares of ciphertext {j}")));
+            }
+            slot.push((party, v));
+        }
+    }
+    for (j, c) in cover.iter_mut().enumerate() {
+        if c.len() < pk.threshold {
+            return Err(CryptoError::NotCovered {
+                ciphertext: j,
+                needed: pk.threshold,
+                valid: c.len(),
+            });
+        }
+        c.sort_by_key(|&(party, _)| party);
+        c.truncate(pk.threshold);
+    }
+    // Few distinct subsets (one per block of the spread): their coefficients once each.
+    let mut exps: std::collections::HashMap<Vec<usize>, Vec<BigInt>> = Default::default();
+    for c in &cover {
+        let parties: Vec<usize> = c.iter().map(|&(p, _)| p).collect();
+        exps.entry(parties).or_insert_with_key(|parties| {
+            parties
+                .iter()
+                .map(|&i| BigInt::from(2) * lagrange(pk, parties, i))
+                .collect()
+        });
+    }
+    let inv = four_delta_sq_inverse(pk)?;
+    cover
+        .par_iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let parties: Vec<usize> = c.iter().map(|&(p, _)| p).collect();
+            let e = &exps[&parties];
+            let values: Vec<(usize, &BigInt)> = c.to_vec();
+            combine_one(pk, j, &values, e, &inv)
+        })
+        .collect()
+}
+
+/// `(4 Delta^2)^-1 mod N`.
+fn four_delta_sq_inverse(pk: &PublicKey) -> Result<BigInt> {
+    let four_delta_sq = BigInt::from(4) * &pk.delta * &pk.delta;
+    BigInt::mod_inv(&four_delta_sq.modulus(&pk.n), &pk.n)
+        .ok_or_else(|| CryptoError::InvalidParameter("4 Delta^2 is not invertible modulo N".into()))
+}
+
+/// Ciphertext `j`'s plaintext from `t` parties' values and their exponents `2 mu_i`.
+fn combine_one(
+    pk: &PublicKey,
+    j: usize,
+    values: &[(usize, &BigInt)],
+    exps: &[BigInt],
+    inv: &BigInt,
+) -> Result<BigInt> {
+    let mut c = BigInt::from(1);
+    for (&(party, v), e) in values.iter().zip(exps) {
+        let f = mod_pow_signed(v, e, &pk.nn).ok_or_else(|| CryptoError::BadDecryptionShare {
+            index: party,
+            reason: format!("value {j} is not invertible"),
+        })?;
+        c = BigInt::mod_mul(&c, &f, &pk.nn);
+    }
+    let c_minus_1 = c - BigInt::from(1);
+    if c_minus_1.modulus(&pk.n) != BigInt::from(0) {
+        return Err(CryptoError::InvalidParameter(format!(
+            "combined value {j} is not of the form 1 + kN: shares and ciphertexts do not match"
+        )));
+    }
+    Ok(BigInt::mod_mul(&(c_minus_1 / &pk.n), inv, &pk.n))
+}
+
 /// Partially decrypts `cts` with `share` and proves it. `context` binds the proof to its use
 /// (job, round, aggregate digest); verifiers must pass the same bytes.
 pub fn partial_decrypt<R: RngCore + CryptoRng>(
@@ -422,30 +538,13 @@ pub fn combine_verified(
         .iter()
         .map(|&i| BigInt::from(2) * lagrange(pk, &parties, i))
         .collect();
-    let four_delta_sq = BigInt::from(4) * &pk.delta * &pk.delta;
-    let inv = BigInt::mod_inv(&four_delta_sq.modulus(&pk.n), &pk.n).ok_or_else(|| {
-        CryptoError::InvalidParameter("4 Delta^2 is not invertible modulo N".into())
-    })?;
+    let inv = four_delta_sq_inverse(pk)?;
     (0..count)
         .into_par_iter()
         .map(|j| {
-            let mut c = BigInt::from(1);
-            for (s, e) in shares.iter().zip(&exps) {
-                let f = mod_pow_signed(&s.values[j], e, &pk.nn).ok_or_else(|| {
-                    CryptoError::BadDecryptionShare {
-                        index: s.party,
-                        reason: format!("value {j} is not invertible"),
-                    }
-                })?;
-                c = BigInt::mod_mul(&c, &f, &pk.nn);
-            }
-            let c_minus_1 = c - BigInt::from(1);
-            if c_minus_1.modulus(&pk.n) != BigInt::from(0) {
-                return Err(CryptoError::InvalidParameter(format!(
-                    "combined value {j} is not of the form 1 + kN: shares and ciphertexts do not match"
-                )));
-            }
-            Ok(BigInt::mod_mul(&(c_minus_1 / &pk.n), &inv, &pk.n))
+            let values: Vec<(usize, &BigInt)> =
+                shares.iter().map(|s| (s.party, &s.values[j])).collect();
+            combine_one(pk, j, &values, &exps, &inv)
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use fedchain_crypto::djn::EncryptionTable;
 use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
 use fedchain_crypto::pack::Packer;
 use fedchain_crypto::quantize::{Quantizer, Rounding};
-use fedchain_crypto::threshold::{combine, partial_decrypt};
+use fedchain_crypto::threshold::{combine, combine_pieces, partial_decrypt, verify_share, Piece};
 use fedchain_crypto::update::UpdateCodec;
 use fedchain_crypto::CryptoError;
 use proptest::prelude::*;
@@ -359,5 +359,85 @@ fn a_share_below_one_level_still_counts_unbiased() {
             (mean - expected).abs() < 0.015,
             "{x}: mean {mean}, expected {expected}"
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Spread decryption: each party decrypts only some ciphertexts (verified on exactly those),
+    /// each ciphertext is combined from whichever t or more parties covered it, and the sums are
+    /// the same as from whole shares. A ciphertext covered fewer than t times is named.
+    #[test]
+    fn pieces_of_shares_decode_the_same_sums(
+        len in 1usize..=300,
+        cover in proptest::collection::vec(0u32..(1 << PARTIES), 1..=8),
+        short in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let (pk, shares, table) = key();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let bound = 1000;
+        let packer = Packer::new(pk.n(), bound, 3).unwrap();
+        let vs: Vec<Vec<i64>> = (0..3)
+            .map(|i| (0..len).map(|j| ((j as i64 * 37 + i * 11) % (2 * bound + 1)) - bound).collect())
+            .collect();
+        let cts: Vec<_> = vs
+            .iter()
+            .map(|v| table.encrypt_all(&packer.pack(v).unwrap(), &mut rng).unwrap())
+            .collect();
+        let agg = aggregate(pk, &cts).unwrap();
+        let count = agg.len();
+        // Ciphertext j is covered by the parties in a mask with at least t bits (or, when `short`,
+        // ciphertext 0 by exactly t - 1).
+        let masks: Vec<u32> = (0..count)
+            .map(|j| {
+                let mut m = cover[j % cover.len()];
+                let mut i = 0;
+                while m.count_ones() < THRESHOLD as u32 {
+                    m |= 1 << (i % PARTIES);
+                    i += 1;
+                }
+                if short && j == 0 {
+                    while m.count_ones() >= THRESHOLD as u32 {
+                        m &= m - 1;
+                    }
+                }
+                m
+            })
+            .collect();
+        let ctx = seed.to_be_bytes();
+        let mut held = Vec::new();
+        for (i, s) in shares.iter().enumerate() {
+            let at: Vec<usize> = (0..count).filter(|&j| masks[j] & (1 << i) != 0).collect();
+            if at.is_empty() {
+                continue;
+            }
+            let sub: Vec<_> = at.iter().map(|&j| agg[j].clone()).collect();
+            let share = partial_decrypt(pk, s, &sub, &ctx, &mut rng).unwrap();
+            prop_assert!(verify_share(pk, &sub, &share, &ctx).is_ok());
+            // Verified against the whole aggregate it does not hold.
+            if at.len() < count {
+                prop_assert!(verify_share(pk, &agg, &share, &ctx).is_err());
+            }
+            held.push((share, at));
+        }
+        let pieces: Vec<Piece<'_>> = held.iter().map(|(share, at)| Piece { share, at }).collect();
+        let result = combine_pieces(pk, count, &pieces);
+        if short {
+            let named = matches!(result, Err(CryptoError::NotCovered { ciphertext: 0, .. }));
+            prop_assert!(named);
+        } else {
+            let whole: Vec<_> = shares
+                .iter()
+                .take(THRESHOLD)
+                .map(|s| partial_decrypt(pk, s, &agg, &ctx, &mut rng).unwrap())
+                .collect();
+            let expected = combine(pk, &agg, &whole, &ctx).unwrap();
+            let got = result.unwrap();
+            prop_assert_eq!(&got, &expected);
+            let sums: Vec<i64> = (0..len).map(|j| vs.iter().map(|v| v[j]).sum()).collect();
+            prop_assert_eq!(packer.unpack(&got, len).unwrap(), sums);
+        }
     }
 }

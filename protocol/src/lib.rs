@@ -14,7 +14,8 @@
 //!   converted to `(epsilon, delta)`), which agrees with Google's `dp-accounting`.
 //! - [`privacy`]: a job's differential privacy: each hospital's local DP-SGD as a mechanism,
 //!   what its rounds spend, and whether the next round fits the job's budget.
-//! - [`decryption`]: what a decryption share's proof is bound to, and who decrypts first.
+//! - [`decryption`]: what a decryption share's proof is bound to, who decrypts first, and how
+//!   the ciphertexts are spread over the decryptors.
 //! - [`evaluation`]: the checks a hospital's report on a model passes, and the pooled figures a
 //!   researcher sees and a finished job's summary.
 //!
@@ -31,7 +32,7 @@ pub mod plan;
 pub mod privacy;
 pub mod statistics;
 
-pub use decryption::{decryption_context, first_decryptors};
+pub use decryption::{decryption_context, first_decryptors, spread, spread_decryptors, Ranges};
 pub use evaluation::{
     final_summary, pooled_metrics, validate_evaluation, Evaluation, EvaluationError, METRICS,
 };
