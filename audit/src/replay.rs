@@ -24,12 +24,14 @@
 //! later rounds are checked in full except their model ([`RoundReport::model_checked`] says so),
 //! so each fault is reported once, where it is.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, Ciphertext};
 use fedchain_crypto::keys::PublicKey;
-use fedchain_crypto::threshold::{combine_verified, verify_share, DecryptionShare};
+use fedchain_crypto::threshold::{
+    combine_pieces, combine_verified, verify_share, DecryptionShare, Piece,
+};
 use fedchain_ledger::credits::{
     end_movements, round_movements_capped, Credits, Movement, Policy, RoundOutcome,
 };
@@ -41,6 +43,7 @@ use fedchain_proto::v1::JobSpec;
 use prost::Message;
 use serde::Serialize;
 
+use fedchain_protocol::decryption::{self, Ranges};
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
 use fedchain_protocol::{decryption_context, first_decryptors};
 
@@ -140,7 +143,8 @@ struct RoundState {
     aggregate: Option<Vec<Ciphertext>>,
     aggregate_digest: Option<Hash>,
     participants: Vec<String>,
-    valid: Vec<(String, DecryptionShare)>,
+    /// Valid shares in ledger order: hospital, share, the ciphertexts it names and their indices.
+    valid: Vec<(String, DecryptionShare, Ranges, Vec<usize>)>,
     invalid: Vec<String>,
     /// The round's `PrivacySpent` record was seen (or its absence reported).
     privacy_recorded: bool,
@@ -401,7 +405,8 @@ impl Replayer<'_> {
                 hospital,
                 share,
                 verified,
-            } => self.share(index, job, round, hospital, share, verified),
+                ciphertexts,
+            } => self.share(index, job, round, hospital, share, verified, ciphertexts),
             Body::RoundFinalized {
                 job,
                 round,
@@ -977,6 +982,7 @@ impl Replayer<'_> {
         j.state.report.aggregate_matches = matches;
     }
 
+    #[allow(clippy::too_many_arguments)] // the record's fields, as the other record handlers take them
     fn share(
         &mut self,
         index: u64,
@@ -985,6 +991,7 @@ impl Replayer<'_> {
         hospital: String,
         digest: Hash,
         verified: bool,
+        ranges: Ranges,
     ) {
         if !self.job_round(index, job, round) {
             return;
@@ -1032,14 +1039,51 @@ impl Replayer<'_> {
             );
             return;
         };
-        let checked = DecryptionShare::from_bytes(self.pk, &bytes, agg.len()).and_then(|s| {
+        // What the coordinator's round refuses before looking at a share (it is then not
+        // recorded as one): ranges the job does not take, or a second share of a ciphertext.
+        let spread = j.valid.as_ref().is_some_and(|v| v.spec.spread_decryption);
+        let refusal = if !spread && !ranges.is_empty() {
+            Some("ciphertext ranges in a job whose shares decrypt the whole aggregate".to_string())
+        } else if let Err(e) = decryption::check_ranges(&ranges, agg.len() as u64) {
+            Some(e.to_string())
+        } else if j.state.invalid.contains(&hospital)
+            || j.state
+                .valid
+                .iter()
+                .any(|(h, _, r, _)| *h == hospital && decryption::overlap(r, &ranges))
+        {
+            Some(format!(
+                "a second share from {hospital} of the same ciphertexts"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "a decryption share the round accepts",
+                "a share of ciphertexts the hospital had not decrypted, as the job's rule allows",
+                why,
+            );
+            return;
+        }
+        let at = decryption::indices(&ranges, agg.len());
+        let checked = DecryptionShare::from_bytes(self.pk, &bytes, at.len()).and_then(|s| {
             if Some(s.party()) != party {
                 return Err(fedchain_crypto::CryptoError::InvalidParameter(format!(
                     "share of party {} from {hospital}",
                     s.party()
                 )));
             }
-            verify_share(self.pk, &agg, &s, &context).map(|()| s)
+            let verified = if ranges.is_empty() {
+                verify_share(self.pk, &agg, &s, &context)
+            } else {
+                let sub: Vec<Ciphertext> = at.iter().map(|&i| agg[i].clone()).collect();
+                verify_share(self.pk, &sub, &s, &context)
+            };
+            verified.map(|()| s)
         });
         let ok = checked.is_ok();
         if ok != verified {
@@ -1055,7 +1099,7 @@ impl Replayer<'_> {
         let j = self.jobs.get_mut(&job).expect("checked");
         j.state.report.shares_checked += 1;
         match checked {
-            Ok(s) => j.state.valid.push((hospital, s)),
+            Ok(s) => j.state.valid.push((hospital, s, ranges, at)),
             Err(_) => j.state.invalid.push(hospital),
         }
     }
@@ -1066,12 +1110,29 @@ impl Replayer<'_> {
         }
         let threshold = self.pk.threshold();
         let j = self.jobs.get(&job).expect("checked");
-        // The hospitals asked to decrypt first: the t enrolled ones with the lowest key-share
-        // indices (the coordinator's rule, derived here from the enrollments).
-        let primaries = first_decryptors(
-            j.members.iter().map(|m| (m.name.as_str(), m.share_index)),
-            threshold,
-        );
+        // The hospitals asked to decrypt first (the coordinator's rule, derived here from the
+        // enrollments and the participants): the t enrolled ones with the lowest key-share
+        // indices, or under spread decryption those the spread gives ciphertexts.
+        let members = j.members.iter().map(|m| (m.name.as_str(), m.share_index));
+        let primaries = if j.valid.as_ref().is_some_and(|v| v.spec.spread_decryption) {
+            let decryptors =
+                decryption::spread_decryptors(members, &j.state.participants, threshold);
+            let count = j.state.aggregate.as_ref().map_or(0, Vec::len) as u64;
+            decryption::spread(count, &decryptors, threshold)
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect()
+        } else {
+            first_decryptors(members, threshold)
+        };
+        // A hospital whose later share was invalid is paid as invalid, not also as valid.
+        let shares_valid: BTreeSet<String> = j
+            .state
+            .valid
+            .iter()
+            .map(|(h, ..)| h.clone())
+            .filter(|h| !j.state.invalid.contains(h))
+            .collect();
         let outcome = RoundOutcome {
             enrolled: j
                 .members
@@ -1079,7 +1140,7 @@ impl Replayer<'_> {
                 .map(|m| (m.name.clone(), m.samples))
                 .collect(),
             submitted: j.state.subs.keys().cloned().collect(),
-            shares_valid: j.state.valid.iter().map(|(h, _)| h.clone()).collect(),
+            shares_valid: shares_valid.into_iter().collect(),
             shares_invalid: j.state.invalid.clone(),
             shares_expected: primaries,
         };
@@ -1340,13 +1401,6 @@ impl Replayer<'_> {
         q: &fedchain_proto::v1::Quantization,
     ) -> Result<Vec<f32>, String> {
         let j = &self.jobs[&job];
-        let shares: Vec<&DecryptionShare> = j
-            .state
-            .valid
-            .iter()
-            .take(self.pk.threshold())
-            .map(|(_, s)| s)
-            .collect();
         let weight: u64 = j
             .members
             .iter()
@@ -1356,7 +1410,22 @@ impl Replayer<'_> {
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
         let codec = protocol::codec(self.pk, q, j.enrollment.unwrap_or_default())
             .map_err(|e| e.to_string())?;
-        let plain = combine_verified(self.pk, n, &shares).map_err(|e| e.to_string())?;
+        let valid = &j.state.valid;
+        let plain = if valid.iter().all(|(_, _, r, _)| r.is_empty()) {
+            let shares: Vec<&DecryptionShare> = valid
+                .iter()
+                .take(self.pk.threshold())
+                .map(|(_, s, ..)| s)
+                .collect();
+            combine_verified(self.pk, n, &shares)
+        } else {
+            let pieces: Vec<Piece<'_>> = valid
+                .iter()
+                .map(|(_, share, _, at)| Piece { share, at })
+                .collect();
+            combine_pieces(self.pk, n, &pieces)
+        }
+        .map_err(|e| e.to_string())?;
         let avg = codec
             .decode_average(&plain, len, weight)
             .map_err(|e| e.to_string())?;

@@ -30,6 +30,7 @@ fn spec() -> pb::JobSpec {
     pb::JobSpec {
         torchscript_module: Vec::new(),
         privacy: None,
+        spread_decryption: true,
         schema: Some(pb::DatasetSchema {
             features: vec!["a".into(), "b".into()],
             target: "y".into(),

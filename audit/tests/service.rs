@@ -61,6 +61,7 @@ fn job_spec() -> pb::JobSpec {
     pb::JobSpec {
         torchscript_module: Vec::new(),
         privacy: None,
+        spread_decryption: true,
         schema: Some(pb::DatasetSchema {
             features: FEATURES.iter().map(|f| f.to_string()).collect(),
             target: "sick".into(),

@@ -318,6 +318,7 @@ pub fn run(
                 hospital: format!("h{}", i + 1),
                 share: sha256(&d.to_bytes(&pk)),
                 verified: true,
+                ciphertexts: Vec::new(),
             }));
         }
         entries.push(entry(Body::RoundFinalized {

@@ -166,6 +166,11 @@ pub struct JobFile {
     /// Record-level differential privacy (DP-SGD) of every hospital's training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyFile>,
+    /// Spread each round's decryption over its participants, each ciphertext decrypted by t of
+    /// them (default); false: the t lowest key-share indices decrypt everything, as jobs did
+    /// before.
+    #[serde(default = "d::spread_decryption")]
+    pub spread_decryption: bool,
 }
 
 /// A job file's `[privacy]`: the budget, and DP-SGD's clipping and noise.
@@ -203,6 +208,9 @@ impl PrivacyFile {
 pub const DEFAULT_ROUND_DEADLINE_SECONDS: u32 = 300;
 
 mod d {
+    pub fn spread_decryption() -> bool {
+        true
+    }
     pub fn rounds() -> u32 {
         8
     }
@@ -433,6 +441,7 @@ impl JobFile {
                 quant_bits: self.quant_bits.unwrap_or(0),
             }),
             seed: self.seed,
+            spread_decryption: self.spread_decryption,
         })
     }
 }

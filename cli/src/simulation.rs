@@ -83,6 +83,7 @@ pub fn demo_job(
             1.0
         },
         privacy: None,
+        spread_decryption: true,
     }
 }
 

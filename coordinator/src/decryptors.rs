@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use fedchain_protocol::decryption::{self, Ranges};
+
 /// A decryptor's budget, beyond its fixed allowance, is this many times its expected work: room
 /// for a machine that is busier than when it measured itself, without waiting for a dead one
 /// much longer than a live one would take.
@@ -101,26 +103,50 @@ impl ShareCosts {
 pub struct Decryptors {
     round: Option<u64>,
     ciphertexts: usize,
-    asked: BTreeMap<String, u64>,
+    asked: BTreeMap<String, Ask>,
     refused: BTreeSet<String>,
     wasted: BTreeSet<String>,
 }
 
+/// What a hospital was asked for, and when (last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ask {
+    at: u64,
+    /// The ciphertexts (empty: the whole aggregate).
+    ranges: Ranges,
+}
+
 impl Decryptors {
     /// Round `round`, whose aggregate has `ciphertexts`, closed (or resumed after a restart) at
-    /// `now`: its primaries are asked.
+    /// `now`: its primaries are asked for the ciphertexts [`crate::round::Round::assignment`]
+    /// gives them (no ranges: the whole aggregate).
     pub fn open(
         round: u64,
         ciphertexts: usize,
-        primaries: impl IntoIterator<Item = String>,
+        assignment: impl IntoIterator<Item = (String, Ranges)>,
         now: u64,
     ) -> Decryptors {
         Decryptors {
             round: Some(round),
             ciphertexts,
-            asked: primaries.into_iter().map(|h| (h, now)).collect(),
+            asked: assignment
+                .into_iter()
+                .map(|(h, ranges)| (h, Ask { at: now, ranges }))
+                .collect(),
             ..Decryptors::default()
         }
+    }
+
+    /// The ciphertexts `h` was asked for (empty: all of them), if it was asked.
+    pub fn ranges(&self, h: &str) -> Option<&Ranges> {
+        self.asked.get(h).map(|a| &a.ranges)
+    }
+
+    /// How many ciphertexts `h` was asked for (0 if it was not).
+    pub fn asked_ciphertexts(&self, h: &str) -> usize {
+        self.asked
+            .get(h)
+            .map_or(0, |a| decryption::covered(&a.ranges, self.ciphertexts))
     }
 
     /// The round these decryptors were asked for.
@@ -146,7 +172,7 @@ impl Decryptors {
 
     /// When `h` was asked.
     pub fn asked_at(&self, h: &str) -> Option<u64> {
-        self.asked.get(h).copied()
+        self.asked.get(h).map(|a| a.at)
     }
 
     /// The hospitals asked so far, by name.
@@ -175,10 +201,10 @@ impl Decryptors {
         let on_time = self
             .asked
             .iter()
-            .filter(|(h, at)| {
+            .filter(|(h, ask)| {
                 !answered.contains(*h)
                     && !self.refused.contains(*h)
-                    && now < at.saturating_add(budget_ms(h))
+                    && now < ask.at.saturating_add(budget_ms(h))
             })
             .count();
         let missing = t.saturating_sub(valid + on_time);
@@ -189,9 +215,93 @@ impl Decryptors {
             .cloned()
             .collect();
         for h in &backups {
-            self.asked.insert(h.clone(), now);
+            self.asked.insert(
+                h.clone(),
+                Ask {
+                    at: now,
+                    ranges: Vec::new(),
+                },
+            );
         }
         backups
+    }
+
+    /// [`Decryptors::ask_backups`] for a spread decryption, ciphertext by ciphertext: wherever
+    /// the valid shares (`coverage`, per ciphertext) and the shares still expected on time fall
+    /// short of `t`, the ciphertext is added to the asks of the first hospitals in `order` that
+    /// can still help (not refused, no invalid share, nothing late, not already asked for it),
+    /// whose clocks restart at `now`. `covered_by(h)`: the ciphertexts `h`'s valid shares cover;
+    /// `budget_ms(h, n)`: how long `h` may take for `n` ciphertexts. Returns the hospitals newly
+    /// asked for something.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ask_spread_backups(
+        &mut self,
+        now: u64,
+        order: &[String],
+        coverage: &[usize],
+        covered_by: impl Fn(&str) -> BTreeSet<u64>,
+        invalid: &BTreeSet<String>,
+        t: usize,
+        budget_ms: impl Fn(&str, usize) -> u64,
+    ) -> Vec<String> {
+        let n = self.ciphertexts.min(coverage.len());
+        // Each asked hospital's outstanding ciphertexts, and whether it is still on time.
+        let mut expected = coverage[..n].to_vec();
+        let mut blocked: BTreeSet<&str> = self.refused.iter().map(String::as_str).collect();
+        blocked.extend(invalid.iter().map(String::as_str));
+        let mut holds: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        for (h, ask) in &self.asked {
+            let asked: BTreeSet<u64> = decryption::indices(&ask.ranges, n)
+                .into_iter()
+                .map(|j| j as u64)
+                .collect();
+            let done = covered_by(h);
+            let pending: Vec<u64> = asked.difference(&done).copied().collect();
+            let alive = !blocked.contains(h.as_str());
+            if !pending.is_empty() && alive {
+                if now < ask.at.saturating_add(budget_ms(h, pending.len())) {
+                    for &j in &pending {
+                        expected[j as usize] += 1;
+                    }
+                } else {
+                    blocked.insert(h.as_str()); // late: given nothing more
+                }
+            }
+            holds.insert(h.as_str(), asked);
+        }
+        let holds: BTreeMap<String, BTreeSet<u64>> =
+            holds.into_iter().map(|(h, s)| (h.to_owned(), s)).collect();
+        let blocked: BTreeSet<String> = blocked.into_iter().map(str::to_owned).collect();
+        let mut extra: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        for (j, &have) in expected.iter().enumerate() {
+            let mut need = t.saturating_sub(have);
+            for h in order {
+                if need == 0 {
+                    break;
+                }
+                let held = holds
+                    .get(h.as_str())
+                    .is_some_and(|s| s.contains(&(j as u64)));
+                if !held && !blocked.contains(h.as_str()) {
+                    extra.entry(h.clone()).or_default().insert(j as u64);
+                    need -= 1;
+                }
+            }
+        }
+        let mut newly = Vec::new();
+        for (h, more) in extra {
+            let mut all: BTreeSet<u64> = holds.get(h.as_str()).cloned().unwrap_or_default();
+            all.extend(more);
+            self.asked.insert(
+                h.clone(),
+                Ask {
+                    at: now,
+                    ranges: decryption::ranges_of(&all),
+                },
+            );
+            newly.push(h);
+        }
+        newly
     }
 }
 
@@ -201,6 +311,10 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn whole(v: &[&str]) -> Vec<(String, Ranges)> {
+        v.iter().map(|s| (s.to_string(), Vec::new())).collect()
     }
 
     #[test]
@@ -236,7 +350,7 @@ mod tests {
     #[test]
     fn a_backup_is_asked_only_for_a_late_or_refusing_primary_one_per_share() {
         let order = names(&["p1", "p2", "b1", "b2"]);
-        let mut d = Decryptors::open(0, 10, names(&["p1", "p2"]), 1_000);
+        let mut d = Decryptors::open(0, 10, whole(&["p1", "p2"]), 1_000);
         let budget = |h: &str| if h == "p2" { 9_000 } else { 5_000 };
         let none = BTreeSet::new();
         // On time: nobody else.
@@ -261,12 +375,12 @@ mod tests {
     #[test]
     fn an_invalid_share_is_replaced_at_once_and_enough_valid_shares_ask_nobody() {
         let order = names(&["p1", "p2", "b1"]);
-        let mut d = Decryptors::open(0, 10, names(&["p1", "p2"]), 0);
+        let mut d = Decryptors::open(0, 10, whole(&["p1", "p2"]), 0);
         let answered: BTreeSet<String> = names(&["p1"]).into_iter().collect();
         // p1 answered with an invalid share: one valid of two is still expected.
         assert_eq!(d.ask_backups(1, &order, &answered, 0, 2, |_| 5_000), ["b1"]);
         // Both primaries valid: nothing to ask however late it is.
-        let mut d = Decryptors::open(0, 10, names(&["p1", "p2"]), 0);
+        let mut d = Decryptors::open(0, 10, whole(&["p1", "p2"]), 0);
         let both: BTreeSet<String> = names(&["p1", "p2"]).into_iter().collect();
         assert!(d
             .ask_backups(1_000_000, &order, &both, 2, 2, |_| 0)

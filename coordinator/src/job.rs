@@ -28,6 +28,7 @@ use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{num_parameters, ModelDigest, ModelError, ModelFile, Preprocessing};
 use fedchain_proto::v1::Quantization;
+use fedchain_protocol::decryption::{self, Ranges};
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
 
 use crate::decryptors::{Decryptors, ShareCosts};
@@ -341,6 +342,8 @@ pub struct ShareSubmission<'a> {
     pub aggregate: Option<Hash>,
     /// The key-share index it claims.
     pub share_index: usize,
+    /// The ciphertexts it decrypts (empty: the whole aggregate).
+    pub ranges: &'a [[u64; 2]],
     /// The share's bytes.
     pub bytes: &'a [u8],
     /// Its proof's verdict, checked off the lock, if it was.
@@ -378,6 +381,8 @@ pub enum Task {
         contributors: Vec<String>,
         /// What the share's proof is bound to.
         context: Vec<u8>,
+        /// The ciphertexts to decrypt (empty: all of them).
+        ciphertexts: Ranges,
     },
     /// Score a finalized round's model on held-out rows.
     Evaluate {
@@ -396,6 +401,19 @@ impl Task {
         match self {
             Task::Offer { job } => format!("offer/{job}"),
             Task::Train { job, plan, .. } => format!("train/{job}/{}", plan.round),
+            // A backup's extra ciphertexts are a new task, with a key of its own.
+            Task::Decrypt {
+                job,
+                round,
+                ciphertexts,
+                ..
+            } if !ciphertexts.is_empty() => {
+                let r: Vec<String> = ciphertexts
+                    .iter()
+                    .map(|[s, e]| format!("{s}-{e}"))
+                    .collect();
+                format!("decrypt/{job}/{round}/{}", r.join(","))
+            }
             Task::Decrypt { job, round, .. } => format!("decrypt/{job}/{round}"),
             Task::Evaluate { job, round, .. } => format!("evaluate/{job}/{round}"),
         }
@@ -683,15 +701,32 @@ impl Job {
             self.enrolled.len(),
         );
         let valid = round.valid_shares();
+        let ciphertexts = round.ciphertexts();
+        // A backup must have time left before the share deadline.
+        let cap_ms = u64::from(self.valid.spec.round_deadline_seconds) * 1000 / 2;
+        let costs = &self.share_costs;
+        if self.valid.spec.spread_decryption {
+            // The round's participants first (they were online to submit), then the others.
+            let submitted = round.submitted();
+            let (mut order, rest): (Vec<String>, Vec<String>) =
+                order.into_iter().partition(|h| submitted.contains(h));
+            order.extend(rest);
+            let invalid: BTreeSet<String> = round.invalid_shares().into_iter().collect();
+            return self.decryptors.ask_spread_backups(
+                now,
+                &order,
+                &round.coverage(),
+                |h| round.covered_by(h),
+                &invalid,
+                t,
+                |h, n| costs.budget_ms(h, n, cap_ms),
+            );
+        }
         let answered: BTreeSet<String> = valid
             .iter()
             .cloned()
             .chain(round.invalid_shares())
             .collect();
-        let ciphertexts = round.ciphertexts();
-        // A backup must have time left before the share deadline.
-        let cap_ms = u64::from(self.valid.spec.round_deadline_seconds) * 1000 / 2;
-        let costs = &self.share_costs;
         self.decryptors
             .ask_backups(now, &order, &answered, valid.len(), t, |h| {
                 costs.budget_ms(h, ciphertexts, cap_ms)
@@ -889,7 +924,7 @@ impl Job {
                             self.decryptors = Decryptors::open(
                                 self.round_no,
                                 round.ciphertexts(),
-                                round.primaries(),
+                                round.assignment(),
                                 now,
                             );
                             let blobs = round.aggregate_bytes().into_iter().collect();
@@ -955,6 +990,7 @@ impl Job {
                     min_participants: self.valid.spec.min_participants as usize,
                     deadline_ms: now + u64::from(self.valid.spec.round_deadline_seconds) * 1000,
                     len: plan.len,
+                    spread: self.valid.spec.spread_decryption,
                 };
                 let base = plan.base(&self.global);
                 Round::new(cfg, env.pk.clone(), codec, self.enrolled.clone(), base)
@@ -1305,6 +1341,7 @@ impl Job {
             round,
             aggregate,
             share_index,
+            ranges,
             bytes,
             checked,
         } = share;
@@ -1324,7 +1361,7 @@ impl Job {
             // again next round), and work done for nothing: counted once per asked hospital.
             if self.decryptors.round() == Some(round) {
                 if let Some(at) = self.decryptors.asked_at(h) {
-                    let ciphertexts = self.decryptors.ciphertexts();
+                    let ciphertexts = self.decryptors.asked_ciphertexts(h);
                     self.share_costs
                         .observe(h, now.saturating_sub(at), ciphertexts);
                 }
@@ -1346,11 +1383,12 @@ impl Job {
         if r.aggregate_digest() != aggregate {
             return (Writes::default(), Err(JobError::OtherAggregate));
         }
-        let (entries, result) = r.submit_share(now, h, share_index, bytes, checked, credits);
+        let (entries, result) =
+            r.submit_share(now, h, share_index, ranges, bytes, checked, credits);
         if result.is_ok() {
             // What this share took shows what h's next ones will.
             if let Some(at) = self.decryptors.asked_at(h) {
-                let ciphertexts = r.ciphertexts();
+                let ciphertexts = decryption::covered(ranges, r.ciphertexts());
                 self.share_costs
                     .observe(h, now.saturating_sub(at), ciphertexts);
             }
@@ -1513,20 +1551,32 @@ impl Job {
                 if r.try_close(time_ms).is_empty() {
                     return Err(broken(format!("round {round} does not close again")));
                 }
-                self.decryptors = Decryptors::open(*round, r.ciphertexts(), r.primaries(), time_ms);
+                self.decryptors =
+                    Decryptors::open(*round, r.ciphertexts(), r.assignment(), time_ms);
                 // Counts the round for its participants; the record is on the ledger already.
                 let _ = self.privacy_spent(time_ms);
                 self.share_deadline_ms =
                     Some(time_ms + u64::from(self.valid.spec.round_deadline_seconds) * 1000);
             }
             Body::DecryptionShare {
-                round, hospital, ..
+                round,
+                hospital,
+                ciphertexts,
+                ..
             } => {
                 let bytes = blob.ok_or_else(|| broken("a share blob is missing".into()))?;
                 let Some(r) = self.round.as_mut().filter(|_| self.round_no == *round) else {
                     return Err(broken(format!("round {round} is not open")));
                 };
-                let _ = r.submit_share(time_ms, hospital, share_index, bytes, None, env.credits);
+                let _ = r.submit_share(
+                    time_ms,
+                    hospital,
+                    share_index,
+                    ciphertexts,
+                    bytes,
+                    None,
+                    env.credits,
+                );
             }
             Body::RoundFinalized { round, .. } => {
                 let finalized = self.round_no == *round
@@ -1596,7 +1646,7 @@ impl Job {
                             self.decryptors = Decryptors::open(
                                 self.round_no,
                                 r.ciphertexts(),
-                                r.primaries(),
+                                r.assignment(),
                                 back,
                             );
                         }
@@ -1645,20 +1695,41 @@ impl Job {
                 });
             }
             Phase::Decrypting => {
-                let answered = round.valid_shares().iter().any(|v| v == h)
-                    || round.invalid_shares().iter().any(|v| v == h);
-                // The t enrolled hospitals with the lowest key-share indices decrypt first;
-                // others only in place of one that refused or ran late.
-                let asked = self.decryptors.is_asked(h);
-                if let (false, true, Some(aggregate), Some(context)) =
-                    (answered, asked, round.aggregate_digest(), round.context())
-                {
+                // The first decryptors are asked when the round closes (spread: each for its
+                // ciphertexts); others only in place of one that refused or ran late.
+                let Some(asked) = self.decryptors.ranges(h) else {
+                    return out;
+                };
+                let invalid = round.invalid_shares().iter().any(|v| v == h);
+                let covered = round.covered_by(h);
+                let outstanding = if asked.is_empty() {
+                    // The whole aggregate: done once any share of it is in.
+                    if covered.is_empty() {
+                        Some(Vec::new())
+                    } else {
+                        None
+                    }
+                } else {
+                    let mine: BTreeSet<u64> = decryption::indices(asked, round.ciphertexts())
+                        .into_iter()
+                        .map(|j| j as u64)
+                        .collect();
+                    let left: BTreeSet<u64> = mine.difference(&covered).copied().collect();
+                    (!left.is_empty()).then(|| decryption::ranges_of(&left))
+                };
+                if let (false, Some(ciphertexts), Some(aggregate), Some(context)) = (
+                    invalid,
+                    outstanding,
+                    round.aggregate_digest(),
+                    round.context(),
+                ) {
                     out.push(Task::Decrypt {
                         job: self.id,
                         round: self.round_no,
                         aggregate,
                         contributors: round.submitted(),
                         context,
+                        ciphertexts,
                     });
                 }
             }

@@ -70,6 +70,7 @@ use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{fedavg, ModelDigest};
 
 use fedchain_consortium::COORDINATOR_NAME;
+use fedchain_protocol::decryption::{self, Ranges};
 pub use fedchain_protocol::decryption::{decryption_context, first_decryptors};
 
 /// What a round is about; fixed when it opens.
@@ -86,6 +87,9 @@ pub struct RoundConfig {
     pub deadline_ms: u64,
     /// Number of model parameters (length of the global model and of every update).
     pub len: usize,
+    /// The job's `spread_decryption`: shares cover the ranges of ciphertexts
+    /// [`fedchain_protocol::spread`] gives each decryptor, not the whole aggregate.
+    pub spread: bool,
 }
 
 /// A hospital enrolled in the job, as recorded by `HospitalEnrolled`.
@@ -184,9 +188,18 @@ pub enum RoundError {
         /// The sender's index.
         expected: usize,
     },
-    /// The hospital already sent a decryption share for this round.
-    #[error("hospital {0:?} already sent a decryption share for this round")]
+    /// The hospital already sent a decryption share for this round (of these ciphertexts).
+    #[error("hospital {0:?} already sent a decryption share of these ciphertexts for this round")]
     DuplicateShare(String),
+    /// A share's ciphertext ranges are not canonical, go past the aggregate, or are given in a
+    /// job whose shares decrypt the whole aggregate.
+    #[error("decryption share of hospital {hospital:?}: {reason}")]
+    BadRanges {
+        /// The sender.
+        hospital: String,
+        /// Why.
+        reason: String,
+    },
     /// The share does not decode, or its proof does not verify against the aggregate and context.
     #[error("invalid decryption share from hospital {hospital:?}: {reason}")]
     InvalidShare {
@@ -200,6 +213,27 @@ pub enum RoundError {
     /// round is then [`Phase::Failed`].
     #[error("the round cannot be finalized: {0}")]
     Finalize(String),
+}
+
+/// Combines valid shares: whole ones as [`threshold::combine_verified`] does (in the given
+/// order), pieces of a spread decryption per ciphertext ([`threshold::combine_pieces`]).
+fn combine_held(
+    pk: &PublicKey,
+    count: usize,
+    held: &[&Held],
+) -> Result<Vec<fedchain_crypto::BigInt>, CryptoError> {
+    if held.iter().all(|h| h.ranges.is_empty()) {
+        let shares: Vec<&DecryptionShare> = held.iter().map(|h| &h.share).collect();
+        return threshold::combine_verified(pk, count, &shares);
+    }
+    let pieces: Vec<threshold::Piece<'_>> = held
+        .iter()
+        .map(|h| threshold::Piece {
+            share: &h.share,
+            at: &h.at,
+        })
+        .collect();
+    threshold::combine_pieces(pk, count, &pieces)
 }
 
 /// One accepted submission.
@@ -223,23 +257,49 @@ struct Closed {
 pub struct ShareCheck {
     pk: Arc<PublicKey>,
     ciphertexts: Arc<Vec<Ciphertext>>,
+    ranges: Ranges,
     aggregate: Hash,
     context: Vec<u8>,
 }
 
 impl ShareCheck {
-    /// Decodes `share_bytes` and verifies its proof against the aggregate.
+    /// Decodes `share_bytes` and verifies its proof against the ciphertexts it was asked for.
     pub fn check(&self, share_bytes: &[u8]) -> CheckedShare {
-        let verified = DecryptionShare::from_bytes(&self.pk, share_bytes, self.ciphertexts.len())
-            .and_then(|share| {
-                threshold::verify_share(&self.pk, &self.ciphertexts, &share, &self.context)
-            });
+        let verified = verify_covered(
+            &self.pk,
+            &self.ciphertexts,
+            &self.ranges,
+            share_bytes,
+            &self.context,
+        )
+        .map(|_| ());
         CheckedShare {
             aggregate: self.aggregate,
             share: sha256(share_bytes),
+            ranges: self.ranges.clone(),
             verified,
         }
     }
+}
+
+/// Decodes a share of the ciphertexts `ranges` names (checked) and verifies it against exactly
+/// those; returns the share and the index of each of its values.
+fn verify_covered(
+    pk: &PublicKey,
+    all: &[Ciphertext],
+    ranges: &[[u64; 2]],
+    share_bytes: &[u8],
+    context: &[u8],
+) -> Result<(DecryptionShare, Vec<usize>), CryptoError> {
+    let at = decryption::indices(ranges, all.len());
+    let share = DecryptionShare::from_bytes(pk, share_bytes, at.len())?;
+    if ranges.is_empty() {
+        threshold::verify_share(pk, all, &share, context)?;
+    } else {
+        let sub: Vec<Ciphertext> = at.iter().map(|&j| all[j].clone()).collect();
+        threshold::verify_share(pk, &sub, &share, context)?;
+    }
+    Ok((share, at))
 }
 
 /// The verdict of a [`ShareCheck`], for [`Round::submit_share`]: used only for the same share
@@ -248,7 +308,16 @@ impl ShareCheck {
 pub struct CheckedShare {
     aggregate: Hash,
     share: Hash,
+    ranges: Ranges,
     verified: Result<(), CryptoError>,
+}
+
+/// A valid share, with the ciphertexts it covers.
+#[derive(Debug, Clone)]
+struct Held {
+    ranges: Ranges,
+    at: Vec<usize>,
+    share: DecryptionShare,
 }
 
 /// The state of one round of one job. See the [module docs](self).
@@ -262,8 +331,9 @@ pub struct Round {
     phase: Phase,
     submissions: BTreeMap<String, Submission>,
     closed: Option<Closed>,
-    /// Shares that verified, by hospital.
-    valid_shares: BTreeMap<String, DecryptionShare>,
+    /// Shares that verified, by hospital (more than one only under spread decryption, for
+    /// disjoint ciphertexts: a backup's share of another decryptor's ranges).
+    valid_shares: BTreeMap<String, Vec<Held>>,
     /// Hospitals whose share was refused as invalid.
     invalid_shares: BTreeSet<String>,
     new_global: Option<Vec<f32>>,
@@ -636,20 +706,90 @@ impl Round {
     /// What checking `hospital`'s decryption share needs, to do it away from the round (see
     /// [`ShareCheck`]); `None` when [`Round::submit_share`] would refuse the share without looking
     /// at it (not decrypting, not enrolled, a share already in), so no work is spent on those.
-    pub fn share_check(&self, hospital: &str) -> Option<ShareCheck> {
+    pub fn share_check(&self, hospital: &str, ranges: &[[u64; 2]]) -> Option<ShareCheck> {
         if self.phase != Phase::Decrypting
             || self.share_index(hospital).is_none()
-            || self.valid_shares.contains_key(hospital)
-            || self.invalid_shares.contains(hospital)
+            || self.share_refusal(hospital, ranges).is_some()
         {
             return None;
         }
         self.closed.as_ref().map(|c| ShareCheck {
             pk: Arc::clone(&self.pk),
             ciphertexts: Arc::clone(&c.ciphertexts),
+            ranges: ranges.to_vec(),
             aggregate: c.digest,
             context: c.context.clone(),
         })
+    }
+
+    /// Why `hospital`'s share of `ranges` would be refused without looking at it: ranges this
+    /// job does not take, or a share it already sent (an invalid one, or a valid one of some of
+    /// the same ciphertexts).
+    fn share_refusal(&self, hospital: &str, ranges: &[[u64; 2]]) -> Option<RoundError> {
+        let bad = |reason: String| RoundError::BadRanges {
+            hospital: hospital.into(),
+            reason,
+        };
+        if !self.cfg.spread && !ranges.is_empty() {
+            return Some(bad(
+                "this job's shares decrypt the whole aggregate, not ciphertext ranges".into(),
+            ));
+        }
+        if let Err(e) = decryption::check_ranges(ranges, self.ciphertexts() as u64) {
+            return Some(bad(e.to_string()));
+        }
+        let again = self.invalid_shares.contains(hospital)
+            || self
+                .valid_shares
+                .get(hospital)
+                .is_some_and(|held| held.iter().any(|h| decryption::overlap(&h.ranges, ranges)));
+        again.then(|| RoundError::DuplicateShare(hospital.into()))
+    }
+
+    /// The hospitals that decrypt this round first, in key-share order: under spread
+    /// decryption the participants topped up to `t` ([`decryption::spread_decryptors`]),
+    /// otherwise the `t` lowest key-share indices ([`first_decryptors`]).
+    fn decryptors(&self) -> Vec<String> {
+        let all = self
+            .enrolled
+            .iter()
+            .map(|e| (e.name.as_str(), e.share_index));
+        if self.cfg.spread {
+            decryption::spread_decryptors(all, &self.submitted(), self.pk.threshold())
+        } else {
+            first_decryptors(all, self.pk.threshold())
+        }
+    }
+
+    /// Once closed, what each first decryptor is asked to decrypt: its ranges under spread
+    /// decryption ([`decryption::spread`]), the whole aggregate (no ranges) otherwise.
+    pub fn assignment(&self) -> Vec<(String, Ranges)> {
+        let decryptors = self.decryptors();
+        if !self.cfg.spread {
+            return decryptors.into_iter().map(|d| (d, Vec::new())).collect();
+        }
+        decryption::spread(self.ciphertexts() as u64, &decryptors, self.pk.threshold())
+    }
+
+    /// The ciphertexts `hospital`'s valid shares cover, by index (a set, not [`Ranges`], whose
+    /// empty list would mean everything).
+    pub fn covered_by(&self, hospital: &str) -> BTreeSet<u64> {
+        let mut set = BTreeSet::new();
+        for h in self.valid_shares.get(hospital).into_iter().flatten() {
+            set.extend(h.at.iter().map(|&j| j as u64));
+        }
+        set
+    }
+
+    /// How many valid shares cover each ciphertext of the aggregate.
+    pub fn coverage(&self) -> Vec<usize> {
+        let mut times = vec![0; self.ciphertexts()];
+        for h in self.valid_shares.values().flatten() {
+            for &j in &h.at {
+                times[j] += 1;
+            }
+        }
+        times
     }
 
     /// A hospital's decryption share of the aggregate (`share_bytes`: its canonical encoding),
@@ -663,11 +803,13 @@ impl Round {
     /// threshold of valid shares is reached, the round is finalized: `RoundFinalized` and the
     /// credit movements (computed against `credits`, the balances before this round's movements)
     /// follow, and the new global model is returned.
+    #[allow(clippy::too_many_arguments)] // the share's header fields, as the service received them
     pub fn submit_share(
         &mut self,
         now_ms: u64,
         hospital: &str,
         party: usize,
+        ranges: &[[u64; 2]],
         share_bytes: &[u8],
         checked: Option<CheckedShare>,
         credits: &Credits,
@@ -687,13 +829,8 @@ impl Round {
                 RoundError::NotEnrolled(hospital.into()),
             );
         };
-        if self.valid_shares.contains_key(hospital) || self.invalid_shares.contains(hospital) {
-            return self.reject(
-                now_ms,
-                OP,
-                hospital,
-                RoundError::DuplicateShare(hospital.into()),
-            );
+        if let Some(err) = self.share_refusal(hospital, ranges) {
+            return self.reject(now_ms, OP, hospital, err);
         }
         if party != expected {
             let err = RoundError::WrongParty {
@@ -710,7 +847,8 @@ impl Round {
             };
             return self.reject(now_ms, OP, hospital, err);
         };
-        let decoded = DecryptionShare::from_bytes(&self.pk, share_bytes, closed.ciphertexts.len());
+        let count = decryption::covered(ranges, closed.ciphertexts.len());
+        let decoded = DecryptionShare::from_bytes(&self.pk, share_bytes, count);
         if let Ok(share) = &decoded {
             if share.party() != expected {
                 let err = RoundError::WrongParty {
@@ -722,15 +860,23 @@ impl Round {
             }
         }
         let verdict = decoded.and_then(|share| {
-            let verified = match checked {
-                Some(c) if c.aggregate == closed.digest && c.share == sha256(share_bytes) => {
-                    c.verified
+            let at = decryption::indices(ranges, closed.ciphertexts.len());
+            match checked {
+                Some(c)
+                    if c.aggregate == closed.digest
+                        && c.share == sha256(share_bytes)
+                        && c.ranges == ranges =>
+                {
+                    c.verified.map(|()| (share, at))
                 }
-                _ => {
-                    threshold::verify_share(&self.pk, &closed.ciphertexts, &share, &closed.context)
-                }
-            };
-            verified.map(|()| share)
+                _ => verify_covered(
+                    &self.pk,
+                    &closed.ciphertexts,
+                    ranges,
+                    share_bytes,
+                    &closed.context,
+                ),
+            }
         });
         let verified = verdict.is_ok();
         let mut entries = vec![Entry {
@@ -747,6 +893,7 @@ impl Round {
                 hospital: hospital.to_owned(),
                 share: sha256(share_bytes),
                 verified,
+                ciphertexts: ranges.to_vec(),
             },
         }];
         match verdict {
@@ -758,9 +905,17 @@ impl Round {
                 };
                 (entries, Err(err))
             }
-            Ok(share) => {
-                self.valid_shares.insert(hospital.to_owned(), share);
-                if self.valid_shares.len() < self.pk.threshold() {
+            Ok((share, at)) => {
+                self.valid_shares
+                    .entry(hospital.to_owned())
+                    .or_default()
+                    .push(Held {
+                        ranges: ranges.to_vec(),
+                        at,
+                        share,
+                    });
+                let t = self.pk.threshold();
+                if self.coverage().iter().any(|&n| n < t) {
                     return (entries, Ok(None));
                 }
                 match self.finalize(now_ms, credits) {
@@ -778,16 +933,12 @@ impl Round {
     }
 
     /// The hospitals asked for a decryption share first: the `t` enrolled hospitals with the lowest
-    /// key-share indices. One of them that gave no share by the time the round finalized stalled
-    /// decryption (the others had to be asked) and is penalised for a missed share. Derived from
-    /// the enrollments alone, so an auditor recomputes it from the ledger.
+    /// key-share indices, or under spread decryption those [`Round::assignment`] gives
+    /// ciphertexts. One of them that gave no share by the time the round finalized stalled
+    /// decryption (others had to be asked) and is penalised for a missed share. Derived from the
+    /// enrollments and the participants alone, so an auditor recomputes it from the ledger.
     pub fn primaries(&self) -> Vec<String> {
-        first_decryptors(
-            self.enrolled
-                .iter()
-                .map(|e| (e.name.as_str(), e.share_index)),
-            self.pk.threshold(),
-        )
+        self.assignment().into_iter().map(|(h, _)| h).collect()
     }
 
     /// Combines the valid shares, decodes, applies FedAvg and prices the round.
@@ -797,8 +948,8 @@ impl Round {
         credits: &Credits,
     ) -> Result<(Vec<Entry>, Vec<f32>), String> {
         let closed = self.closed.as_ref().ok_or("the round has no aggregate")?;
-        let shares: Vec<&DecryptionShare> = self.valid_shares.values().collect();
-        let plaintexts = threshold::combine_verified(&self.pk, closed.ciphertexts.len(), &shares)
+        let held: Vec<&Held> = self.valid_shares.values().flatten().collect();
+        let plaintexts = combine_held(&self.pk, closed.ciphertexts.len(), &held)
             .map_err(|e| format!("combining the shares failed: {e}"))?;
         let weight: u64 = self
             .enrolled
@@ -830,7 +981,12 @@ impl Round {
                 .map(|e| (e.name.clone(), e.samples))
                 .collect(),
             submitted: self.submitted(),
-            shares_valid: self.valid_shares(),
+            // A hospital whose later share was invalid is paid as invalid, not also as valid.
+            shares_valid: self
+                .valid_shares()
+                .into_iter()
+                .filter(|h| !self.invalid_shares.contains(h))
+                .collect(),
             shares_invalid: self.invalid_shares(),
             shares_expected: self.primaries(),
         };

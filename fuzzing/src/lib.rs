@@ -78,6 +78,7 @@ pub fn fixtures() -> &'static Fixtures {
         let job = JobSpec {
             torchscript_module: Vec::new(),
             privacy: None,
+            spread_decryption: true,
             schema: Some(pb::DatasetSchema {
                 features,
                 target: "y".into(),

@@ -142,6 +142,7 @@ pub fn run(dir: &Path, hospitals: usize, rounds: u64) -> Result<LedgerBench> {
                     hospital: n.clone(),
                     share: crate::sha256(format!("share {round} {n}").as_bytes()),
                     verified: true,
+                    ciphertexts: Vec::new(),
                 },
             });
         }

@@ -206,6 +206,10 @@ pub enum Body {
         share: Hash,
         /// Whether its proof verified.
         verified: bool,
+        /// The ciphertexts it decrypts, as `[start, end)` index ranges (spread decryption);
+        /// absent for a share of the whole aggregate.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ciphertexts: Vec<[u64; 2]>,
     },
     /// A round's new global model.
     RoundFinalized {

@@ -427,6 +427,7 @@ mod tests {
             seed: 1,
             torchscript_module: module,
             privacy: None,
+            spread_decryption: true,
         }
     }
 

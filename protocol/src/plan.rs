@@ -174,6 +174,7 @@ mod tests {
         validate(&pb::JobSpec {
             torchscript_module: Vec::new(),
             privacy: None,
+            spread_decryption: true,
             schema: Some(pb::DatasetSchema {
                 features: vec!["a".into(), "b".into(), "c".into()],
                 target: "y".into(),

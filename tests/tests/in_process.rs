@@ -62,6 +62,7 @@ fn spec(rounds: u32, seed: u64) -> pb::JobSpec {
     pb::JobSpec {
         torchscript_module: Vec::new(),
         privacy: None,
+        spread_decryption: true,
         schema: Some(pb::DatasetSchema {
             features: data.feature_names().to_vec(),
             target: Builtin::BreastCancer.schema().target,

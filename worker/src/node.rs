@@ -53,7 +53,7 @@ use fedchain_models::{
 use fedchain_proto::v1 as pb;
 use fedchain_proto::{limits, timing};
 use fedchain_protocol::statistics::STATISTICS_CLIP;
-use fedchain_protocol::{decryption_context, RoundPlan, ValidJob};
+use fedchain_protocol::{decryption, decryption_context, RoundPlan, ValidJob};
 use pb::ledger_service_client::LedgerServiceClient;
 use pb::training_service_client::TrainingServiceClient;
 use prost::Message;
@@ -1308,6 +1308,23 @@ impl Node {
                 {
                     return self.refuse(client, &d, why).await;
                 }
+                // Spread decryption: only the ciphertexts the task names (the proof then covers
+                // exactly those); none named: all of them.
+                let ranges: Vec<[u64; 2]> =
+                    d.ciphertexts.iter().map(|r| [r.start, r.end]).collect();
+                if let Err(e) = decryption::check_ranges(&ranges, cts.len() as u64) {
+                    return self
+                        .refuse(client, &d, format!("the task's ciphertexts: {e}"))
+                        .await;
+                }
+                let cts: Vec<_> = if ranges.is_empty() {
+                    cts
+                } else {
+                    decryption::indices(&ranges, cts.len())
+                        .into_iter()
+                        .map(|j| cts[j].clone())
+                        .collect()
+                };
                 let (pk, share, rng) = (&self.pk, &self.share, &mut self.rng);
                 let share =
                     tokio::task::block_in_place(|| partial_decrypt(pk, share, &cts, &context, rng))
@@ -1325,6 +1342,7 @@ impl Node {
                         share_digest: Some(pb::Digest {
                             sha256: sha256(&bytes).to_vec(),
                         }),
+                        ciphertexts: d.ciphertexts.clone(),
                     })),
                 }];
                 msgs.extend(bytes.chunks(limits::CHUNK_BYTES).map(|c| pb::ShareChunk {

@@ -374,6 +374,11 @@ impl TrainingService for Coordinator {
         // off the async runtime: shares that arrive together are checked side by side, and no
         // other call waits for them. The round re-checks everything cheap under the lock and uses
         // this verdict only for these same bytes against the same aggregate.
+        let ranges: Vec<[u64; 2]> = header
+            .ciphertexts
+            .iter()
+            .map(|r| [r.start, r.end])
+            .collect();
         let check = {
             let mut st = s.lock();
             let check = st
@@ -381,7 +386,7 @@ impl TrainingService for Coordinator {
                 .get(&header.job)
                 .filter(|job| job.round_no == header.round)
                 .and_then(|job| job.round.as_ref())
-                .and_then(|round| round.share_check(&h));
+                .and_then(|round| round.share_check(&h, &ranges));
             check.filter(|_| st.checking_share.insert(h.clone()))
         };
         let (checked, bytes) = match check {
@@ -416,6 +421,7 @@ impl TrainingService for Coordinator {
             round: header.round,
             aggregate,
             share_index: header.party as usize,
+            ranges: &ranges,
             bytes: &bytes,
             checked,
         };

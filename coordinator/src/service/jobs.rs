@@ -368,12 +368,17 @@ impl Shared {
                 aggregate,
                 contributors,
                 context,
+                ciphertexts,
             } => Kind::Decrypt(pb::DecryptTask {
                 job: id,
                 round,
                 aggregate: pb_digest(&aggregate),
                 contributors,
                 context,
+                ciphertexts: ciphertexts
+                    .into_iter()
+                    .map(|[start, end]| pb::CiphertextRange { start, end })
+                    .collect(),
             }),
             Task::Evaluate {
                 job: id,

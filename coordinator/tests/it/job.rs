@@ -52,6 +52,10 @@ fn identity(h: &str) -> NoteSigner {
 }
 
 fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
+    spec_with(rounds, false)
+}
+
+fn spec_with(rounds: u32, spread: bool) -> fedchain_protocol::ValidJob {
     let model = ModelSpec::LogisticRegression {
         inputs: 3,
         outputs: 1,
@@ -59,6 +63,7 @@ fn spec(rounds: u32) -> fedchain_protocol::ValidJob {
     protocol::validate(&pb::JobSpec {
         torchscript_module: Vec::new(),
         privacy: None,
+        spread_decryption: spread,
         schema: Some(pb::DatasetSchema {
             features: vec!["a".into(), "b".into(), "c".into()],
             target: "y".into(),
@@ -260,6 +265,7 @@ fn send_share(
         round,
         aggregate,
         context,
+        ciphertexts,
         ..
     }) = job
         .tasks_for(h, true)
@@ -274,6 +280,10 @@ fn send_share(
         protocol::decryption_context(JOB, round, &aggregate)
     );
     let agg = decode_ciphertexts(&keys().pk, &agg_bytes, None).unwrap();
+    let agg: Vec<_> = protocol::decryption::indices(&ciphertexts, agg.len())
+        .into_iter()
+        .map(|j| agg[j].clone())
+        .collect();
     let share = partial_decrypt(&keys().pk, &keys().shares[i], &agg, &context, rng).unwrap();
     let bytes = share.to_bytes(&keys().pk);
     let (w, r) = job.submit_share(
@@ -283,6 +293,7 @@ fn send_share(
             round,
             aggregate: Some(aggregate),
             share_index: i + 1,
+            ranges: &ciphertexts,
             bytes: &bytes,
             checked: None,
         },
@@ -294,9 +305,20 @@ fn send_share(
 
 #[test]
 fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state() {
+    whole_job(false);
+}
+
+/// The same job with its decryption spread: each hospital decrypts the ciphertexts the spread
+/// gives it, and the job ends the same way.
+#[test]
+fn a_whole_job_with_spread_decryption_runs_and_restores_to_the_same_state() {
+    whole_job(true);
+}
+
+fn whole_job(spread: bool) {
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let mut ledger = Ledger::new();
-    let valid = spec(1);
+    let valid = spec_with(1, spread);
     let w = Job::submission(JOB, &valid, "ada", 1, &ledger.credits).unwrap();
     assert_eq!(w.blobs, vec![valid.bytes.clone()]);
     let mut job = Job::new(JOB, valid, "ada".into(), 0, 10_000);
@@ -380,8 +402,23 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
         assert!(matches!(w.entries[0].body, Body::RoundClosed { .. }));
         ledger.commit(&mut job, w, 20);
         assert_eq!(job.closed_record, Some(ledger.records.len() as u64 - 1));
-        // The two lowest key-share indices decrypt first.
-        assert_eq!(decrypt(&mut job, &mut ledger, 21, &mut rng), ["h1", "h2"]);
+        // The two lowest key-share indices decrypt first; spread, those the spread gives
+        // ciphertexts (all three once the aggregate has three or more).
+        let primaries: Vec<String> = job
+            .round
+            .as_ref()
+            .unwrap()
+            .assignment()
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let count = job.round.as_ref().unwrap().ciphertexts();
+        if !spread {
+            assert_eq!(primaries, ["h1", "h2"]);
+        } else if count >= 3 {
+            assert_eq!(primaries, ["h1", "h2", "h3"]);
+        }
+        assert_eq!(decrypt(&mut job, &mut ledger, 21, &mut rng), primaries);
         let checkpoints = ledger.checkpoints;
         ledger.settle(&mut job, 22);
         assert_eq!(
@@ -397,6 +434,7 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
                 round,
                 aggregate: None,
                 share_index: 3,
+                ranges: &[],
                 bytes: b"late",
                 checked: None,
             },
@@ -474,7 +512,7 @@ fn a_whole_encrypted_job_runs_through_the_machine_and_restores_to_the_same_state
     assert_eq!(ledger.credits.balance(&Account::Escrow(JOB)), 0);
 
     // Restore: the same records fed to a fresh job give the same job.
-    let again = ledger.restored();
+    let again = ledger.restored_as(spec_with(1, spread));
     assert_eq!(again.phase, JobPhase::Finished);
     assert_eq!(again.model_digest, job.model_digest);
     assert_eq!(again.stats, job.stats);
@@ -558,6 +596,7 @@ fn a_job_short_of_hospitals_fails_at_its_deadline_and_gives_the_money_back() {
             round: 0,
             aggregate: None,
             share_index: 1,
+            ranges: &[],
             bytes: b"late",
             checked: None,
         },
@@ -769,6 +808,7 @@ fn a_backup_decrypts_only_once_a_primary_runs_past_its_work_and_a_late_share_is_
             round: 0,
             aggregate: None,
             share_index: 2,
+            ranges: &[],
             bytes: b"late",
             checked: None,
         },
@@ -789,6 +829,7 @@ fn a_backup_decrypts_only_once_a_primary_runs_past_its_work_and_a_late_share_is_
             round: 0,
             aggregate: None,
             share_index: 2,
+            ranges: &[],
             bytes: b"late",
             checked: None,
         },

@@ -88,6 +88,7 @@ fn fixture(min_participants: usize, seed: u64) -> Fixture {
         min_participants,
         deadline_ms: DEADLINE,
         len: LEN,
+        spread: false,
     };
     let round = Round::new(cfg, keys().pk.clone(), codec(), enrolled, global.clone()).unwrap();
     Fixture { round, global, rng }
@@ -268,11 +269,15 @@ fn happy_path_three_hospitals_two_shares() {
         vec!["h1".to_string(), "h2".to_string()]
     );
     let (party, bytes) = share_bytes(&mut f, "h2");
-    let (e1, r1) = f.round.submit_share(300, "h2", party, &bytes, None, &c);
+    let (e1, r1) = f
+        .round
+        .submit_share(300, "h2", party, &[], &bytes, None, &c);
     assert_eq!(r1, Ok(None));
     assert_eq!(f.round.phase(), &Phase::Decrypting);
     let (party, bytes) = share_bytes(&mut f, "h1");
-    let (e2, r2) = f.round.submit_share(301, "h1", party, &bytes, None, &c);
+    let (e2, r2) = f
+        .round
+        .submit_share(301, "h1", party, &[], &bytes, None, &c);
     let new_global = r2.unwrap().expect("finalized");
     assert_eq!(f.round.phase(), &Phase::Finalized);
     assert_eq!(f.round.new_global(), Some(new_global.as_slice()));
@@ -331,7 +336,7 @@ fn happy_path_three_hospitals_two_shares() {
     }
 
     // Late shares are refused.
-    let (e, r) = f.round.submit_share(400, "h2", 2, b"late", None, &c);
+    let (e, r) = f.round.submit_share(400, "h2", 2, &[], b"late", None, &c);
     assert!(matches!(r, Err(RoundError::NotDecrypting { .. })), "{r:?}");
     assert_rejected(&e, "h2");
 }
@@ -359,12 +364,14 @@ fn deadline_closes_with_two_of_three_and_penalises_the_absent() {
     let (p3, s3) = share_bytes(&mut f, "h3");
     assert_eq!(
         f.round
-            .submit_share(DEADLINE + 1, "h3", p3, &s3, None, &c)
+            .submit_share(DEADLINE + 1, "h3", p3, &[], &s3, None, &c)
             .1,
         Ok(None)
     );
     let (p2, s2) = share_bytes(&mut f, "h2");
-    let (entries, res) = f.round.submit_share(DEADLINE + 2, "h2", p2, &s2, None, &c);
+    let (entries, res) = f
+        .round
+        .submit_share(DEADLINE + 2, "h2", p2, &[], &s2, None, &c);
     let new_global = res.unwrap().unwrap();
     assert_fedavg(&f.global, &[("h1", &u1), ("h2", &u2)], &new_global);
     assert_eq!(
@@ -392,7 +399,7 @@ fn deadline_with_too_few_submissions_fails() {
     assert_rejected(&e, "h2");
     let (e, r) = f
         .round
-        .submit_share(DEADLINE + 1, "h1", 1, b"x", None, &credits());
+        .submit_share(DEADLINE + 1, "h1", 1, &[], b"x", None, &credits());
     assert!(matches!(r, Err(RoundError::NotDecrypting { .. })), "{r:?}");
     assert_rejected(&e, "h1");
 }
@@ -531,7 +538,7 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
     let c = credits();
 
     // Shares before the round closed.
-    let (e, r) = f.round.submit_share(150, "h1", 1, b"early", None, &c);
+    let (e, r) = f.round.submit_share(150, "h1", 1, &[], b"early", None, &c);
     assert!(matches!(r, Err(RoundError::NotDecrypting { .. })), "{r:?}");
     assert_rejected(&e, "h1");
 
@@ -542,7 +549,7 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
     let (p1, mut s1) = share_bytes(&mut f, "h1");
     let last = s1.len() - 1;
     s1[last] ^= 1;
-    let (entries, res) = f.round.submit_share(300, "h1", p1, &s1, None, &c);
+    let (entries, res) = f.round.submit_share(300, "h1", p1, &[], &s1, None, &c);
     assert!(
         matches!(&res, Err(RoundError::InvalidShare { hospital, .. }) if hospital == "h1"),
         "{res:?}"
@@ -557,23 +564,24 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
             hospital: "h1".into(),
             share: sha256(&s1),
             verified: false,
+            ciphertexts: Vec::new(),
         }
     );
     assert_eq!(f.round.invalid_shares(), vec!["h1".to_string()]);
 
     // h1 cannot try again, even with its genuine share.
     let (_, good1) = share_bytes(&mut f, "h1");
-    let (e, r) = f.round.submit_share(301, "h1", p1, &good1, None, &c);
+    let (e, r) = f.round.submit_share(301, "h1", p1, &[], &good1, None, &c);
     assert_eq!(r, Err(RoundError::DuplicateShare("h1".into())));
     assert_rejected(&e, "h1");
 
     // Undecodable bytes from h2 would be invalid too; instead: refusals that record no share.
     let (p2, s2) = share_bytes(&mut f, "h2");
-    let (e, r) = f.round.submit_share(302, "h9", p2, &s2, None, &c);
+    let (e, r) = f.round.submit_share(302, "h9", p2, &[], &s2, None, &c);
     assert_eq!(r, Err(RoundError::NotEnrolled("h9".into())));
     assert_rejected(&e, "h9");
     // h3 relaying h2's share (claimed as party 2, then as its own index 3).
-    let (e, r) = f.round.submit_share(303, "h3", p2, &s2, None, &c);
+    let (e, r) = f.round.submit_share(303, "h3", p2, &[], &s2, None, &c);
     assert_eq!(
         r,
         Err(RoundError::WrongParty {
@@ -583,7 +591,7 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
         })
     );
     assert_rejected(&e, "h3");
-    let (e, r) = f.round.submit_share(304, "h3", 3, &s2, None, &c);
+    let (e, r) = f.round.submit_share(304, "h3", 3, &[], &s2, None, &c);
     assert!(
         matches!(r, Err(RoundError::WrongParty { party: 2, .. })),
         "{r:?}"
@@ -599,7 +607,9 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
     let replayed = partial_decrypt(&k.pk, &k.shares[1], &agg, &wrong_ctx, &mut f.rng).unwrap();
     let replayed = replayed.to_bytes(&k.pk);
     let mut probe = fixture_clone_decrypting(&updates);
-    let (e, r) = probe.round.submit_share(305, "h2", 2, &replayed, None, &c);
+    let (e, r) = probe
+        .round
+        .submit_share(305, "h2", 2, &[], &replayed, None, &c);
     assert!(matches!(r, Err(RoundError::InvalidShare { .. })), "{r:?}");
     assert!(matches!(
         e[0].body,
@@ -610,11 +620,11 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
     ));
 
     // Two valid shares finalize.
-    let (e2, r2) = f.round.submit_share(310, "h2", p2, &s2, None, &c);
+    let (e2, r2) = f.round.submit_share(310, "h2", p2, &[], &s2, None, &c);
     assert_eq!(r2, Ok(None));
     assert_eq!(kinds(&e2), vec!["decryption_share"]);
     let (p3, s3) = share_bytes(&mut f, "h3");
-    let (e3, r3) = f.round.submit_share(311, "h3", p3, &s3, None, &c);
+    let (e3, r3) = f.round.submit_share(311, "h3", p3, &[], &s3, None, &c);
     let new_global = r3.unwrap().unwrap();
     let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
     assert_fedavg(&f.global, &refs, &new_global);
@@ -628,7 +638,7 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
         ]
     );
     // Duplicate after finalization: the round is no longer decrypting.
-    let (_, r) = f.round.submit_share(312, "h2", p2, &s2, None, &c);
+    let (_, r) = f.round.submit_share(312, "h2", p2, &[], &s2, None, &c);
     assert!(matches!(r, Err(RoundError::NotDecrypting { .. })), "{r:?}");
 }
 
@@ -642,20 +652,26 @@ fn shares_checked_outside_the_round_are_trusted_only_for_their_own_bytes() {
         updates.push((h, submit_ok(&mut f, 100, h)));
     }
     let c = credits();
-    assert!(f.round.share_check("h1").is_none(), "nothing to check yet");
+    assert!(
+        f.round.share_check("h1", &[]).is_none(),
+        "nothing to check yet"
+    );
     f.round.try_close(200);
-    assert!(f.round.share_check("h9").is_none(), "h9 is not enrolled");
+    assert!(
+        f.round.share_check("h9", &[]).is_none(),
+        "h9 is not enrolled"
+    );
 
     // h1's genuine share checks out; the verdict cannot vouch for other bytes: with one byte of
     // the proof flipped, the round verifies afresh and refuses it.
     let (p1, good1) = share_bytes(&mut f, "h1");
-    let vouched = f.round.share_check("h1").unwrap().check(&good1);
+    let vouched = f.round.share_check("h1", &[]).unwrap().check(&good1);
     let mut bad1 = good1.clone();
     let last = bad1.len() - 1;
     bad1[last] ^= 1;
     let (e, r) = f
         .round
-        .submit_share(300, "h1", p1, &bad1, Some(vouched), &c);
+        .submit_share(300, "h1", p1, &[], &bad1, Some(vouched), &c);
     assert!(
         matches!(&r, Err(RoundError::InvalidShare { hospital, .. }) if hospital == "h1"),
         "{r:?}"
@@ -667,7 +683,10 @@ fn shares_checked_outside_the_round_are_trusted_only_for_their_own_bytes() {
             ..
         }
     ));
-    assert!(f.round.share_check("h1").is_none(), "h1 has had its turn");
+    assert!(
+        f.round.share_check("h1", &[]).is_none(),
+        "h1 has had its turn"
+    );
 
     // A share that fails its check outside is refused the same way.
     let k = keys();
@@ -677,20 +696,20 @@ fn shares_checked_outside_the_round_are_trusted_only_for_their_own_bytes() {
         .unwrap()
         .to_bytes(&k.pk);
     let mut probe = fixture_clone_decrypting(&updates);
-    let checked = probe.round.share_check("h2").unwrap().check(&replayed);
+    let checked = probe.round.share_check("h2", &[]).unwrap().check(&replayed);
     let (_, r) = probe
         .round
-        .submit_share(301, "h2", 2, &replayed, Some(checked), &c);
+        .submit_share(301, "h2", 2, &[], &replayed, Some(checked), &c);
     assert!(matches!(r, Err(RoundError::InvalidShare { .. })), "{r:?}");
 
     // Genuine shares checked outside finalize the round to FedAvg of the updates.
     let mut finalized = None;
     for (i, h) in ["h2", "h3"].into_iter().enumerate() {
         let (p, bytes) = share_bytes(&mut f, h);
-        let checked = f.round.share_check(h).unwrap().check(&bytes);
+        let checked = f.round.share_check(h, &[]).unwrap().check(&bytes);
         let (e, r) = f
             .round
-            .submit_share(310 + i as u64, h, p, &bytes, Some(checked), &c);
+            .submit_share(310 + i as u64, h, p, &[], &bytes, Some(checked), &c);
         assert!(matches!(
             e[0].body,
             Body::DecryptionShare { verified: true, .. }
@@ -731,7 +750,7 @@ fn garbage_shares_never_panic_and_count_as_invalid() {
         let party = f.round.share_index(hospital).unwrap();
         let (e, r) = f
             .round
-            .submit_share(300 + i as u64, hospital, party, &bytes, None, &c);
+            .submit_share(300 + i as u64, hospital, party, &[], &bytes, None, &c);
         assert!(matches!(r, Err(RoundError::InvalidShare { .. })), "{r:?}");
         assert!(matches!(
             e[0].body,
@@ -767,6 +786,7 @@ fn inconsistent_configurations_are_refused() {
         min_participants: min,
         deadline_ms: DEADLINE,
         len,
+        spread: false,
     };
     let new = |cfg: RoundConfig, enrolled: Vec<Enrolled>, global: Vec<f32>| {
         Round::new(cfg, k.pk.clone(), codec(), enrolled, global)

@@ -161,6 +161,7 @@ fn spec() -> pb::JobSpec {
     pb::JobSpec {
         torchscript_module: Vec::new(),
         privacy: None,
+        spread_decryption: true,
         schema: Some(pb::DatasetSchema {
             features: data.feature_names().to_vec(),
             target: Builtin::BreastCancer.schema().target,
@@ -282,6 +283,7 @@ fn decrypt_task(aggregate: [u8; 32], contributors: &[&str]) -> pb::Task {
             }),
             contributors: contributors.iter().map(|h| h.to_string()).collect(),
             context: decryption_context(1, 1, &aggregate),
+            ciphertexts: Vec::new(),
         })),
     }
 }

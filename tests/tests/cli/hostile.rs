@@ -336,6 +336,7 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
                         share_digest: Some(pb::Digest {
                             sha256: sha256(&share).to_vec(),
                         }),
+                        ciphertexts: decrypt.ciphertexts.clone(),
                     })),
                 },
                 pb::ShareChunk {
