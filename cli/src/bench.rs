@@ -54,6 +54,12 @@ pub enum BenchCommand {
         /// the memory it took.
         #[arg(long, value_name = "N", conflicts_with_all = ["dataset", "model", "rounds"])]
         params: Option<usize>,
+        /// With --params: hospitals in the consortium, all of them participants and decryptors.
+        #[arg(long, default_value_t = 3, requires = "params")]
+        hospitals: usize,
+        /// With --params: the key's threshold t, the shares each ciphertext needs.
+        #[arg(long, default_value_t = 2, requires = "params")]
+        threshold: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -253,10 +259,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             bits,
             quant_bits,
             params: Some(params),
+            hospitals,
+            threshold,
             json,
             ..
         } => {
-            let r = crate::bench_round::run_params(params, bits, quant_bits, !json)?;
+            let r = crate::bench_round::run_params(
+                params, bits, quant_bits, hospitals, threshold, !json,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(());
@@ -284,6 +294,16 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 r.crypto_round_s, r.encrypt_s, r.aggregate_s, r.share_s, r.verify_combine_s
             );
             println!(
+                "  decryption spread over the {} hospitals: each decrypts at most {} of {} \
+                 ciphertexts; a share takes {:.2} s against {:.2} s for all of them ({:.2}x)",
+                r.hospitals,
+                r.ciphertexts_per_decryptor,
+                r.ciphertexts_per_update,
+                r.share_s,
+                r.whole_share_s,
+                r.share_work_ratio
+            );
+            println!(
                 "  the coordinator would ask a backup decryptor after {:.1} s; shares computed \
                  for nothing: {}",
                 r.share_budget_s, r.wasted_shares
@@ -306,6 +326,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             quant_bits,
             params: None,
             json,
+            ..
         } => {
             let r = crate::bench_round::run(dataset, model, rounds, bits, quant_bits, !json)?;
             if json {

@@ -19,15 +19,20 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use fedchain_coordinator::decryptors::ShareCosts;
 use fedchain_crypto::aggregate::aggregate;
+use fedchain_crypto::djn::Ciphertext;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
-use fedchain_crypto::threshold::{combine_verified, partial_decrypt, verify_share};
+use fedchain_crypto::threshold::{
+    combine_pieces, partial_decrypt, verify_share, DecryptionShare, Piece,
+};
+use fedchain_crypto::BigInt;
 use fedchain_datasets::Builtin;
 use fedchain_ledger::note::NoteSigner;
 use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::sha256;
 use fedchain_ledger::store::{Entry, Store};
 use fedchain_models::{fedavg, pick_device, DeviceChoice, ModelDigest, ModelKind};
+use fedchain_protocol::decryption;
 use fedchain_worker::local_round;
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;
@@ -116,6 +121,54 @@ pub struct RoundBench {
 }
 
 /// What the coordinator's scheduler makes of the measured times (in seconds) the first
+/// A round's decryption as the coordinator spreads it: every hospital of `shares` (all
+/// participants) decrypts the ciphertexts [`decryption::spread`] gives it, each timed alone (as
+/// on its own machine). Returns each decryptor's share with its ciphertexts' indices, and its
+/// seconds.
+#[allow(clippy::type_complexity)]
+fn spread_shares(
+    pk: &PublicKey,
+    shares: &[KeyShare],
+    agg: &[Ciphertext],
+    context: &[u8],
+    rng: &mut rand_chacha::ChaCha20Rng,
+    say: impl Fn(&str),
+) -> Result<(Vec<(DecryptionShare, Vec<usize>)>, Vec<f64>)> {
+    let names: Vec<String> = (1..=shares.len()).map(|i| format!("h{i}")).collect();
+    let plan = decryption::spread(agg.len() as u64, &names, pk.threshold());
+    let (mut held, mut times) = (Vec::new(), Vec::new());
+    for (h, ranges) in plan {
+        let i: usize = h[1..].parse()?;
+        let at = decryption::indices(&ranges, agg.len());
+        say(&format!(
+            "hospital {i} computes its decryption share of {} of {} ciphertexts",
+            at.len(),
+            agg.len()
+        ));
+        let sub: Vec<Ciphertext> = at.iter().map(|&j| agg[j].clone()).collect();
+        let t = Instant::now();
+        let share = partial_decrypt(pk, &shares[i - 1], &sub, context, rng)?;
+        times.push(t.elapsed().as_secs_f64());
+        held.push((share, at));
+    }
+    Ok((held, times))
+}
+
+/// The coordinator's side of [`spread_shares`]: verify each share on its ciphertexts, combine.
+fn verify_combine(
+    pk: &PublicKey,
+    agg: &[Ciphertext],
+    held: &[(DecryptionShare, Vec<usize>)],
+    context: &[u8],
+) -> Result<Vec<BigInt>> {
+    for (share, at) in held {
+        let sub: Vec<Ciphertext> = at.iter().map(|&j| agg[j].clone()).collect();
+        verify_share(pk, &sub, share, context)?;
+    }
+    let pieces: Vec<Piece<'_>> = held.iter().map(|(share, at)| Piece { share, at }).collect();
+    Ok(combine_pieces(pk, agg.len(), &pieces)?)
+}
+
 /// `times_s.len()` key shares of `shares`, the primaries, take for their share: each reports what
 /// a worker's probe measures on this machine ([`fedchain_worker::share_cost_us`]), and one whose
 /// time ran past the budget the coordinator gives it ([`ShareCosts::budget_ms`], capped at half
@@ -130,7 +183,7 @@ fn scheduled(
     pk: &PublicKey,
     shares: &[KeyShare],
     times_s: &[f64],
-    ciphertexts: usize,
+    ciphertexts: &[usize],
 ) -> (u64, f64) {
     let cap_ms = u64::from(crate::job::DEFAULT_ROUND_DEADLINE_SECONDS) * 1000 / 2;
     let mut costs = ShareCosts::default();
@@ -140,14 +193,21 @@ fn scheduled(
     }
     let budgets: Vec<u64> = names
         .iter()
-        .map(|h| costs.budget_ms(h, ciphertexts, cap_ms))
+        .zip(ciphertexts)
+        .map(|(h, &n)| costs.budget_ms(h, n, cap_ms))
         .collect();
     let late = times_s
         .iter()
         .zip(&budgets)
         .filter(|(t, b)| **t * 1000.0 > **b as f64)
         .count();
-    let backups = shares.len().saturating_sub(times_s.len());
+    // Spread over every hospital, a late one's ciphertexts go to the others: its share is then
+    // computed for nothing. First t, only the hospitals beyond the t can be backups.
+    let backups = if times_s.len() == shares.len() {
+        late
+    } else {
+        shares.len().saturating_sub(times_s.len())
+    };
     let smallest = budgets.iter().min().copied().unwrap_or(0);
     (late.min(backups) as u64, smallest as f64 / 1000.0)
 }
@@ -268,24 +328,16 @@ pub fn run(
         let agg = aggregate(&pk, &vectors)?;
         let aggregate_s = t.elapsed().as_secs_f64();
 
-        // Two hospitals decrypt (in parallel in a consortium); the coordinator verifies, combines.
+        // Every hospital decrypts its part (in parallel in a consortium); the coordinator
+        // verifies, combines.
         let context = round.to_be_bytes();
-        let mut share_times = Vec::new();
-        let mut dec = Vec::new();
-        for share in &shares[..2] {
-            let t = Instant::now();
-            dec.push(partial_decrypt(&pk, share, &agg, &context, &mut rng)?);
-            share_times.push(t.elapsed().as_secs_f64());
-        }
+        let (dec, share_times) = spread_shares(&pk, &shares, &agg, &context, &mut rng, |_| {})?;
         // A decryptor rebuilds the aggregate from the submissions before its share.
         let rebuilt: Vec<f64> = share_times.iter().map(|t| t + aggregate_s).collect();
-        wasted_shares += scheduled(&pk, &shares, &rebuilt, agg.len()).0;
+        let counts: Vec<usize> = dec.iter().map(|(_, at)| at.len()).collect();
+        wasted_shares += scheduled(&pk, &shares, &rebuilt, &counts).0;
         let t = Instant::now();
-        for d in &dec {
-            verify_share(&pk, &agg, d, &context)?;
-        }
-        let refs: Vec<_> = dec.iter().collect();
-        let plaintexts = combine_verified(&pk, agg.len(), &refs)?;
+        let plaintexts = verify_combine(&pk, &agg, &dec, &context)?;
         let avg = codec.decode_average(&plaintexts, global.len(), total)?;
         let next = fedavg::apply(&global, &avg)?;
         let combine_s = t.elapsed().as_secs_f64();
@@ -311,14 +363,14 @@ pub fn run(
             participants: vec!["h1".into(), "h2".into(), "h3".into()],
             aggregate: sha256(&encode_ciphertexts(&pk, &agg)),
         }));
-        for (i, d) in dec.iter().enumerate() {
+        for (i, (d, at)) in dec.iter().enumerate() {
             entries.push(entry(Body::DecryptionShare {
                 job: 1,
                 round,
                 hospital: format!("h{}", i + 1),
                 share: sha256(&d.to_bytes(&pk)),
                 verified: true,
-                ciphertexts: Vec::new(),
+                ciphertexts: decryption::ranges_of(&at.iter().map(|&j| j as u64).collect()),
             }));
         }
         entries.push(entry(Body::RoundFinalized {
@@ -431,8 +483,15 @@ pub struct ParamsBench {
     /// One hospital's decryption share with its proof, slowest of the t, each alone on all cores
     /// (as if on its own machine).
     pub share_s: f64,
-    /// How long the coordinator lets a primary take before asking a backup: the smaller of
-    /// the two primaries' budgets, from the cost per ciphertext a worker's probe measures here.
+    /// The most ciphertexts one hospital decrypts: the spread gives each about t/n of them.
+    pub ciphertexts_per_decryptor: usize,
+    /// One share of every ciphertext, timed the same way: what each of the t decryptors
+    /// computed before decryption was spread.
+    pub whole_share_s: f64,
+    /// `share_s / whole_share_s`: a hospital's share work now against before.
+    pub share_work_ratio: f64,
+    /// How long the coordinator lets a decryptor take before asking a backup: the smallest of
+    /// their budgets, from the cost per ciphertext a worker's probe measures here.
     pub share_budget_s: f64,
     /// Shares the coordinator's scheduler would have had computed for nothing: a primary whose
     /// measured share ran past its budget gets a backup.
@@ -449,22 +508,36 @@ pub struct ParamsBench {
     pub process_peak_rss_mib: Option<f64>,
 }
 
-/// Times one round's crypto for `params` parameters across 3 hospitals (threshold 2), with
-/// updates drawn like trained deltas (normal, standard deviation 0.01, seeded).
+/// Times one round's crypto for `params` parameters across `hospitals` hospitals (threshold
+/// `threshold`), with updates drawn like trained deltas (normal, standard deviation 0.01,
+/// seeded).
 pub fn run_params(
     params: usize,
     bits: usize,
     quant_bits: Option<u32>,
+    hospitals: usize,
+    threshold: usize,
     progress: bool,
 ) -> Result<ParamsBench> {
     use rand_distr::{Distribution, Normal};
     anyhow::ensure!(params > 0, "--params must be at least 1");
+    anyhow::ensure!(
+        (2..=hospitals).contains(&threshold),
+        "--threshold must be between 2 and --hospitals ({hospitals}), got {threshold}"
+    );
     let say = |m: &str| {
         if progress {
             eprintln!("{m}");
         }
     };
-    let weights = [500u64, 300, 200];
+    // 1,000 rows in all: 500, 300, 200 for three hospitals, as the figures in the README; an
+    // even split otherwise.
+    let weights: Vec<u64> = if hospitals == 3 {
+        vec![500, 300, 200]
+    } else {
+        let n = hospitals as u64;
+        (0..n).map(|i| 1000 / n + u64::from(i < 1000 % n)).collect()
+    };
     let clip = if quant_bits.is_some() {
         crate::simulation::QUANT_CLIP
     } else {
@@ -475,10 +548,12 @@ pub fn run_params(
         clip,
         quant_bits: quant_bits.unwrap_or(0),
     };
-    let enrolled = fedchain_protocol::Enrollment::of(weights);
-    say(&format!("dealing a {bits}-bit 2-of-3 key"));
+    let enrolled = fedchain_protocol::Enrollment::of(weights.iter().copied());
+    say(&format!(
+        "dealing a {bits}-bit {threshold}-of-{hospitals} key"
+    ));
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
-    let (pk, shares) = deal(bits, weights.len(), 2, &mut rng)?;
+    let (pk, shares) = deal(bits, weights.len(), threshold, &mut rng)?;
     let table = EncryptionTable::new(&pk);
     let codec = fedchain_protocol::codec(&pk, &quantization, enrolled)?;
     let normal = Normal::new(0.0f32, 0.01).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -518,25 +593,25 @@ pub fn run_params(
     drop(vectors);
 
     let context = b"fedchain bench round --params";
-    let (mut share_times, mut dec) = (Vec::new(), Vec::new());
-    for (i, share) in shares[..2].iter().enumerate() {
-        say(&format!("hospital {} computes its decryption share", i + 1));
-        let t = Instant::now();
-        dec.push(partial_decrypt(&pk, share, &agg, context, &mut rng)?);
-        share_times.push(t.elapsed().as_secs_f64());
-    }
+    let (dec, share_times) = spread_shares(&pk, &shares, &agg, context, &mut rng, say)?;
     let share_s = max(&share_times);
+    // Before spread decryption each of the t decryptors decrypted every ciphertext: timed the
+    // same way, for the ratio.
+    say(&format!(
+        "for comparison, hospital 1 decrypts all {} ciphertexts, as each of the t did before",
+        agg.len()
+    ));
+    let t = Instant::now();
+    std::hint::black_box(partial_decrypt(&pk, &shares[0], &agg, context, &mut rng)?);
+    let whole_share_s = t.elapsed().as_secs_f64();
     say("the hospitals measure what a share costs them; the coordinator sets their budgets");
     // A decryptor rebuilds the aggregate from the submissions before its share.
     let rebuilt: Vec<f64> = share_times.iter().map(|t| t + aggregate_s).collect();
-    let (wasted_shares, share_budget_s) = scheduled(&pk, &shares, &rebuilt, agg.len());
+    let counts: Vec<usize> = dec.iter().map(|(_, at)| at.len()).collect();
+    let (wasted_shares, share_budget_s) = scheduled(&pk, &shares, &rebuilt, &counts);
     say("the coordinator verifies, combines and decodes");
     let t = Instant::now();
-    for d in &dec {
-        verify_share(&pk, &agg, d, context)?;
-    }
-    let refs: Vec<_> = dec.iter().collect();
-    let plaintexts = combine_verified(&pk, agg.len(), &refs)?;
+    let plaintexts = verify_combine(&pk, &agg, &dec, context)?;
     let avg = codec.decode_average(&plaintexts, params, enrolled.rows)?;
     let verify_combine_s = t.elapsed().as_secs_f64();
 
@@ -554,7 +629,7 @@ pub fn run_params(
     Ok(ParamsBench {
         parameters: params,
         hospitals: weights.len(),
-        threshold: 2,
+        threshold,
         modulus_bits: bits,
         quant_bits,
         clip,
@@ -566,6 +641,9 @@ pub fn run_params(
         encrypt_s,
         aggregate_s,
         share_s,
+        ciphertexts_per_decryptor: counts.iter().copied().max().unwrap_or(0),
+        whole_share_s,
+        share_work_ratio: share_s / whole_share_s,
         share_budget_s,
         wasted_shares,
         verify_combine_s,

@@ -373,6 +373,56 @@ mod tests {
     }
 
     #[test]
+    fn a_spread_decryptor_that_refuses_has_its_ciphertexts_asked_of_others_once() {
+        let order = names(&["h1", "h2", "h3", "h4"]);
+        let plan = decryption::spread(6, &names(&["h1", "h2", "h3"]), 2);
+        // Blocks [0,2) [2,4) [4,6) go to (h1,h2) (h2,h3) (h3,h1).
+        assert_eq!(plan[0], ("h1".to_string(), vec![[0, 2], [4, 6]]));
+        let mut d = Decryptors::open(0, 6, plan, 1_000);
+        let none = BTreeSet::new();
+        let nothing = |_: &str| BTreeSet::new();
+        let coverage = [0; 6];
+        let budget = |_: &str, _: usize| 5_000;
+        assert!(d
+            .ask_spread_backups(2_000, &order, &coverage, nothing, &none, 2, budget)
+            .is_empty());
+        // h3 refuses: its blocks go to the first hospitals that do not hold them.
+        d.refused("h3");
+        assert_eq!(
+            d.ask_spread_backups(2_100, &order, &coverage, nothing, &none, 2, budget),
+            ["h1", "h2"]
+        );
+        assert_eq!(d.ranges("h1"), Some(&vec![[0, 6]]));
+        assert_eq!(d.ranges("h2"), Some(&vec![[0, 6]]));
+        assert_eq!(d.asked_at("h1"), Some(2_100));
+        assert!(!d.is_asked("h4"));
+        assert!(d
+            .ask_spread_backups(2_200, &order, &coverage, nothing, &none, 2, budget)
+            .is_empty());
+        // h1 answered its first ciphertexts and then went quiet past its budget: what it still
+        // owes goes to h4, the only one left who holds none of it.
+        let covered = |h: &str| -> BTreeSet<u64> {
+            if h == "h1" {
+                [0, 1, 4, 5].into_iter().collect()
+            } else {
+                BTreeSet::new()
+            }
+        };
+        let coverage = [1, 1, 0, 0, 1, 1];
+        assert_eq!(
+            d.ask_spread_backups(9_000, &order, &coverage, covered, &none, 2, |h, _| {
+                if h == "h1" {
+                    1_000
+                } else {
+                    60_000
+                }
+            }),
+            ["h4"]
+        );
+        assert_eq!(d.ranges("h4"), Some(&vec![[2, 4]]));
+    }
+
+    #[test]
     fn an_invalid_share_is_replaced_at_once_and_enough_valid_shares_ask_nobody() {
         let order = names(&["p1", "p2", "b1"]);
         let mut d = Decryptors::open(0, 10, whole(&["p1", "p2"]), 0);

@@ -41,7 +41,14 @@
 //!   (an undecodable share counts as invalid); an invalid share is refused and counts against its
 //!   sender. One share per hospital: a second one is refused, whatever the first one's verdict.
 //!   When `t` (the key's threshold) valid shares are in, they are combined
-//!   ([`threshold::combine_verified`]), decoded into the weighted average with the participants'
+//!   ([`threshold::combine_verified`]). Under **spread decryption** (`RoundConfig::spread`, the
+//!   job's `spread_decryption`) a share covers the ciphertext ranges it names (recorded in
+//!   `DecryptionShare { ciphertexts }`) and is verified on exactly those; [`Round::assignment`]
+//!   gives each decryptor its ranges. A hospital may then send further shares of other
+//!   ciphertexts (a backup's), never a second one of the same ciphertext, and none after an
+//!   invalid one; the round finalizes once every ciphertext has `t` valid shares, each combined
+//!   from its own subset ([`threshold::combine_pieces`]). The result is then decoded into the
+//!   weighted average with the participants'
 //!   total samples as divisor (workers encrypt their deltas with weight = their declared samples,
 //!   which are their FedAvg weights), and applied to the global model ([`fedavg::apply`]).
 //! - **Finalized**: `RoundFinalized` records the model digests ([`ModelDigest`]) before and after
@@ -49,8 +56,10 @@
 //!   `CreditsMoved` per movement of [`round_movements_capped`] under [`Policy::V1`], computed from
 //!   the enrolled hospitals, the participants and the share verdicts against the credit snapshot
 //!   the caller passes in. `shares_expected` is [`Round::primaries`], the `t` enrolled hospitals
-//!   with the lowest key-share indices, which the service asks first: one of them without a share
-//!   when the round finalizes made the others wait and is penalised for a missed share.
+//!   with the lowest key-share indices (spread: the decryptors the assignment gives ciphertexts),
+//!   which the service asks first: one of them without a share when the round finalizes made the
+//!   others wait and is penalised for a missed share. A hospital with a valid and an invalid
+//!   share is paid as invalid only.
 //!
 //! Inputs are untrusted: every call returns entries and a typed error, never panics.
 

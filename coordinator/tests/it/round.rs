@@ -70,6 +70,10 @@ struct Fixture {
 }
 
 fn fixture(min_participants: usize, seed: u64) -> Fixture {
+    fixture_with(min_participants, seed, false)
+}
+
+fn fixture_with(min_participants: usize, seed: u64, spread: bool) -> Fixture {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let global: Vec<f32> = (0..LEN).map(|_| rng.random_range(-1.0..1.0)).collect();
     let enrolled = HOSPITALS
@@ -88,7 +92,7 @@ fn fixture(min_participants: usize, seed: u64) -> Fixture {
         min_participants,
         deadline_ms: DEADLINE,
         len: LEN,
-        spread: false,
+        spread,
     };
     let round = Round::new(cfg, keys().pk.clone(), codec(), enrolled, global.clone()).unwrap();
     Fixture { round, global, rng }
@@ -158,6 +162,23 @@ fn share_bytes(f: &mut Fixture, hospital: &str) -> (usize, Vec<u8>) {
     assert_eq!(key_share.index(), party);
     let share = partial_decrypt(&k.pk, key_share, &agg, &ctx, &mut f.rng).unwrap();
     (party, share.to_bytes(&k.pk))
+}
+
+/// `hospital`'s share of the ciphertexts `ranges` names, as a hospital given a spread task
+/// computes it.
+fn share_of(f: &mut Fixture, hospital: &str, ranges: &[[u64; 2]]) -> Vec<u8> {
+    let k = keys();
+    let agg_bytes = f.round.aggregate_bytes().expect("closed");
+    let agg = decode_ciphertexts(&k.pk, &agg_bytes, None).unwrap();
+    let sub: Vec<_> = fedchain_protocol::decryption::indices(ranges, agg.len())
+        .into_iter()
+        .map(|j| agg[j].clone())
+        .collect();
+    let ctx = f.round.context().unwrap();
+    let party = f.round.share_index(hospital).unwrap();
+    partial_decrypt(&k.pk, &k.shares[party - 1], &sub, &ctx, &mut f.rng)
+        .unwrap()
+        .to_bytes(&k.pk)
 }
 
 /// Funded escrow and a deposit of 100 per hospital.
@@ -850,4 +871,141 @@ fn inconsistent_configurations_are_refused() {
             r => panic!("a codec for {other} with 3 enrolled: {:?}", r.map(|_| ())),
         }
     }
+}
+
+/// Spread decryption: each of the three hospitals decrypts the two thirds of the ciphertexts the
+/// spread gives it; the round finalizes when every ciphertext has two valid shares, to the same
+/// FedAvg, and pays as before. Ranges the round cannot take, and a second share of the same
+/// ciphertexts, are refused without counting against anyone's share.
+#[test]
+fn spread_shares_each_cover_their_ciphertexts_and_finalize_to_the_same_model() {
+    let mut f = fixture_with(2, 1, true);
+    let updates: Vec<(&str, Update)> = HOSPITALS
+        .iter()
+        .map(|(h, _)| (*h, submit_ok(&mut f, 100, h)))
+        .collect();
+    assert!(!f.round.try_close(200).is_empty());
+    let count = f.round.ciphertexts() as u64;
+    assert!(
+        count >= 3,
+        "the aggregate must span the three blocks: {count}"
+    );
+    let plan = f.round.assignment();
+    assert_eq!(f.round.primaries(), ["h1", "h2", "h3"]);
+    for (_, r) in &plan {
+        let mine = fedchain_protocol::decryption::covered(r, count as usize) as u64;
+        assert!(mine < count && mine >= 2 * count / 3, "{plan:?}");
+    }
+    let c = credits();
+    let (e, r) = f
+        .round
+        .submit_share(300, "h1", 1, &[[1, 1]], b"x", None, &c);
+    assert!(matches!(r, Err(RoundError::BadRanges { .. })), "{r:?}");
+    assert_rejected(&e, "h1");
+    let (e, r) = f
+        .round
+        .submit_share(300, "h1", 1, &[[0, count + 1]], b"x", None, &c);
+    assert!(matches!(r, Err(RoundError::BadRanges { .. })), "{r:?}");
+    assert_rejected(&e, "h1");
+
+    let mut last = None;
+    for (i, (h, ranges)) in plan.iter().enumerate() {
+        let bytes = share_of(&mut f, h, ranges);
+        // Checked off the round, the verdict is used for these bytes and these ranges only.
+        let checked = f.round.share_check(h, ranges).unwrap().check(&bytes);
+        let (e, r) =
+            f.round
+                .submit_share(301 + i as u64, h, i + 1, ranges, &bytes, Some(checked), &c);
+        assert_eq!(
+            e[0].body,
+            Body::DecryptionShare {
+                job: JOB,
+                round: ROUND,
+                hospital: h.clone(),
+                share: sha256(&bytes),
+                verified: true,
+                ciphertexts: ranges.clone(),
+            }
+        );
+        if i == 0 {
+            // The same ciphertexts again: refused, nothing recorded as a share.
+            let (e2, r2) = f.round.submit_share(302, h, 1, ranges, &bytes, None, &c);
+            assert_eq!(r2, Err(RoundError::DuplicateShare(h.clone())));
+            assert_rejected(&e2, h);
+        }
+        if i < 2 {
+            assert_eq!(r, Ok(None), "{h}: not every ciphertext has two shares yet");
+        } else {
+            last = Some((e, r.unwrap().expect("finalized")));
+        }
+    }
+    let (entries, new_global) = last.unwrap();
+    let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
+    assert_fedavg(&f.global, &refs, &new_global);
+    assert_eq!(
+        movements(&entries),
+        vec![reward("h1", 16), reward("h2", 33), reward("h3", 50)]
+    );
+}
+
+/// A spread decryptor that never answers: the two others decrypt its ciphertexts too, in a
+/// second share each, and the round finalizes; the missing decryptor is penalised for the
+/// share it was asked for, and an overlapping or invalid share changes nothing.
+#[test]
+fn a_missing_spread_decryptor_is_covered_by_second_shares_of_the_others() {
+    let mut f = fixture_with(2, 2, true);
+    let updates: Vec<(&str, Update)> = HOSPITALS
+        .iter()
+        .map(|(h, _)| (*h, submit_ok(&mut f, 100, h)))
+        .collect();
+    assert!(!f.round.try_close(200).is_empty());
+    let count = f.round.ciphertexts();
+    let plan = f.round.assignment();
+    let c = credits();
+    for (i, (h, ranges)) in plan.iter().take(2).enumerate() {
+        let bytes = share_of(&mut f, h, ranges);
+        let (_, r) = f
+            .round
+            .submit_share(300, h, i + 1, ranges, &bytes, None, &c);
+        assert_eq!(r, Ok(None));
+    }
+    let coverage = f.round.coverage();
+    assert_eq!(coverage.len(), count);
+    assert!(
+        coverage.iter().any(|&n| n < 2),
+        "h3's ciphertexts lack a share"
+    );
+    // What each of h1, h2 lacks, as a backup would be asked.
+    let lacking = |h: &str, f: &Fixture| -> Vec<[u64; 2]> {
+        let have = f.round.covered_by(h);
+        let short: std::collections::BTreeSet<u64> = (0..count as u64)
+            .filter(|&j| f.round.coverage()[j as usize] < 2 && !have.contains(&j))
+            .collect();
+        fedchain_protocol::decryption::ranges_of(&short)
+    };
+    // A second share that overlaps h1's first is refused.
+    let (_, r) = f.round.submit_share(301, "h1", 1, &[], b"x", None, &c);
+    assert_eq!(r, Err(RoundError::DuplicateShare("h1".into())));
+    let more1 = lacking("h1", &f);
+    let bytes = share_of(&mut f, "h1", &more1);
+    let (_, r) = f.round.submit_share(302, "h1", 1, &more1, &bytes, None, &c);
+    let done = match r.unwrap() {
+        Some(g) => Some((Vec::new(), g)),
+        None => {
+            let more2 = lacking("h2", &f);
+            let bytes = share_of(&mut f, "h2", &more2);
+            let (e, r) = f.round.submit_share(303, "h2", 2, &more2, &bytes, None, &c);
+            Some((e, r.unwrap().expect("every ciphertext has two shares")))
+        }
+    };
+    let (entries, new_global) = done.unwrap();
+    let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
+    assert_fedavg(&f.global, &refs, &new_global);
+    let moved = movements(&entries);
+    assert!(
+        moved
+            .iter()
+            .any(|m| matches!(m, Movement::Penalty { hospital, .. } if hospital == "h3")),
+        "{moved:?}"
+    );
 }

@@ -285,7 +285,45 @@ fn params_benchmark_reports_packing_and_an_exact_enough_average() {
         // of a few ciphertexts is far inside it, so no share is computed for nothing.
         assert!(r["share_budget_s"].as_f64().unwrap() >= 5.0, "{r}");
         assert_eq!(r["wasted_shares"], 0, "{r}");
+        // Spread over the 3 hospitals with t = 2: each decrypts two thirds of the ciphertexts
+        // (within a block), and says what one share of all of them costs for the ratio.
+        let count = r["ciphertexts_per_update"].as_u64().unwrap();
+        let mine = r["ciphertexts_per_decryptor"].as_u64().unwrap();
+        assert!(mine < count && mine <= (2 * count).div_ceil(3) + 1, "{r}");
+        let (share, whole) = (
+            r["share_s"].as_f64().unwrap(),
+            r["whole_share_s"].as_f64().unwrap(),
+        );
+        assert!(whole > 0.0, "{r}");
+        assert!(
+            (r["share_work_ratio"].as_f64().unwrap() - share / whole).abs() < 1e-9,
+            "{r}"
+        );
     }
+    // Ten hospitals and t = 3: three tenths each.
+    let ten = json(&fedchain(&[
+        "bench",
+        "round",
+        "--params",
+        "3000",
+        "--bits",
+        "512",
+        "--quant-bits",
+        "8",
+        "--hospitals",
+        "10",
+        "--threshold",
+        "3",
+        "--json",
+    ]));
+    assert_eq!(
+        (ten["hospitals"].as_u64(), ten["threshold"].as_u64()),
+        (Some(10), Some(3)),
+        "{ten}"
+    );
+    let count = ten["ciphertexts_per_update"].as_u64().unwrap();
+    let mine = ten["ciphertexts_per_decryptor"].as_u64().unwrap();
+    assert!(mine <= (3 * count).div_ceil(10) + 3, "{ten}");
     // 16 fractional bits times 1,000 rows: sums up to 1000 x 2^16, 26 bits and a sign; 8 bits for
     // 3 hospitals: sums up to 3 x 127, 9 bits and a sign.
     assert_eq!(fixed["slot_bits"], 27, "{fixed}");
