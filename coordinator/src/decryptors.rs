@@ -226,6 +226,25 @@ impl Decryptors {
         backups
     }
 
+    /// Whether [`Decryptors::ask_spread_backups`] may have anything to ask: some decryptor
+    /// refused, sent an invalid share, or still owes ciphertexts past its budget. Cheap (no
+    /// per-ciphertext work), so the deadline driver calls the full search only then.
+    /// `covered(h)`: how many ciphertexts `h`'s valid shares cover.
+    pub fn spread_may_need_backups(
+        &self,
+        now: u64,
+        covered: impl Fn(&str) -> usize,
+        invalid: &BTreeSet<String>,
+        budget_ms: impl Fn(&str, usize) -> u64,
+    ) -> bool {
+        self.asked.iter().any(|(h, ask)| {
+            let owed = decryption::covered(&ask.ranges, self.ciphertexts);
+            self.refused.contains(h)
+                || invalid.contains(h)
+                || (covered(h) < owed && now >= ask.at.saturating_add(budget_ms(h, owed)))
+        })
+    }
+
     /// [`Decryptors::ask_backups`] for a spread decryption, ciphertext by ciphertext: wherever
     /// the valid shares (`coverage`, per ciphertext) and the shares still expected on time fall
     /// short of `t`, the ciphertext is added to the asks of the first hospitals in `order` that
@@ -386,8 +405,18 @@ mod tests {
         assert!(d
             .ask_spread_backups(2_000, &order, &coverage, nothing, &none, 2, budget)
             .is_empty());
+        assert!(!d.spread_may_need_backups(2_000, |_| 0, &none, budget));
+        assert!(
+            d.spread_may_need_backups(9_000, |_| 0, &none, budget),
+            "all late"
+        );
+        assert!(
+            !d.spread_may_need_backups(9_000, |_| 4, &none, budget),
+            "late but done"
+        );
         // h3 refuses: its blocks go to the first hospitals that do not hold them.
         d.refused("h3");
+        assert!(d.spread_may_need_backups(2_100, |_| 0, &none, budget));
         assert_eq!(
             d.ask_spread_backups(2_100, &order, &coverage, nothing, &none, 2, budget),
             ["h1", "h2"]

@@ -712,6 +712,16 @@ impl Job {
                 order.into_iter().partition(|h| submitted.contains(h));
             order.extend(rest);
             let invalid: BTreeSet<String> = round.invalid_shares().into_iter().collect();
+            // The driver calls this every 100 ms: the per-ciphertext search only when someone
+            // refused, failed or is late.
+            let covered = |h: &str| round.covered_count(h);
+            let budget = |h: &str, n: usize| costs.budget_ms(h, n, cap_ms);
+            if !self
+                .decryptors
+                .spread_may_need_backups(now, covered, &invalid, budget)
+            {
+                return Vec::new();
+            }
             return self.decryptors.ask_spread_backups(
                 now,
                 &order,

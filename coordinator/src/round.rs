@@ -790,6 +790,13 @@ impl Round {
         set
     }
 
+    /// How many ciphertexts `hospital`'s valid shares cover (they never overlap).
+    pub fn covered_count(&self, hospital: &str) -> usize {
+        self.valid_shares
+            .get(hospital)
+            .map_or(0, |held| held.iter().map(|h| h.at.len()).sum())
+    }
+
     /// How many valid shares cover each ciphertext of the aggregate.
     pub fn coverage(&self) -> Vec<usize> {
         let mut times = vec![0; self.ciphertexts()];
