@@ -375,6 +375,37 @@ fn replay_catches_a_coordinator_that_records_lies() {
         "{text}"
     );
 
+    // 4b. Spread decryption: each share names the ciphertexts it decrypts. A share recorded as
+    //     decrypting another hospital's ciphertexts does not verify on them.
+    let lied = tmp.path().join("ranges");
+    let mut first: Option<Vec<[u64; 2]>> = None;
+    let mut at = None;
+    rebuild(&demo, &lied, &mut |i, body, _, _| {
+        if let Body::DecryptionShare {
+            round: 2,
+            ciphertexts,
+            ..
+        } = body
+        {
+            assert!(!ciphertexts.is_empty(), "the demo's job spreads decryption");
+            match &first {
+                None => first = Some(ciphertexts.clone()),
+                Some(other) if at.is_none() && other != ciphertexts => {
+                    *ciphertexts = other.clone();
+                    at = Some(i);
+                }
+                _ => {}
+            }
+        }
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("record {}: decryption share", at.unwrap())),
+        "{text}"
+    );
+
     // 5. A recorded ciphertext vector altered in place, the record untouched: the blob no longer
     //    hashes to the digest its record (and the hospital's signature) names.
     let altered = tmp.path().join("altered");
