@@ -120,7 +120,6 @@ pub struct RoundBench {
     pub wasted_shares: u64,
 }
 
-/// What the coordinator's scheduler makes of the measured times (in seconds) the first
 /// A round's decryption as the coordinator spreads it: every hospital of `shares` (all
 /// participants) decrypts the ciphertexts [`decryption::spread`] gives it, each timed alone (as
 /// on its own machine). Returns each decryptor's share with its ciphertexts' indices, and its
@@ -169,8 +168,9 @@ fn verify_combine(
     Ok(combine_pieces(pk, agg.len(), &pieces)?)
 }
 
-/// `times_s.len()` key shares of `shares`, the primaries, take for their share: each reports what
-/// a worker's probe measures on this machine ([`fedchain_worker::share_cost_us`]), and one whose
+/// What the coordinator's scheduler makes of the measured times (in seconds) the decryptors,
+/// `times_s.len()` key shares of `shares` asked for `ciphertexts` each, take for their share: each
+/// reports what a worker's probe measures on this machine ([`fedchain_worker::share_cost_us`]), and one whose
 /// time ran past the budget the coordinator gives it ([`ShareCosts::budget_ms`], capped at half
 /// the demo job's round deadline) gets a backup (while the other key shares last), whose share is
 /// then computed for nothing. Returns the shares wasted and the smallest budget in seconds.
@@ -480,7 +480,8 @@ pub struct ParamsBench {
     pub encrypt_s: f64,
     /// Coordinator: decode and check every submission, multiply them.
     pub aggregate_s: f64,
-    /// One hospital's decryption share with its proof, slowest of the t, each alone on all cores
+    /// One hospital's decryption share of its spread part with its proof, slowest of the
+    /// hospitals, each alone on all cores
     /// (as if on its own machine).
     pub share_s: f64,
     /// The most ciphertexts one hospital decrypts: the spread gives each about t/n of them.
@@ -496,7 +497,8 @@ pub struct ParamsBench {
     /// Shares the coordinator's scheduler would have had computed for nothing: a primary whose
     /// measured share ran past its budget gets a backup.
     pub wasted_shares: u64,
-    /// Coordinator: verify the t shares, combine, decode and average.
+    /// Coordinator: verify every hospital's share on its ciphertexts, combine each ciphertext,
+    /// decode and average.
     pub verify_combine_s: f64,
     /// The round's crypto on its critical path: encrypt + aggregate + share + verify_combine.
     pub crypto_round_s: f64,

@@ -1,17 +1,21 @@
 //! Who is asked to decrypt a round, and when a backup is asked: scheduling only, a pure machine
 //! like [`crate::round::Round`].
 //!
-//! The `t` primaries (the lowest key-share indices, [`crate::round::Round::primaries`]) are asked
-//! when the round closes. Another hospital is asked only for a decryptor that will not answer in
-//! time: one that refused, or one that ran past the budget of the work it was given. A budget is
-//! [`SHARE_ALLOWANCE_MS`] plus [`SHARE_SLACK`] times the round's ciphertexts at that hospital's
-//! cost per ciphertext, the larger of what it reported when it enrolled and what its last share
-//! showed. Backups go in key-share order, one per missing share, so in the normal case nobody
-//! computes a share that is thrown away.
+//! The primaries ([`crate::round::Round::assignment`]: under spread decryption the round's
+//! participants, each for its ciphertext ranges; otherwise the `t` lowest key-share indices, for
+//! the whole aggregate) are asked when the round closes. Another hospital is asked only for a
+//! decryptor that will not answer in time: one that refused or sent an invalid share, or one that
+//! ran past the budget of the work it was given. A budget is [`SHARE_ALLOWANCE_MS`] plus
+//! [`SHARE_SLACK`] times the ask's ciphertexts at that hospital's cost per ciphertext, the larger
+//! of what it reported when it enrolled and what its last share showed. Without spread, backups go
+//! in key-share order, one per missing share; spread, each ciphertext short of `t` expected shares
+//! is added, as a new ask, to the first hospitals that do not hold it. So in the normal case
+//! nobody computes a share that is thrown away.
 //!
 //! Nothing here is recorded or needed by an auditor: the primaries, which the credit policy
-//! uses, follow from the enrollments alone. The costs are kept in memory; after a restart the
-//! coordinator uses [`BACKUP_DECRYPT_MS`] until a hospital's next share shows its cost again.
+//! uses, follow from the enrollments and the participants alone. The costs are kept in memory;
+//! after a restart the coordinator uses [`BACKUP_DECRYPT_MS`] until a hospital's next share shows
+//! its cost again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,17 +107,21 @@ impl ShareCosts {
 pub struct Decryptors {
     round: Option<u64>,
     ciphertexts: usize,
-    asked: BTreeMap<String, Ask>,
+    asked: BTreeMap<String, Vec<Ask>>,
     refused: BTreeSet<String>,
     wasted: BTreeSet<String>,
+    /// Hospitals whose failure (refused, invalid, late) a spread search already answered.
+    handled: BTreeSet<String>,
 }
 
-/// What a hospital was asked for, and when (last).
+/// What a hospital was asked for, and when. Spread, a backup's ask is a new one, disjoint from the
+/// hospital's earlier asks, and goes out as a task of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Ask {
-    at: u64,
+pub struct Ask {
+    /// When.
+    pub at: u64,
     /// The ciphertexts (empty: the whole aggregate).
-    ranges: Ranges,
+    pub ranges: Ranges,
 }
 
 impl Decryptors {
@@ -131,22 +139,20 @@ impl Decryptors {
             ciphertexts,
             asked: assignment
                 .into_iter()
-                .map(|(h, ranges)| (h, Ask { at: now, ranges }))
+                .map(|(h, ranges)| (h, vec![Ask { at: now, ranges }]))
                 .collect(),
             ..Decryptors::default()
         }
     }
 
-    /// The ciphertexts `h` was asked for (empty: all of them), if it was asked.
-    pub fn ranges(&self, h: &str) -> Option<&Ranges> {
-        self.asked.get(h).map(|a| &a.ranges)
+    /// What `h` was asked for, oldest first (empty if it was not asked).
+    pub fn asks(&self, h: &str) -> &[Ask] {
+        self.asked.get(h).map_or(&[], Vec::as_slice)
     }
 
-    /// How many ciphertexts `h` was asked for (0 if it was not).
-    pub fn asked_ciphertexts(&self, h: &str) -> usize {
-        self.asked
-            .get(h)
-            .map_or(0, |a| decryption::covered(&a.ranges, self.ciphertexts))
+    /// How many ciphertexts of `ranges` (empty: all of them) there are in this round.
+    pub fn count(&self, ranges: &[[u64; 2]]) -> usize {
+        decryption::covered(ranges, self.ciphertexts)
     }
 
     /// The round these decryptors were asked for.
@@ -170,9 +176,13 @@ impl Decryptors {
         self.asked.contains_key(h)
     }
 
-    /// When `h` was asked.
-    pub fn asked_at(&self, h: &str) -> Option<u64> {
-        self.asked.get(h).map(|a| a.at)
+    /// When `h` was asked for `ranges` (or, for a share of other ciphertexts, last asked).
+    pub fn asked_at(&self, h: &str, ranges: &[[u64; 2]]) -> Option<u64> {
+        let asks = self.asked.get(h)?;
+        asks.iter()
+            .find(|a| a.ranges == ranges)
+            .or(asks.last())
+            .map(|a| a.at)
     }
 
     /// The hospitals asked so far, by name.
@@ -201,10 +211,12 @@ impl Decryptors {
         let on_time = self
             .asked
             .iter()
-            .filter(|(h, ask)| {
+            .filter(|(h, asks)| {
                 !answered.contains(*h)
                     && !self.refused.contains(*h)
-                    && now < ask.at.saturating_add(budget_ms(h))
+                    && asks
+                        .last()
+                        .is_some_and(|a| now < a.at.saturating_add(budget_ms(h)))
             })
             .count();
         let missing = t.saturating_sub(valid + on_time);
@@ -217,41 +229,45 @@ impl Decryptors {
         for h in &backups {
             self.asked.insert(
                 h.clone(),
-                Ask {
+                vec![Ask {
                     at: now,
                     ranges: Vec::new(),
-                },
+                }],
             );
         }
         backups
     }
 
-    /// Whether [`Decryptors::ask_spread_backups`] may have anything to ask: some decryptor
-    /// refused, sent an invalid share, or still owes ciphertexts past its budget. Cheap (no
-    /// per-ciphertext work), so the deadline driver calls the full search only then.
-    /// `covered(h)`: how many ciphertexts `h`'s valid shares cover.
+    /// Whether [`Decryptors::ask_spread_backups`] may have anything to ask: a decryptor not
+    /// already handled by an earlier search refused, sent an invalid share, or owes an ask past
+    /// its budget. Cheap (no per-ciphertext work), so the deadline driver runs the search only
+    /// then. `answered(h, ranges)`: whether a valid share of `h` covers exactly `ranges`.
     pub fn spread_may_need_backups(
         &self,
         now: u64,
-        covered: impl Fn(&str) -> usize,
+        answered: impl Fn(&str, &Ranges) -> bool,
         invalid: &BTreeSet<String>,
         budget_ms: impl Fn(&str, usize) -> u64,
     ) -> bool {
-        self.asked.iter().any(|(h, ask)| {
-            let owed = decryption::covered(&ask.ranges, self.ciphertexts);
-            self.refused.contains(h)
-                || invalid.contains(h)
-                || (covered(h) < owed && now >= ask.at.saturating_add(budget_ms(h, owed)))
-        })
+        self.asked
+            .iter()
+            .filter(|(h, _)| !self.handled.contains(*h))
+            .any(|(h, asks)| {
+                self.refused.contains(h)
+                    || invalid.contains(h)
+                    || asks.iter().any(|a| {
+                        !answered(h, &a.ranges)
+                            && now >= a.at.saturating_add(budget_ms(h, self.count(&a.ranges)))
+                    })
+            })
     }
 
     /// [`Decryptors::ask_backups`] for a spread decryption, ciphertext by ciphertext: wherever
     /// the valid shares (`coverage`, per ciphertext) and the shares still expected on time fall
-    /// short of `t`, the ciphertext is added to the asks of the first hospitals in `order` that
-    /// can still help (not refused, no invalid share, nothing late, not already asked for it),
-    /// whose clocks restart at `now`. `covered_by(h)`: the ciphertexts `h`'s valid shares cover;
-    /// `budget_ms(h, n)`: how long `h` may take for `n` ciphertexts. Returns the hospitals newly
-    /// asked for something.
+    /// short of `t`, the ciphertext is asked, as a new ask at `now`, of the first hospitals in
+    /// `order` that can still help (not refused, no invalid share, no ask late, not already asked
+    /// for it). `covered_by(h)`: the ciphertexts `h`'s valid shares cover; `budget_ms(h, n)`: how
+    /// long `h` may take for `n` ciphertexts. Returns the hospitals newly asked for something.
     #[allow(clippy::too_many_arguments)]
     pub fn ask_spread_backups(
         &mut self,
@@ -264,33 +280,34 @@ impl Decryptors {
         budget_ms: impl Fn(&str, usize) -> u64,
     ) -> Vec<String> {
         let n = self.ciphertexts.min(coverage.len());
-        // Each asked hospital's outstanding ciphertexts, and whether it is still on time.
         let mut expected = coverage[..n].to_vec();
-        let mut blocked: BTreeSet<&str> = self.refused.iter().map(String::as_str).collect();
-        blocked.extend(invalid.iter().map(String::as_str));
-        let mut holds: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
-        for (h, ask) in &self.asked {
-            let asked: BTreeSet<u64> = decryption::indices(&ask.ranges, n)
-                .into_iter()
-                .map(|j| j as u64)
-                .collect();
+        let mut blocked: BTreeSet<String> = self.refused.clone();
+        blocked.extend(invalid.iter().cloned());
+        let mut holds: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        for (h, asks) in &self.asked {
             let done = covered_by(h);
-            let pending: Vec<u64> = asked.difference(&done).copied().collect();
-            let alive = !blocked.contains(h.as_str());
-            if !pending.is_empty() && alive {
-                if now < ask.at.saturating_add(budget_ms(h, pending.len())) {
-                    for &j in &pending {
-                        expected[j as usize] += 1;
-                    }
-                } else {
-                    blocked.insert(h.as_str()); // late: given nothing more
+            let mut held = BTreeSet::new();
+            let mut pending = Vec::new();
+            let mut late = false;
+            for a in asks {
+                let mine: Vec<u64> = decryption::indices(&a.ranges, n)
+                    .into_iter()
+                    .map(|j| j as u64)
+                    .collect();
+                let owed: Vec<u64> = mine.iter().copied().filter(|j| !done.contains(j)).collect();
+                late |= !owed.is_empty() && now >= a.at.saturating_add(budget_ms(h, mine.len()));
+                pending.extend(owed);
+                held.extend(mine);
+            }
+            if late {
+                blocked.insert(h.clone()); // given nothing more, and not counted on
+            } else if !blocked.contains(h) {
+                for &j in &pending {
+                    expected[j as usize] += 1;
                 }
             }
-            holds.insert(h.as_str(), asked);
+            holds.insert(h.clone(), held);
         }
-        let holds: BTreeMap<String, BTreeSet<u64>> =
-            holds.into_iter().map(|(h, s)| (h.to_owned(), s)).collect();
-        let blocked: BTreeSet<String> = blocked.into_iter().map(str::to_owned).collect();
         let mut extra: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
         for (j, &have) in expected.iter().enumerate() {
             let mut need = t.saturating_sub(have);
@@ -298,26 +315,22 @@ impl Decryptors {
                 if need == 0 {
                     break;
                 }
-                let held = holds
-                    .get(h.as_str())
-                    .is_some_and(|s| s.contains(&(j as u64)));
-                if !held && !blocked.contains(h.as_str()) {
+                let held = holds.get(h).is_some_and(|s| s.contains(&(j as u64)));
+                if !held && !blocked.contains(h) {
                     extra.entry(h.clone()).or_default().insert(j as u64);
                     need -= 1;
                 }
             }
         }
+        // What was short now has been asked for (or nobody is left): these failures are answered
+        // until another decryptor fails.
+        self.handled.extend(blocked);
         let mut newly = Vec::new();
         for (h, more) in extra {
-            let mut all: BTreeSet<u64> = holds.get(h.as_str()).cloned().unwrap_or_default();
-            all.extend(more);
-            self.asked.insert(
-                h.clone(),
-                Ask {
-                    at: now,
-                    ranges: decryption::ranges_of(&all),
-                },
-            );
+            self.asked.entry(h.clone()).or_default().push(Ask {
+                at: now,
+                ranges: decryption::ranges_of(&more),
+            });
             newly.push(h);
         }
         newly
@@ -381,7 +394,7 @@ mod tests {
         // p2 refuses: the last hospital is asked at once.
         d.refused("p2");
         assert_eq!(d.ask_backups(6_200, &order, &none, 0, 2, budget), ["b2"]);
-        assert_eq!(d.asked_at("b2"), Some(6_200));
+        assert_eq!(d.asked_at("b2", &[]), Some(6_200));
         // Nobody is left to ask.
         assert!(d
             .ask_backups(99_000, &order, &none, 0, 2, budget)
@@ -400,36 +413,44 @@ mod tests {
         let mut d = Decryptors::open(0, 6, plan, 1_000);
         let none = BTreeSet::new();
         let nothing = |_: &str| BTreeSet::new();
+        let unanswered = |_: &str, _: &Ranges| false;
         let coverage = [0; 6];
         let budget = |_: &str, _: usize| 5_000;
+        assert!(!d.spread_may_need_backups(2_000, unanswered, &none, budget));
         assert!(d
             .ask_spread_backups(2_000, &order, &coverage, nothing, &none, 2, budget)
             .is_empty());
-        assert!(!d.spread_may_need_backups(2_000, |_| 0, &none, budget));
         assert!(
-            d.spread_may_need_backups(9_000, |_| 0, &none, budget),
+            d.spread_may_need_backups(9_000, unanswered, &none, budget),
             "all late"
         );
         assert!(
-            !d.spread_may_need_backups(9_000, |_| 4, &none, budget),
-            "late but done"
+            !d.spread_may_need_backups(9_000, |_, _| true, &none, budget),
+            "late but answered"
         );
-        // h3 refuses: its blocks go to the first hospitals that do not hold them.
+        // h3 refuses: its blocks go to the first hospitals that do not hold them, each as a new
+        // ask of only those ciphertexts (its own task, nothing it is already decrypting).
         d.refused("h3");
-        assert!(d.spread_may_need_backups(2_100, |_| 0, &none, budget));
+        assert!(d.spread_may_need_backups(2_100, unanswered, &none, budget));
         assert_eq!(
             d.ask_spread_backups(2_100, &order, &coverage, nothing, &none, 2, budget),
             ["h1", "h2"]
         );
-        assert_eq!(d.ranges("h1"), Some(&vec![[0, 6]]));
-        assert_eq!(d.ranges("h2"), Some(&vec![[0, 6]]));
-        assert_eq!(d.asked_at("h1"), Some(2_100));
+        fn ranges(d: &Decryptors, h: &str) -> Vec<Ranges> {
+            d.asks(h).iter().map(|a| a.ranges.clone()).collect()
+        }
+        assert_eq!(ranges(&d, "h1"), [vec![[0, 2], [4, 6]], vec![[2, 4]]]);
+        assert_eq!(ranges(&d, "h2"), [vec![[0, 4]], vec![[4, 6]]]);
+        assert_eq!(d.asked_at("h1", &[[2, 4]]), Some(2_100));
+        assert_eq!(d.asked_at("h1", &[[0, 2], [4, 6]]), Some(1_000));
         assert!(!d.is_asked("h4"));
+        // Answered: nothing more to search for until another decryptor fails.
+        assert!(!d.spread_may_need_backups(2_200, unanswered, &none, budget));
         assert!(d
             .ask_spread_backups(2_200, &order, &coverage, nothing, &none, 2, budget)
             .is_empty());
-        // h1 answered its first ciphertexts and then went quiet past its budget: what it still
-        // owes goes to h4, the only one left who holds none of it.
+        // h1 answered its first ask and then went quiet past the budget of its second: what it
+        // still owes goes to h4, the only one left who holds none of it.
         let covered = |h: &str| -> BTreeSet<u64> {
             if h == "h1" {
                 [0, 1, 4, 5].into_iter().collect()
@@ -437,18 +458,42 @@ mod tests {
                 BTreeSet::new()
             }
         };
+        let answered = |h: &str, r: &Ranges| h == "h1" && *r == vec![[0, 2], [4, 6]];
+        let slow_h1 = |h: &str, _: usize| if h == "h1" { 1_000 } else { 60_000 };
+        assert!(d.spread_may_need_backups(9_000, answered, &none, slow_h1));
         let coverage = [1, 1, 0, 0, 1, 1];
         assert_eq!(
-            d.ask_spread_backups(9_000, &order, &coverage, covered, &none, 2, |h, _| {
-                if h == "h1" {
-                    1_000
-                } else {
-                    60_000
-                }
-            }),
+            d.ask_spread_backups(9_000, &order, &coverage, covered, &none, 2, slow_h1),
             ["h4"]
         );
-        assert_eq!(d.ranges("h4"), Some(&vec![[2, 4]]));
+        assert_eq!(ranges(&d, "h4"), [vec![[2, 4]]]);
+    }
+
+    /// A decryptor that sends a valid share of ciphertexts it was not asked for has not answered
+    /// its ask: once late, it gets a backup like any other.
+    #[test]
+    fn a_share_of_other_ciphertexts_does_not_answer_an_ask() {
+        let ds: Vec<String> = (1..=4).map(|i| format!("h{i}")).collect();
+        let mut d = Decryptors::open(0, 8, decryption::spread(8, &ds, 2), 0);
+        let none = BTreeSet::new();
+        let budget = |_: &str, _: usize| 5_000;
+        // h1 covered as many ciphertexts as it owes, but other ones: its ask is still open.
+        let answered = |h: &str, _: &Ranges| h != "h1";
+        assert!(d.spread_may_need_backups(6_000, answered, &none, budget));
+        // Blocks [0,2) [2,4) [4,6) [6,8) to (h1,h2) (h2,h3) (h3,h4) (h4,h1); h2 to h4 answered.
+        let covered = |h: &str| -> BTreeSet<u64> {
+            match h {
+                "h1" | "h3" => (2..6).collect(),
+                "h2" => (0..4).collect(),
+                _ => (4..8).collect(),
+            }
+        };
+        let coverage = [1, 1, 3, 3, 3, 3, 1, 1];
+        let asked = d.ask_spread_backups(6_000, &ds, &coverage, covered, &none, 2, budget);
+        // What h1 owes, [0,2) and [6,8), goes to the first who do not hold it.
+        assert_eq!(asked, ["h2", "h3"]);
+        assert_eq!(d.asks("h2")[1].ranges, vec![[6, 8]]);
+        assert_eq!(d.asks("h3")[1].ranges, vec![[0, 2]]);
     }
 
     #[test]

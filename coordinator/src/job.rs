@@ -714,11 +714,11 @@ impl Job {
             let invalid: BTreeSet<String> = round.invalid_shares().into_iter().collect();
             // The driver calls this every 100 ms: the per-ciphertext search only when someone
             // refused, failed or is late.
-            let covered = |h: &str| round.covered_count(h);
+            let answered = |h: &str, ranges: &Ranges| round.answered(h, ranges);
             let budget = |h: &str, n: usize| costs.budget_ms(h, n, cap_ms);
             if !self
                 .decryptors
-                .spread_may_need_backups(now, covered, &invalid, budget)
+                .spread_may_need_backups(now, answered, &invalid, budget)
             {
                 return Vec::new();
             }
@@ -954,17 +954,30 @@ impl Job {
                     }
                     Phase::Decrypting => {
                         let valid = round.valid_shares().len();
-                        if !self.ask_backups(now, env.pk.threshold()).is_empty() {
+                        let t = env.pk.threshold();
+                        if !self.ask_backups(now, t).is_empty() {
                             // Nothing to write; the new tasks go out with the state change.
                             return Ok(Some(Writes::default()));
                         }
                         if self.share_deadline_ms.is_some_and(|d| now >= d) {
-                            let reason = format!(
-                                "round {}: only {valid} valid decryption shares of the {} needed \
-                                 arrived before the share deadline",
-                                self.round_no,
-                                env.pk.threshold()
-                            );
+                            let (short, count) = self.round.as_ref().map_or((0, 0), |r| {
+                                let short = r.coverage().iter().filter(|&&n| n < t).count();
+                                (short, r.ciphertexts())
+                            });
+                            let reason = if self.valid.spec.spread_decryption {
+                                format!(
+                                    "round {}: {short} of {count} ciphertexts lacked valid \
+                                     decryption shares, fewer than the {t} needed arrived before \
+                                     the share deadline ({valid} hospitals sent valid ones)",
+                                    self.round_no
+                                )
+                            } else {
+                                format!(
+                                    "round {}: only {valid} valid decryption shares of the {t} \
+                                     needed arrived before the share deadline",
+                                    self.round_no
+                                )
+                            };
                             return Ok(Some(self.fail(reason, now, env)));
                         }
                         Ok(None)
@@ -1370,8 +1383,8 @@ impl Job {
             // Still what h's share took (a late primary's budget must grow, or it is late
             // again next round), and work done for nothing: counted once per asked hospital.
             if self.decryptors.round() == Some(round) {
-                if let Some(at) = self.decryptors.asked_at(h) {
-                    let ciphertexts = self.decryptors.asked_ciphertexts(h);
+                if let Some(at) = self.decryptors.asked_at(h, ranges) {
+                    let ciphertexts = self.decryptors.count(ranges);
                     self.share_costs
                         .observe(h, now.saturating_sub(at), ciphertexts);
                 }
@@ -1397,7 +1410,7 @@ impl Job {
             r.submit_share(now, h, share_index, ranges, bytes, checked, credits);
         if result.is_ok() {
             // What this share took shows what h's next ones will.
-            if let Some(at) = self.decryptors.asked_at(h) {
+            if let Some(at) = self.decryptors.asked_at(h, ranges) {
                 let ciphertexts = decryption::covered(ranges, r.ciphertexts());
                 self.share_costs
                     .observe(h, now.saturating_sub(at), ciphertexts);
@@ -1706,41 +1719,43 @@ impl Job {
             }
             Phase::Decrypting => {
                 // The first decryptors are asked when the round closes (spread: each for its
-                // ciphertexts); others only in place of one that refused or ran late.
-                let Some(asked) = self.decryptors.ranges(h) else {
-                    return out;
-                };
+                // ciphertexts); others only in place of one that refused or ran late. Each ask is
+                // a task of its own, sent until a share answers it, so a backup's later ask does
+                // not repeat ciphertexts the hospital is already decrypting.
+                let asks = self.decryptors.asks(h);
                 let invalid = round.invalid_shares().iter().any(|v| v == h);
-                let covered = round.covered_by(h);
-                let outstanding = if asked.is_empty() {
-                    // The whole aggregate: done once any share of it is in.
-                    if covered.is_empty() {
-                        Some(Vec::new())
-                    } else {
-                        None
-                    }
-                } else {
-                    let mine: BTreeSet<u64> = decryption::indices(asked, round.ciphertexts())
-                        .into_iter()
-                        .map(|j| j as u64)
-                        .collect();
-                    let left: BTreeSet<u64> = mine.difference(&covered).copied().collect();
-                    (!left.is_empty()).then(|| decryption::ranges_of(&left))
-                };
-                if let (false, Some(ciphertexts), Some(aggregate), Some(context)) = (
-                    invalid,
-                    outstanding,
+                let (Some(aggregate), Some(context), false, false) = (
                     round.aggregate_digest(),
                     round.context(),
-                ) {
-                    out.push(Task::Decrypt {
-                        job: self.id,
-                        round: self.round_no,
-                        aggregate,
-                        contributors: round.submitted(),
-                        context,
-                        ciphertexts,
-                    });
+                    invalid,
+                    asks.is_empty(),
+                ) else {
+                    return out;
+                };
+                let covered = round.covered_by(h);
+                for ask in asks {
+                    let outstanding = if ask.ranges.is_empty() {
+                        // The whole aggregate: done once any share of it is in.
+                        covered.is_empty().then(Vec::new)
+                    } else {
+                        let left: BTreeSet<u64> =
+                            decryption::indices(&ask.ranges, round.ciphertexts())
+                                .into_iter()
+                                .map(|j| j as u64)
+                                .filter(|j| !covered.contains(j))
+                                .collect();
+                        (!left.is_empty()).then(|| decryption::ranges_of(&left))
+                    };
+                    if let Some(ciphertexts) = outstanding {
+                        out.push(Task::Decrypt {
+                            job: self.id,
+                            round: self.round_no,
+                            aggregate,
+                            contributors: round.submitted(),
+                            context: context.clone(),
+                            ciphertexts,
+                        });
+                    }
                 }
             }
             _ => {}

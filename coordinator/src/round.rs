@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!             every enrolled hospital submitted, or now >= deadline
-//! Collecting ───────────────────────────────────────────────────────▶ Decrypting ──t valid shares──▶ Finalized
+//! Collecting ───────────────────────────────────────────────────────▶ Decrypting ──t valid shares of each ciphertext──▶ Finalized
 //!     │          (with >= min_participants submissions)                   │
 //!     └── now >= deadline with < min_participants ──▶ Failed              └── aggregate does not decode ──▶ Failed
 //! ```
@@ -39,7 +39,8 @@
 //!   round with [`Round::share_check`], and the verdict counts only for the same bytes against the
 //!   same aggregate) and recorded as `DecryptionShare { verified }`
 //!   (an undecodable share counts as invalid); an invalid share is refused and counts against its
-//!   sender. One share per hospital: a second one is refused, whatever the first one's verdict.
+//!   sender. One share per hospital (spread: per ciphertext): a second one is refused, whatever
+//!   the first one's verdict.
 //!   When `t` (the key's threshold) valid shares are in, they are combined
 //!   ([`threshold::combine_verified`]). Under **spread decryption** (`RoundConfig::spread`, the
 //!   job's `spread_decryption`) a share covers the ciphertext ranges it names (recorded in
@@ -527,8 +528,8 @@ impl Round {
             .map(|c| djn::encode_ciphertexts(&self.pk, &c.ciphertexts))
     }
 
-    /// How many ciphertexts the aggregate has (each decryption share has one value per
-    /// ciphertext); 0 before the round closes.
+    /// How many ciphertexts the aggregate has (a decryption share has one value per ciphertext it
+    /// covers: all of them under the first-t rule); 0 before the round closes.
     pub fn ciphertexts(&self) -> usize {
         self.closed.as_ref().map_or(0, |c| c.ciphertexts.len())
     }
@@ -790,11 +791,11 @@ impl Round {
         set
     }
 
-    /// How many ciphertexts `hospital`'s valid shares cover (they never overlap).
-    pub fn covered_count(&self, hospital: &str) -> usize {
+    /// Whether a valid share of `hospital` covers exactly `ranges` (answers the ask of them).
+    pub fn answered(&self, hospital: &str, ranges: &[[u64; 2]]) -> bool {
         self.valid_shares
             .get(hospital)
-            .map_or(0, |held| held.iter().map(|h| h.at.len()).sum())
+            .is_some_and(|held| held.iter().any(|h| h.ranges == ranges))
     }
 
     /// How many valid shares cover each ciphertext of the aggregate.
@@ -808,15 +809,17 @@ impl Round {
         times
     }
 
-    /// A hospital's decryption share of the aggregate (`share_bytes`: its canonical encoding),
-    /// claimed as key share `party`, with the verdict of a [`ShareCheck`] made outside the round
-    /// if there is one (`checked`).
+    /// A hospital's decryption share of the ciphertexts `ranges` names (empty: the whole
+    /// aggregate; `share_bytes`: its canonical encoding), claimed as key share `party`, with the
+    /// verdict of a [`ShareCheck`] made outside the round if there is one (`checked`).
     ///
     /// Refused with `RequestRejected` (nothing recorded as the hospital's share) when the round is
-    /// not decrypting, the hospital is not enrolled, it already sent a share, or `party` (or the
-    /// share's own index) is not the hospital's index. Otherwise the share is verified and
-    /// recorded as `DecryptionShare { verified }`; an invalid one is refused. When the key's
-    /// threshold of valid shares is reached, the round is finalized: `RoundFinalized` and the
+    /// not decrypting, the hospital is not enrolled, the ranges are not canonical or not this
+    /// job's kind, it already sent an invalid share or a valid one of some of these ciphertexts,
+    /// or `party` (or the share's own index) is not the hospital's index. Otherwise the share is
+    /// verified on its ciphertexts and recorded as `DecryptionShare { verified, ciphertexts }`; an
+    /// invalid one is refused. When every ciphertext has the key's threshold of valid shares, the
+    /// round is finalized: `RoundFinalized` and the
     /// credit movements (computed against `credits`, the balances before this round's movements)
     /// follow, and the new global model is returned.
     #[allow(clippy::too_many_arguments)] // the share's header fields, as the service received them

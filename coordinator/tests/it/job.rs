@@ -866,6 +866,78 @@ fn a_refusing_primary_is_replaced_at_once_and_unmeasured_hospitals_get_the_fixed
     assert!(asked(&job, "h3"));
 }
 
+/// Spread decryption over a model large enough for several ciphertexts: the first decryptor
+/// refuses, its ciphertexts are asked of the others as tasks of their own (a hospital already
+/// decrypting its part gets a second task of only the new ciphertexts), every share is accepted,
+/// none is refused as a repeat, and the round finalizes.
+#[test]
+fn a_refusing_spread_decryptor_is_replaced_by_tasks_of_its_ciphertexts_only() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let mut ledger = Ledger::new();
+    let mut s = spec_with(1, true).spec;
+    s.model = Some(pb::ModelSpec {
+        canonical_json: ModelSpec::Mlp {
+            inputs: 3,
+            hidden: vec![64],
+            outputs: 1,
+            dropout: 0.0,
+        }
+        .canonical_json(),
+    });
+    let mut job = enrolled_job(&mut ledger, protocol::validate(&s).unwrap());
+    // Round 0 pools the statistics; round 1 has the model's ciphertexts.
+    submit_all(&mut job, &mut ledger, 10, &mut rng);
+    ledger.settle(&mut job, 20);
+    decrypt(&mut job, &mut ledger, 21, &mut rng);
+    ledger.settle(&mut job, 22);
+    assert_eq!(job.round_no, 1);
+    submit_all(&mut job, &mut ledger, 30, &mut rng);
+    ledger.settle(&mut job, 40);
+    let round = job.round.as_ref().unwrap();
+    let count = round.ciphertexts();
+    assert!(count >= 3, "{count} ciphertexts");
+    let plan = round.assignment();
+    assert_eq!(plan.len(), 3, "{plan:?}");
+    job.decryption_refused("h1", 1);
+    ledger.settle(&mut job, 41);
+    let tasks = |job: &Job, h: &str| -> Vec<(String, Vec<[u64; 2]>)> {
+        job.tasks_for(h, true)
+            .into_iter()
+            .filter_map(|t| match &t {
+                Task::Decrypt { ciphertexts, .. } => Some((t.key(), ciphertexts.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    for h in ["h2", "h3"] {
+        let mine = tasks(&job, h);
+        assert_eq!(mine.len(), 2, "{h}: its own part and a backup's: {mine:?}");
+        assert_ne!(mine[0].0, mine[1].0, "distinct keys");
+        assert!(
+            !protocol::decryption::overlap(&mine[0].1, &mine[1].1),
+            "{h}'s backup task repeats its own ciphertexts: {mine:?}"
+        );
+    }
+    // Each hospital answers its tasks in turn; every share is accepted.
+    for h in ["h2", "h3"] {
+        while let Some(r) = send_share(&mut job, &mut ledger, h, 42, &mut rng) {
+            r.unwrap();
+        }
+    }
+    ledger.settle(&mut job, 43);
+    assert!(
+        job.finalized.is_some_and(|(r, _)| r == 1),
+        "round 1 decrypted"
+    );
+    assert!(
+        !ledger
+            .records
+            .iter()
+            .any(|(_, b)| matches!(b, Body::RequestRejected { .. })),
+        "no share refused"
+    );
+}
+
 /// A job with differential privacy of `rounds` rounds within `epsilon` (noise multiplier 1).
 fn private_spec(rounds: u32, epsilon: f64) -> fedchain_protocol::ValidJob {
     let mut s = spec(rounds).spec;
