@@ -29,9 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use fedchain_crypto::aggregate::aggregate;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, Ciphertext};
 use fedchain_crypto::keys::PublicKey;
-use fedchain_crypto::threshold::{
-    combine_pieces, combine_verified, verify_share, DecryptionShare, Piece,
-};
+use fedchain_crypto::threshold::{combine_pieces, verify_piece, DecryptionShare, Piece};
 use fedchain_ledger::credits::{
     end_movements, round_movements_capped, Credits, Movement, Policy, RoundOutcome,
 };
@@ -1077,13 +1075,8 @@ impl Replayer<'_> {
                     s.party()
                 )));
             }
-            let verified = if ranges.is_empty() {
-                verify_share(self.pk, &agg, &s, &context)
-            } else {
-                let sub: Vec<Ciphertext> = at.iter().map(|&i| agg[i].clone()).collect();
-                verify_share(self.pk, &sub, &s, &context)
-            };
-            verified.map(|()| s)
+            let piece = Piece { share: &s, at: &at };
+            verify_piece(self.pk, &agg, piece, &context).map(|()| s)
         });
         let ok = checked.is_ok();
         if ok != verified {
@@ -1410,22 +1403,14 @@ impl Replayer<'_> {
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
         let codec = protocol::codec(self.pk, q, j.enrollment.unwrap_or_default())
             .map_err(|e| e.to_string())?;
-        let valid = &j.state.valid;
-        let plain = if valid.iter().all(|(_, _, r, _)| r.is_empty()) {
-            let shares: Vec<&DecryptionShare> = valid
-                .iter()
-                .take(self.pk.threshold())
-                .map(|(_, s, ..)| s)
-                .collect();
-            combine_verified(self.pk, n, &shares)
-        } else {
-            let pieces: Vec<Piece<'_>> = valid
-                .iter()
-                .map(|(_, share, _, at)| Piece { share, at })
-                .collect();
-            combine_pieces(self.pk, n, &pieces)
-        }
-        .map_err(|e| e.to_string())?;
+        // Whole shares are pieces of every ciphertext, as the round combines them.
+        let pieces: Vec<Piece<'_>> = j
+            .state
+            .valid
+            .iter()
+            .map(|(_, share, _, at)| Piece { share, at })
+            .collect();
+        let plain = combine_pieces(self.pk, n, &pieces).map_err(|e| e.to_string())?;
         let avg = codec
             .decode_average(&plain, len, weight)
             .map_err(|e| e.to_string())?;

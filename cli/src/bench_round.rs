@@ -23,7 +23,7 @@ use fedchain_crypto::djn::Ciphertext;
 use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts, EncryptionTable};
 use fedchain_crypto::keys::{deal, KeyShare, PublicKey};
 use fedchain_crypto::threshold::{
-    combine_pieces, partial_decrypt, verify_share, DecryptionShare, Piece,
+    combine_pieces, partial_decrypt, verify_piece, DecryptionShare, Piece,
 };
 use fedchain_crypto::BigInt;
 use fedchain_datasets::Builtin;
@@ -161,8 +161,7 @@ fn verify_combine(
     context: &[u8],
 ) -> Result<Vec<BigInt>> {
     for (share, at) in held {
-        let sub: Vec<Ciphertext> = at.iter().map(|&j| agg[j].clone()).collect();
-        verify_share(pk, &sub, share, context)?;
+        verify_piece(pk, agg, Piece { share, at }, context)?;
     }
     let pieces: Vec<Piece<'_>> = held.iter().map(|(share, at)| Piece { share, at }).collect();
     Ok(combine_pieces(pk, agg.len(), &pieces)?)

@@ -42,13 +42,13 @@
 //!   sender. One share per hospital (spread: per ciphertext): a second one is refused, whatever
 //!   the first one's verdict.
 //!   When `t` (the key's threshold) valid shares are in, they are combined
-//!   ([`threshold::combine_verified`]). Under **spread decryption** (`RoundConfig::spread`, the
+//!   ([`threshold::combine_pieces`], each ciphertext from the `t` lowest parties). Under **spread decryption** (`RoundConfig::spread`, the
 //!   job's `spread_decryption`) a share covers the ciphertext ranges it names (recorded in
 //!   `DecryptionShare { ciphertexts }`) and is verified on exactly those; [`Round::assignment`]
 //!   gives each decryptor its ranges. A hospital may then send further shares of other
 //!   ciphertexts (a backup's), never a second one of the same ciphertext, and none after an
 //!   invalid one; the round finalizes once every ciphertext has `t` valid shares, each combined
-//!   from its own subset ([`threshold::combine_pieces`]). The result is then decoded into the
+//!   from its own subset. The result is then decoded into the
 //!   weighted average with the participants'
 //!   total samples as divisor (workers encrypt their deltas with weight = their declared samples,
 //!   which are their FedAvg weights), and applied to the global model ([`fedavg::apply`]).
@@ -225,27 +225,6 @@ pub enum RoundError {
     Finalize(String),
 }
 
-/// Combines valid shares: whole ones as [`threshold::combine_verified`] does (in the given
-/// order), pieces of a spread decryption per ciphertext ([`threshold::combine_pieces`]).
-fn combine_held(
-    pk: &PublicKey,
-    count: usize,
-    held: &[&Held],
-) -> Result<Vec<fedchain_crypto::BigInt>, CryptoError> {
-    if held.iter().all(|h| h.ranges.is_empty()) {
-        let shares: Vec<&DecryptionShare> = held.iter().map(|h| &h.share).collect();
-        return threshold::combine_verified(pk, count, &shares);
-    }
-    let pieces: Vec<threshold::Piece<'_>> = held
-        .iter()
-        .map(|h| threshold::Piece {
-            share: &h.share,
-            at: &h.at,
-        })
-        .collect();
-    threshold::combine_pieces(pk, count, &pieces)
-}
-
 /// One accepted submission.
 #[derive(Debug, Clone)]
 struct Submission {
@@ -303,12 +282,11 @@ fn verify_covered(
 ) -> Result<(DecryptionShare, Vec<usize>), CryptoError> {
     let at = decryption::indices(ranges, all.len());
     let share = DecryptionShare::from_bytes(pk, share_bytes, at.len())?;
-    if ranges.is_empty() {
-        threshold::verify_share(pk, all, &share, context)?;
-    } else {
-        let sub: Vec<Ciphertext> = at.iter().map(|&j| all[j].clone()).collect();
-        threshold::verify_share(pk, &sub, &share, context)?;
-    }
+    let piece = threshold::Piece {
+        share: &share,
+        at: &at,
+    };
+    threshold::verify_piece(pk, all, piece, context)?;
     Ok((share, at))
 }
 
@@ -866,8 +844,8 @@ impl Round {
             };
             return self.reject(now_ms, OP, hospital, err);
         };
-        let count = decryption::covered(ranges, closed.ciphertexts.len());
-        let decoded = DecryptionShare::from_bytes(&self.pk, share_bytes, count);
+        let at = decryption::indices(ranges, closed.ciphertexts.len());
+        let decoded = DecryptionShare::from_bytes(&self.pk, share_bytes, at.len());
         if let Ok(share) = &decoded {
             if share.party() != expected {
                 let err = RoundError::WrongParty {
@@ -879,23 +857,23 @@ impl Round {
             }
         }
         let verdict = decoded.and_then(|share| {
-            let at = decryption::indices(ranges, closed.ciphertexts.len());
-            match checked {
+            let verified = match checked {
                 Some(c)
                     if c.aggregate == closed.digest
                         && c.share == sha256(share_bytes)
                         && c.ranges == ranges =>
                 {
-                    c.verified.map(|()| (share, at))
+                    c.verified
                 }
-                _ => verify_covered(
-                    &self.pk,
-                    &closed.ciphertexts,
-                    ranges,
-                    share_bytes,
-                    &closed.context,
-                ),
-            }
+                _ => {
+                    let piece = threshold::Piece {
+                        share: &share,
+                        at: &at,
+                    };
+                    threshold::verify_piece(&self.pk, &closed.ciphertexts, piece, &closed.context)
+                }
+            };
+            verified.map(|()| (share, at))
         });
         let verified = verdict.is_ok();
         let mut entries = vec![Entry {
@@ -967,8 +945,17 @@ impl Round {
         credits: &Credits,
     ) -> Result<(Vec<Entry>, Vec<f32>), String> {
         let closed = self.closed.as_ref().ok_or("the round has no aggregate")?;
-        let held: Vec<&Held> = self.valid_shares.values().flatten().collect();
-        let plaintexts = combine_held(&self.pk, closed.ciphertexts.len(), &held)
+        // Whole shares are pieces of every ciphertext: any t valid shares give the same sums.
+        let pieces: Vec<threshold::Piece<'_>> = self
+            .valid_shares
+            .values()
+            .flatten()
+            .map(|h| threshold::Piece {
+                share: &h.share,
+                at: &h.at,
+            })
+            .collect();
+        let plaintexts = threshold::combine_pieces(&self.pk, closed.ciphertexts.len(), &pieces)
             .map_err(|e| format!("combining the shares failed: {e}"))?;
         let weight: u64 = self
             .enrolled

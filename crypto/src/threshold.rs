@@ -264,6 +264,30 @@ pub struct Piece<'a> {
     pub at: &'a [usize],
 }
 
+/// [`verify_share`] of a piece: its share checked against exactly the ciphertexts of `all` it
+/// names (the whole vector when it names all of them, in order).
+pub fn verify_piece(
+    pk: &PublicKey,
+    all: &[Ciphertext],
+    piece: Piece<'_>,
+    context: &[u8],
+) -> Result<()> {
+    let whole = piece.at.len() == all.len() && piece.at.iter().enumerate().all(|(k, &j)| k == j);
+    if whole {
+        return verify_share(pk, all, piece.share, context);
+    }
+    let sub = piece
+        .at
+        .iter()
+        .map(|&j| all.get(j).cloned())
+        .collect::<Option<Vec<Ciphertext>>>()
+        .ok_or_else(|| CryptoError::BadDecryptionShare {
+            index: piece.share.party,
+            reason: format!("names a ciphertext past the {}", all.len()),
+        })?;
+    verify_share(pk, &sub, piece.share, context)
+}
+
 /// Combines verified shares that each cover part of an aggregate of `count` ciphertexts (spread
 /// decryption): each ciphertext from the `t` pieces with the lowest party indices among those that
 /// cover it, with the Lagrange coefficients of that subset. The same plaintexts as

@@ -873,18 +873,24 @@ fn inconsistent_configurations_are_refused() {
     }
 }
 
+/// A spread round that every hospital submitted to, closed.
+fn spread_closed(seed: u64) -> (Fixture, Vec<(&'static str, Update)>) {
+    let mut f = fixture_with(2, seed, true);
+    let updates = HOSPITALS
+        .iter()
+        .map(|(h, _)| (*h, submit_ok(&mut f, 100, h)))
+        .collect();
+    assert!(!f.round.try_close(200).is_empty());
+    (f, updates)
+}
+
 /// Spread decryption: each of the three hospitals decrypts the two thirds of the ciphertexts the
 /// spread gives it; the round finalizes when every ciphertext has two valid shares, to the same
 /// FedAvg, and pays as before. Ranges the round cannot take, and a second share of the same
 /// ciphertexts, are refused without counting against anyone's share.
 #[test]
 fn spread_shares_each_cover_their_ciphertexts_and_finalize_to_the_same_model() {
-    let mut f = fixture_with(2, 1, true);
-    let updates: Vec<(&str, Update)> = HOSPITALS
-        .iter()
-        .map(|(h, _)| (*h, submit_ok(&mut f, 100, h)))
-        .collect();
-    assert!(!f.round.try_close(200).is_empty());
+    let (mut f, updates) = spread_closed(1);
     let count = f.round.ciphertexts() as u64;
     assert!(
         count >= 3,
@@ -953,12 +959,7 @@ fn spread_shares_each_cover_their_ciphertexts_and_finalize_to_the_same_model() {
 /// share it was asked for, and an overlapping or invalid share changes nothing.
 #[test]
 fn a_missing_spread_decryptor_is_covered_by_second_shares_of_the_others() {
-    let mut f = fixture_with(2, 2, true);
-    let updates: Vec<(&str, Update)> = HOSPITALS
-        .iter()
-        .map(|(h, _)| (*h, submit_ok(&mut f, 100, h)))
-        .collect();
-    assert!(!f.round.try_close(200).is_empty());
+    let (mut f, updates) = spread_closed(2);
     let count = f.round.ciphertexts();
     let plan = f.round.assignment();
     let c = credits();
