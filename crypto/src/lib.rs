@@ -34,6 +34,7 @@ pub mod djn;
 pub mod encoding;
 mod error;
 pub mod keys;
+pub mod noise;
 pub mod pack;
 pub mod primes;
 pub mod quantize;

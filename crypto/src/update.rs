@@ -27,6 +27,7 @@ use crate::bigint::BigInt;
 use crate::djn::{Ciphertext, EncryptionTable};
 use crate::error::{CryptoError, Result};
 use crate::keys::PublicKey;
+use crate::noise::DiscreteGaussian;
 use crate::pack::Packer;
 use crate::quantize::{round_clipped, Quantized, Quantizer, Rounding};
 use rand::{CryptoRng, RngCore};
@@ -58,6 +59,19 @@ pub enum Layout {
         contributors: u64,
         /// `S`: the sum's levels over `[-clip, clip]`.
         levels: i64,
+    },
+    /// Distributed noise ([`UpdateCodec::distributed`]): each value times `scale`, rounded to
+    /// the nearest integer and capped at `row_bound w` for a contributor of weight `w`, plus a
+    /// discrete Gaussian share of the noise; the sum is divided by `scale W_used`.
+    Distributed {
+        /// Integer units per unit of value.
+        scale: f64,
+        /// The cap per unit of weight, in integer units.
+        row_bound: f64,
+        /// Each contributor's noise.
+        noise: DiscreteGaussian,
+        /// The most contributions ever summed.
+        contributors: u64,
     },
 }
 
@@ -149,6 +163,63 @@ impl UpdateCodec {
         })
     }
 
+    /// A codec for distributed noise: at most `contributors` updates of weights summing to at
+    /// most `total_weight`. A contributor of weight `w` multiplies its values by `scale`, rounds
+    /// them to the nearest integer (deterministically: the caller's sensitivity bound counts
+    /// the rounding), caps them at `row_bound w` in magnitude and adds discrete Gaussian noise
+    /// of standard deviation `noise_sd`, truncated at 12 of them. The decoder divides the sum
+    /// by `scale` and by the weight of those actually summed: a weighted update of `w` rows
+    /// whose values are the sum over its rows comes back as the mean over all rows summed.
+    ///
+    /// Errors: [`CryptoError::InvalidParameter`] for a scale or row bound that is not finite
+    /// and positive, a noise deviation the sampler refuses, or no contributors or weight;
+    /// [`CryptoError::Overflow`] when a slot of the sum could reach 2^52 or the packing cannot
+    /// hold it.
+    pub fn distributed(
+        pk: &PublicKey,
+        scale: f64,
+        row_bound: f64,
+        noise_sd: f64,
+        total_weight: u64,
+        contributors: u64,
+    ) -> Result<UpdateCodec> {
+        if !(scale.is_finite() && scale > 0.0 && row_bound.is_finite() && row_bound > 0.0) {
+            return Err(CryptoError::InvalidParameter(format!(
+                "a distributed codec needs a finite positive scale and row bound, got {scale} \
+                 and {row_bound}"
+            )));
+        }
+        if total_weight == 0 || contributors == 0 {
+            return Err(CryptoError::InvalidParameter(
+                "a distributed codec needs at least one contributor and a positive total weight"
+                    .into(),
+            ));
+        }
+        let noise_bound = (12.0 * noise_sd).ceil();
+        let noise = DiscreteGaussian::new(noise_sd, noise_bound.min(1e18) as i64)?;
+        // Each contributor's values are at most floor(row_bound w) + noise bound, and the
+        // weights sum to at most W.
+        let sum_bound =
+            (row_bound * total_weight as f64).floor() + contributors as f64 * noise.bound() as f64;
+        if !(sum_bound < MAX_SUM_BOUND as f64) {
+            return Err(CryptoError::Overflow(format!(
+                "{contributors} contributions of {total_weight} rows with noise of standard \
+                 deviation {noise_sd} can sum to 2^52 or more"
+            )));
+        }
+        let packer = Packer::new(pk.n(), sum_bound as i64, 1)?;
+        Ok(UpdateCodec {
+            packer,
+            layout: Layout::Distributed {
+                scale,
+                row_bound,
+                noise,
+                contributors,
+            },
+            total_weight,
+        })
+    }
+
     /// The slot layout.
     pub fn layout(&self) -> Layout {
         self.layout
@@ -165,7 +236,9 @@ impl UpdateCodec {
     pub fn contributors(&self) -> Option<u64> {
         match self.layout {
             Layout::WeightInSlot { .. } => None,
-            Layout::Scaled { contributors, .. } => Some(contributors),
+            Layout::Scaled { contributors, .. } | Layout::Distributed { contributors, .. } => {
+                Some(contributors)
+            }
         }
     }
 
@@ -194,7 +267,15 @@ impl UpdateCodec {
                 self.total_weight
             )));
         }
-        let q = self.quantize(update, weight, rounding)?;
+        let q = match self.layout {
+            Layout::Distributed {
+                scale,
+                row_bound,
+                noise,
+                ..
+            } => self.noised(update, weight, scale, row_bound, &noise, rng)?,
+            _ => self.quantize(update, weight, rounding)?,
+        };
         let plaintexts = self.packer.pack(&q.values)?;
         Ok(EncryptedUpdate {
             ciphertexts: table.encrypt_all(&plaintexts, rng)?,
@@ -202,9 +283,13 @@ impl UpdateCodec {
         })
     }
 
-    /// The integers one contributor of weight `weight` packs: the layout's quantization.
+    /// The integers one contributor of weight `weight` packs: the layout's quantization. The
+    /// distributed layout adds noise, so its integers come only from [`UpdateCodec::encrypt`].
     pub fn quantize(&self, update: &[f32], weight: u64, rounding: Rounding) -> Result<Quantized> {
         match self.layout {
+            Layout::Distributed { .. } => Err(CryptoError::InvalidParameter(
+                "the distributed layout's integers carry noise: they come only from encrypt".into(),
+            )),
             Layout::WeightInSlot { quantizer } => {
                 quantizer.quantize_weighted(update, weight, rounding)
             }
@@ -229,6 +314,40 @@ impl UpdateCodec {
         }
     }
 
+    /// The distributed layout's integers: `min(round(x scale), cap)` plus a noise draw per
+    /// value, `cap = floor(row_bound w)`; `clipped` counts the values the cap changed.
+    fn noised<R: RngCore + CryptoRng>(
+        &self,
+        update: &[f32],
+        weight: u64,
+        scale: f64,
+        row_bound: f64,
+        noise: &DiscreteGaussian,
+        rng: &mut R,
+    ) -> Result<Quantized> {
+        if weight == 0 || weight > self.total_weight {
+            return Err(CryptoError::InvalidParameter(format!(
+                "weight {weight} must be between 1 and the job's total weight {}",
+                self.total_weight
+            )));
+        }
+        let cap = (row_bound * weight as f64).floor();
+        let mut values = Vec::with_capacity(update.len());
+        let mut clipped = 0;
+        for (index, &value) in update.iter().enumerate() {
+            if !value.is_finite() {
+                return Err(CryptoError::NotFinite { index, value });
+            }
+            let x = (f64::from(value) * scale).round();
+            if x.abs() > cap {
+                clipped += 1;
+            }
+            // |x| <= cap < 2^52 after the clamp: exact in an i64.
+            values.push(x.max(-cap).min(cap) as i64 + noise.sample(rng));
+        }
+        Ok(Quantized { values, clipped })
+    }
+
     /// Maps summed integers back to the weighted average of the contributions, whose weights
     /// add up to `total_weight_used` (positive; 0 gives infinities, as a division by zero).
     pub fn dequantize(&self, sums: &[i64], total_weight_used: u64) -> Vec<f32> {
@@ -240,6 +359,10 @@ impl UpdateCodec {
                 let s = levels as f64;
                 let clip = f64::from(clip);
                 let unit = clip * self.total_weight as f64 / (s * total_weight_used as f64);
+                sums.iter().map(|&v| (v as f64 * unit) as f32).collect()
+            }
+            Layout::Distributed { scale, .. } => {
+                let unit = 1.0 / (scale * total_weight_used as f64);
                 sums.iter().map(|&v| (v as f64 * unit) as f32).collect()
             }
         }

@@ -441,3 +441,76 @@ proptest! {
         }
     }
 }
+
+/// Distributed noise through encryption: the decrypted sum is the contributions' sum plus
+/// noise whose variance is the contributors' shares added up, and nothing else.
+#[test]
+fn distributed_noise_sums_to_the_whole_variance() {
+    let (pk, shares, table) = key();
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let (scale, sd, len) = (1000.0, 40.0, 1500);
+    let weights = [30u64, 10, 60];
+    let total: u64 = weights.iter().sum();
+    let codec = UpdateCodec::distributed(pk, scale, 4000.0, sd, total, 3).unwrap();
+    // Each contribution is a sum over its rows, at most 3 a row.
+    let updates: Vec<Vec<f32>> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            (0..len)
+                .map(|j| ((i * len + j) as f32 * 0.013).sin() * 3.0 * w as f32)
+                .collect()
+        })
+        .collect();
+    let mut encrypted = Vec::new();
+    for (u, &w) in updates.iter().zip(&weights) {
+        let e = codec
+            .encrypt(table, u, w, Rounding::Nearest, &mut rng)
+            .unwrap();
+        assert_eq!(e.clipped, 0);
+        encrypted.push(e.ciphertexts);
+    }
+    let agg = aggregate(pk, &encrypted).unwrap();
+    let dec: Vec<_> = shares[..THRESHOLD]
+        .iter()
+        .map(|s| partial_decrypt(pk, s, &agg, b"dp", &mut rng).unwrap())
+        .collect();
+    let plain = combine(pk, &agg, &dec, b"dp").unwrap();
+    let sums = codec.decode_sums(&plain, len).unwrap();
+    // What the sum is without noise: each contribution rounded on its own.
+    let noise: Vec<f64> = (0..len)
+        .map(|j| {
+            let exact: i64 = updates
+                .iter()
+                .map(|u| (f64::from(u[j]) * scale).round() as i64)
+                .sum();
+            (sums[j] - exact) as f64
+        })
+        .collect();
+    let mean = noise.iter().sum::<f64>() / len as f64;
+    let var = noise.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (len - 1) as f64;
+    let want = 3.0 * sd * sd;
+    // The sample variance's relative standard error is sqrt(2 / 1500), 3.7 %.
+    assert!(
+        (var / want - 1.0).abs() < 0.15,
+        "variance {var}, expected {want}"
+    );
+    assert!(
+        mean.abs() < 5.0 * want.sqrt() / (len as f64).sqrt(),
+        "mean {mean}"
+    );
+    // Decoded, it is the mean over all rows summed, within the noise.
+    let avg = codec.decode_average(&plain, len, total).unwrap();
+    let per_value = 6.0 * want.sqrt() / (scale * total as f64);
+    for j in 0..len {
+        let want: f64 = updates.iter().map(|u| f64::from(u[j])).sum::<f64>() / total as f64;
+        assert!((f64::from(avg[j]) - want).abs() < per_value + 1e-4, "{j}");
+    }
+    // The integers never come without their noise, and a value past the cap is counted.
+    assert!(codec.quantize(&updates[0], 30, Rounding::Nearest).is_err());
+    let big = codec
+        .encrypt(table, &[1e9, -1e9, 0.0], 10, Rounding::Nearest, &mut rng)
+        .unwrap();
+    assert_eq!(big.clipped, 2);
+    assert!(UpdateCodec::distributed(pk, 1e30, 1e30, sd, total, 3).is_err());
+}
