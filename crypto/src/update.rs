@@ -201,7 +201,7 @@ impl UpdateCodec {
         // weights sum to at most W.
         let sum_bound =
             (row_bound * total_weight as f64).floor() + contributors as f64 * noise.bound() as f64;
-        if !(sum_bound < MAX_SUM_BOUND as f64) {
+        if sum_bound.is_nan() || sum_bound >= MAX_SUM_BOUND as f64 {
             return Err(CryptoError::Overflow(format!(
                 "{contributors} contributions of {total_weight} rows with noise of standard \
                  deviation {noise_sd} can sum to 2^52 or more"
