@@ -175,8 +175,9 @@ struct JobReplay {
     /// Per hospital, its declines recorded so far and the latest reason.
     declines: BTreeMap<String, (u32, String)>,
     /// For a job with differential privacy: the training rounds each hospital took part in,
-    /// counted from `RoundClosed` (not from what `PrivacySpent` records say).
-    privacy_rounds: BTreeMap<String, u64>,
+    /// counted from `RoundClosed` (not from what `PrivacySpent` records say), as the number of
+    /// participants of each (distributed noise is accounted for them).
+    privacy_rounds: BTreeMap<String, Vec<u64>>,
     /// The round after which the privacy budget stops the job, and the reason its summary
     /// starts with.
     budget_stop: Option<(u64, String)>,
@@ -859,7 +860,10 @@ impl Replayer<'_> {
         // `PrivacySpent` record says (or whether there is one): figures are recomputed from this.
         if round > 0 && j.valid.as_ref().is_some_and(|v| v.spec.privacy.is_some()) {
             for h in &participants {
-                *j.privacy_rounds.entry(h.clone()).or_insert(0) += 1;
+                j.privacy_rounds
+                    .entry(h.clone())
+                    .or_default()
+                    .push(participants.len() as u64);
             }
         }
         let submitters: Vec<String> = j.state.subs.keys().cloned().collect();
@@ -1242,7 +1246,7 @@ impl Replayer<'_> {
             let who = j.members.iter().map(|m| protocol::privacy::Participant {
                 hospital: &m.name,
                 rows: m.samples,
-                rounds: j.privacy_rounds.get(&m.name).copied().unwrap_or(0),
+                rounds: j.privacy_rounds.get(&m.name).map_or(0, |r| r.len() as u64),
             });
             if round < rounds {
                 if let Err(over) = protocol::privacy::next_round_fits(&privacy, &v.spec, who) {
@@ -1338,8 +1342,9 @@ impl Replayer<'_> {
             let Some(&n) = rows.get(&s.hospital) else {
                 continue;
             };
-            let rounds = before.get(&s.hospital).copied().unwrap_or(0);
-            let spend = privacy.spend(&spec, n, rounds);
+            let history = before.get(&s.hospital).cloned().unwrap_or_default();
+            let rounds = history.len() as u64;
+            let spend = privacy.spend_in(&spec, n, &history);
             let want = match &spend {
                 Ok(x) => format!(
                     "rate {}, noise {}, {} steps, {rounds} rounds, epsilon {}",

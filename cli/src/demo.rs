@@ -91,6 +91,15 @@ pub struct DemoArgs {
     /// budget may then stop the job before its last round).
     #[arg(long, requires = "epsilon")]
     noise_multiplier: Option<f64>,
+    /// With --epsilon: distributed noise instead of each hospital's own DP-SGD. Each round is one
+    /// full-batch gradient step (learning rate --learning-rate, 40 rounds unless --rounds), and
+    /// each hospital adds a share of the noise, so only the decrypted aggregate carries all of it.
+    #[arg(long, requires = "epsilon")]
+    distributed: bool,
+    /// The job's learning rate (with --distributed, the step size of each round's gradient
+    /// step on the mean clipped gradient; default 2).
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Run the same job WITHOUT encryption, network or ledger, in this process, for comparison.
     #[arg(long, conflicts_with = "centralized")]
     plaintext: bool,
@@ -392,6 +401,13 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// `--distributed`'s rounds when `--rounds` names none: one gradient step a round needs more
+/// rounds than local epochs do.
+const DISTRIBUTED_ROUNDS: u32 = 40;
+
+/// `--distributed`'s step size on the mean clipped gradient when `--learning-rate` names none.
+const DISTRIBUTED_LEARNING_RATE: f64 = 2.0;
+
 fn federated(args: &DemoArgs) -> Result<Summary> {
     let temp;
     let dir = match &args.dir {
@@ -433,6 +449,9 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         bail!("--round-deadline must be at least 1 second");
     }
     jobfile.round_deadline_seconds = args.round_deadline;
+    if let Some(lr) = args.learning_rate {
+        jobfile.learning_rate = lr;
+    }
     let mut spec = jobfile.to_spec()?;
     let device = pick_device(args.device)?;
     say(format!(
@@ -493,9 +512,26 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             delta: 1e-5,
             max_grad_norm: 1.0,
             noise_multiplier: args.noise_multiplier,
+            distributed: args.distributed,
         });
+        if args.distributed {
+            jobfile.rounds = args.rounds.unwrap_or(DISTRIBUTED_ROUNDS);
+            jobfile.learning_rate = args.learning_rate.unwrap_or(DISTRIBUTED_LEARNING_RATE);
+        }
         spec = jobfile.to_spec()?;
-        if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(&spec) {
+        let privacy = fedchain_protocol::privacy::JobPrivacy::of(&spec);
+        if let Some(p) = privacy.filter(|p| p.distributed) {
+            let sigma = p
+                .noise_for(&spec, 0)
+                .with_context(|| format!("--epsilon {epsilon}: the job's noise"))?;
+            say(format!(
+                "  differential privacy, distributed noise: {} rounds of one full-batch step \
+                 (learning rate {}), rows' gradients clipped to {}, each of the at least {} \
+                 participants adding a share of noise multiplier {sigma:.2} (within epsilon \
+                 {epsilon} at delta {:e} for every row)",
+                spec.rounds, spec.learning_rate, p.max_grad_norm, spec.min_participants, p.delta
+            ));
+        } else if let Some(p) = privacy {
             // What each hospital will derive from its training rows (a worker holds out a fifth
             // of each class).
             let mut noise = Vec::new();

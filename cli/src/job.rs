@@ -190,6 +190,11 @@ pub struct PrivacyFile {
     /// job's rounds within `epsilon` for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_multiplier: Option<f64>,
+    /// Distributed noise: each round one full-batch gradient step, each hospital adding a share
+    /// of the noise, so that only the decrypted aggregate carries all of it (README, "Distributed
+    /// noise").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub distributed: bool,
 }
 
 impl PrivacyFile {
@@ -200,6 +205,7 @@ impl PrivacyFile {
             delta: self.delta,
             max_grad_norm: self.max_grad_norm,
             noise_multiplier: self.noise_multiplier.unwrap_or(0.0),
+            distributed: self.distributed,
         }
     }
 }

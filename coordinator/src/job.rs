@@ -482,8 +482,9 @@ pub struct Job {
     pub finished_record: Option<u64>,
     /// Hospitals that declined it (their latest `JobDeclined` record), by name.
     pub declined: BTreeMap<String, Declined>,
-    /// For a job with differential privacy: the training rounds each hospital took part in.
-    pub privacy_rounds: BTreeMap<String, u64>,
+    /// For a job with differential privacy: the training rounds each hospital took part in, as
+    /// the number of participants of each (distributed noise is accounted for them).
+    pub privacy_rounds: BTreeMap<String, Vec<u64>>,
     /// The round after which the privacy budget stopped the job, and why.
     pub budget_stop: Option<(u64, String)>,
     /// Each hospital's latest `PrivacySpent` entry, as written or restored.
@@ -573,22 +574,22 @@ impl Job {
         let privacy = protocol::privacy::JobPrivacy::of(&self.valid.spec)?;
         let round = self.round.as_ref().filter(|_| self.round_no > 0)?;
         let mut spent = Vec::new();
-        for h in round.submitted() {
+        let participants = round.submitted();
+        let k = participants.len() as u64;
+        for h in participants {
             let rows = self
                 .enrolled
                 .iter()
                 .find(|e| e.name == h)
                 .map_or(0, |e| e.samples);
-            let rounds = {
-                let n = self.privacy_rounds.entry(h.clone()).or_insert(0);
-                *n += 1;
-                *n
-            };
+            let history = self.privacy_rounds.entry(h.clone()).or_default();
+            history.push(k);
+            let (history, rounds) = (history.clone(), history.len() as u64);
             let m = protocol::privacy::Mechanism::of(&self.valid.spec, rows);
             // The round opened only because these figures were within the budget; the largest
             // finite number, should they not be, which the replay reports as past the budget.
             let (noise_multiplier, epsilon) = privacy
-                .spend(&self.valid.spec, rows, rounds)
+                .spend_in(&self.valid.spec, rows, &history)
                 .map_or((f64::MAX, f64::MAX), |s| (s.noise_multiplier, s.epsilon));
             spent.push(PrivacySpend {
                 hospital: h.clone(),
@@ -627,7 +628,7 @@ impl Job {
                 .map(|e| protocol::privacy::Participant {
                     hospital: &e.name,
                     rows: e.samples,
-                    rounds: self.privacy_rounds.get(&e.name).copied().unwrap_or(0),
+                    rounds: self.privacy_rounds.get(&e.name).map_or(0, |r| r.len() as u64),
                 }),
         )
     }

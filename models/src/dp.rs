@@ -297,6 +297,94 @@ pub fn train_dp(
     Ok(run)
 }
 
+/// One full-batch step's gradient, before any noise: what a hospital sends in a round of
+/// distributed noise ([`clipped_gradient_sum_all`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClippedSum {
+    /// The sum over the rows of each row's gradient clipped to `max_grad_norm`, flat in the
+    /// model's parameter order (the order of [`Model::params`]).
+    pub gradient: Vec<f32>,
+    /// Rows summed.
+    pub rows: u64,
+    /// Rows whose gradient was scaled down.
+    pub clipped_rows: u64,
+    /// Mean per-row loss.
+    pub loss: f64,
+}
+
+/// Rows a chunk of [`clipped_gradient_sum_all`] takes at once: bounds the memory of the
+/// per-row norms (a layer's outputs for every row of the chunk).
+const CHUNK_ROWS: usize = 256;
+
+/// The sum of every row's gradient of `data`, each clipped to `max_grad_norm` (the per-row
+/// clipping of [`train_dp`], on all rows, in chunks), without noise and without changing the
+/// model's parameters. With distributed noise the noise is added to the integers this becomes,
+/// by the caller's codec.
+pub fn clipped_gradient_sum_all(
+    model: &Model,
+    data: &Dataset,
+    max_grad_norm: f64,
+) -> Result<ClippedSum> {
+    if !(max_grad_norm.is_finite() && max_grad_norm > 0.0) {
+        return Err(ModelError::InvalidArgument(format!(
+            "max_grad_norm must be a positive number, got {max_grad_norm}"
+        )));
+    }
+    model.spec().check_fits(data.n_features(), data.task())?;
+    if data.is_empty() {
+        return Err(ModelError::InvalidArgument(
+            "cannot take a gradient of an empty dataset".into(),
+        ));
+    }
+    let device = model.device();
+    let xs = features_tensor(data, device);
+    let ys = targets_tensor(data, device);
+    define_gradients(model)?;
+    let mut sum: Vec<Tensor> = model
+        .variables()
+        .iter()
+        .map(|v| v.zeros_like().detach())
+        .collect();
+    let (mut clipped_rows, mut total) = (0u64, 0.0);
+    let rows = data.len();
+    for start in (0..rows).step_by(CHUNK_ROWS) {
+        let n = CHUNK_ROWS.min(rows - start) as i64;
+        let (norms, mean) = clipped_gradient_sum(
+            model,
+            data.task(),
+            &xs.narrow(0, start as i64, n),
+            &ys.narrow(0, start as i64, n),
+            max_grad_norm,
+        )?;
+        clipped_rows += norms.gt(max_grad_norm).sum(Kind::Int64).int64_value(&[]) as u64;
+        total += mean * n as f64;
+        tch::no_grad(|| {
+            for (s, v) in sum.iter_mut().zip(model.variables()) {
+                let g = v.grad();
+                if g.defined() {
+                    *s += g;
+                }
+            }
+        });
+    }
+    zero_gradients(model);
+    let mut gradient = Vec::new();
+    for s in &sum {
+        let host = s
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view(-1);
+        gradient.extend(Vec::<f32>::try_from(&host).map_err(torch_error)?);
+    }
+    Ok(ClippedSum {
+        gradient,
+        rows: rows as u64,
+        clipped_rows,
+        loss: total / rows as f64,
+    })
+}
+
 /// Gives every parameter a gradient (of zeros), so that every step adds noise to every one, an
 /// empty sample's included (libtorch skips a parameter without a gradient).
 fn define_gradients(model: &Model) -> Result<()> {
@@ -396,6 +484,48 @@ mod tests {
             .map(|g| g.square().sum(Kind::Double).double_value(&[]))
             .sum::<f64>()
             .sqrt()
+    }
+
+    /// The full-batch sum, in chunks, is the sum of the clipped rows, flat in parameter order,
+    /// and leaves the parameters as they were.
+    #[test]
+    fn the_whole_batch_clipped_sum_is_the_rows_clipped_and_added() {
+        let raw = Builtin::BreastCancer.load().unwrap();
+        let data = Standardizer::fit(&raw).apply(&raw).unwrap();
+        let data = data.subset(&(0..300).collect::<Vec<_>>());
+        let spec = ModelSpec::preset(ModelKind::Mlp, data.n_features(), data.task()).unwrap();
+        let model = Model::new(&spec, Device::Cpu, 5).unwrap();
+        let before = model.params().unwrap();
+        let xs = features_tensor(&data, Device::Cpu);
+        let ys = targets_tensor(&data, Device::Cpu);
+        let rows = row_by_row(&model, data.task(), &xs, &ys);
+        // The median norm: some rows clipped, some not.
+        let mut norms: Vec<f64> = rows.iter().map(|g| norm(g)).collect();
+        norms.sort_by(f64::total_cmp);
+        let bound = norms[150];
+        let got = clipped_gradient_sum_all(&model, &data, bound).unwrap();
+        let mut want = vec![0f64; before.len()];
+        let mut clipped = 0;
+        for g in &rows {
+            let n = norm(g);
+            clipped += u64::from(n > bound);
+            let factor = (bound / (n + 1e-6)).min(1.0);
+            let flat: Vec<f32> = g
+                .iter()
+                .flat_map(|t| Vec::<f32>::try_from(&t.contiguous().view(-1)).unwrap())
+                .collect();
+            for (w, x) in want.iter_mut().zip(flat) {
+                *w += f64::from(x) * factor;
+            }
+        }
+        assert_eq!((got.rows, got.clipped_rows), (300, clipped));
+        assert!(clipped > 0 && clipped < 300, "{clipped}");
+        assert_eq!(got.gradient.len(), want.len());
+        for (i, (g, w)) in got.gradient.iter().zip(&want).enumerate() {
+            assert!((f64::from(*g) - w).abs() <= 1e-4 * w.abs().max(1.0), "{i}: {g} vs {w}");
+        }
+        assert_eq!(model.params().unwrap(), before);
+        assert!(clipped_gradient_sum_all(&model, &data, 0.0).is_err());
     }
 
     #[test]

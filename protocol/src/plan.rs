@@ -15,6 +15,7 @@ use fedchain_model_core::{init_params, num_parameters};
 use fedchain_proto::v1::Quantization;
 
 use crate::job::ValidJob;
+use crate::privacy::{DistributedNoise, JobPrivacy};
 use crate::statistics::{statistics_len, statistics_quantization};
 
 /// What a round aggregates.
@@ -43,6 +44,9 @@ pub struct RoundPlan {
     pub contributors: u64,
     /// The seed of each hospital's local training in this round (model rounds).
     pub training_seed: u64,
+    /// A model round of a job with distributed noise: how updates are encoded and noised (or
+    /// why the job's noise cannot be derived); the codec follows it, not `quantization`.
+    pub distributed: Option<Result<DistributedNoise, String>>,
 }
 
 impl RoundPlan {
@@ -62,6 +66,9 @@ impl RoundPlan {
                 job.spec.quantization.unwrap_or_default(),
             )
         };
+        let distributed = JobPrivacy::of(&job.spec)
+            .filter(|p| p.distributed && kind == RoundKind::Model)
+            .map(|p| DistributedNoise::of(&p, &job.spec, len).map_err(|e| e.to_string()));
         RoundPlan {
             round,
             kind,
@@ -70,11 +77,25 @@ impl RoundPlan {
             total_weight: enrolled.rows,
             contributors: enrolled.hospitals,
             training_seed: training_seed(job.spec.seed, round),
+            distributed,
         }
     }
 
     /// The round's codec (quantizer, packing and slot checks) for the consortium key `pk`.
     pub fn codec(&self, pk: &PublicKey) -> Result<UpdateCodec, CryptoError> {
+        if let Some(noise) = &self.distributed {
+            let n = noise.clone().map_err(|e| {
+                CryptoError::InvalidParameter(format!("the job's distributed noise: {e}"))
+            })?;
+            return UpdateCodec::distributed(
+                pk,
+                n.scale,
+                n.row_bound,
+                n.share_sd,
+                self.total_weight,
+                self.contributors,
+            );
+        }
         codec(
             pk,
             &self.quantization,

@@ -13,8 +13,32 @@
 //! bound needs no trust in the other hospitals or the coordinator. Not covered: round 0's pooled
 //! feature moments (means and variances of the consortium's rows), the declared row counts and
 //! the evaluation figures on held-out rows.
+//!
+//! **Distributed noise** (`privacy.distributed`): each round is one full-batch gradient step.
+//! Every participant sums its rows' gradients, each clipped to `max_grad_norm`, multiplies the
+//! sum by `-learning_rate`, encodes it as integers ([`DistributedNoise`]: deterministic rounding
+//! at a scale that makes the rounding add at most 1 % to the sensitivity) and adds discrete
+//! Gaussian noise of variance `sigma^2 Delta^2 / m`, `m` the job's `min_participants`. Hospitals
+//! decrypt only aggregates of at least `m` updates, so each decrypted aggregate carries at least
+//! the whole noise `sigma Delta`, and with `k` participants `sigma sqrt(k / m)`. The coordinator
+//! applies `global + aggregate / rows summed`: gradient descent on the mean clipped gradient.
+//! A round spends, for each participant's rows, the RDP of a sum of `k` discrete Gaussians
+//! (Kairouz, Liu and Steinke, ICML 2021) without sampling; it is computed for the actual
+//! participants of each round ([`JobPrivacy::spend_in`]). A round may open, and a hospital
+//! trains, only if the worst case (`m` participants) keeps it within the budget.
+//!
+//! What distributed noise assumes, unlike local noise: every participant adds its share, and
+//! nobody learns another's share or update. The threshold decryption gives that against the
+//! coordinator and any coalition of fewer than `t` hospitals that does not include the
+//! participants whose noise it would remove; a participant who knows its own share can subtract
+//! it, so against a coalition of `c` participants the noise left is `sigma sqrt((k - c) / m)`.
+//! The sampler compares `f64` exponentials (not the exact arithmetic of Canonne, Kamath and
+//! Steinke) and truncates at 12 standard deviations (a draw past it has probability below
+//! 1e-31).
 
-use crate::accountant::{epsilon_of, noise_multiplier_for, AccountantError};
+use crate::accountant::{
+    discrete_sum_tau, epsilon_of, noise_multiplier_for, AccountantError, Rdp,
+};
 use fedchain_proto::v1::{JobSpec, Privacy};
 
 /// The largest epsilon a job may budget: beyond it a bound says nothing.
@@ -32,6 +56,8 @@ pub struct JobPrivacy {
     /// Noise standard deviation over `max_grad_norm`, the same for every hospital; `None`:
     /// each hospital's own, derived from its rows ([`JobPrivacy::noise_for`]).
     pub noise_multiplier: Option<f64>,
+    /// Distributed noise: one full-batch step a round, noise shared among the participants.
+    pub distributed: bool,
 }
 
 impl JobPrivacy {
@@ -71,6 +97,7 @@ impl JobPrivacy {
             delta: p.delta,
             max_grad_norm: p.max_grad_norm,
             noise_multiplier: (p.noise_multiplier > 0.0).then_some(p.noise_multiplier),
+            distributed: p.distributed,
         })
     }
 
@@ -88,6 +115,11 @@ impl JobPrivacy {
         if let Some(sigma) = self.noise_multiplier {
             return Ok(sigma);
         }
+        if self.distributed {
+            // One noise for the aggregate: the smallest that keeps all rounds within the
+            // budget for a hospital whose every row is in every step, at `m` participants.
+            return noise_multiplier_for(1.0, u64::from(spec.rounds), self.epsilon, self.delta);
+        }
         let m = Mechanism::of(spec, rows);
         noise_multiplier_for(
             m.sampling_rate,
@@ -104,8 +136,14 @@ impl JobPrivacy {
     }
 
     /// Everything about such a hospital's spending, each figure computed once: its mechanism
-    /// per round, its noise multiplier and the epsilon after `rounds` rounds.
+    /// per round, its noise multiplier and the epsilon after `rounds` rounds. With distributed
+    /// noise, the worst case: every round with the fewest participants a round may decrypt.
     pub fn spend(&self, spec: &JobSpec, rows: u64, rounds: u64) -> Result<Spend, AccountantError> {
+        if self.distributed {
+            let fewest = u64::from(spec.min_participants);
+            let history = vec![fewest; usize::try_from(rounds).unwrap_or(usize::MAX)];
+            return self.spend_in(spec, rows, &history);
+        }
         let mechanism = Mechanism::of(spec, rows);
         let noise_multiplier = self.noise_for(spec, rows)?;
         let epsilon = epsilon_of(
@@ -118,6 +156,90 @@ impl JobPrivacy {
             mechanism,
             noise_multiplier,
             epsilon,
+        })
+    }
+}
+
+impl JobPrivacy {
+    /// What a hospital of `rows` training rows has spent after the rounds it took part in,
+    /// `participants[i]` hospitals taking part in the i-th of them: with distributed noise each
+    /// round's noise is that of its actual participants; with local noise only their number
+    /// counts ([`JobPrivacy::spend`]).
+    pub fn spend_in(
+        &self,
+        spec: &JobSpec,
+        rows: u64,
+        participants: &[u64],
+    ) -> Result<Spend, AccountantError> {
+        if !self.distributed {
+            return self.spend(spec, rows, participants.len() as u64);
+        }
+        let mechanism = Mechanism::of(spec, rows);
+        let noise_multiplier = self.noise_for(spec, rows)?;
+        let fewest = u64::from(spec.min_participants).max(1);
+        let mut rdp = Rdp::new();
+        for &k in participants {
+            // Each share has variance sigma^2 Delta^2 / m: k of them, (sigma sqrt(k / m))^2.
+            let sigma = noise_multiplier * (k as f64 / fewest as f64).sqrt();
+            rdp.compose_discrete_gaussian_sum(sigma, distributed_tau_d(k), 1)?;
+        }
+        Ok(Spend {
+            mechanism,
+            noise_multiplier,
+            epsilon: rdp.epsilon(self.delta)?.0,
+        })
+    }
+}
+
+/// The smallest standard deviation of a hospital's share of distributed noise, in integer units:
+/// the encoding's scale is raised until the share is at least this, so that the sum of shares is
+/// a discrete Gaussian to below `f64` precision ([`crate::accountant::discrete_sum_tau`]).
+pub const MIN_SHARE_SD: f64 = 10.0;
+
+/// The most coordinates a model may have, for the bound on `tau d`.
+const MAX_DIM: f64 = 1e12;
+
+/// An upper bound on `tau d` for `parties` shares of at least [`MIN_SHARE_SD`] and at most
+/// [`MAX_DIM`] coordinates (tau falls as the shares grow).
+fn distributed_tau_d(parties: u64) -> f64 {
+    discrete_sum_tau(parties, MIN_SHARE_SD) * MAX_DIM
+}
+
+/// How a distributed-noise round encodes a hospital's update, from the job and the model's size:
+/// every party derives the same figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistributedNoise {
+    /// The aggregate's noise over the sensitivity with `m` participants (`sigma`).
+    pub noise_multiplier: f64,
+    /// Integer units per unit of the update's values.
+    pub scale: f64,
+    /// One row's most change to the scaled update, in integer units: `scale learning_rate
+    /// max_grad_norm`; it also caps each value, per row of the hospital.
+    pub row_bound: f64,
+    /// The L2 sensitivity of a hospital's integers to one row: `row_bound + sqrt(d)`, the
+    /// deterministic rounding moving each of the `d` coordinates by at most one more.
+    pub sensitivity: f64,
+    /// Each hospital's share: standard deviation `sigma sensitivity / sqrt(m)`.
+    pub share_sd: f64,
+}
+
+impl DistributedNoise {
+    /// The encoding of `spec`'s distributed noise for a model of `dim` parameters.
+    pub fn of(privacy: &JobPrivacy, spec: &JobSpec, dim: usize) -> Result<Self, AccountantError> {
+        let sigma = privacy.noise_for(spec, 0)?;
+        let m = f64::from(spec.min_participants.max(1));
+        let root_d = (dim.max(1) as f64).sqrt();
+        // The rounding adds at most sqrt(d) to a sensitivity of kappa sqrt(d): 1 % at kappa 100,
+        // raised when the share would be below MIN_SHARE_SD.
+        let kappa = 100f64.max((MIN_SHARE_SD * m.sqrt() / (sigma.max(1e-9) * root_d)).ceil());
+        let row_bound = kappa * root_d;
+        let sensitivity = row_bound + root_d;
+        Ok(DistributedNoise {
+            noise_multiplier: sigma,
+            scale: row_bound / (spec.learning_rate * privacy.max_grad_norm),
+            row_bound,
+            sensitivity,
+            share_sd: sigma * sensitivity / m.sqrt(),
         })
     }
 }
@@ -143,8 +265,15 @@ pub struct Mechanism {
 }
 
 impl Mechanism {
-    /// The mechanism of `spec`'s local training on `rows` rows.
+    /// The mechanism of `spec`'s local training on `rows` rows: with distributed noise, one
+    /// step on every row.
     pub fn of(spec: &JobSpec, rows: u64) -> Mechanism {
+        if spec.privacy.as_ref().is_some_and(|p| p.distributed) {
+            return Mechanism {
+                sampling_rate: 1.0,
+                steps: 1,
+            };
+        }
         let batch = u64::from(spec.batch_size.max(1));
         let rows = rows.max(1);
         Mechanism {
@@ -240,6 +369,7 @@ mod tests {
             delta: 1e-5,
             max_grad_norm: 1.0,
             noise_multiplier: sigma,
+            distributed: false,
         }
     }
 
@@ -372,6 +502,90 @@ mod tests {
         let fixed = JobPrivacy::of(&spec(2, 32, privacy(3.0, 1.3))).unwrap();
         assert_eq!(fixed.noise_for(&s, 15).unwrap(), 1.3);
         assert_eq!(fixed.noise_for(&s, 400).unwrap(), 1.3);
+    }
+
+    /// Distributed noise: one step a round on every row, one noise for the aggregate derived
+    /// for the fewest participants, and each round accounted for its actual participants.
+    #[test]
+    fn distributed_noise_is_accounted_for_each_round_s_participants() {
+        let s = JobSpec {
+            rounds: 20,
+            min_participants: 2,
+            learning_rate: 0.5,
+            privacy: Some(Privacy {
+                distributed: true,
+                ..privacy(3.0, 0.0)
+            }),
+            ..spec(3, 32, privacy(3.0, 0.0))
+        };
+        let p = JobPrivacy::of(&s).unwrap();
+        assert!(p.distributed);
+        assert_eq!(
+            Mechanism::of(&s, 500),
+            Mechanism {
+                sampling_rate: 1.0,
+                steps: 1
+            }
+        );
+        // One noise whatever the rows; all 20 rounds at 2 participants spend nearly the budget.
+        let sigma = p.noise_for(&s, 19).unwrap();
+        assert_eq!(sigma, p.noise_for(&s, 5000).unwrap());
+        let all = p.spent(&s, 19, 20).unwrap();
+        assert!(all <= 3.0 && all > 2.95, "{all}");
+        // The worst case is the Gaussian without sampling at sigma, round for round.
+        assert!(same_epsilon(all, epsilon_of(1.0, sigma, 20, 1e-5).unwrap()));
+        // Three participants carry 3/2 of the variance: less spent, as with sigma sqrt(3/2).
+        let three = p.spend_in(&s, 19, &[3; 20]).unwrap().epsilon;
+        assert!(same_epsilon(
+            three,
+            epsilon_of(1.0, sigma * 1.5f64.sqrt(), 20, 1e-5).unwrap()
+        ));
+        assert!(three < all);
+        let mixed = p.spend_in(&s, 19, &[3, 2, 3]).unwrap().epsilon;
+        let (lo, hi) = (
+            p.spend_in(&s, 19, &[3; 3]).unwrap().epsilon,
+            p.spend_in(&s, 19, &[2; 3]).unwrap().epsilon,
+        );
+        assert!(lo < mixed && mixed < hi, "{lo} {mixed} {hi}");
+        // With local noise the participants do not matter, only the rounds.
+        let local = JobPrivacy::of(&spec(1, 50, privacy(2.5, 1.5))).unwrap();
+        let ls = spec(1, 50, privacy(2.5, 1.5));
+        assert_eq!(
+            local.spend_in(&ls, 500, &[2, 9]).unwrap(),
+            local.spend(&ls, 500, 2).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_distributed_encoding_rounds_within_a_percent_and_shares_are_wide() {
+        let s = JobSpec {
+            rounds: 20,
+            min_participants: 3,
+            learning_rate: 0.5,
+            privacy: Some(Privacy {
+                distributed: true,
+                max_grad_norm: 2.0,
+                ..privacy(3.0, 0.0)
+            }),
+            ..spec(3, 32, privacy(3.0, 0.0))
+        };
+        let p = JobPrivacy::of(&s).unwrap();
+        for dim in [1, 31, 1000, 2_000_000] {
+            let n = DistributedNoise::of(&p, &s, dim).unwrap();
+            assert!((n.scale * 0.5 * 2.0 - n.row_bound).abs() < 1e-6 * n.row_bound);
+            let rounding = n.sensitivity / n.row_bound - 1.0;
+            assert!(rounding <= 0.01 + 1e-12, "{dim}: {rounding}");
+            assert!(n.share_sd >= MIN_SHARE_SD, "{dim}: {}", n.share_sd);
+            let whole = n.share_sd * 3f64.sqrt() / n.sensitivity;
+            assert!((whole / n.noise_multiplier - 1.0).abs() < 1e-12);
+        }
+        // A tiny noise multiplier raises the scale, not the noise, to keep shares wide.
+        let tiny = JobPrivacy {
+            noise_multiplier: Some(0.001),
+            ..p
+        };
+        let n = DistributedNoise::of(&tiny, &s, 4).unwrap();
+        assert!(n.share_sd >= MIN_SHARE_SD && n.noise_multiplier == 0.001);
     }
 
     #[test]

@@ -845,6 +845,7 @@ async fn a_hospital_whose_lifetime_budget_is_spent_declines_the_next_private_job
             delta: 1e-5,
             max_grad_norm: 1.0,
             noise_multiplier: 1.0,
+            distributed: false,
         }),
         ..spec(1, seed)
     };

@@ -167,6 +167,36 @@ pub fn local_round_dp(
     })
 }
 
+/// A round of job `job` with distributed noise (its `privacy.distributed`): one full-batch
+/// gradient step's update, `-learning_rate` times the sum of every training row's gradient
+/// clipped to `max_grad_norm`, with no noise yet: the round's codec adds this hospital's share
+/// of the noise to the integers it becomes, and the coordinator divides the aggregate by the
+/// rows summed. `delta` holds that update; `samples` the rows it sums.
+pub fn local_round_distributed(
+    job: &fedchain_proto::v1::JobSpec,
+    spec: &ModelSpec,
+    global: &[f32],
+    data: &LocalData,
+    device: Device,
+) -> Result<LocalUpdate> {
+    let privacy = fedchain_protocol::privacy::JobPrivacy::of(job)
+        .filter(|p| p.distributed)
+        .ok_or_else(|| {
+            WorkerError::Model(ModelError::InvalidArgument(
+                "the job asks for no distributed noise".into(),
+            ))
+        })?;
+    let model = Model::for_job(spec, &job.torchscript_module, global, device)?;
+    let sum =
+        fedchain_models::dp::clipped_gradient_sum_all(&model, &data.train, privacy.max_grad_norm)?;
+    let step = -(job.learning_rate as f32);
+    Ok(LocalUpdate {
+        delta: sum.gradient.iter().map(|g| step * g).collect(),
+        samples: sum.rows,
+        train_loss: sum.loss,
+    })
+}
+
 /// Scores global parameters on the hospital's test rows (only these metrics leave the hospital).
 pub fn evaluate_global(
     spec: &ModelSpec,

@@ -66,7 +66,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::commitments::{Act, Commitments};
 use crate::privacy_log::{JobMechanism, PrivacyLog};
 use crate::watchdog::{within_limit, StoppedModules, STOPPED_FILE};
-use crate::{evaluate_global, local_round, local_round_dp, LocalData};
+use crate::{evaluate_global, local_round, local_round_distributed, local_round_dp, LocalData};
 
 /// A worker's settings (TOML). Tools that write one serialize this type (`toml::to_string`), so
 /// a written file always reads back.
@@ -1152,16 +1152,27 @@ impl Node {
                         &config,
                         device,
                     ),
+                    Some(p) if p.distributed => {
+                        local_round_distributed(&spec, &model_spec, &global, data, device)
+                    }
                     Some(_) => {
                         local_round_dp(&spec, &model_spec, &global, data, &config, device, rng)
                     }
                 })
             })
             .map_err(|e| format!("local training failed: {e}"))?;
-            let what = format!(
-                "trained {} epochs on {} rows (loss {:.4})",
-                spec.local_epochs, update.samples, update.train_loss
-            );
+            let what = if plan.distributed.is_some() {
+                format!(
+                    "summed {} rows' clipped gradients for one step, noised in encryption (loss \
+                     {:.4})",
+                    update.samples, update.train_loss
+                )
+            } else {
+                format!(
+                    "trained {} epochs on {} rows (loss {:.4})",
+                    spec.local_epochs, update.samples, update.train_loss
+                )
+            };
             (update.delta, update.samples, what)
         };
         let trained = started.elapsed();
@@ -1870,6 +1881,7 @@ mod tests {
                 delta: 1e-5,
                 max_grad_norm: 1.0,
                 noise_multiplier: 0.8,
+                distributed: false,
             }),
             ..Default::default()
         };

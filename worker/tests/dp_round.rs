@@ -29,6 +29,7 @@ fn a_private_round_runs_the_accounted_mechanism_for_any_rows_batch_and_epochs() 
                 delta: 1e-5,
                 max_grad_norm: 1.0,
                 noise_multiplier: 0.0,
+                distributed: false,
             }),
             ..Default::default()
         };

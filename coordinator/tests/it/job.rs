@@ -946,6 +946,7 @@ fn private_spec(rounds: u32, epsilon: f64) -> fedchain_protocol::ValidJob {
         delta: 1e-5,
         max_grad_norm: 1.0,
         noise_multiplier: 1.0,
+        distributed: false,
     });
     protocol::validate(&s).unwrap()
 }
@@ -1081,8 +1082,8 @@ fn a_private_job_records_its_spending_and_stops_before_its_budget_runs_out() {
     assert_eq!(again.budget_stop, job.budget_stop);
     assert_eq!(again.privacy_rounds, job.privacy_rounds);
     assert_eq!(
-        job.privacy_rounds.values().copied().collect::<Vec<_>>(),
-        [2, 2, 2]
+        job.privacy_rounds.values().cloned().collect::<Vec<_>>(),
+        [vec![3, 3], vec![3, 3], vec![3, 3]]
     );
 }
 
