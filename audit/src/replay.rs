@@ -839,9 +839,8 @@ impl Replayer<'_> {
             .find(|r| r.job == job && r.round == round)
     }
 
-    fn round_len(j: &JobReplay, round: u64) -> Option<(usize, fedchain_proto::v1::Quantization)> {
-        let plan = RoundPlan::new(j.valid.as_ref()?, round, j.enrollment?);
-        Some((plan.len, plan.quantization))
+    fn round_plan(j: &JobReplay, round: u64) -> Option<RoundPlan> {
+        Some(RoundPlan::new(j.valid.as_ref()?, round, j.enrollment?))
     }
 
     fn closed(
@@ -873,7 +872,7 @@ impl Replayer<'_> {
             .map(|v| v.spec.min_participants as usize)
             .unwrap_or(2);
         let digests: Vec<Hash> = j.state.subs.values().copied().collect();
-        let Some((len, q)) = Self::round_len(j, round) else {
+        let Some(plan) = Self::round_plan(j, round) else {
             self.bad(
                 job,
                 Some(round),
@@ -884,7 +883,7 @@ impl Replayer<'_> {
             );
             return;
         };
-        let enrolled = j.enrollment.unwrap_or_default();
+        let len = plan.len;
         if participants != submitters {
             self.bad(
                 job,
@@ -905,7 +904,8 @@ impl Replayer<'_> {
                 format!("{}", participants.len()),
             );
         }
-        let codec = match protocol::codec(self.pk, &q, enrolled) {
+        // The plan's codec: the job's quantization, or its distributed noise.
+        let codec = match plan.codec(self.pk) {
             Ok(c) => c,
             Err(e) => {
                 self.bad(
@@ -1150,14 +1150,12 @@ impl Replayer<'_> {
             .map(|(v, w)| RoundPlan::new(v, round, w));
         let previous = match (&j.global, plan) {
             (_, None) => None,
-            (_, Some(p)) if p.kind == RoundKind::Statistics => {
-                Some((p.base(&[]), p.len, p.quantization))
-            }
-            (Some(g), Some(p)) => Some((p.base(g), p.len, p.quantization)),
+            (_, Some(p)) if p.kind == RoundKind::Statistics => Some((p.base(&[]), p)),
+            (Some(g), Some(p)) => Some((p.base(g), p)),
             (None, Some(_)) => None,
         };
         let diverged = j.diverged;
-        let previous = previous.filter(|(previous, _, _)| {
+        let previous = previous.filter(|(previous, _)| {
             let same = ModelDigest::of(previous).0 == before;
             if !same && !diverged {
                 self.bad(
@@ -1173,7 +1171,7 @@ impl Replayer<'_> {
             // from a model the replay cannot reproduce: do not report the same fault again.
             same || !diverged
         });
-        let model = previous.map(|(previous, len, q)| self.rederive(job, &previous, len, &q));
+        let model = previous.map(|(previous, plan)| self.rederive(job, &previous, &plan));
         let (checked, matches, new) = match model {
             None => (false, false, None),
             Some(Err(e)) => {
@@ -1391,13 +1389,7 @@ impl Replayer<'_> {
 
     /// Recombines the round's first `t` valid shares, decodes the weighted average and applies it
     /// to `previous`.
-    fn rederive(
-        &self,
-        job: u64,
-        previous: &[f32],
-        len: usize,
-        q: &fedchain_proto::v1::Quantization,
-    ) -> Result<Vec<f32>, String> {
+    fn rederive(&self, job: u64, previous: &[f32], plan: &RoundPlan) -> Result<Vec<f32>, String> {
         let j = &self.jobs[&job];
         let weight: u64 = j
             .members
@@ -1406,8 +1398,7 @@ impl Replayer<'_> {
             .map(|m| m.samples)
             .sum();
         let n = j.state.aggregate.as_ref().map(Vec::len).unwrap_or(0);
-        let codec = protocol::codec(self.pk, q, j.enrollment.unwrap_or_default())
-            .map_err(|e| e.to_string())?;
+        let codec = plan.codec(self.pk).map_err(|e| e.to_string())?;
         // Whole shares are pieces of every ciphertext, as the round combines them.
         let pieces: Vec<Piece<'_>> = j
             .state
@@ -1417,7 +1408,7 @@ impl Replayer<'_> {
             .collect();
         let plain = combine_pieces(self.pk, n, &pieces).map_err(|e| e.to_string())?;
         let avg = codec
-            .decode_average(&plain, len, weight)
+            .decode_average(&plain, plan.len, weight)
             .map_err(|e| e.to_string())?;
         fedavg::apply(previous, &avg).map_err(|e| e.to_string())
     }

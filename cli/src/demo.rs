@@ -449,6 +449,10 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         bail!("--round-deadline must be at least 1 second");
     }
     jobfile.round_deadline_seconds = args.round_deadline;
+    if args.distributed {
+        jobfile.rounds = args.rounds.unwrap_or(DISTRIBUTED_ROUNDS);
+        jobfile.learning_rate = DISTRIBUTED_LEARNING_RATE;
+    }
     if let Some(lr) = args.learning_rate {
         jobfile.learning_rate = lr;
     }
@@ -514,10 +518,6 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             noise_multiplier: args.noise_multiplier,
             distributed: args.distributed,
         });
-        if args.distributed {
-            jobfile.rounds = args.rounds.unwrap_or(DISTRIBUTED_ROUNDS);
-            jobfile.learning_rate = args.learning_rate.unwrap_or(DISTRIBUTED_LEARNING_RATE);
-        }
         spec = jobfile.to_spec()?;
         let privacy = fedchain_protocol::privacy::JobPrivacy::of(&spec);
         if let Some(p) = privacy.filter(|p| p.distributed) {
@@ -526,9 +526,10 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
                 .with_context(|| format!("--epsilon {epsilon}: the job's noise"))?;
             say(format!(
                 "  differential privacy, distributed noise: {} rounds of one full-batch step \
-                 (learning rate {}), rows' gradients clipped to {}, each of the at least {} \
-                 participants adding a share of noise multiplier {sigma:.2} (within epsilon \
-                 {epsilon} at delta {:e} for every row)",
+                 (learning rate {}), rows' gradients clipped to {}; each participant adds a \
+                 share of the noise, so that an aggregate of {} or more carries noise \
+                 multiplier {sigma:.2} or more (within epsilon {epsilon} at delta {:e} for every \
+                 row)",
                 spec.rounds, spec.learning_rate, p.max_grad_norm, spec.min_participants, p.delta
             ));
         } else if let Some(p) = privacy {

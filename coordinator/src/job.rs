@@ -628,7 +628,10 @@ impl Job {
                 .map(|e| protocol::privacy::Participant {
                     hospital: &e.name,
                     rows: e.samples,
-                    rounds: self.privacy_rounds.get(&e.name).map_or(0, |r| r.len() as u64),
+                    rounds: self
+                        .privacy_rounds
+                        .get(&e.name)
+                        .map_or(0, |r| r.len() as u64),
                 }),
         )
     }

@@ -522,7 +522,10 @@ mod tests {
         assert!(clipped > 0 && clipped < 300, "{clipped}");
         assert_eq!(got.gradient.len(), want.len());
         for (i, (g, w)) in got.gradient.iter().zip(&want).enumerate() {
-            assert!((f64::from(*g) - w).abs() <= 1e-4 * w.abs().max(1.0), "{i}: {g} vs {w}");
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "{i}: {g} vs {w}"
+            );
         }
         assert_eq!(model.params().unwrap(), before);
         assert!(clipped_gradient_sum_all(&model, &data, 0.0).is_err());

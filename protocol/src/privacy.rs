@@ -36,9 +36,7 @@
 //! Steinke) and truncates at 12 standard deviations (a draw past it has probability below
 //! 1e-31).
 
-use crate::accountant::{
-    discrete_sum_tau, epsilon_of, noise_multiplier_for, AccountantError, Rdp,
-};
+use crate::accountant::{discrete_sum_tau, epsilon_of, noise_multiplier_for, AccountantError, Rdp};
 use fedchain_proto::v1::{JobSpec, Privacy};
 
 /// The largest epsilon a job may budget: beyond it a bound says nothing.

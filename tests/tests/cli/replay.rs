@@ -680,3 +680,72 @@ fn a_job_its_privacy_budget_stops_early_replays_and_its_stop_is_checked() {
     assert!(!ok, "{text}");
     assert!(text.contains("final summary recomputed"), "{text}");
 }
+
+/// Distributed noise: each round is accounted for its actual participants (all three, so each
+/// aggregate carries 3/2 of the noise `--epsilon` needs at the job's `min_participants` of 2),
+/// the model learns through the noised encrypted sums, the replay agrees, and it catches a
+/// record that accounts a round for two participants when three took part, consistently
+/// re-signed.
+#[test]
+fn distributed_noise_is_accounted_for_the_actual_participants() {
+    use fedchain_protocol::accountant::{epsilon_of, noise_multiplier_for};
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    let summary = json(&fedchain(&[
+        "demo",
+        "--rounds",
+        "3",
+        "--epsilon",
+        "8",
+        "--distributed",
+        "--bits",
+        "1024",
+        "--device",
+        "cpu",
+        "--dir",
+        s(&demo),
+        "--json",
+    ]));
+    assert_eq!(summary["rounds"].as_array().unwrap().len(), 3, "{summary}");
+    // Above the majority class's 63 %: the noised sums decode to a useful step.
+    let accuracy = summary["final_metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.8, "{summary}");
+    let sigma = noise_multiplier_for(1.0, 3, 8.0, 1e-5).unwrap();
+    let actual = epsilon_of(1.0, sigma * 1.5f64.sqrt(), 3, 1e-5).unwrap();
+    let worst = epsilon_of(1.0, sigma, 3, 1e-5).unwrap();
+    let spent = summary["privacy_spent"].as_object().unwrap();
+    assert_eq!(spent.len(), 3, "{summary}");
+    for e in spent.values() {
+        let e = e.as_f64().unwrap();
+        assert!((e - actual).abs() < 1e-9 * actual, "{e} vs {actual}");
+    }
+    assert!(actual < 0.9 * worst, "{actual} {worst}");
+    let replayed = replay_json(&demo, &demo.join("ledger"));
+    assert_eq!(replayed["ok"], true, "{replayed}");
+    assert_eq!(replayed["replay"]["privacy_checked"], 9, "{replayed}");
+
+    // Round 3 recorded as if two had taken part: more than was spent, and still wrong.
+    let two = epsilon_of(1.0, sigma * 1.5f64.sqrt(), 2, 1e-5).unwrap();
+    let mut rdp = fedchain_protocol::accountant::Rdp::new();
+    rdp.compose_sampled_gaussian(1.0, sigma * 1.5f64.sqrt(), 2)
+        .unwrap();
+    rdp.compose_sampled_gaussian(1.0, sigma, 1).unwrap();
+    let as_if_two = rdp.epsilon(1e-5).unwrap().0;
+    assert!(as_if_two > actual && two < actual);
+    let edited = tmp.path().join("edited");
+    rebuild(&demo, &edited, &mut |_, body, _, _| {
+        if let Body::PrivacySpent {
+            round: 3, spent, ..
+        } = body
+        {
+            spent[1].epsilon = as_if_two;
+        }
+    });
+    verify_ok(&demo, &edited);
+    let (ok, text) = replay(&demo, &edited);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("privacy spent by ") && text.contains("recomputed"),
+        "{text}"
+    );
+}
