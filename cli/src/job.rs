@@ -1218,4 +1218,17 @@ mod tests {
         .to_string();
         assert!(e.contains("quant_bits") && e.contains("frac_bits"), "{e}");
     }
+
+    #[test]
+    fn a_privacy_section_asks_for_distributed_noise_only_when_it_says_so() {
+        let p = |extra: &str| job(extra).to_spec().unwrap().privacy.unwrap();
+        assert!(!p("[privacy]\nepsilon = 3.0\n").distributed);
+        let d = p("[privacy]\nepsilon = 3.0\ndistributed = true\n");
+        assert!(d.distributed && d.epsilon == 3.0 && d.noise_multiplier == 0.0);
+        // Written back, the file keeps it, and leaves it out when false.
+        let back = toml::to_string(&job("[privacy]\nepsilon = 3.0\ndistributed = true\n")).unwrap();
+        assert!(back.contains("distributed = true"), "{back}");
+        let plain = toml::to_string(&job("[privacy]\nepsilon = 3.0\n")).unwrap();
+        assert!(!plain.contains("distributed"), "{plain}");
+    }
 }
