@@ -342,6 +342,19 @@ pub fn budget_stop_reason(last: u64, rounds: u64, over: &OverBudget) -> String {
     format!("stopped by the privacy budget after round {last} of {rounds}: {over}")
 }
 
+/// Whether a job's `delta` means anything for a hospital of `rows` training rows: it must be
+/// below `1 / rows`, or a mechanism that publishes one row in the clear, picked at random, would
+/// meet the guarantee. `Err`: the hospital's reason to decline.
+pub fn delta_fits(delta: f64, rows: u64) -> Result<(), String> {
+    if rows > 0 && delta * rows as f64 >= 1.0 {
+        return Err(format!(
+            "the job's delta {delta} is not below 1 / {rows} (this hospital's training rows): \
+             a guarantee at that delta would allow publishing one of them in the clear"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether two epsilons are the same figure (a recorded one and its recomputation, which may
 /// differ in the last bits after a round trip through text).
 pub fn same_epsilon(recorded: f64, recomputed: f64) -> bool {
@@ -584,6 +597,16 @@ mod tests {
         };
         let n = DistributedNoise::of(&tiny, &s, 4).unwrap();
         assert!(n.share_sd >= MIN_SHARE_SD && n.noise_multiplier == 0.001);
+    }
+
+    #[test]
+    fn delta_must_be_below_one_over_the_rows() {
+        assert!(delta_fits(1e-5, 99_999).is_ok());
+        assert!(delta_fits(0.009, 100).is_ok());
+        let e = delta_fits(0.009, 112).unwrap_err();
+        assert!(e.contains("1 / 112"), "{e}");
+        assert!(delta_fits(1e-5, 100_000).is_err());
+        assert!(delta_fits(0.5, 0).is_ok());
     }
 
     #[test]

@@ -920,6 +920,9 @@ impl Node {
                 self.log(&format!("splitting my rows: {e}"));
                 "my rows cannot be split into training and held-out rows".to_string()
             })?;
+        if let Some(p) = fedchain_protocol::privacy::JobPrivacy::of(spec) {
+            fedchain_protocol::privacy::delta_fits(p.delta, train_raw.len() as u64)?;
+        }
         Ok(Fit {
             valid,
             schema,
