@@ -82,21 +82,24 @@ pub struct DemoArgs {
     /// Decryption threshold (and cosignature quorum).
     #[arg(long, default_value_t = 2)]
     threshold: usize,
-    /// Train with record-level differential privacy (DP-SGD) within this epsilon per hospital, at
-    /// delta 1e-5: the noise multiplier is derived for the smallest hospital, the ledger records
+    /// Train with record-level differential privacy within this epsilon per hospital, at delta
+    /// 1e-5, with distributed noise (each round one full-batch gradient step, 40 rounds at
+    /// learning rate 2 unless --rounds and --learning-rate say otherwise; each hospital adds a
+    /// share of the noise, so only the decrypted aggregate carries all of it): the ledger records
     /// what each round spends, and the auditor's replay recomputes it.
     #[arg(long, conflicts_with_all = ["plaintext", "centralized"])]
     epsilon: Option<f64>,
-    /// With --epsilon: one noise multiplier for every hospital instead of each one's own (the
-    /// budget may then stop the job before its last round).
+    /// With --epsilon: this noise multiplier instead of the smallest the budget allows (with
+    /// --local-noise, one for every hospital instead of each one's own); the budget may then
+    /// stop the job before its last round.
     #[arg(long, requires = "epsilon")]
     noise_multiplier: Option<f64>,
-    /// With --epsilon: distributed noise instead of each hospital's own DP-SGD. Each round is one
-    /// full-batch gradient step (learning rate --learning-rate, 40 rounds unless --rounds), and
-    /// each hospital adds a share of the noise, so only the decrypted aggregate carries all of it.
+    /// With --epsilon: each hospital trains with its own DP-SGD and its own noise (local noise,
+    /// private without trusting the other hospitals, each noise multiplier derived from its
+    /// rows) instead of distributed noise.
     #[arg(long, requires = "epsilon")]
-    distributed: bool,
-    /// The job's learning rate (with --distributed, the step size of each round's gradient
+    local_noise: bool,
+    /// The job's learning rate (with distributed noise, the step size of each round's gradient
     /// step on the mean clipped gradient; default 2).
     #[arg(long)]
     learning_rate: Option<f64>,
@@ -401,11 +404,11 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// `--distributed`'s rounds when `--rounds` names none: one gradient step a round needs more
+/// Distributed noise's rounds when `--rounds` names none: one gradient step a round needs more
 /// rounds than local epochs do.
 const DISTRIBUTED_ROUNDS: u32 = 40;
 
-/// `--distributed`'s step size on the mean clipped gradient when `--learning-rate` names none.
+/// Distributed noise's step size on the mean clipped gradient when `--learning-rate` names none.
 const DISTRIBUTED_LEARNING_RATE: f64 = 2.0;
 
 fn federated(args: &DemoArgs) -> Result<Summary> {
@@ -449,7 +452,9 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
         bail!("--round-deadline must be at least 1 second");
     }
     jobfile.round_deadline_seconds = args.round_deadline;
-    if args.distributed {
+    // --epsilon without --local-noise: distributed noise.
+    let distributed = args.epsilon.is_some() && !args.local_noise;
+    if distributed {
         jobfile.rounds = args.rounds.unwrap_or(DISTRIBUTED_ROUNDS);
         jobfile.learning_rate = DISTRIBUTED_LEARNING_RATE;
     }
@@ -516,7 +521,7 @@ fn federated(args: &DemoArgs) -> Result<Summary> {
             delta: 1e-5,
             max_grad_norm: 1.0,
             noise_multiplier: args.noise_multiplier,
-            distributed: args.distributed,
+            distributed,
         });
         spec = jobfile.to_spec()?;
         let privacy = fedchain_protocol::privacy::JobPrivacy::of(&spec);

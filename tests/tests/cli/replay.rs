@@ -526,7 +526,7 @@ fn replay_catches_a_coordinator_that_records_lies() {
     );
 }
 
-/// A demo job with differential privacy: the ledger records what each round spends, `privacy
+/// A demo job with differential privacy (local noise): the ledger records what each round spends, `privacy
 /// report` shows it, the replay recomputes it, and catches an edited figure and a missing record,
 /// even consistently re-signed.
 #[test]
@@ -539,6 +539,7 @@ fn replay_recomputes_the_privacy_each_round_spends() {
         "2",
         "--epsilon",
         "8",
+        "--local-noise",
         "--bits",
         "1024",
         "--device",
@@ -633,6 +634,7 @@ fn a_job_its_privacy_budget_stops_early_replays_and_its_stop_is_checked() {
             epsilon,
             "--noise-multiplier",
             "1.0",
+            "--local-noise",
             "--bits",
             "1024",
             "--device",
@@ -681,7 +683,7 @@ fn a_job_its_privacy_budget_stops_early_replays_and_its_stop_is_checked() {
     assert!(text.contains("final summary recomputed"), "{text}");
 }
 
-/// Distributed noise: each round is accounted for its actual participants (all three, so each
+/// Distributed noise (`demo --epsilon`'s default): each round is accounted for its actual participants (all three, so each
 /// aggregate carries 3/2 of the noise `--epsilon` needs at the job's `min_participants` of 2),
 /// the model learns through the noised encrypted sums, the replay agrees, and it catches a
 /// record that accounts a round for two participants when three took part, consistently
@@ -697,7 +699,6 @@ fn distributed_noise_is_accounted_for_the_actual_participants() {
         "3",
         "--epsilon",
         "8",
-        "--distributed",
         "--bits",
         "1024",
         "--device",
