@@ -23,7 +23,8 @@ use rand_distr::StandardNormal;
 use tch::{Kind, Tensor};
 
 use crate::model::{
-    features_tensor, per_row_loss, targets_tensor, torch_error, Model, Traced, CONV_PADDING,
+    features_tensor, flat_on_host, per_row_loss, targets_tensor, torch_error, Model, Traced,
+    CONV_PADDING,
 };
 use crate::train::{EpochReport, TrainConfig};
 use fedchain_datasets::{Dataset, TaskKind};
@@ -236,15 +237,7 @@ pub fn train_dp(
 ) -> Result<DpRun> {
     config.validate()?;
     dp.validate()?;
-    model.spec().check_fits(data.n_features(), data.task())?;
-    if data.is_empty() {
-        return Err(ModelError::InvalidArgument(
-            "cannot train on an empty dataset".into(),
-        ));
-    }
-    let device = model.device();
-    let xs = features_tensor(data, device);
-    let ys = targets_tensor(data, device);
+    let (xs, ys) = rows_on_device(model, data, "train on")?;
     let mut opt = crate::train::optimizer(model, config)?;
     define_gradients(model)?;
     tch::manual_seed(config.seed as i64);
@@ -325,20 +318,12 @@ pub fn clipped_gradient_sum_all(
     data: &Dataset,
     max_grad_norm: f64,
 ) -> Result<ClippedSum> {
-    if !(max_grad_norm.is_finite() && max_grad_norm > 0.0) {
-        return Err(ModelError::InvalidArgument(format!(
-            "max_grad_norm must be a positive number, got {max_grad_norm}"
-        )));
+    DpSgd {
+        max_grad_norm,
+        noise_multiplier: 0.0,
     }
-    model.spec().check_fits(data.n_features(), data.task())?;
-    if data.is_empty() {
-        return Err(ModelError::InvalidArgument(
-            "cannot take a gradient of an empty dataset".into(),
-        ));
-    }
-    let device = model.device();
-    let xs = features_tensor(data, device);
-    let ys = targets_tensor(data, device);
+    .validate()?;
+    let (xs, ys) = rows_on_device(model, data, "take a gradient of")?;
     define_gradients(model)?;
     let mut sum: Vec<Tensor> = model
         .variables()
@@ -368,21 +353,25 @@ pub fn clipped_gradient_sum_all(
         });
     }
     zero_gradients(model);
-    let mut gradient = Vec::new();
-    for s in &sum {
-        let host = s
-            .to_device(tch::Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous()
-            .view(-1);
-        gradient.extend(Vec::<f32>::try_from(&host).map_err(torch_error)?);
-    }
     Ok(ClippedSum {
-        gradient,
+        gradient: flat_on_host(&sum)?,
         rows: rows as u64,
         clipped_rows,
         loss: total / rows as f64,
     })
+}
+
+/// `data`'s features and targets on the model's device, once it is checked that the model fits
+/// them and there is at least one row (`cannot {what} an empty dataset` otherwise).
+fn rows_on_device(model: &Model, data: &Dataset, what: &str) -> Result<(Tensor, Tensor)> {
+    model.spec().check_fits(data.n_features(), data.task())?;
+    if data.is_empty() {
+        return Err(ModelError::InvalidArgument(format!(
+            "cannot {what} an empty dataset"
+        )));
+    }
+    let device = model.device();
+    Ok((features_tensor(data, device), targets_tensor(data, device)))
 }
 
 /// Gives every parameter a gradient (of zeros), so that every step adds noise to every one, an

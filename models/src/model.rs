@@ -415,17 +415,7 @@ impl Model {
 
     /// The flat parameter vector (layout order), copied to the host.
     pub fn params(&self) -> Result<Vec<f32>> {
-        let mut flat = Vec::with_capacity(self.layout.iter().map(ParamInfo::len).sum());
-        for var in &self.vars {
-            let host = var
-                .detach()
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous()
-                .view(-1);
-            flat.extend(Vec::<f32>::try_from(&host).map_err(torch_error)?);
-        }
-        Ok(flat)
+        flat_on_host(&self.vars)
     }
 
     /// Overwrites every parameter from a flat vector (layout order). Rejects a vector of the wrong
@@ -652,6 +642,22 @@ impl Model {
 }
 
 /// The rows of `data` as a `[n, d]` float tensor on `device`.
+/// Tensors shaped like the parameters, flattened one after another into host f32s (the flat
+/// parameter order when they are in layout order).
+pub(crate) fn flat_on_host(tensors: &[Tensor]) -> Result<Vec<f32>> {
+    let mut flat = Vec::with_capacity(tensors.iter().map(|t| t.numel()).sum());
+    for t in tensors {
+        let host = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view(-1);
+        flat.extend(Vec::<f32>::try_from(&host).map_err(torch_error)?);
+    }
+    Ok(flat)
+}
+
 pub(crate) fn features_tensor(data: &Dataset, device: Device) -> Tensor {
     Tensor::from_slice(data.features())
         .view([data.len() as i64, data.n_features() as i64])

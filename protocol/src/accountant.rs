@@ -114,14 +114,12 @@ impl Rdp {
         tau_d: f64,
         steps: u64,
     ) -> Result<(), AccountantError> {
-        if sigma.is_nan() || sigma < 0.0 {
-            return Err(AccountantError::NoiseMultiplier(sigma));
-        }
-        if steps == 0 {
-            return Ok(());
-        }
-        for (r, &a) in self.rdp.iter_mut().zip(&self.orders) {
-            *r += steps as f64 * (sampled_gaussian_rdp(1.0, sigma, a) + tau_d * (a / 4.0).max(1.0));
+        // The Gaussian part is the sampled Gaussian at rate 1.
+        self.compose_sampled_gaussian(1.0, sigma, steps)?;
+        if tau_d > 0.0 {
+            for (r, &a) in self.rdp.iter_mut().zip(&self.orders) {
+                *r += steps as f64 * tau_d * (a / 4.0).max(1.0);
+            }
         }
         Ok(())
     }
