@@ -290,11 +290,8 @@ impl Decryptors {
             let mut pending = Vec::new();
             let mut late = false;
             for a in asks {
-                let mine: Vec<u64> = decryption::indices(&a.ranges, n)
-                    .into_iter()
-                    .map(|j| j as u64)
-                    .collect();
-                let owed: Vec<u64> = mine.iter().copied().filter(|j| !done.contains(j)).collect();
+                let mine = decryption::index_set(&a.ranges, n);
+                let owed: Vec<u64> = mine.difference(&done).copied().collect();
                 late |= !owed.is_empty() && now >= a.at.saturating_add(budget_ms(h, mine.len()));
                 pending.extend(owed);
                 held.extend(mine);

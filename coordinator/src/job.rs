@@ -1743,10 +1743,9 @@ impl Job {
                         covered.is_empty().then(Vec::new)
                     } else {
                         let left: BTreeSet<u64> =
-                            decryption::indices(&ask.ranges, round.ciphertexts())
-                                .into_iter()
-                                .map(|j| j as u64)
-                                .filter(|j| !covered.contains(j))
+                            decryption::index_set(&ask.ranges, round.ciphertexts())
+                                .difference(&covered)
+                                .copied()
                                 .collect();
                         (!left.is_empty()).then(|| decryption::ranges_of(&left))
                     };

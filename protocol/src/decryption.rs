@@ -65,6 +65,15 @@ pub fn indices(ranges: &[[u64; 2]], count: usize) -> Vec<usize> {
         .collect()
 }
 
+/// [`indices`] as a set of `u64`, the form [`ranges_of`] takes back and the coordinator's
+/// coverage sets use.
+pub fn index_set(ranges: &[[u64; 2]], count: usize) -> BTreeSet<u64> {
+    indices(ranges, count)
+        .into_iter()
+        .map(|j| j as u64)
+        .collect()
+}
+
 /// How many ciphertexts `ranges` covers in an aggregate of `count`.
 pub fn covered(ranges: &[[u64; 2]], count: usize) -> usize {
     if ranges.is_empty() {
@@ -295,6 +304,8 @@ mod tests {
         ));
         assert_eq!(indices(&[[1, 3], [5, 6]], 9), [1, 2, 5]);
         assert_eq!(indices(&[], 3), [0, 1, 2]);
+        let set = index_set(&[[1, 3], [5, 6]], 9);
+        assert_eq!(ranges_of(&set), vec![[1, 3], [5, 6]]);
         assert_eq!(
             ranges_of(&[1, 2, 5, 7, 8].into_iter().collect()),
             vec![[1, 3], [5, 6], [7, 9]]
