@@ -186,6 +186,24 @@ struct JobReplay {
     fits_no_round: Option<String>,
 }
 
+/// Whether `valid` shares (at least one) cover each of `count` ciphertexts `t` times: the point
+/// at which the coordinator's round finalizes.
+fn covered_enough(
+    valid: &[(String, DecryptionShare, Ranges, Vec<usize>)],
+    count: usize,
+    t: usize,
+) -> bool {
+    let mut times = vec![0usize; count];
+    for (.., at) in valid {
+        for &k in at {
+            if let Some(n) = times.get_mut(k) {
+                *n += 1;
+            }
+        }
+    }
+    !valid.is_empty() && times.iter().all(|&n| n >= t)
+}
+
 fn short(h: &Hash) -> String {
     hex::encode(h)
 }
@@ -1070,6 +1088,19 @@ impl Replayer<'_> {
                 why,
             );
             return;
+        }
+        // The round finalizes at the share that gives every ciphertext t valid shares, and takes
+        // none after it: a later share was asked for nothing (and is paid as if it were needed).
+        let j = self.jobs.get(&job).expect("checked");
+        if covered_enough(&j.state.valid, agg.len(), self.pk.threshold()) {
+            self.bad(
+                job,
+                Some(round),
+                Some(index),
+                "decryption shares stop once every ciphertext has t valid shares",
+                "RoundFinalized at the share that completed them",
+                format!("another share, from {hospital}"),
+            );
         }
         let at = decryption::indices(&ranges, agg.len());
         let checked = DecryptionShare::from_bytes(self.pk, &bytes, at.len()).and_then(|s| {

@@ -7,14 +7,20 @@
 //! with the log key and has every hospital cosign it, checks that `audit verify` accepts it, and
 //! that `audit replay` fails and names the record.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
+use fedchain_crypto::aggregate::aggregate;
+use fedchain_crypto::djn::{decode_ciphertexts, encode_ciphertexts};
+use fedchain_crypto::keys::{KeyShare, PublicKey};
+use fedchain_crypto::threshold::partial_decrypt;
 use fedchain_ledger::credits::Movement;
 use fedchain_ledger::note::{self, NoteSigner};
-use fedchain_ledger::record::Body;
+use fedchain_ledger::record::{Actor, Body, Outcome, Role};
 use fedchain_ledger::store::{Entry, Store, DB_DIR};
 use fedchain_ledger::verify::Trust;
-use fedchain_ledger::Hash;
+use fedchain_ledger::{sha256, Hash};
+use fedchain_protocol::decryption;
 
 use fedchain_tests::{fedchain, json, ok_stdout};
 
@@ -29,6 +35,18 @@ fn read_signer(path: &Path) -> NoteSigner {
 /// Copies the ledger at `from` into `to`, passing every record through `lie`, then signs one
 /// checkpoint with the log key and adds every hospital's cosignature.
 fn rebuild(demo: &Path, to: &Path, lie: &mut dyn FnMut(u64, &mut Body, &Store, &Store)) {
+    rebuild_inserting(demo, to, &mut |i, body, from, out| {
+        lie(i, body, from, out);
+        Vec::new()
+    })
+}
+
+/// [`rebuild`] where `lie` may also return records to write before the one it was given.
+fn rebuild_inserting(
+    demo: &Path,
+    to: &Path,
+    lie: &mut dyn FnMut(u64, &mut Body, &Store, &Store) -> Vec<Entry>,
+) {
     let from = Store::open(&demo.join("ledger"), "fedchain-log").unwrap();
     let mut out = Store::open(to, "fedchain-log").unwrap();
     for i in 0..from.len() {
@@ -39,7 +57,8 @@ fn rebuild(demo: &Path, to: &Path, lie: &mut dyn FnMut(u64, &mut Body, &Store, &
                 out.put_blob(&bytes).unwrap();
             }
         }
-        lie(i, &mut body, &from, &out);
+        let inserted = lie(i, &mut body, &from, &out);
+        out.append_all(inserted).unwrap();
         out.append_all(vec![Entry {
             time_ms: record.time_ms,
             actor: record.actor,
@@ -404,6 +423,81 @@ fn replay_catches_a_coordinator_that_records_lies() {
     assert!(
         text.contains(&format!("record {}: decryption share", at.unwrap())),
         "{text}"
+    );
+
+    // 4c. A share nobody needed: every ciphertext of round 2 already has its t valid shares when
+    //     a hospital's proper share of the ciphertexts it did not decrypt is recorded before the
+    //     round's finalization (and so paid as if it were needed).
+    let lied = tmp.path().join("unneeded");
+    let c = demo.join("consortium");
+    let pk = PublicKey::load(&c.join("coordinator/public.key")).unwrap();
+    let (mut updates, mut first, mut at) = (Vec::new(), None, None);
+    rebuild_inserting(&demo, &lied, &mut |i, body, from, out| match body {
+        Body::UpdateSubmitted {
+            round: 2,
+            ciphertexts,
+            ..
+        } => {
+            let bytes = out.blob(ciphertexts).unwrap().unwrap();
+            updates.push(decode_ciphertexts(&pk, &bytes, None).unwrap());
+            Vec::new()
+        }
+        Body::DecryptionShare {
+            round: 2,
+            hospital,
+            ciphertexts,
+            ..
+        } if first.is_none() => {
+            first = Some((hospital.clone(), ciphertexts.clone()));
+            Vec::new()
+        }
+        Body::RoundFinalized { job, round: 2, .. } => {
+            let (hospital, mine) = first.clone().unwrap();
+            let agg = aggregate(&pk, &updates).unwrap();
+            let rest: BTreeSet<u64> = (0..agg.len() as u64)
+                .filter(|j| !decryption::index_set(&mine, agg.len()).contains(j))
+                .collect();
+            assert!(!rest.is_empty(), "{hospital} decrypted only its part");
+            let ranges = decryption::ranges_of(&rest);
+            let cts: Vec<_> = rest.iter().map(|&j| agg[j as usize].clone()).collect();
+            let digest = sha256(&encode_ciphertexts(&pk, &agg));
+            let context = decryption::decryption_context(*job, 2, &digest);
+            let key = KeyShare::load(&c.join(format!("hospitals/{hospital}/share.key"))).unwrap();
+            let share = partial_decrypt(&pk, &key, &cts, &context, &mut rand::rng())
+                .unwrap()
+                .to_bytes(&pk);
+            at = Some(i);
+            vec![Entry {
+                time_ms: from.record(i).unwrap().0.time_ms,
+                actor: Actor {
+                    id: hospital.clone(),
+                    role: Role::Hospital,
+                },
+                outcome: Outcome::Success,
+                body: Body::DecryptionShare {
+                    job: *job,
+                    round: 2,
+                    hospital,
+                    share: out.put_blob(&share).unwrap(),
+                    verified: true,
+                    ciphertexts: ranges,
+                },
+            }]
+        }
+        _ => Vec::new(),
+    });
+    verify_ok(&demo, &lied);
+    let (ok, text) = replay(&demo, &lied);
+    assert!(!ok);
+    // The inserted record took the finalization's place; the share itself verifies.
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let want = format!(
+        "FAIL job 1 round 2 record {}: decryption shares stop once every ciphertext has t valid shares",
+        at.unwrap()
+    );
+    assert!(
+        fails.len() == 1 && fails[0].starts_with(&want),
+        "one finding, {want:?}:\n{text}"
     );
 
     // 5. A recorded ciphertext vector altered in place, the record untouched: the blob no longer
