@@ -13,9 +13,10 @@
 //! nobody computes a share that is thrown away.
 //!
 //! Nothing here is recorded or needed by an auditor: the primaries, which the credit policy
-//! uses, follow from the enrollments and the participants alone. The costs are kept in memory;
-//! after a restart the coordinator uses [`BACKUP_DECRYPT_MS`] until a hospital's next share shows
-//! its cost again.
+//! uses, follow from the enrollments and the participants alone. The costs are kept in memory:
+//! each hospital reports its own when it enrolls and again whenever its task stream connects, so
+//! a restarted coordinator has them back as soon as the workers reconnect, before it asks them
+//! again; until then it uses [`BACKUP_DECRYPT_MS`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,7 +34,8 @@ pub const SHARE_SLACK: u64 = 3;
 pub const SHARE_ALLOWANCE_MS: u64 = 5_000;
 
 /// The budget of a decryptor whose cost nobody in the job has reported or shown (a worker older
-/// than the cost report, or a coordinator just restarted): no less than the allowance.
+/// than the cost report, or a coordinator just restarted whose workers have not reconnected):
+/// no less than the allowance.
 pub const BACKUP_DECRYPT_MS: u64 = 6_000;
 
 /// Largest cost per ciphertext taken from a report, 10 s: far above any real share, so a report

@@ -569,12 +569,14 @@ impl Node {
         let mut ledger = LedgerServiceClient::new(channel)
             .max_decoding_message_size(m)
             .max_encoding_message_size(m);
+        let share_micros_per_ciphertext = self.share_cost_us();
         let mut tasks = client
             .tasks(pb::TaskRequest {
                 hospital: self.name.clone(),
                 witnessed: self.witness.last_note().map(|note| pb::Checkpoint {
                     note: note.to_string(),
                 }),
+                share_micros_per_ciphertext,
             })
             .await
             .map_err(|s| {

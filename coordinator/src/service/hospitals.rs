@@ -90,6 +90,14 @@ impl TrainingService for Coordinator {
             self.shared.check_witnessed(&h, &witnessed.note)?;
         }
         self.shared.refuse_if_halted()?;
+        // Costs live in memory: after a restart this is where they come back from.
+        let micros = req.get_ref().share_micros_per_ciphertext;
+        if micros > 0 {
+            let mut st = self.shared.lock();
+            for job in st.jobs.values_mut().filter(|j| j.is_enrolled(&h)) {
+                job.report_share_cost(&h, micros);
+            }
+        }
         let leaf = leaf_cert(&req).unwrap_or_default();
         let shared = self.shared.clone();
         let mut version = shared.version.subscribe();

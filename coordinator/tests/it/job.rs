@@ -866,6 +866,42 @@ fn a_refusing_primary_is_replaced_at_once_and_unmeasured_hospitals_get_the_fixed
     assert!(asked(&job, "h3"));
 }
 
+/// A coordinator restarted while a round decrypts keeps no share costs (they live in memory), so
+/// it judged every primary by the fixed wait, which a large round outlasts: its backups then
+/// decrypted for nothing. Each hospital's task stream now reports its cost when it reconnects,
+/// and the restored job judges the re-asked primaries by their work again.
+#[test]
+fn after_a_restart_the_cost_a_reconnecting_hospital_reports_sets_its_budget_again() {
+    let mut ledger = Ledger::new();
+    // A second per ciphertext: far longer than the fixed wait for any round.
+    let _ = closed_round(&mut ledger, [1_000_000; 3], 20);
+    let back = 10_000;
+    let restart = || {
+        let mut job = ledger.restored();
+        job.resume(back, 1_000, 1_000);
+        assert!(asked(&job, "h1") && asked(&job, "h2") && !asked(&job, "h3"));
+        job
+    };
+    // Without the reports, h3 is asked once the fixed wait has passed.
+    let mut forgetful = restart();
+    let _ = forgetful
+        .step(back + BACKUP_DECRYPT_MS, &ledger.env())
+        .unwrap();
+    assert!(asked(&forgetful, "h3"));
+    // With them, not before the primaries' budgets.
+    let mut job = restart();
+    for (h, _) in HOSPITALS {
+        job.report_share_cost(h, 1_000_000);
+    }
+    let ciphertexts = job.round.as_ref().unwrap().ciphertexts() as u64;
+    let budget = SHARE_ALLOWANCE_MS + 3 * 1_000_000 * ciphertexts / 1000;
+    assert!(budget > BACKUP_DECRYPT_MS);
+    let _ = job.step(back + budget - 1, &ledger.env()).unwrap();
+    assert!(!asked(&job, "h3"), "the primaries still have time");
+    let _ = job.step(back + budget, &ledger.env()).unwrap();
+    assert!(asked(&job, "h3"));
+}
+
 /// Spread decryption over a model large enough for several ciphertexts: the first decryptor
 /// refuses, its ciphertexts are asked of the others as tasks of their own (a hospital already
 /// decrypting its part gets a second task of only the new ciphertexts), every share is accepted,

@@ -333,6 +333,7 @@ fn assert_h3_refused_and_the_job_runs_without_it(cl: &mut Cluster, why: &str) {
             .tasks(fedchain_proto::v1::TaskRequest {
                 hospital: "h3".into(),
                 witnessed: None,
+                share_micros_per_ciphertext: 0,
             })
             .await
             .unwrap_err();

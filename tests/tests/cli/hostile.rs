@@ -158,6 +158,7 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
                 .tasks(pb::TaskRequest {
                     hospital: "h1".into(),
                     witnessed: Some(pb::Checkpoint { note }),
+                    share_micros_per_ciphertext: 0,
                 })
                 .await
                 .unwrap_err();
@@ -183,6 +184,7 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
             .tasks(pb::TaskRequest {
                 hospital: "h1".into(),
                 witnessed: None,
+                share_micros_per_ciphertext: 0,
             })
             .await
             .unwrap()
