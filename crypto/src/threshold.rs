@@ -185,8 +185,9 @@ fn batch_coefficients(
 /// `w`-bit windows, and per window each base is multiplied into the bucket of its digit, after
 /// which two running products give `prod_d bucket_d^d` in `2^(w+1)` multiplications. That is
 /// about `128/w` multiplications per base instead of one per set bit (64) with interleaved
-/// square-and-multiply, which made the coordinator's share verification grow with the shares.
-/// The bases are split into one part per thread, each part's product computed in parallel.
+/// square-and-multiply: the coordinator folds every share it verifies, so this is most of its
+/// verification. The bases are split into one part per thread, each part's product computed in parallel. A part
+/// of a few dozen bases (a small model's share) uses square-and-multiply, cheaper there.
 fn multi_exp(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
     let per = bases
         .len()
@@ -207,6 +208,10 @@ fn buckets(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
     // Per window: one multiplication per base, 2^(w+1) to fold the buckets, w squarings.
     let cost = |w: usize| RHO_BITS.div_ceil(w) * (bases.len() + (2 << w) + w);
     let w = (1..=12).min_by_key(|&w| cost(w)).unwrap_or(4);
+    // A few dozen bases (a small model's share) are cheaper one set bit at a time.
+    if RHO_BITS + RHO_BITS / 2 * bases.len() < cost(w) {
+        return straus(bases, exps, m);
+    }
     let mask = (1u128 << w) - 1;
     let mut acc: Option<BigInt> = None;
     for window in (0..RHO_BITS.div_ceil(w)).rev() {
@@ -249,6 +254,20 @@ fn buckets(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
         }
     }
     acc.unwrap_or_else(|| BigInt::from(1)).modulus(m)
+}
+
+/// Interleaved square-and-multiply: 128 shared squarings plus one multiplication per set bit.
+fn straus(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
+    let mut acc = BigInt::from(1);
+    for bit in (0..RHO_BITS).rev() {
+        acc = BigInt::mod_mul(&acc, &acc, m);
+        for (b, e) in bases.iter().zip(exps) {
+            if (e >> bit) & 1 == 1 {
+                acc = BigInt::mod_mul(&acc, b, m);
+            }
+        }
+    }
+    acc.modulus(m)
 }
 
 /// The folded pair `(u, u_i) = (C^4, C_i^2)` the proof speaks about.
@@ -622,7 +641,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// One exponentiation per base: what the bucket method must equal.
+    /// One exponentiation per base: what both folding methods must equal.
     fn naive(bases: &[BigInt], exps: &[u128], m: &BigInt) -> BigInt {
         bases
             .iter()
@@ -636,7 +655,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
-        fn the_bucket_method_equals_one_exponentiation_per_base(
+        fn folding_equals_one_exponentiation_per_base(
             seed in any::<u64>(),
             n in prop_oneof![0usize..4, 60usize..70, 200usize..300],
             sparse in any::<bool>(),
