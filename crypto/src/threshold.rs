@@ -212,6 +212,11 @@ fn buckets(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
     if RHO_BITS + RHO_BITS / 2 * bases.len() < cost(w) {
         return straus(bases, exps, m);
     }
+    buckets_of(bases, exps, m, w)
+}
+
+/// The bucket method with `w`-bit windows (the top one partial when `w` does not divide 128).
+fn buckets_of(bases: &[&BigInt], exps: &[u128], m: &BigInt, w: usize) -> BigInt {
     let mask = (1u128 << w) - 1;
     let mut acc: Option<BigInt> = None;
     for window in (0..RHO_BITS.div_ceil(w)).rev() {
@@ -652,29 +657,58 @@ mod tests {
             })
     }
 
+    /// A 256-bit odd modulus, `n` bases below it and `n` exponents where, `sparse`, zero, one and
+    /// the top bit alone occur besides full-width ones.
+    fn inputs(seed: u64, n: usize, sparse: bool) -> (BigInt, Vec<BigInt>, Vec<u128>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let m = random_bits(256, &mut rng) * BigInt::from(2) + BigInt::from(1);
+        let bases: Vec<BigInt> = (0..n).map(|_| random_bits(250, &mut rng)).collect();
+        let exps: Vec<u128> = (0..n)
+            .map(|j| match (sparse, j % 4) {
+                (true, 0) => 0,
+                (true, 1) => 1,
+                (true, 2) => 1 << 127,
+                _ => rng.random(),
+            })
+            .collect();
+        (m, bases, exps)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Through `multi_exp`, whichever parts, methods and windows this machine's threads give.
         #[test]
         fn folding_equals_one_exponentiation_per_base(
             seed in any::<u64>(),
             n in prop_oneof![0usize..4, 60usize..70, 200usize..300],
             sparse in any::<bool>(),
         ) {
-            use rand::{Rng, SeedableRng};
-            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-            let m = random_bits(256, &mut rng) * BigInt::from(2) + BigInt::from(1);
-            let bases: Vec<BigInt> = (0..n).map(|_| random_bits(250, &mut rng)).collect();
-            // Zero, one, the top bit alone and full-width exponents all occur.
-            let exps: Vec<u128> = (0..n)
-                .map(|j| match (sparse, j % 4) {
-                    (true, 0) => 0,
-                    (true, 1) => 1,
-                    (true, 2) => 1 << 127,
-                    _ => rng.random(),
-                })
-                .collect();
+            let (m, bases, exps) = inputs(seed, n, sparse);
             let refs: Vec<&BigInt> = bases.iter().collect();
             prop_assert_eq!(multi_exp(&refs, &exps, &m), naive(&bases, &exps, &m));
         }
+
+        /// Every window a large share may get (w = 10 to 12 leave the top window partial), on
+        /// any machine.
+        #[test]
+        fn every_bucket_window_equals_one_exponentiation_per_base(
+            seed in any::<u64>(),
+            n in 0usize..40,
+            w in 1usize..=12,
+            sparse in any::<bool>(),
+        ) {
+            let (m, bases, exps) = inputs(seed, n, sparse);
+            let refs: Vec<&BigInt> = bases.iter().collect();
+            prop_assert_eq!(buckets_of(&refs, &exps, &m, w), naive(&bases, &exps, &m));
+        }
+    }
+
+    /// A part as large as a 1M-parameter share's on two threads, through the window it chooses.
+    #[test]
+    fn a_large_part_folds_like_one_exponentiation_per_base() {
+        let (m, bases, exps) = inputs(7, 3000, true);
+        let refs: Vec<&BigInt> = bases.iter().collect();
+        assert_eq!(buckets(&refs, &exps, &m), naive(&bases, &exps, &m));
     }
 }
