@@ -501,6 +501,9 @@ fn status_json(s: &pb::JobStatus) -> serde_json::Value {
             "epsilon": p.epsilon,
             "noise_multiplier": p.noise_multiplier,
         })).collect::<Vec<_>>(),
+        "share_costs_us": s.share_costs.iter()
+            .map(|c| (c.hospital.clone(), c.micros_per_ciphertext))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

@@ -284,6 +284,20 @@ impl Shared {
                 })
                 .collect(),
             privacy_budget: job.valid.spec.privacy.as_ref().map_or(0.0, |p| p.epsilon),
+            share_costs: job
+                .enrolled
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|h| {
+                    let micros = job.share_costs.per_ciphertext_us(h)?;
+                    Some(pb::ShareCost {
+                        hospital: h.to_owned(),
+                        micros_per_ciphertext: micros,
+                    })
+                })
+                .collect(),
         }
     }
 

@@ -179,16 +179,24 @@ fn hostile_requests_are_refused_recorded_and_harmless() {
             .unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
 
-        // The statistics round's task tells h1 what to send.
+        // The statistics round's task tells h1 what to send. h1 enrolled without a share cost;
+        // the one its task stream reports is what the coordinator judges its shares by (and
+        // how a restarted coordinator gets it back).
         let mut tasks = c
             .tasks(pb::TaskRequest {
                 hospital: "h1".into(),
                 witnessed: None,
-                share_micros_per_ciphertext: 0,
+                share_micros_per_ciphertext: 4321,
             })
             .await
             .unwrap()
             .into_inner();
+        let st = json(&fedchain(&as_party(
+            &["job", "status", "1", "--json"],
+            &cl.url,
+            s(&alice),
+        )));
+        assert_eq!(st["share_costs_us"]["h1"], 4321, "{st}");
         let train = loop {
             let t = tokio::time::timeout(Duration::from_secs(30), tasks.message())
                 .await
