@@ -186,8 +186,9 @@ fn batch_coefficients(
 /// which two running products give `prod_d bucket_d^d` in `2^(w+1)` multiplications. That is
 /// about `128/w` multiplications per base instead of one per set bit (64) with interleaved
 /// square-and-multiply: the coordinator folds every share it verifies, so this is most of its
-/// verification. The bases are split into one part per thread, each part's product computed in parallel. A part
-/// of a few dozen bases (a small model's share) uses square-and-multiply, cheaper there.
+/// verification. The bases are split into one part per thread, each part's product computed in
+/// parallel. A part of a few dozen bases (a small model's share) uses square-and-multiply,
+/// cheaper there.
 fn multi_exp(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
     let per = bases
         .len()
@@ -272,7 +273,7 @@ fn straus(bases: &[&BigInt], exps: &[u128], m: &BigInt) -> BigInt {
             }
         }
     }
-    acc.modulus(m)
+    acc
 }
 
 /// The folded pair `(u, u_i) = (C^4, C_i^2)` the proof speaks about.

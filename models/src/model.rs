@@ -641,7 +641,6 @@ impl Model {
     }
 }
 
-/// The rows of `data` as a `[n, d]` float tensor on `device`.
 /// Tensors shaped like the parameters, flattened one after another into host f32s (the flat
 /// parameter order when they are in layout order).
 pub(crate) fn flat_on_host(tensors: &[Tensor]) -> Result<Vec<f32>> {
@@ -658,6 +657,7 @@ pub(crate) fn flat_on_host(tensors: &[Tensor]) -> Result<Vec<f32>> {
     Ok(flat)
 }
 
+/// The rows of `data` as a `[n, d]` float tensor on `device`.
 pub(crate) fn features_tensor(data: &Dataset, device: Device) -> Tensor {
     Tensor::from_slice(data.features())
         .view([data.len() as i64, data.n_features() as i64])

@@ -138,6 +138,20 @@ fn replay(demo: &Path, ledger: &Path) -> (bool, String) {
     )
 }
 
+/// `ledger` is consistently signed, and its replay fails with exactly one finding: `check` at
+/// record `record` of job 1's round `round`.
+fn one_finding(demo: &Path, ledger: &Path, round: u64, record: u64, check: &str) {
+    verify_ok(demo, ledger);
+    let (ok, text) = replay(demo, ledger);
+    assert!(!ok);
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let want = format!("FAIL job 1 round {round} record {record}: {check}");
+    assert!(
+        fails.len() == 1 && fails[0].starts_with(&want),
+        "one finding, {want:?}:\n{text}"
+    );
+}
+
 #[test]
 fn replay_catches_a_coordinator_that_records_lies() {
     let tmp = tempfile::tempdir().unwrap();
@@ -486,18 +500,13 @@ fn replay_catches_a_coordinator_that_records_lies() {
         }
         _ => Vec::new(),
     });
-    verify_ok(&demo, &lied);
-    let (ok, text) = replay(&demo, &lied);
-    assert!(!ok);
     // The inserted record took the finalization's place; the share itself verifies.
-    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-    let want = format!(
-        "FAIL job 1 round 2 record {}: decryption shares stop once every ciphertext has t valid shares",
-        at.unwrap()
-    );
-    assert!(
-        fails.len() == 1 && fails[0].starts_with(&want),
-        "one finding, {want:?}:\n{text}"
+    one_finding(
+        &demo,
+        &lied,
+        2,
+        at.unwrap(),
+        "decryption shares stop once every ciphertext has t valid shares",
     );
 
     // 5. A recorded ciphertext vector altered in place, the record untouched: the blob no longer
@@ -606,17 +615,12 @@ fn replay_catches_a_coordinator_that_records_lies() {
             }
         }
     });
-    verify_ok(&demo, &lied);
-    let (ok, text) = replay(&demo, &lied);
-    assert!(!ok);
-    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-    let want = format!(
-        "FAIL job 1 round 1 record {}: evaluated model is the round's model",
-        at.unwrap()
-    );
-    assert!(
-        fails.len() == 1 && fails[0].starts_with(&want),
-        "one finding, {want:?}:\n{text}"
+    one_finding(
+        &demo,
+        &lied,
+        1,
+        at.unwrap(),
+        "evaluated model is the round's model",
     );
 }
 
