@@ -60,6 +60,26 @@ pub struct Entry {
     pub body: Body,
 }
 
+/// A blob's bytes as the store holds them ([`Store::blob_shared`]): checked against its digest,
+/// shared rather than copied, and `'static`, so a server can stream it after the store's lock is
+/// released.
+#[derive(Debug, Clone)]
+pub struct Blob(sled::IVec);
+
+impl std::ops::Deref for Blob {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Blob {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Opens the sled database at `path`.
 ///
 /// sled releases its file lock asynchronously: after the last handle of a database is dropped,
@@ -325,9 +345,15 @@ impl Store {
 
     /// A blob by digest, checked against it; `None` if absent (never stored, or pruned).
     pub fn blob(&self, digest: &Hash) -> Result<Option<Vec<u8>>> {
+        Ok(self.blob_shared(digest)?.map(|b| b.to_vec()))
+    }
+
+    /// [`Store::blob`] without the copy: the bytes as the store read them, for a large blob that
+    /// is only sent on (a 10M-parameter model file is 40 MB).
+    pub fn blob_shared(&self, digest: &Hash) -> Result<Option<Blob>> {
         match self.blobs.get(digest)? {
             None => Ok(None),
-            Some(b) if &sha256(&b) == digest => Ok(Some(b.to_vec())),
+            Some(b) if &sha256(&b) == digest => Ok(Some(Blob(b))),
             Some(_) => Err(LedgerError::Corrupt(format!(
                 "blob {} does not hash to its name",
                 hex::encode(digest)
