@@ -1441,7 +1441,7 @@ impl Replayer<'_> {
         let avg = codec
             .decode_average(&plain, plan.len, weight)
             .map_err(|e| e.to_string())?;
-        fedavg::apply(previous, &avg).map_err(|e| e.to_string())
+        fedavg::apply(previous, avg).map_err(|e| e.to_string())
     }
 }
 

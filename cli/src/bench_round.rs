@@ -315,7 +315,7 @@ pub fn run(
         let t = Instant::now();
         let weighted: Vec<(u64, &[f32])> =
             updates.iter().map(|u| (u.samples, &u.delta[..])).collect();
-        let plain_next = fedavg::apply(&global, &fedavg::weighted_average(&weighted)?)?;
+        let plain_next = fedavg::apply(&global, fedavg::weighted_average(&weighted)?)?;
         let fedavg_s = t.elapsed().as_secs_f64();
 
         // Coordinator: decode (with the group checks) and multiply.
@@ -338,7 +338,7 @@ pub fn run(
         let t = Instant::now();
         let plaintexts = verify_combine(&pk, &agg, &dec, &context)?;
         let avg = codec.decode_average(&plaintexts, global.len(), total)?;
-        let next = fedavg::apply(&global, &avg)?;
+        let next = fedavg::apply(&global, avg)?;
         let combine_s = t.elapsed().as_secs_f64();
 
         // The ledger: what the coordinator records for the round, then a signed checkpoint.

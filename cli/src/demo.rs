@@ -321,7 +321,7 @@ fn plaintext(args: &DemoArgs) -> Result<Summary> {
             .collect::<Result<Vec<_>, _>>()?;
         let weighted: Vec<(u64, &[f32])> =
             updates.iter().map(|u| (u.samples, &u.delta[..])).collect();
-        global = fedavg::apply(&global, &fedavg::weighted_average(&weighted)?)?;
+        global = fedavg::apply(&global, fedavg::weighted_average(&weighted)?)?;
         let metrics = pooled_metrics(
             &model,
             &spec_pb.torchscript_module,

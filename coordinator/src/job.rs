@@ -27,9 +27,11 @@ use fedchain_ledger::record::{
 use fedchain_ledger::store::Entry;
 use fedchain_ledger::{sha256, Hash};
 use fedchain_model_core::{num_parameters, ModelDigest, ModelError, ModelFile, Preprocessing};
+use fedchain_proto::limits;
 use fedchain_proto::v1::Quantization;
 use fedchain_protocol::decryption::{self, Ranges};
 use fedchain_protocol::{self as protocol, RoundKind, RoundPlan, ValidJob};
+use prost::bytes::Bytes;
 
 use crate::decryptors::{Decryptors, ShareCosts};
 use crate::round::{CheckedShare, Enrolled, Phase, Round, RoundConfig, RoundError};
@@ -110,8 +112,8 @@ pub struct JobEnv<'a> {
 /// where a crash test may stop the coordinator (see [`crate::failpoint`]).
 #[derive(Debug, Default)]
 pub struct Writes {
-    /// Content-addressed blobs the entries name.
-    pub blobs: Vec<Vec<u8>>,
+    /// Content-addressed blobs the entries name (shared, not copied, with what the job keeps).
+    pub blobs: Vec<Bytes>,
     /// Failpoint between the blobs and the entries.
     pub after_blobs: Option<&'static str>,
     /// Ledger entries.
@@ -424,8 +426,13 @@ impl Task {
 pub struct Job {
     /// Its id.
     pub id: u64,
-    /// Its spec, validated.
+    /// Its spec, validated, without what this coordinator never reads again: its encoding
+    /// (`bytes`, a ledger blob since the submission) and, in a spec too large for a message, the
+    /// TorchScript module (hospitals read such a spec from the ledger; this coordinator never
+    /// loads a module). At 10M parameters each is 40 MB, held for the job's life.
     pub valid: ValidJob,
+    /// Whether offers carry the spec itself (it fits a message) or name only its digest.
+    pub spec_inline: bool,
     /// Who submitted it.
     pub researcher: String,
     /// Index of its `JobSubmitted` record.
@@ -467,7 +474,7 @@ pub struct Job {
     /// The current global model.
     pub global: Vec<f32>,
     /// Its file, as sent to hospitals and researchers.
-    pub model_file: Vec<u8>,
+    pub model_file: Bytes,
     /// Its digest.
     pub model_digest: Hash,
     /// The latest finalized model round, with its `RoundFinalized` record.
@@ -516,13 +523,19 @@ impl Job {
     /// `enroll_deadline_ms`.
     pub fn new(
         id: u64,
-        valid: ValidJob,
+        mut valid: ValidJob,
         researcher: String,
         submitted_record: u64,
         enroll_deadline_ms: u64,
     ) -> Job {
+        let spec_inline = prost::Message::encoded_len(&valid.spec) <= limits::MAX_INLINE_SPEC_BYTES;
+        valid.bytes = Vec::new();
+        if !spec_inline {
+            valid.spec.torchscript_module = Vec::new();
+        }
         Job {
             id,
+            spec_inline,
             global: Vec::with_capacity(num_parameters(&valid.model)),
             valid,
             researcher,
@@ -544,7 +557,7 @@ impl Job {
             share_costs: ShareCosts::default(),
             wasted_shares: 0,
             stats: Vec::new(),
-            model_file: Vec::new(),
+            model_file: Bytes::new(),
             model_digest: [0; 32],
             finalized: None,
             released: BTreeMap::new(),
@@ -656,7 +669,7 @@ impl Job {
         }
         let by = |body| entry(now, researcher, Role::Researcher, Outcome::Success, body);
         Ok(Writes {
-            blobs: vec![valid.bytes.clone()],
+            blobs: vec![Bytes::from(valid.bytes.clone())],
             entries: vec![
                 by(Body::JobSubmitted {
                     job: id,
@@ -941,7 +954,11 @@ impl Job {
                                 round.assignment(),
                                 now,
                             );
-                            let blobs = round.aggregate_bytes().into_iter().collect();
+                            let blobs = round
+                                .aggregate_bytes()
+                                .into_iter()
+                                .map(Bytes::from)
+                                .collect();
                             entries.extend(self.privacy_spent(now));
                             return Ok(Some(Writes {
                                 blobs,
@@ -1048,12 +1065,12 @@ impl Job {
     ) -> Result<Writes, JobError> {
         let round = self
             .round
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| JobError::Broken("a finalized round that is not there".into()))?;
+        // Moved, not copied: at millions of parameters every copy of the model is tens of MB.
         let new = round
-            .new_global()
-            .ok_or_else(|| JobError::Broken("a finalized round without a result".into()))?
-            .to_vec();
+            .take_new_global()
+            .ok_or_else(|| JobError::Broken("a finalized round without a result".into()))?;
         let r = self.round_no;
         if r == 0 {
             self.stats = new;
@@ -1061,14 +1078,22 @@ impl Job {
         } else {
             self.global = new;
         }
-        // The file carries how the hospitals prepared their rows, so a researcher can apply the
-        // released model to raw data.
-        let file = ModelFile::new(self.valid.model.clone(), self.global.clone())
-            .and_then(|f| f.with_preprocessing(self.preprocessing()?))
-            .and_then(|f| f.to_bytes())
-            .map_err(|e| JobError::Broken(format!("the new model's file: {e}")))?;
         self.model_digest = ModelDigest::of(&self.global).0;
-        self.model_file = file;
+        // The file carries how the hospitals prepared their rows, so a researcher can apply the
+        // released model to raw data. The parameters go into it and come back out.
+        let preprocessing = self
+            .preprocessing()
+            .map_err(|e| JobError::Broken(format!("the new model's file: {e}")))?;
+        let file = ModelFile::new(self.valid.model.clone(), std::mem::take(&mut self.global))
+            .and_then(|f| f.with_preprocessing(preprocessing))
+            .and_then(|f| {
+                let bytes = f.to_bytes()?;
+                Ok((bytes, f.into_parts().1))
+            });
+        let (file, global) =
+            file.map_err(|e| JobError::Broken(format!("the new model's file: {e}")))?;
+        self.global = global;
+        self.model_file = file.into();
         if r > 0 {
             self.finalized = self.finalized_record.map(|i| (r, i));
             if let Some(record) = self.finalized_record {
@@ -1346,7 +1371,7 @@ impl Job {
                         bytes: bytes.len() as u64,
                     },
                 );
-                writes.blobs.push(bytes.to_vec());
+                writes.blobs.push(Bytes::copy_from_slice(bytes));
                 writes.after_entries = Some("submission-recorded");
                 (writes, Ok(()))
             }
@@ -1430,7 +1455,7 @@ impl Job {
             .iter()
             .any(|e| matches!(e.body, Body::DecryptionShare { .. }))
         {
-            writes.blobs.push(bytes.to_vec());
+            writes.blobs.push(Bytes::copy_from_slice(bytes));
         }
         writes.after_entries = Some(if finalizes {
             "round-finalized"

@@ -315,6 +315,7 @@ pub struct Round {
     pk: Arc<PublicKey>,
     codec: UpdateCodec,
     enrolled: Vec<Enrolled>,
+    /// The model the round starts from; emptied when the round finalizes (the new one follows).
     global: Vec<f32>,
     phase: Phase,
     submissions: BTreeMap<String, Submission>,
@@ -515,6 +516,12 @@ impl Round {
     /// The new global model, once finalized.
     pub fn new_global(&self) -> Option<&[f32]> {
         self.new_global.as_deref()
+    }
+
+    /// Moves the new global model out to whoever keeps it from here on (the job), so that a
+    /// model of millions of parameters is held once; [`Round::new_global`] is `None` after.
+    pub fn take_new_global(&mut self) -> Option<Vec<f32>> {
+        self.new_global.take()
     }
 
     /// The 1-based key share index of `hospital`, if enrolled.
@@ -799,7 +806,7 @@ impl Round {
     /// invalid one is refused. When every ciphertext has the key's threshold of valid shares, the
     /// round is finalized: `RoundFinalized` and the
     /// credit movements (computed against `credits`, the balances before this round's movements)
-    /// follow, and the new global model is returned.
+    /// follow, and `Ok(true)` says the new global model is [`Round::new_global`].
     #[allow(clippy::too_many_arguments)] // the share's header fields, as the service received them
     pub fn submit_share(
         &mut self,
@@ -810,7 +817,7 @@ impl Round {
         share_bytes: &[u8],
         checked: Option<CheckedShare>,
         credits: &Credits,
-    ) -> (Vec<Entry>, Result<Option<Vec<f32>>, RoundError>) {
+    ) -> (Vec<Entry>, Result<bool, RoundError>) {
         const OP: &str = "submit_share";
         if self.phase != Phase::Decrypting {
             let err = RoundError::NotDecrypting {
@@ -913,12 +920,12 @@ impl Round {
                     });
                 let t = self.pk.threshold();
                 if self.coverage().iter().any(|&n| n < t) {
-                    return (entries, Ok(None));
+                    return (entries, Ok(false));
                 }
                 match self.finalize(now_ms, credits) {
-                    Ok((more, global)) => {
+                    Ok(more) => {
                         entries.extend(more);
-                        (entries, Ok(Some(global)))
+                        (entries, Ok(true))
                     }
                     Err(why) => {
                         self.phase = Phase::Failed(why.clone());
@@ -938,12 +945,9 @@ impl Round {
         self.assignment().into_iter().map(|(h, _)| h).collect()
     }
 
-    /// Combines the valid shares, decodes, applies FedAvg and prices the round.
-    fn finalize(
-        &mut self,
-        now_ms: u64,
-        credits: &Credits,
-    ) -> Result<(Vec<Entry>, Vec<f32>), String> {
+    /// Combines the valid shares, decodes, applies FedAvg and prices the round. The new model
+    /// replaces the round's base: at millions of parameters each copy is tens of megabytes.
+    fn finalize(&mut self, now_ms: u64, credits: &Credits) -> Result<Vec<Entry>, String> {
         let closed = self.closed.as_ref().ok_or("the round has no aggregate")?;
         // Whole shares are pieces of every ciphertext: any t valid shares give the same sums.
         let pieces: Vec<threshold::Piece<'_>> = self
@@ -967,7 +971,8 @@ impl Round {
             .codec
             .decode_average(&plaintexts, self.cfg.len, weight)
             .map_err(|e| format!("the aggregate does not decode: {e}"))?;
-        let global = fedavg::apply(&self.global, &average)
+        drop(plaintexts);
+        let global = fedavg::apply(&self.global, average)
             .map_err(|e| format!("the averaged update cannot be applied: {e}"))?;
 
         let mut entries = vec![coordinator_entry(
@@ -1004,7 +1009,8 @@ impl Round {
                 .map(|movement| coordinator_entry(now_ms, Body::CreditsMoved { movement })),
         );
         self.phase = Phase::Finalized;
-        self.new_global = Some(global.clone());
-        Ok((entries, global))
+        self.global = Vec::new();
+        self.new_global = Some(global);
+        Ok(entries)
     }
 }

@@ -57,6 +57,7 @@ use fedchain_proto::v1 as pb;
 use pb::job_service_server::{JobService, JobServiceServer};
 use pb::ledger_service_server::{LedgerService, LedgerServiceServer};
 use pb::training_service_server::{TrainingService, TrainingServiceServer};
+use prost::bytes::Bytes;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -291,9 +292,18 @@ fn pb_digest(h: &Hash) -> Option<pb::Digest> {
     Some(pb::Digest { sha256: h.to_vec() })
 }
 
-/// Splits bytes into protocol chunks.
-fn chunks(bytes: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    bytes.chunks(limits::CHUNK_BYTES).map(<[u8]>::to_vec)
+/// `bytes` as a stream of `CHUNK_BYTES` slices, each copied into its message only when the
+/// transport takes it. `Bytes` is shared, not copied: three hospitals fetching a 40 MB model hold
+/// the one file the job keeps and a few chunks each, not three copies cut in advance.
+fn chunk_stream<T>(
+    bytes: Bytes,
+    message: impl Fn(Vec<u8>) -> T + Send + 'static,
+) -> impl Stream<Item = SResult<T>> + Send + 'static {
+    let starts = (0..bytes.len()).step_by(limits::CHUNK_BYTES);
+    tokio_stream::iter(starts.map(move |start| {
+        let end = (start + limits::CHUNK_BYTES).min(bytes.len());
+        Ok(message(bytes[start..end].to_vec()))
+    }))
 }
 
 /// A response rewriter, as a function pointer (a nameable layer type).
@@ -897,5 +907,25 @@ mod tests {
         assert!(!cfg.inlines_model(limits::MAX_INLINE_MODEL_BYTES + 1));
         cfg.inline_model_bytes = 0;
         assert!(!cfg.inlines_model(1));
+    }
+
+    /// The chunks cut on demand are the bytes, in order, each at most `CHUNK_BYTES`; nothing is
+    /// sent for nothing.
+    #[tokio::test]
+    async fn a_chunk_stream_carries_the_bytes_whole() {
+        use tokio_stream::StreamExt;
+        let c = limits::CHUNK_BYTES;
+        for len in [0, 1, c - 1, c, c + 1, 3 * c + 17] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let got: Vec<Vec<u8>> = chunk_stream(Bytes::from(bytes.clone()), |data| data)
+                .map(Result::unwrap)
+                .collect()
+                .await;
+            assert_eq!(got.len(), len.div_ceil(c), "{len} bytes");
+            assert!(got
+                .iter()
+                .all(|chunk| !chunk.is_empty() && chunk.len() <= c));
+            assert_eq!(got.concat(), bytes, "{len} bytes");
+        }
     }
 }

@@ -43,19 +43,19 @@ pub fn weighted_average(updates: &[(u64, &[f32])]) -> Result<Vec<f32>> {
     Ok(sum.into_iter().map(|s| (s / total as f64) as f32).collect())
 }
 
-/// The new global parameters: `global + average_delta`.
-pub fn apply(global: &[f32], average_delta: &[f32]) -> Result<Vec<f32>> {
+/// The new global parameters: `global + average_delta`, in the delta's buffer (a model of
+/// millions of parameters is not copied once more).
+pub fn apply(global: &[f32], average_delta: Vec<f32>) -> Result<Vec<f32>> {
     if global.len() != average_delta.len() {
         return Err(ModelError::WrongLength {
             expected: global.len(),
             found: average_delta.len(),
         });
     }
-    let out: Vec<f32> = global
-        .iter()
-        .zip(average_delta)
-        .map(|(w, d)| w + d)
-        .collect();
+    let mut out = average_delta;
+    for (d, w) in out.iter_mut().zip(global) {
+        *d += w;
+    }
     if let Some(index) = out.iter().position(|v| !v.is_finite()) {
         return Err(ModelError::NotFinite {
             index,
@@ -75,7 +75,7 @@ mod tests {
         let b = [3.0f32, 2.0];
         let avg = weighted_average(&[(1, &a), (3, &b)]).unwrap();
         assert_eq!(avg, vec![2.5, 1.0]);
-        assert_eq!(apply(&[10.0, 10.0], &avg).unwrap(), vec![12.5, 11.0]);
+        assert_eq!(apply(&[10.0, 10.0], avg).unwrap(), vec![12.5, 11.0]);
     }
 
     #[test]
@@ -86,7 +86,7 @@ mod tests {
         assert!(weighted_average(&[(0, &a)]).is_err());
         assert!(weighted_average(&[(1, &a), (1, &b)]).is_err());
         assert!(weighted_average(&[(1, &[f32::NAN])]).is_err());
-        assert!(apply(&[1.0], &[1.0, 2.0]).is_err());
-        assert!(apply(&[f32::MAX], &[f32::MAX]).is_err());
+        assert!(apply(&[1.0], vec![1.0, 2.0]).is_err());
+        assert!(apply(&[f32::MAX], vec![f32::MAX]).is_err());
     }
 }

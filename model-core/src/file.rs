@@ -19,7 +19,8 @@ use crate::error::{ModelError, Result};
 use crate::params::{check_params, layout, ModelDigest};
 use crate::spec::ModelSpec;
 use fedchain_datasets::{Standardizer, TaskKind};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -144,25 +145,16 @@ impl ModelFile {
 
     /// Encodes as safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let layout = layout(&self.spec);
-        let bytes: Vec<Vec<u8>> = layout
-            .iter()
-            .map(|p| {
-                self.params[p.offset..p.offset + p.len()]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
-            })
-            .collect();
-        let views = layout
-            .iter()
-            .zip(&bytes)
-            .map(|(p, b)| {
-                TensorView::new(Dtype::F32, p.shape.clone(), b)
-                    .map(|view| (p.name.clone(), view))
-                    .map_err(|e| ModelError::Format(format!("tensor {}: {e:?}", p.name)))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let views = layout(&self.spec).into_iter().map(|p| {
+            let values = &self.params[p.offset..p.offset + p.len()];
+            (
+                p.name,
+                F32Tensor {
+                    shape: p.shape,
+                    values,
+                },
+            )
+        });
         let mut metadata = HashMap::from([
             (KEY_FORMAT.to_string(), FORMAT.to_string()),
             (KEY_SPEC.to_string(), self.spec.canonical_json()),
@@ -289,6 +281,35 @@ impl ModelFile {
     }
 }
 
+/// One tensor as the encoder reads it: on a little-endian host (the file's byte order) its bytes
+/// are the parameters' own, so a model of millions of parameters is not copied before encoding.
+struct F32Tensor<'a> {
+    shape: Vec<usize>,
+    values: &'a [f32],
+}
+
+impl View for F32Tensor<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(self.values))
+        } else {
+            Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.values)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +417,7 @@ mod tests {
         assert!(ModelFile::from_bytes(b"not a model at all", p).is_err());
         // A valid safetensors file without fedchain metadata.
         let data = vec![0u8; 8];
-        let view = TensorView::new(Dtype::F32, vec![2], &data).unwrap();
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![2], &data).unwrap();
         let bytes = safetensors::serialize(vec![("w", view)], &None).unwrap();
         let err = ModelFile::from_bytes(&bytes, p).unwrap_err();
         assert!(

@@ -88,7 +88,7 @@ fn encrypted_fedavg_matches_plaintext_fedavg_and_learns() {
     for round in 1..=ROUNDS {
         let ups = updates(&s, &plain, round);
         let weighted: Vec<(u64, &[f32])> = ups.iter().map(|u| (u.samples, &u.delta[..])).collect();
-        plain = fedavg::apply(&plain, &fedavg::weighted_average(&weighted).unwrap()).unwrap();
+        plain = fedavg::apply(&plain, fedavg::weighted_average(&weighted).unwrap()).unwrap();
     }
     let plain_acc = accuracy(&s, &plain);
 
@@ -136,7 +136,7 @@ fn encrypted_fedavg_matches_plaintext_fedavg_and_learns() {
             worst <= unit,
             "round {round}: decrypted average off by {worst}"
         );
-        enc = fedavg::apply(&enc, &avg).unwrap();
+        enc = fedavg::apply(&enc, avg).unwrap();
     }
     let enc_acc = accuracy(&s, &enc);
     eprintln!("after {ROUNDS} rounds: plaintext FedAvg {plain_acc:.4}, encrypted {enc_acc:.4}");

@@ -134,11 +134,10 @@ impl LedgerService for Coordinator {
         }
         let bytes = st
             .store
-            .blob(&digest)
+            .blob_shared(&digest)
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no blob {}", hex::encode(digest))))?;
-        let msgs: Vec<SResult<pb::Chunk>> =
-            chunks(&bytes).map(|data| Ok(pb::Chunk { data })).collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+        let chunks = chunk_stream(Bytes::from_owner(bytes), |data| pb::Chunk { data });
+        Ok(Response::new(Box::pin(chunks)))
     }
 }

@@ -2,6 +2,7 @@
 //! cosignatures and evaluations.
 
 use super::*;
+use fedchain_ledger::store::Blob;
 
 #[tonic::async_trait]
 impl TrainingService for Coordinator {
@@ -156,10 +157,10 @@ impl TrainingService for Coordinator {
                 "that model is not the job's current global model",
             ));
         }
-        let msgs: Vec<SResult<pb::Chunk>> = chunks(&job.model_file)
-            .map(|data| Ok(pb::Chunk { data }))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+        let file = job.model_file.clone();
+        Ok(Response::new(Box::pin(chunk_stream(file, |data| {
+            pb::Chunk { data }
+        }))))
     }
 
     async fn submit_update(
@@ -633,7 +634,7 @@ struct Bundle {
     round: u64,
     subs: std::vec::IntoIter<(String, crate::job::SubInfo)>,
     /// The blob being sent, and how much of it was.
-    current: Option<(Vec<u8>, usize)>,
+    current: Option<(Blob, usize)>,
     aggregate: Option<pb::RoundBundle>,
 }
 
@@ -668,7 +669,7 @@ impl Iterator for Bundle {
         };
         // The round's blobs stay while it is current, and retention keeps recent rounds'.
         // The lock is released at the end of this statement, before any error is handled.
-        let read = self.shared.lock().store.blob(&info.digest);
+        let read = self.shared.lock().store.blob_shared(&info.digest);
         let bytes = match read {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return self.fail(internal("a submission's blob is missing")),

@@ -358,7 +358,7 @@ impl Shared {
                 model: model.as_ref().and_then(pb_digest),
                 model_file: model.map(|digest| {
                     if self.config.inlines_model(job.model_file.len()) {
-                        pb::train_task::ModelFile::Inline(job.model_file.clone())
+                        pb::train_task::ModelFile::Inline(job.model_file.to_vec())
                     } else {
                         pb::train_task::ModelFile::Fetch(pb::ModelRequest {
                             job: id,
@@ -405,7 +405,7 @@ impl Shared {
                     round,
                     model: pb_digest(&model),
                     inline: if inline {
-                        job.model_file.clone()
+                        job.model_file.to_vec()
                     } else {
                         Vec::new()
                     },
@@ -424,7 +424,7 @@ impl Shared {
 /// A job's spec as offers and enrollment answers carry it: absent when it is too large for a
 /// message (a large TorchScript module); the hospital then reads it from the ledger by digest.
 pub(super) fn wire_spec(job: &Job) -> Option<pb::JobSpec> {
-    (job.valid.spec.encoded_len() <= limits::MAX_INLINE_SPEC_BYTES).then(|| job.valid.spec.clone())
+    job.spec_inline.then(|| job.valid.spec.clone())
 }
 
 /// A job's state on the wire.

@@ -183,11 +183,17 @@ impl JobService for Coordinator {
                 })?;
             let (_, record) = st.store.record(index).map_err(internal)?;
             let proof = st.store.inclusion_proof(index, size).map_err(internal)?;
-            let file = st
-                .store
-                .blob(&released.file)
-                .map_err(internal)?
-                .ok_or_else(|| internal(format!("round {round}'s model file is missing")))?;
+            // The latest model's file is the one the job keeps (its blob's bytes): shared, not
+            // read again, which at 10M parameters is 40 MB and sled's copies of it.
+            let file = if job.finalized.map(|(r, _)| r) == Some(round) {
+                job.model_file.clone()
+            } else {
+                st.store
+                    .blob_shared(&released.file)
+                    .map_err(internal)?
+                    .map(Bytes::from_owner)
+                    .ok_or_else(|| internal(format!("round {round}'s model file is missing")))?
+            };
             let release = pb::ModelRelease {
                 job: id,
                 round,
@@ -202,15 +208,15 @@ impl JobService for Coordinator {
             (release, file)
         };
         use pb::model_download::Part;
-        let mut msgs = vec![Ok(pb::ModelDownload {
+        let header = tokio_stream::once(Ok(pb::ModelDownload {
             part: Some(Part::Release(release)),
-        })];
-        msgs.extend(chunks(&file).map(|data| {
-            Ok(pb::ModelDownload {
-                part: Some(Part::Chunk(pb::Chunk { data })),
-            })
         }));
-        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+        let file = chunk_stream(file, |data| pb::ModelDownload {
+            part: Some(Part::Chunk(pb::Chunk { data })),
+        });
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            header, file,
+        ))))
     }
 }
 

@@ -127,7 +127,7 @@ impl Ledger {
 
     /// Writes `w` as the service does and tells the job what was recorded.
     fn commit(&mut self, job: &mut Job, w: Writes, now: u64) {
-        self.blobs.extend(w.blobs);
+        self.blobs.extend(w.blobs.iter().map(|b| b.to_vec()));
         for e in w.entries {
             if let Body::CreditsMoved { movement } = &e.body {
                 self.credits.apply(movement).unwrap();

@@ -228,7 +228,7 @@ fn assert_fedavg(global: &[f32], updates: &[(&str, &Update)], new_global: &[f32]
         .iter()
         .map(|(h, u)| (samples(h), u.delta.as_slice()))
         .collect();
-    let reference = fedavg::apply(global, &fedavg::weighted_average(&weighted).unwrap()).unwrap();
+    let reference = fedavg::apply(global, fedavg::weighted_average(&weighted).unwrap()).unwrap();
     let worst = new_global
         .iter()
         .zip(&reference)
@@ -293,15 +293,15 @@ fn happy_path_three_hospitals_two_shares() {
     let (e1, r1) = f
         .round
         .submit_share(300, "h2", party, &[], &bytes, None, &c);
-    assert_eq!(r1, Ok(None));
+    assert_eq!(r1, Ok(false));
     assert_eq!(f.round.phase(), &Phase::Decrypting);
     let (party, bytes) = share_bytes(&mut f, "h1");
     let (e2, r2) = f
         .round
         .submit_share(301, "h1", party, &[], &bytes, None, &c);
-    let new_global = r2.unwrap().expect("finalized");
+    assert_eq!(r2, Ok(true), "the second share finalizes");
     assert_eq!(f.round.phase(), &Phase::Finalized);
-    assert_eq!(f.round.new_global(), Some(new_global.as_slice()));
+    let new_global = f.round.new_global().expect("finalized").to_vec();
 
     let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
     assert_fedavg(&f.global, &refs, &new_global);
@@ -387,13 +387,15 @@ fn deadline_closes_with_two_of_three_and_penalises_the_absent() {
         f.round
             .submit_share(DEADLINE + 1, "h3", p3, &[], &s3, None, &c)
             .1,
-        Ok(None)
+        Ok(false)
     );
     let (p2, s2) = share_bytes(&mut f, "h2");
     let (entries, res) = f
         .round
         .submit_share(DEADLINE + 2, "h2", p2, &[], &s2, None, &c);
-    let new_global = res.unwrap().unwrap();
+    assert_eq!(res, Ok(true));
+    let new_global = f.round.take_new_global().expect("finalized");
+    assert_eq!(f.round.new_global(), None, "taken");
     assert_fedavg(&f.global, &[("h1", &u1), ("h2", &u2)], &new_global);
     assert_eq!(
         movements(&entries),
@@ -642,11 +644,12 @@ fn refused_shares_are_recorded_and_the_round_still_finalizes() {
 
     // Two valid shares finalize.
     let (e2, r2) = f.round.submit_share(310, "h2", p2, &[], &s2, None, &c);
-    assert_eq!(r2, Ok(None));
+    assert_eq!(r2, Ok(false));
     assert_eq!(kinds(&e2), vec!["decryption_share"]);
     let (p3, s3) = share_bytes(&mut f, "h3");
     let (e3, r3) = f.round.submit_share(311, "h3", p3, &[], &s3, None, &c);
-    let new_global = r3.unwrap().unwrap();
+    assert_eq!(r3, Ok(true));
+    let new_global = f.round.new_global().expect("finalized").to_vec();
     let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
     assert_fedavg(&f.global, &refs, &new_global);
     // h1 forfeits its reward and pays the invalid-share penalty.
@@ -724,7 +727,7 @@ fn shares_checked_outside_the_round_are_trusted_only_for_their_own_bytes() {
     assert!(matches!(r, Err(RoundError::InvalidShare { .. })), "{r:?}");
 
     // Genuine shares checked outside finalize the round to FedAvg of the updates.
-    let mut finalized = None;
+    let mut finalized = false;
     for (i, h) in ["h2", "h3"].into_iter().enumerate() {
         let (p, bytes) = share_bytes(&mut f, h);
         let checked = f.round.share_check(h, &[]).unwrap().check(&bytes);
@@ -737,8 +740,9 @@ fn shares_checked_outside_the_round_are_trusted_only_for_their_own_bytes() {
         ));
         finalized = r.unwrap();
     }
+    assert!(finalized, "the second share finalizes");
     let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
-    assert_fedavg(&f.global, &refs, &finalized.expect("finalized"));
+    assert_fedavg(&f.global, &refs, f.round.new_global().expect("finalized"));
 }
 
 /// A separate round in `Decrypting` (same key), to probe share checks without spending the main
@@ -940,12 +944,14 @@ fn spread_shares_each_cover_their_ciphertexts_and_finalize_to_the_same_model() {
             assert_rejected(&e2, h);
         }
         if i < 2 {
-            assert_eq!(r, Ok(None), "{h}: not every ciphertext has two shares yet");
+            assert_eq!(r, Ok(false), "{h}: not every ciphertext has two shares yet");
         } else {
-            last = Some((e, r.unwrap().expect("finalized")));
+            assert_eq!(r, Ok(true), "{h}: every ciphertext has two shares");
+            last = Some(e);
         }
     }
-    let (entries, new_global) = last.unwrap();
+    let entries = last.unwrap();
+    let new_global = f.round.new_global().expect("finalized").to_vec();
     let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
     assert_fedavg(&f.global, &refs, &new_global);
     assert_eq!(
@@ -968,7 +974,7 @@ fn a_missing_spread_decryptor_is_covered_by_second_shares_of_the_others() {
         let (_, r) = f
             .round
             .submit_share(300, h, i + 1, ranges, &bytes, None, &c);
-        assert_eq!(r, Ok(None));
+        assert_eq!(r, Ok(false));
     }
     let coverage = f.round.coverage();
     assert_eq!(coverage.len(), count);
@@ -989,17 +995,17 @@ fn a_missing_spread_decryptor_is_covered_by_second_shares_of_the_others() {
     assert_eq!(r, Err(RoundError::DuplicateShare("h1".into())));
     let more1 = lacking("h1", &f);
     let bytes = share_of(&mut f, "h1", &more1);
-    let (_, r) = f.round.submit_share(302, "h1", 1, &more1, &bytes, None, &c);
-    let done = match r.unwrap() {
-        Some(g) => Some((Vec::new(), g)),
-        None => {
-            let more2 = lacking("h2", &f);
-            let bytes = share_of(&mut f, "h2", &more2);
-            let (e, r) = f.round.submit_share(303, "h2", 2, &more2, &bytes, None, &c);
-            Some((e, r.unwrap().expect("every ciphertext has two shares")))
-        }
+    let (e1, r) = f.round.submit_share(302, "h1", 1, &more1, &bytes, None, &c);
+    let entries = if r.unwrap() {
+        e1
+    } else {
+        let more2 = lacking("h2", &f);
+        let bytes = share_of(&mut f, "h2", &more2);
+        let (e, r) = f.round.submit_share(303, "h2", 2, &more2, &bytes, None, &c);
+        assert_eq!(r, Ok(true), "every ciphertext has two shares");
+        e
     };
-    let (entries, new_global) = done.unwrap();
+    let new_global = f.round.new_global().expect("finalized").to_vec();
     let refs: Vec<(&str, &Update)> = updates.iter().map(|(h, u)| (*h, u)).collect();
     assert_fedavg(&f.global, &refs, &new_global);
     let moved = movements(&entries);

@@ -532,7 +532,7 @@ fn check_ledger_against_plaintext(dir: &Path, model_path: &Path) -> f64 {
             ModelDigest::of(&global).0,
             "round {round} starts from the previous model"
         );
-        global = fedavg::apply(&global, &agg_avg).unwrap();
+        global = fedavg::apply(&global, agg_avg).unwrap();
         assert_eq!(
             ModelDigest::of(&global).0,
             after,
